@@ -1,0 +1,15 @@
+# The IVC-LMS service image: gunicorn behind `ivclms serve`.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 IVCLMS_HTTP_HOST=0.0.0.0 IVCLMS_DATA_DIR=/var/lib/ivclms
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY mappings ./mappings
+COPY profiles ./profiles
+RUN pip install --no-cache-dir -e . && useradd --system --home /var/lib/ivclms ivclms \
+    && mkdir -p /var/lib/ivclms && chown ivclms /var/lib/ivclms
+USER ivclms
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+  CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
+CMD ["ivclms", "serve"]

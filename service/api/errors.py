@@ -1,0 +1,53 @@
+"""The one place where errors become OperationOutcome responses."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from service.api.responses import fhir_response
+from service.errors import Issue, ServiceError
+from service.outcome import operation_outcome
+
+log = logging.getLogger("ivclms.api")
+
+_HTTP_ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    412: "conflict",
+    413: "too-long",
+    415: "not-supported",
+    429: "throttled",
+}
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ServiceError)
+    def _service_error(exc: ServiceError) -> Response:
+        headers = {"WWW-Authenticate": 'Bearer realm="ivclms"'} if exc.status == 401 else None
+        return fhir_response(operation_outcome(exc.issues), exc.status, headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = (
+                f"request body exceeds the configured limit of {limit} bytes (IVCLMS_HTTP_MAX_BODY_BYTES)"
+            )
+        issue = Issue(code=_HTTP_ISSUE_CODES.get(status, "processing"), diagnostics=message)
+        return fhir_response(operation_outcome([issue]), status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error (%s)", type(exc).__name__)
+        issue = Issue(code="exception", diagnostics="internal error; the request was not applied")
+        return fhir_response(operation_outcome([issue]), 500)

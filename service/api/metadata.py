@@ -1,0 +1,17 @@
+"""GET /fhir/metadata."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from service.api.context import ctx
+from service.api.responses import fhir_response
+from service.capability import capability_statement
+
+bp = Blueprint("metadata", __name__, url_prefix="/fhir")
+
+
+@bp.get("/metadata")
+def capabilities() -> Response:
+    base = request.url_root.rstrip("/") + "/fhir"
+    return fhir_response(capability_statement(base, auth_required=ctx().verifier is not None))

@@ -1,0 +1,24 @@
+"""Default-deny authentication: every endpoint but the public ones needs a valid bearer token."""
+
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from service.api.context import ctx
+from service.auth import ANONYMOUS
+
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metadata.capabilities", "static"})
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _authenticate() -> None:
+        verifier = ctx().verifier
+        if verifier is None:
+            g.principal = ANONYMOUS
+            return
+        if request.endpoint in PUBLIC_ENDPOINTS or request.routing_exception is not None:
+            # Public endpoints, and 404/405 answers (which reveal nothing), need no token.
+            g.principal = None
+            return
+        g.principal = verifier.verify(request.headers.get("Authorization"))

@@ -1,0 +1,106 @@
+"""Code tables from ``mappings/codes.yaml``: the one source of every enumerated value and its codings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
+CANONICAL = "https://fhir.ivc-lms.org"
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str
+    code: str
+    display: str
+
+    def as_fhir(self) -> dict[str, str]:
+        return {"system": self.system, "code": self.code, "display": self.display}
+
+
+@dataclass(frozen=True)
+class Value:
+    key: str
+    display: str
+    standard: Coding | None
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    values: dict[str, Value]
+    fhir_code: bool = False
+
+    @property
+    def system(self) -> str:
+        """URL of the project CodeSystem for this table."""
+        return f"{CANONICAL}/CodeSystem/ivclms-{self.name}"
+
+    @property
+    def valueset(self) -> str:
+        return f"{CANONICAL}/ValueSet/ivclms-{self.name}-vs"
+
+    def keys(self) -> list[str]:
+        return list(self.values)
+
+    def local(self, key: str) -> Coding:
+        return Coding(self.system, key, self.values[key].display)
+
+    def codeable(self, key: str) -> dict[str, Any]:
+        """CodeableConcept for a value: the verified standard coding first (if any), then the project code."""
+        value = self.values[key]
+        codings = [value.standard.as_fhir()] if value.standard else []
+        codings.append(self.local(key).as_fhir())
+        return {"coding": codings, "text": value.display}
+
+    def key_of(self, concept: dict[str, Any]) -> str | None:
+        """Reverse: the value key for a CodeableConcept (project code preferred, then standard code)."""
+        codings = concept.get("coding", [])
+        for c in codings:
+            if c.get("system") == self.system and c.get("code") in self.values:
+                return str(c["code"])
+        for c in codings:
+            for key, value in self.values.items():
+                if value.standard and (value.standard.system, value.standard.code) == (c.get("system"), c.get("code")):
+                    return key
+        return None
+
+
+@cache
+def systems() -> dict[str, str]:
+    data: dict[str, str] = _load()["systems"]
+    return data
+
+
+@cache
+def tables() -> dict[str, Table]:
+    raw = _load()
+    alias = raw["systems"]
+    out: dict[str, Table] = {}
+    for name, spec in raw["tables"].items():
+        values: dict[str, Value] = {}
+        for key, v in spec["values"].items():
+            std = v.get("standard")
+            standard = Coding(alias[std["system"]], str(std["code"]), std["display"]) if std else None
+            extra = {k: val for k, val in v.items() if k not in ("display", "standard")}
+            values[str(key)] = Value(str(key), v["display"], standard, extra)
+        out[name] = Table(name, spec["title"], values, bool(spec.get("fhir_code", False)))
+    return out
+
+
+def table(name: str) -> Table:
+    return tables()[name]
+
+
+@cache
+def _load() -> dict[str, Any]:
+    with (MAPPINGS_DIR / "codes.yaml").open() as fh:
+        data: dict[str, Any] = yaml.safe_load(fh)
+    return data

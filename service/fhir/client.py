@@ -1,0 +1,293 @@
+"""The one client for the external FHIR R4 server.
+
+A ``requests.Session`` with timeouts everywhere, retries only on idempotent calls (GET, PUT, DELETE and
+conditional-update transactions the caller marks idempotent), and HTTP statuses turned into typed
+exceptions that carry the server's OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from service.settings import Settings
+
+FHIR_JSON = "application/fhir+json"
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class FhirError(Exception):
+    """Base of every failure talking to the FHIR server."""
+
+    def __init__(
+        self, message: str, status: int | None = None, outcome: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+
+
+class FhirUnavailable(FhirError):
+    """Network error, timeout, 429 or 5xx: worth retrying later."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status, outcome)
+        self.retry_after = retry_after
+
+
+class FhirRejected(FhirError):
+    """A 4xx answer: the request itself is wrong; retrying the same request will not help."""
+
+
+class FhirNotFound(FhirRejected):
+    pass
+
+
+class FhirConflict(FhirRejected):
+    """409 or 412: a concurrent change on the server."""
+
+
+class BearerAuth(AuthBase):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+
+class ClientCredentialsAuth(AuthBase):
+    """OAuth2 client credentials; the token is fetched lazily and renewed a minute before it expires."""
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str,
+        session: requests.Session,
+        timeout: float,
+    ) -> None:
+        self._token_url = token_url
+        self._client = (client_id, client_secret)
+        self._scope = scope
+        self._session = session
+        self._timeout = timeout
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._token is None or time.monotonic() > self._expires_at - 60:
+            self._refresh()
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def _refresh(self) -> None:
+        try:
+            resp = self._session.post(
+                self._token_url,
+                data={"grant_type": "client_credentials", "scope": self._scope},
+                auth=HTTPBasicAuth(*self._client),
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise FhirUnavailable(f"token endpoint not reachable: {type(exc).__name__}") from exc
+        if resp.status_code != 200:
+            raise FhirRejected(f"token endpoint answered {resp.status_code}", resp.status_code)
+        body = resp.json()
+        self._token = body["access_token"]
+        self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
+
+
+def auth_from_settings(settings: Settings, session: requests.Session) -> AuthBase | None:
+    mode = settings.fhir_auth_mode
+    if mode == "bearer":
+        return BearerAuth(settings.fhir_token)
+    if mode == "basic":
+        return HTTPBasicAuth(settings.fhir_username, settings.fhir_password)
+    if mode == "oauth2":
+        return ClientCredentialsAuth(
+            settings.fhir_token_url,
+            settings.fhir_client_id,
+            settings.fhir_client_secret,
+            settings.fhir_scope,
+            session,
+            settings.fhir_timeout_s,
+        )
+    return None
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _outcome(resp: requests.Response) -> dict[str, Any] | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome" else None
+
+
+def raise_for_status(resp: requests.Response) -> None:
+    if resp.status_code < 400:
+        return
+    outcome = _outcome(resp)
+    message = f"{resp.request.method} {resp.url} -> {resp.status_code}"
+    if resp.status_code in RETRYABLE_STATUS:
+        raise FhirUnavailable(message, resp.status_code, outcome, _retry_after(resp))
+    if resp.status_code in (404, 410):
+        raise FhirNotFound(message, resp.status_code, outcome)
+    if resp.status_code in (409, 412):
+        raise FhirConflict(message, resp.status_code, outcome)
+    raise FhirRejected(message, resp.status_code, outcome)
+
+
+class FhirClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        verify: bool | str = True,
+        auth: AuthBase | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_base: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session or requests.Session()
+        self._session.verify = verify
+        self._session.auth = auth
+        self._session.headers.update({"Accept": FHIR_JSON, "User-Agent": "ivclms"})
+        self._timeout = timeout
+        self._retries = retries
+        self._sleep = sleep
+        self._backoff_base = backoff_base
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FhirClient:
+        session = requests.Session()
+        verify: bool | str = settings.fhir_ca_bundle or settings.fhir_verify_tls
+        return cls(
+            settings.fhir_url,
+            timeout=settings.fhir_timeout_s,
+            retries=settings.fhir_retries,
+            verify=verify,
+            auth=auth_from_settings(settings, session),
+            session=session,
+        )
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- the one request function -------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+    ) -> requests.Response:
+        """Send one request; retry with exponential backoff and jitter only when it is idempotent."""
+        if idempotent is None:
+            idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        if path.startswith(("http://", "https://")):
+            url = path
+        else:
+            url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
+        send_headers = dict(headers or {})
+        if json is not None:
+            send_headers.setdefault("Content-Type", FHIR_JSON)
+        attempts = 1 + ((self._retries if retries is None else retries) if idempotent else 0)
+        last: FhirUnavailable | None = None
+        for attempt in range(attempts):
+            if attempt:
+                delay = self._backoff_base * (2 ** (attempt - 1))
+                delay = max(delay * random.uniform(0.5, 1.5), last.retry_after or 0.0) if last else delay
+                self._sleep(delay)
+            try:
+                resp = self._session.request(
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    headers=send_headers,
+                    timeout=timeout or self._timeout,
+                )
+                raise_for_status(resp)
+                return resp
+            except requests.RequestException as exc:
+                last = FhirUnavailable(f"{method} {url}: {type(exc).__name__}")
+            except FhirUnavailable as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    # -- FHIR interactions ----------------------------------------------------------------------------
+
+    def capabilities(self) -> dict[str, Any]:
+        return self._json(self.request("GET", "metadata"))
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        return self._json(self.request("GET", f"{resource_type}/{resource_id}"))
+
+    def create(self, resource: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Prefer": "return=representation"}
+        return self._json(self.request("POST", resource["resourceType"], json=resource, headers=headers))
+
+    def update(self, resource: dict[str, Any]) -> dict[str, Any]:
+        path = f"{resource['resourceType']}/{resource['id']}"
+        headers = {"Prefer": "return=representation"}
+        return self._json(self.request("PUT", path, json=resource, headers=headers))
+
+    def search(self, resource_type: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self._json(self.request("GET", resource_type, params=params))
+
+    def transaction(self, bundle: dict[str, Any], *, idempotent: bool = False) -> dict[str, Any]:
+        """POST a transaction; pass ``idempotent=True`` only for bundles made of conditional updates."""
+        return self._json(self.request("POST", "", json=bundle, idempotent=idempotent))
+
+    def validate(self, resource: dict[str, Any], profile: str | None = None) -> dict[str, Any]:
+        """``$validate``; an invalid resource is an answer (the OperationOutcome), not an exception."""
+        params = {"profile": profile} if profile else None
+        try:
+            resp = self.request(
+                "POST", f"{resource['resourceType']}/$validate", json=resource, params=params, idempotent=True
+            )
+        except FhirRejected as exc:
+            if exc.outcome is not None and exc.status in (400, 412, 422):
+                return exc.outcome
+            raise
+        return self._json(resp)
+
+    @staticmethod
+    def _json(resp: requests.Response) -> dict[str, Any]:
+        body = resp.json()
+        if not isinstance(body, dict):
+            raise FhirError(f"{resp.url}: expected a JSON object")
+        return body

@@ -1,0 +1,157 @@
+"""Element paths into FHIR JSON, read and written by the same definition.
+
+A path is dot-separated steps. A step is an element name, optionally followed by a selector:
+
+- ``code``                      the element (a list element is treated as its first item)
+- ``identifier[1]``             list item by position
+- ``extension(<url>)``          the list item whose ``url`` equals ``<url>`` (extension slicing)
+- ``component(<system>|<code>)`` the list item whose ``code.coding`` contains that coding
+  (component slicing by pattern)
+
+Both mapping directions use one path: ``put`` creates what is missing (with the slice
+discriminator filled in), ``get`` returns None where anything is missing. Mapping definitions in
+``mappings/`` are written in this language so a FHIR engineer can read them as element paths.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+_STEP = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<index>\d+)\]|\((?P<selector>[^()]*)\))?$")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    index: int | None = None
+    url: str | None = None
+    coding: tuple[str, str] | None = None
+
+    @property
+    def is_list(self) -> bool:
+        return self.index is not None or self.url is not None or self.coding is not None
+
+    def matches(self, item: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        if self.url is not None:
+            return bool(item.get("url") == self.url)
+        if self.coding is not None:
+            system, code = self.coding
+            codings = (item.get("code") or {}).get("coding", [])
+            return any(c.get("system") == system and c.get("code") == code for c in codings)
+        return True
+
+    def new_item(self) -> dict[str, Any]:
+        if self.url is not None:
+            return {"url": self.url}
+        if self.coding is not None:
+            return {"code": {"coding": [{"system": self.coding[0], "code": self.coding[1]}]}}
+        return {}
+
+
+class PathError(ValueError):
+    pass
+
+
+@cache
+def parse(path: str) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    for raw in _split(path):
+        m = _STEP.match(raw)
+        if not m:
+            raise PathError(f"bad path step {raw!r} in {path!r}")
+        name, index, selector = m.group("name"), m.group("index"), m.group("selector")
+        if index is not None:
+            steps.append(Step(name, index=int(index)))
+        elif selector is None:
+            steps.append(Step(name))
+        elif name == "extension" or name == "modifierExtension":
+            steps.append(Step(name, url=selector))
+        else:
+            system, sep, code = selector.rpartition("|")
+            if not sep:
+                raise PathError(f"selector of {raw!r} must be <system>|<code>")
+            steps.append(Step(name, coding=(system, code)))
+    return tuple(steps)
+
+
+def _split(path: str) -> list[str]:
+    """Split on dots outside parentheses (URLs in selectors contain dots)."""
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for ch in path:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "." and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def get(resource: dict[str, Any], path: str) -> Any:
+    node: Any = resource
+    for step in parse(path):
+        if not isinstance(node, dict) or step.name not in node:
+            return None
+        node = node[step.name]
+        if isinstance(node, list):
+            node = _pick(node, step)
+            if node is None:
+                return None
+        elif step.is_list:
+            return None
+    return node
+
+
+def _pick(items: list[Any], step: Step) -> Any:
+    if step.index is not None:
+        return items[step.index] if step.index < len(items) else None
+    if step.url is None and step.coding is None:
+        return items[0] if items else None
+    return next((item for item in items if step.matches(item)), None)
+
+
+def put(resource: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at ``path``, creating intermediate elements and slices."""
+    steps = parse(path)
+    node: dict[str, Any] = resource
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        if not step.is_list:
+            if last:
+                node[step.name] = value
+                return
+            child = node.setdefault(step.name, {})
+            if isinstance(child, list):  # a plain step into a list means its first item
+                if not child:
+                    child.append({})
+                child = child[0]
+            node = child
+            continue
+        items: list[Any] = node.setdefault(step.name, [])
+        target = _pick(items, step)
+        if target is None:
+            if step.index is not None:
+                while len(items) <= step.index:
+                    items.append({})
+                target = items[step.index]
+            else:
+                target = step.new_item()
+                items.append(target)
+        if last:
+            if isinstance(value, dict):
+                target.update(value)
+            else:
+                raise PathError(f"{path}: a list item can only be set to an object")
+            return
+        node = target

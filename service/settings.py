@@ -1,0 +1,173 @@
+"""Settings: the only module that reads the environment.
+
+Every setting is an ``IVCLMS_<AREA>_<NAME>`` variable with a documented default; the table in the
+README is checked against ``SETTINGS_DOC`` by a test so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "IVCLMS_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+FHIR_AUTH_MODES = ("none", "bearer", "basic", "oauth2")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; raised at start-up, never later."""
+
+
+def _env(name: str, doc: str, default: Any) -> Any:
+    return field(default=default, metadata={"env": PREFIX + name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = _env("DATA_DIR", "Directory for the embedded SQLite database and exports.", Path("data"))
+    db_url: str = _env(
+        "DB_URL",
+        "SQLAlchemy database URL. Empty: SQLite file `<DATA_DIR>/ivclms.sqlite3` (WAL). "
+        "Production: `postgresql+psycopg://user:pass@host/db`.",
+        "",
+    )
+    http_host: str = _env("HTTP_HOST", "Address `ivclms serve` binds to.", "127.0.0.1")
+    http_port: int = _env("HTTP_PORT", "Port `ivclms serve` listens on.", 8080)
+    http_workers: int = _env("HTTP_WORKERS", "gunicorn worker processes.", 2)
+    http_threads: int = _env("HTTP_THREADS", "Threads per gunicorn worker.", 4)
+    http_max_body_bytes: int = _env(
+        "HTTP_MAX_BODY_BYTES", "Largest request body accepted; larger gets 413.", 10 * 1024 * 1024
+    )
+    auth_disabled: bool = _env(
+        "AUTH_DISABLED", "Turn bearer-token authentication off (a warning is logged at start-up).", False
+    )
+    auth_jwt_secret: str = _env("AUTH_JWT_SECRET", "Shared secret for HS256 access tokens.", "")
+    auth_jwt_public_key_file: str = _env(
+        "AUTH_JWT_PUBLIC_KEY_FILE", "PEM public key for RS256/ES256 access tokens.", ""
+    )
+    auth_audience: str = _env(
+        "AUTH_AUDIENCE", "Required `aud` claim of access tokens (empty: not checked).", ""
+    )
+    auth_issuer: str = _env("AUTH_ISSUER", "Required `iss` claim of access tokens (empty: not checked).", "")
+    fhir_url: str = _env("FHIR_URL", "Base URL of the hospital's FHIR R4 server. Empty: sync is off.", "")
+    fhir_auth_mode: str = _env(
+        "FHIR_AUTH_MODE", "Authentication to the FHIR server: " + "|".join(FHIR_AUTH_MODES) + ".", "none"
+    )
+    fhir_token: str = _env("FHIR_TOKEN", "Bearer token for `FHIR_AUTH_MODE=bearer`.", "")
+    fhir_username: str = _env("FHIR_USERNAME", "User for `FHIR_AUTH_MODE=basic`.", "")
+    fhir_password: str = _env("FHIR_PASSWORD", "Password for `FHIR_AUTH_MODE=basic`.", "")
+    fhir_token_url: str = _env("FHIR_TOKEN_URL", "OAuth2 token endpoint for `FHIR_AUTH_MODE=oauth2`.", "")
+    fhir_client_id: str = _env("FHIR_CLIENT_ID", "OAuth2 client id for `FHIR_AUTH_MODE=oauth2`.", "")
+    fhir_client_secret: str = _env(
+        "FHIR_CLIENT_SECRET", "OAuth2 client secret for `FHIR_AUTH_MODE=oauth2`.", ""
+    )
+    fhir_scope: str = _env(
+        "FHIR_SCOPE", "OAuth2 scope requested for `FHIR_AUTH_MODE=oauth2`.", "system/*.cruds"
+    )
+    fhir_timeout_s: float = _env(
+        "FHIR_TIMEOUT_S", "Connect and read timeout for FHIR server calls, seconds.", 30.0
+    )
+    fhir_retries: int = _env(
+        "FHIR_RETRIES", "Retries of idempotent FHIR calls on network errors, 429 and 5xx.", 3
+    )
+    fhir_verify_tls: bool = _env("FHIR_VERIFY_TLS", "Verify the FHIR server's TLS certificate.", True)
+    fhir_ca_bundle: str = _env(
+        "FHIR_CA_BUNDLE", "CA bundle file for the FHIR server (empty: system CAs).", ""
+    )
+    source_system: str = _env(
+        "SOURCE_SYSTEM", "Default source-system URI for cases that do not name one.", "urn:ivclms:local"
+    )
+    log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL: the embedded SQLite file unless one is configured."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'ivclms.sqlite3').resolve()}"
+
+    @property
+    def sync_enabled(self) -> bool:
+        return bool(self.fhir_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting once; unknown ``IVCLMS_`` variables are an error (a typo is not a default)."""
+        env = os.environ if environ is None else environ
+        known = {f.metadata["env"]: f for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known and not _ignored(k))
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for name, f in known.items():
+            if name in env:
+                values[f.name] = _parse(name, env[name], f.default)
+        return cls(**values).validated()
+
+    def replace(self, **changes: Any) -> Settings:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(changes)
+        return Settings(**data).validated()
+
+    def validated(self) -> Settings:
+        if self.fhir_auth_mode not in FHIR_AUTH_MODES:
+            raise SettingsError(f"{PREFIX}FHIR_AUTH_MODE must be one of {', '.join(FHIR_AUTH_MODES)}")
+        if self.fhir_auth_mode == "bearer" and not self.fhir_token:
+            raise SettingsError(f"{PREFIX}FHIR_TOKEN is required when {PREFIX}FHIR_AUTH_MODE=bearer")
+        if self.fhir_auth_mode == "basic" and not (self.fhir_username and self.fhir_password):
+            raise SettingsError(
+                f"{PREFIX}FHIR_USERNAME and {PREFIX}FHIR_PASSWORD are required for basic auth"
+            )
+        if self.fhir_auth_mode == "oauth2" and not (
+            self.fhir_token_url and self.fhir_client_id and self.fhir_client_secret
+        ):
+            raise SettingsError(
+                f"{PREFIX}FHIR_TOKEN_URL, {PREFIX}FHIR_CLIENT_ID and {PREFIX}FHIR_CLIENT_SECRET are required "
+                "for oauth2"
+            )
+        if not self.auth_disabled and not (self.auth_jwt_secret or self.auth_jwt_public_key_file):
+            raise SettingsError(
+                f"authentication is on by default: set {PREFIX}AUTH_JWT_SECRET or "
+                f"{PREFIX}AUTH_JWT_PUBLIC_KEY_FILE, or {PREFIX}AUTH_DISABLED=true for a local trial"
+            )
+        if self.http_max_body_bytes <= 0:
+            raise SettingsError(f"{PREFIX}HTTP_MAX_BODY_BYTES must be positive")
+        return self
+
+
+# Variables that belong to the test harness scripts, not to the service.
+_HARNESS = ("IVCLMS_HAPI_", "IVCLMS_PG_", "IVCLMS_TEST_")
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(_HARNESS)
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            value = raw.strip().lower()
+            if value in _TRUE:
+                return True
+            if value in _FALSE:
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r}: {exc}") from exc
+
+
+SETTINGS_DOC: list[tuple[str, str, str]] = [
+    (f.metadata["env"], str(f.default), f.metadata["doc"]) for f in fields(Settings)
+]

@@ -1,0 +1,40 @@
+import pytest
+
+from service.mapping.paths import PathError, get, parse, put
+
+EXT = "https://fhir.ivc-lms.org/StructureDefinition/ivclms-ivc-segment-from"
+
+
+def test_put_then_get_round_trips_through_slices():
+    r: dict = {"resourceType": "Observation"}
+    put(r, f"extension({EXT}).valueCodeableConcept", {"text": "II"})
+    put(r, "component(http://loinc.org|33728-7).valueQuantity.value", 9.0)
+    put(r, "component(http://loinc.org|33729-5).valueQuantity.value", 6.5)
+    put(r, "identifier[1].value", "b")
+    put(r, "identifier[0].value", "a")
+    assert r["extension"] == [{"url": EXT, "valueCodeableConcept": {"text": "II"}}]
+    assert [c["code"]["coding"][0]["code"] for c in r["component"]] == ["33728-7", "33729-5"]
+    assert get(r, "component(http://loinc.org|33729-5).valueQuantity.value") == 6.5
+    assert get(r, f"extension({EXT}).valueCodeableConcept.text") == "II"
+    assert [i["value"] for i in r["identifier"]] == ["a", "b"]
+
+
+def test_get_of_missing_is_none():
+    r = {"resourceType": "Condition", "extension": [{"url": "x", "valueBoolean": True}]}
+    assert get(r, f"extension({EXT}).valueBoolean") is None
+    assert get(r, "extension(x).valueBoolean") is True
+    assert get(r, "code.coding.code") is None
+    assert get(r, "identifier[3].value") is None
+
+
+def test_second_put_into_a_slice_reuses_it():
+    r: dict = {}
+    put(r, f"extension({EXT}).valueCode", "I")
+    put(r, f"extension({EXT}).valueCode", "II")
+    assert r == {"extension": [{"url": EXT, "valueCode": "II"}]}
+
+
+@pytest.mark.parametrize("bad", ["a..b", "component(nocode).value", "a[x]"])
+def test_bad_paths_are_rejected(bad):
+    with pytest.raises(PathError):
+        parse(bad)
