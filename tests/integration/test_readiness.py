@@ -30,6 +30,7 @@ def test_readyz_reports_the_shared_hapi_up(tmp_path, hapi_url):
 def test_readyz_reports_postgresql(tmp_path, pg_url):
     app = create_app(Settings(data_dir=tmp_path, auth_disabled=True, db_url=pg_url))
     resp = app.test_client().get("/readyz")
+    app.extensions["ivclms"].engine.dispose()  # close the pooled connection now, not at GC time
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["checks"]["database"] == {"ok": True, "backend": "postgresql"}
 
