@@ -1,0 +1,276 @@
+"""The case series as CSV: one row per case, the flat column set of the data set.
+
+Column names are the field path joined with ``_``; an entry of a repeating group carries its 1-based
+number right after the group name: ``surgery1_ivc_management_method``,
+``follow_up2_imaging1_findings``, ``diagnosis_labs3_value``. Each repeating group has a fixed
+maximum number of entries (``MAX_ENTRIES``). Lists of codes and tumour dimensions are ``;``-joined in
+one cell. An empty cell is an absent value; booleans are ``true``/``false``; measured values are in
+their canonical unit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from service.errors import Issue, Unprocessable
+from service.model import fields as f
+from service.model.schema import CaseSchema
+from service.model.validate import validate_case
+
+# Entries per repeating group (dotted field path without indices) that the CSV layout holds.
+MAX_ENTRIES: dict[str, int] = {
+    "patient.history": 4,
+    "presentation.symptoms": 6,
+    "diagnosis.imaging": 6,
+    "diagnosis.tumour_size": 4,
+    "diagnosis.metastases": 6,
+    "diagnosis.labs": 6,
+    "surgery": 2,
+    "surgery.organs_resected": 4,
+    "surgery.renal_veins": 2,
+    "pathology.ihc": 10,
+    "pathology.metastatic_lesions": 4,
+    "postoperative.complications": 4,
+    "postoperative.renal_function": 6,
+    "therapies": 6,
+    "therapies.drugs": 3,
+    "follow_up": 8,
+    "follow_up.renal_function": 3,
+    "follow_up.imaging": 2,
+    "care_plan.activities": 8,
+}
+SEPARATOR = ";"
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    path: Path
+    kind: str  # text | code | date | number | integer | boolean | codes | numbers
+    field: fields.Field[Any]
+
+
+@cache
+def columns() -> tuple[Column, ...]:
+    """Every column of the layout, in data set order."""
+    return tuple(_columns(CaseSchema(), "", (), ""))
+
+
+def column_names() -> list[str]:
+    return [c.name for c in columns()]
+
+
+def _columns(schema: Schema, prefix: str, path: Path, group: str) -> Iterable[Column]:
+    for name, field in schema.fields.items():
+        key = f"{group}.{name}" if group else name
+        if isinstance(field, fields.Nested):
+            yield from _columns(_nested(field), f"{prefix}{name}_", (*path, name), key)
+        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+            for k in range(MAX_ENTRIES[key]):
+                yield from _columns(_nested(field.inner), f"{prefix}{name}{k + 1}_", (*path, name, k), key)
+        else:
+            yield Column(f"{prefix}{name}", (*path, name), _kind(field), field)
+
+
+def _nested(field: fields.Nested) -> Schema:
+    schema = field.schema
+    assert isinstance(schema, Schema)
+    return schema
+
+
+def _kind(field: fields.Field[Any]) -> str:
+    if isinstance(field, fields.List):
+        return "codes"
+    if isinstance(field, f.Dimensions):
+        return "numbers"
+    if isinstance(field, f.Bool):
+        return "boolean"
+    if isinstance(field, f.Code):
+        return "integer" if field.integer else "code"
+    if isinstance(field, f.Date):
+        return "date"
+    if isinstance(field, f.Number):
+        return "integer" if field.integer else "number"
+    return "text"
+
+
+def group_sizes(case: Mapping[str, Any]) -> Iterable[tuple[str, str, int]]:
+    """(path, group key, number of entries) of every repeating group of objects in a case."""
+    yield from _sizes(CaseSchema(), case, "", "")
+
+
+def _sizes(schema: Schema, data: Mapping[str, Any], path: str, group: str) -> Iterable[tuple[str, str, int]]:
+    for name, field in schema.fields.items():
+        value = data.get(name)
+        key = f"{group}.{name}" if group else name
+        where = f"{path}.{name}" if path else name
+        if isinstance(field, fields.Nested) and isinstance(value, Mapping):
+            yield from _sizes(_nested(field), value, where, key)
+        elif (
+            isinstance(field, fields.List)
+            and isinstance(field.inner, fields.Nested)
+            and isinstance(value, list)
+        ):
+            yield where, key, len(value)
+            for i, entry in enumerate(value):
+                if isinstance(entry, Mapping):
+                    yield from _sizes(_nested(field.inner), entry, f"{where}[{i}]", key)
+
+
+# ---- flatten ------------------------------------------------------------------------------------
+
+
+def flatten(case: Mapping[str, Any]) -> dict[str, str]:
+    """One CSV row (column -> cell) for a canonical case; more entries than the layout holds raise."""
+    too_many = [
+        Issue(
+            "too-long",
+            f"{where}: {size} entries; the CSV layout holds at most {MAX_ENTRIES[key]}",
+            where,
+        )
+        for where, key, size in group_sizes(case)
+        if size > MAX_ENTRIES[key]
+    ]
+    if too_many:
+        raise Unprocessable(too_many)
+    return {c.name: _cell(_get(case, c.path), c.kind) for c in columns()}
+
+
+def _get(data: Any, path: Path) -> Any:
+    for step in path:
+        if isinstance(step, int):
+            if not isinstance(data, list) or step >= len(data):
+                return None
+        elif not isinstance(data, Mapping):
+            return None
+        data = data[step] if isinstance(step, int) else data.get(step)
+    return data
+
+
+def _cell(value: Any, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "boolean":
+        return "true" if value else "false"
+    if kind == "codes":
+        return SEPARATOR.join(str(v) for v in value)
+    if kind == "numbers":
+        return SEPARATOR.join(_number(v) for v in value)
+    if kind in ("number", "integer"):
+        return _number(value)
+    return str(value)
+
+
+def _number(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# ---- unflatten ----------------------------------------------------------------------------------
+
+
+def unflatten(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """A case-like dict from a row (not yet validated: pass it to validate_case).
+
+    Empty cells are absent values. Cells that do not parse as their column's type are passed on as
+    text, so that validation names the field. An unknown column raises.
+    """
+    known = {c.name: c for c in columns()}
+    unknown = [name for name in row if name not in known]
+    if unknown:
+        raise Unprocessable([Issue("invalid", f"{name}: unknown column", name) for name in unknown])
+    case: dict[str, Any] = {}
+    for name, cell in row.items():
+        if cell is None or cell == "":
+            continue
+        column = known[name]
+        _put(case, column.path, _parse(cell, column.kind))
+    built: dict[str, Any] = _lists(case)
+    return built
+
+
+def _put(data: dict[Any, Any], path: Path, value: Any) -> None:
+    for step in path[:-1]:
+        data = data.setdefault(step, {})
+    data[path[-1]] = value
+
+
+def _lists(data: Any) -> Any:
+    """Turn the {index: entry} dicts built by _put into lists; a missing entry becomes {}."""
+    if not isinstance(data, dict):
+        return data
+    if data and all(isinstance(k, int) for k in data):
+        return [_lists(data.get(i, {})) for i in range(max(data) + 1)]
+    return {k: _lists(v) for k, v in data.items()}
+
+
+def _parse(cell: str, kind: str) -> Any:
+    if kind == "text":
+        return cell
+    raw = cell.strip()
+    if kind in ("code", "date"):
+        return raw
+    if kind == "codes":
+        return [part.strip() for part in raw.split(SEPARATOR)]
+    if kind == "numbers":
+        return [_parse_number(part.strip()) for part in raw.split(SEPARATOR)]
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(raw.lower(), cell)
+    return _parse_number(raw)
+
+
+def _parse_number(raw: str) -> Any:
+    if _INTEGER.match(raw):
+        return int(raw)
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+
+def write_csv(cases: Iterable[Mapping[str, Any]]) -> str:
+    """A CSV text (header + one row per canonical case) with every column of the layout."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=column_names(), lineterminator="\n")
+    writer.writeheader()
+    for case in cases:
+        writer.writerow(flatten(case))
+    return out.getvalue()
+
+
+def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
+    """Each data row (1 = first) validated: the canonical case, or the Unprocessable with the problems,
+    each message prefixed ``row N: ``. Columns may be omitted (all empty); unknown columns raise."""
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    known = set(column_names())
+    unknown = [name for name in reader.fieldnames or [] if name not in known]
+    if unknown:
+        raise Unprocessable([Issue("invalid", f"header: unknown column {name}", name) for name in unknown])
+    results: list[tuple[int, dict[str, Any] | Unprocessable]] = []
+    for number, row in enumerate(reader, start=1):
+        if None in row:
+            error = Unprocessable([Issue("invalid", f"row {number}: more cells than header columns")])
+            results.append((number, error))
+            continue
+        try:
+            results.append((number, validate_case(unflatten(row))))
+        except Unprocessable as error:
+            issues = [
+                Issue(i.code, f"row {number}: {i.diagnostics}", i.expression, i.severity)
+                for i in error.issues
+            ]
+            results.append((number, Unprocessable(issues)))
+    return results

@@ -1,0 +1,265 @@
+"""Field types of the case model.
+
+Every field carries what the JSON Schema, the CSV layout and the documentation need in its
+``metadata``: ``description``, and where it applies ``table`` (the code table in mappings/codes.yaml),
+``unit`` and ``dimension`` (measured fields). Allowed codes are read from the table at validation time,
+never repeated here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+from service.codes import table
+from service.model.units import Dimension, convert
+
+REQUIRED = "required"
+NULL = "must not be null"
+
+_COMMON_ERRORS = {"required": REQUIRED, "null": NULL}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+
+
+def _options(required: bool, description: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    meta = {"description": description, **(extra or {})}
+    if required:
+        return {"required": True, "allow_none": False, "metadata": meta, "error_messages": _COMMON_ERRORS}
+    return {"load_default": None, "allow_none": True, "metadata": meta, "error_messages": _COMMON_ERRORS}
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError("must be a number")
+    if not math.isfinite(value):
+        raise ValidationError("must be a finite number")
+    return value
+
+
+class Text(fields.Field[str]):
+    """A non-empty string."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        if not isinstance(value, str):
+            raise ValidationError("must be a string")
+        if value == "":
+            raise ValidationError("must not be empty (omit the field or use null)")
+        return value
+
+
+class Uri(Text):
+    """An absolute URI (``scheme:rest``), e.g. ``urn:ivclms:example`` or ``https://...``."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not _URI.match(text):
+            raise ValidationError("must be an absolute URI (scheme:...)")
+        return text
+
+
+class Date(fields.Field[str]):
+    """A calendar date ``YYYY-MM-DD``; kept as the ISO string."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        if not isinstance(value, str) or not _DATE.match(value):
+            raise ValidationError("must be a date YYYY-MM-DD")
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("must be a valid calendar date YYYY-MM-DD") from None
+        return value
+
+
+class Bool(fields.Field[bool]):
+    """true or false (no truthy strings or numbers)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError("must be true or false")
+        return value
+
+
+class Number(fields.Field[float]):
+    """A number with optional bounds; ``integer`` requires a whole number (returned as int)."""
+
+    def __init__(
+        self,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        exclusive_minimum: bool = False,
+        integer: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.minimum = minimum
+        self.maximum = maximum
+        self.exclusive_minimum = exclusive_minimum
+        self.integer = integer
+
+    def check(self, value: Any) -> float:
+        number = _number(value)
+        if self.integer:
+            if isinstance(number, float) and not number.is_integer():
+                raise ValidationError("must be a whole number")
+            number = int(number)
+        if self.minimum is not None:
+            if self.exclusive_minimum and number <= self.minimum:
+                raise ValidationError(f"must be greater than {self.minimum:g}")
+            if number < self.minimum:
+                raise ValidationError(f"must be at least {self.minimum:g}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValidationError(f"must be at most {self.maximum:g}")
+        return number
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> float:
+        return self.check(value)
+
+
+def _unit_value(value: Any, dimension: Dimension, canonical: str) -> tuple[Any, str]:
+    """Split ``{"value": v, "unit": u}``; a bare value is in the canonical unit."""
+    if not isinstance(value, Mapping):
+        return value, canonical
+    unknown = sorted(set(value) - {"value", "unit"})
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; a measure is {{value, unit}}")
+    if "value" not in value or "unit" not in value:
+        raise ValidationError("a measure object needs both value and unit")
+    unit = value["unit"]
+    if unit not in dimension.factors:
+        raise ValidationError(f"unit {unit!r} is not allowed; allowed units: {', '.join(dimension.units)}")
+    return value["value"], str(unit)
+
+
+class Measure(Number):
+    """A number in the canonical unit, or ``{"value": number, "unit": u}`` converted to it."""
+
+    def __init__(self, *, dimension: Dimension, unit: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dimension = dimension
+        self.unit = unit
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> float:
+        raw, unit = _unit_value(value, self.dimension, self.unit)
+        number = _number(raw)
+        return self.check(convert(number, unit, self.unit, self.dimension))
+
+
+class Dimensions(fields.Field[list[float]]):
+    """One to three tumour dimensions, largest first, in cm (or ``{"value": [...], "unit": "mm"}``)."""
+
+    MAX = 3
+
+    def __init__(self, *, dimension: Dimension, unit: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dimension = dimension
+        self.unit = unit
+        # an optional size is [] when absent; a required one has at least one dimension
+        self.min_items = 1 if self.required else 0
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[float]:
+        raw, unit = _unit_value(value, self.dimension, self.unit)
+        if not isinstance(raw, list) or not self.min_items <= len(raw) <= self.MAX:
+            raise ValidationError(f"must be a list of {self.min_items} to {self.MAX} numbers")
+        out: list[float] = []
+        for item in raw:
+            number = convert(_number(item), unit, self.unit, self.dimension)
+            if number <= 0:
+                raise ValidationError("dimensions must be greater than 0")
+            out.append(number)
+        if any(a < b for a, b in itertools.pairwise(out)):
+            raise ValidationError("dimensions must be given largest first")
+        return out
+
+
+class Code(fields.Field[str]):
+    """A value of a code table in mappings/codes.yaml (``integer``: the key read as a whole number)."""
+
+    def __init__(self, table_name: str, *, integer: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table_name = table_name
+        self.integer = integer
+
+    def allowed(self) -> list[Any]:
+        keys = table(self.table_name).keys()
+        return [int(k) for k in keys] if self.integer else keys
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Any:
+        allowed = self.allowed()
+        if isinstance(value, bool) or value not in allowed:
+            raise ValidationError(f"must be one of: {', '.join(str(a) for a in allowed)}")
+        return value
+
+
+# Constructors used by the schemas: required-ness, description and metadata in one call.
+
+
+def text(description: str, *, required: bool = False) -> Text:
+    return Text(**_options(required, description))
+
+
+def uri(description: str, *, required: bool = False) -> Uri:
+    return Uri(**_options(required, description))
+
+
+def date(description: str, *, required: bool = False) -> Date:
+    return Date(**_options(required, description))
+
+
+def boolean(description: str, *, required: bool = False) -> Bool:
+    return Bool(**_options(required, description))
+
+
+def code(table_name: str, description: str, *, required: bool = False, integer: bool = False) -> Code:
+    return Code(table_name, integer=integer, **_options(required, description, {"table": table_name}))
+
+
+def number(
+    description: str,
+    *,
+    required: bool = False,
+    minimum: float | None = 0,
+    maximum: float | None = None,
+    integer: bool = False,
+) -> Number:
+    return Number(minimum=minimum, maximum=maximum, integer=integer, **_options(required, description))
+
+
+def percent(description: str) -> Number:
+    return Number(minimum=0, maximum=100, **_options(False, description, {"unit": "%"}))
+
+
+def measure(dimension: Dimension, unit: str, description: str, *, required: bool = False) -> Measure:
+    meta = {"unit": unit, "dimension": dimension.name, "units": dimension.units}
+    return Measure(dimension=dimension, unit=unit, minimum=0, **_options(required, description, meta))
+
+
+def dimensions(dimension: Dimension, unit: str, description: str, *, required: bool = False) -> Dimensions:
+    meta = {"unit": unit, "dimension": dimension.name, "units": dimension.units}
+    options = _options(required, description, meta)
+    if not required:
+        options["load_default"] = list  # absent: [] like any list
+    return Dimensions(dimension=dimension, unit=unit, **options)

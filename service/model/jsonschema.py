@@ -1,0 +1,141 @@
+"""JSON Schema (draft 2020-12) of the case input, generated from the marshmallow schemas.
+
+``python -m service.model.jsonschema > docs/case.schema.json``. The schema describes the accepted
+input (including measures in another unit); cross-field rules are not expressible here and are
+listed in docs/case-model.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from service.codes import CANONICAL
+from service.model import fields as f
+from service.model.schema import CaseSchema
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID = f"{CANONICAL}/schema/case.schema.json"
+
+
+def definition_name(schema: Schema | type[Schema]) -> str:
+    cls = schema if isinstance(schema, type) else type(schema)
+    return cls.__name__.removesuffix("Schema")
+
+
+def case_json_schema() -> dict[str, Any]:
+    defs: dict[str, Any] = {}
+    root = _object(CaseSchema(), defs)
+    return {
+        "$schema": DIALECT,
+        "$id": SCHEMA_ID,
+        "title": "IVC-LMS case",
+        "description": "One case of leiomyosarcoma of the inferior vena cava (IVC-LMS), data set v1.",
+        **root,
+        "$defs": dict(sorted(defs.items())),
+    }
+
+
+def _object(schema: Schema, defs: dict[str, Any]) -> dict[str, Any]:
+    properties = {name: field_schema(field, defs) for name, field in schema.fields.items()}
+    required = [name for name, field in schema.fields.items() if field.required]
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    out["additionalProperties"] = False
+    return out
+
+
+def _ref(field: fields.Nested, defs: dict[str, Any]) -> dict[str, Any]:
+    schema = field.schema
+    name = definition_name(schema)
+    if name not in defs:
+        defs[name] = {}  # reserve (recursion guard) before filling
+        defs[name] = _object(schema, defs)
+    return {"$ref": f"#/$defs/{name}"}
+
+
+def field_schema(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of one field, nullable when the field is optional."""
+    out = _bare(field, defs)
+    if not field.required:
+        out = _nullable(out)
+    description = field.metadata.get("description")
+    return {"description": description, **out} if description else out
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    if isinstance(schema.get("type"), str) and "anyOf" not in schema:
+        return {**schema, "type": [schema["type"], "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(field, fields.Nested):
+        return _ref(field, defs)
+    if isinstance(field, fields.List):
+        inner = _bare(field.inner, defs)
+        return {"type": "array", "items": inner}
+    if isinstance(field, f.Code):
+        return {"enum": field.allowed(), "x-code-table": field.table_name}
+    if isinstance(field, f.Dimensions):
+        values = {
+            "type": "array",
+            "items": {"type": "number", "exclusiveMinimum": 0},
+            "minItems": field.min_items,
+            "maxItems": f.Dimensions.MAX,
+        }
+        return {
+            "anyOf": [values, _measure_object(values, field.dimension.units)],
+            "x-unit": field.unit,
+        }
+    if isinstance(field, f.Measure):
+        number = _number(field)
+        return {"anyOf": [number, _measure_object(number, field.dimension.units)], "x-unit": field.unit}
+    if isinstance(field, f.Number):
+        return _number(field)
+    if isinstance(field, f.Bool):
+        return {"type": "boolean"}
+    if isinstance(field, f.Date):
+        return {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+    if isinstance(field, f.Uri):
+        return {"type": "string", "format": "uri", "minLength": 1}
+    if isinstance(field, f.Text):
+        return {"type": "string", "minLength": 1}
+    raise TypeError(f"no JSON Schema for field type {type(field).__name__}")
+
+
+def _number(field: f.Number) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "integer" if field.integer else "number"}
+    if field.minimum is not None:
+        out["exclusiveMinimum" if field.exclusive_minimum else "minimum"] = field.minimum
+    if field.maximum is not None:
+        out["maximum"] = field.maximum
+    if "unit" in field.metadata and not isinstance(field, f.Measure):
+        out["x-unit"] = field.metadata["unit"]
+    return out
+
+
+def _measure_object(value: dict[str, Any], units: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"value": value, "unit": {"enum": units}},
+        "required": ["value", "unit"],
+        "additionalProperties": False,
+    }
+
+
+def render() -> str:
+    return json.dumps(case_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    print(render(), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Laboratory results: the unit of each test is the ``unit`` of the lab-test table; a few other
+units are converted (service.model.units.LAB_CONVERSIONS)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError
+
+from service.codes import table
+from service.model.units import DECIMALS, LAB_CONVERSIONS
+
+
+def canonical_unit(test: str) -> str:
+    return str(table("lab-test").values[test].extra["unit"])
+
+
+def allowed_units(test: str) -> list[str]:
+    return [canonical_unit(test), *LAB_CONVERSIONS.get(test, {})]
+
+
+def normalise_lab(data: dict[str, Any]) -> dict[str, Any]:
+    """The result in the test's canonical unit; an unknown unit raises naming the allowed ones."""
+    test, unit = data["test"], data["unit"]
+    canonical = canonical_unit(test)
+    if unit == canonical:
+        return data
+    factor = LAB_CONVERSIONS.get(test, {}).get(unit)
+    if factor is None:
+        allowed = ", ".join(allowed_units(test))
+        raise ValidationError(f"unit {unit!r} is not allowed for {test}; allowed units: {allowed}", "unit")
+    return {**data, "value": round(data["value"] * factor, DECIMALS), "unit": canonical}

@@ -1,0 +1,347 @@
+"""Derived values and the cross-field rules of the data set, on a loaded (canonical) case.
+
+Each broken rule yields one Issue naming the element (``surgery[0].ivc_management.graft_material``)
+and the rule. ``derive`` fills the derived values in place; ``check`` only reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from service.codes import table
+from service.errors import Issue
+from service.model.units import DAYS_PER_MONTH
+
+# ``performed`` of a care plan activity: surgery[i] or therapies[i].
+_PERFORMED = re.compile(r"^(surgery|therapies)\[(\d+)\]$")
+# Organs whose resection is a nephrectomy, and the side.
+_KIDNEY_SIDE = {"right_kidney": "right", "left_kidney": "left"}
+_OTHER_TEXT = "other"
+_GRAFTED_IVC = ("patch_cavoplasty", "interposition_graft")
+
+# The codes the rules name, per table of mappings/codes.yaml (a test checks that each exists).
+RULE_CODES: dict[str, tuple[str, ...]] = {
+    "ivc-management": _GRAFTED_IVC,
+    "renal-vein-management": ("reconstruction_with_graft", "sacrificed_with_nephrectomy"),
+    "organ": (*_KIDNEY_SIDE, _OTHER_TEXT),
+    "side": tuple(_KIDNEY_SIDE.values()),
+    "ihc-marker": ("ki67", _OTHER_TEXT),
+    "vital-status": ("dead",),
+    "plan-activity": ("surgery", "surveillance_imaging", "radiotherapy", "chemotherapy", "anticoagulation"),
+    "therapy-kind": ("radiotherapy", "chemotherapy", "anticoagulation"),
+    "history-condition": (_OTHER_TEXT,),
+    "symptom": (_OTHER_TEXT,),
+    "metastasis-site": (_OTHER_TEXT,),
+    "complication": (_OTHER_TEXT,),
+    "drug": (_OTHER_TEXT,),
+}
+_MONTHS_TOLERANCE = 0.1 + 1e-9
+_DOSE_TOLERANCE = 0.01 + 1e-9
+
+
+def issue(path: str, rule: str, code: str = "business-rule") -> Issue:
+    return Issue(code=code, diagnostics=f"{path}: {rule}", expression=path)
+
+
+def _d(value: str) -> dt.date:
+    return dt.date.fromisoformat(value)
+
+
+def full_years(birth: str, on: str) -> int:
+    b, d = _d(birth), _d(on)
+    return d.year - b.year - ((d.month, d.day) < (b.month, b.day))
+
+
+def months_between(start: str, end: str) -> float:
+    return round((_d(end) - _d(start)).days / DAYS_PER_MONTH, 1)
+
+
+def date_after(start: str, months: float) -> str:
+    return (_d(start) + dt.timedelta(days=round(months * DAYS_PER_MONTH))).isoformat()
+
+
+def first_surgery(case: dict[str, Any]) -> tuple[int, str] | None:
+    dated = [(s["date"], i) for i, s in enumerate(case["surgery"])]
+    if not dated:
+        return None
+    date, index = min(dated)
+    return index, date
+
+
+# ---- derived values ---------------------------------------------------------------------------
+
+
+def derive(case: dict[str, Any]) -> list[Issue]:
+    """Fill age_at_diagnosis and follow-up date / months_after_surgery; report disagreements."""
+    issues: list[Issue] = []
+    patient, diagnosis_date = case["patient"], case["diagnosis"]["date"]
+    if patient["birth_date"] is not None:
+        if patient["birth_date"] > diagnosis_date:
+            issues.append(issue("patient.birth_date", "must not be after diagnosis.date"))
+        else:
+            age = full_years(patient["birth_date"], diagnosis_date)
+            if patient["age_at_diagnosis"] is None:
+                patient["age_at_diagnosis"] = age
+            elif patient["age_at_diagnosis"] != age:
+                issues.append(
+                    issue(
+                        "patient.age_at_diagnosis",
+                        f"must equal the age derived from birth_date and diagnosis.date ({age})",
+                    )
+                )
+    elif patient["age_at_diagnosis"] is None:
+        issues.append(issue("patient.age_at_diagnosis", "required when birth_date is absent", "required"))
+
+    first = first_surgery(case)
+    for i, fu in enumerate(case["follow_up"]):
+        path = f"follow_up[{i}]"
+        if fu["date"] is None and fu["months_after_surgery"] is None:
+            issues.append(issue(f"{path}.date", "date or months_after_surgery is required", "required"))
+            continue
+        if first is None:
+            continue
+        surgery_date = first[1]
+        if fu["date"] is None:
+            fu["date"] = date_after(surgery_date, fu["months_after_surgery"])
+        elif fu["months_after_surgery"] is None:
+            if fu["date"] >= surgery_date:
+                fu["months_after_surgery"] = months_between(surgery_date, fu["date"])
+        else:
+            derived = months_between(surgery_date, fu["date"])
+            if abs(derived - fu["months_after_surgery"]) > _MONTHS_TOLERANCE:
+                issues.append(
+                    issue(
+                        f"{path}.months_after_surgery",
+                        f"must agree with date within 0.1 month ({derived} months after the first "
+                        f"surgery, surgery[{first[0]}].date)",
+                    )
+                )
+    return issues
+
+
+# ---- rules --------------------------------------------------------------------------------------
+
+
+Rule = Callable[[dict[str, Any]], Iterator[Issue]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def check(case: dict[str, Any]) -> list[Issue]:
+    return [found for fn in RULES for found in fn(case)]
+
+
+@rule
+def dates_consistent(case: dict[str, Any]) -> Iterator[Issue]:
+    diagnosis = case["diagnosis"]["date"]
+    for i, s in enumerate(case["surgery"]):
+        if s["date"] < diagnosis:
+            yield issue(f"surgery[{i}].date", "must not be before diagnosis.date")
+    first = first_surgery(case)
+    for i, fu in enumerate(case["follow_up"]):
+        if fu["date"] is None:
+            continue
+        if fu["date"] < diagnosis:
+            yield issue(f"follow_up[{i}].date", "must not be before diagnosis.date")
+        elif first is not None and fu["date"] < first[1]:
+            yield issue(
+                f"follow_up[{i}].date", f"must not be before the first surgery (surgery[{first[0]}].date)"
+            )
+    for i, t in enumerate(case["therapies"]):
+        if t["start"] is not None and t["end"] is not None and t["end"] < t["start"]:
+            yield issue(f"therapies[{i}].end", "must not be before start")
+    outcome = case["outcome"]
+    if outcome["last_contact"] < diagnosis:
+        yield issue("outcome.last_contact", "must not be before diagnosis.date")
+    if outcome["death_date"] is not None and outcome["death_date"] < diagnosis:
+        yield issue("outcome.death_date", "must not be before diagnosis.date")
+
+
+@rule
+def death_only_when_dead(case: dict[str, Any]) -> Iterator[Issue]:
+    outcome = case["outcome"]
+    if outcome["vital_status"] != "dead":
+        for name in ("death_date", "death_cause"):
+            if outcome[name] is not None:
+                yield issue(f"outcome.{name}", "only allowed when vital_status is dead")
+
+
+@rule
+def segments_ordered(case: dict[str, Any]) -> Iterator[Issue]:
+    order = table("ivc-segment").keys()
+    diagnosis = case["diagnosis"]
+    if order.index(diagnosis["ivc_segment_from"]) > order.index(diagnosis["ivc_segment_to"]):
+        yield issue("diagnosis.ivc_segment_from", f"must not be above ivc_segment_to ({' <= '.join(order)})")
+
+
+@rule
+def graft_material(case: dict[str, Any]) -> Iterator[Issue]:
+    for i, s in enumerate(case["surgery"]):
+        ivc = s["ivc_management"]
+        if ivc["method"] in _GRAFTED_IVC and ivc["graft_material"] is None:
+            yield issue(
+                f"surgery[{i}].ivc_management.graft_material",
+                f"required when method is {' or '.join(_GRAFTED_IVC)}",
+            )
+        for j, rv in enumerate(s["renal_veins"]):
+            if rv["management"] == "reconstruction_with_graft" and rv["material"] is None:
+                yield issue(
+                    f"surgery[{i}].renal_veins[{j}].material",
+                    "required when management is reconstruction_with_graft",
+                )
+
+
+@rule
+def renal_veins(case: dict[str, Any]) -> Iterator[Issue]:
+    for i, s in enumerate(case["surgery"]):
+        seen: set[str] = set()
+        for j, rv in enumerate(s["renal_veins"]):
+            if rv["side"] in seen:
+                yield issue(f"surgery[{i}].renal_veins[{j}].side", "each side at most once per surgery")
+            seen.add(rv["side"])
+        sacrificed = {
+            rv["side"] for rv in s["renal_veins"] if rv["management"] == "sacrificed_with_nephrectomy"
+        }
+        for organ in s["organs_resected"]:
+            side = _KIDNEY_SIDE.get(organ["organ"])
+            if side is not None and side not in sacrificed:
+                yield issue(
+                    f"surgery[{i}].renal_veins",
+                    f"{organ['organ']} resected (nephrectomy) requires a {side} renal vein entry with "
+                    "management sacrificed_with_nephrectomy",
+                )
+
+
+@rule
+def radiotherapy(case: dict[str, Any]) -> Iterator[Issue]:
+    for i, t in enumerate(case["therapies"]):
+        rt = t["radiotherapy"]
+        if rt is None:
+            continue
+        path = f"therapies[{i}].radiotherapy"
+        if t["kind"] != "radiotherapy":
+            yield issue(path, "only allowed when kind is radiotherapy")
+            continue
+        total, fractions, per = rt["total_dose_gy"], rt["fractions"], rt["dose_per_fraction_gy"]
+        if total is not None and fractions is not None and per is not None:
+            expected = fractions * per + (rt["boost_gy"] or 0)
+            if abs(expected - total) > _DOSE_TOLERANCE:
+                yield issue(
+                    f"{path}.total_dose_gy",
+                    f"must equal fractions x dose_per_fraction_gy (+ boost_gy) within 0.01 Gy "
+                    f"(expected {round(expected, 4):g})",
+                )
+
+
+@rule
+def lifelong_or_duration(case: dict[str, Any]) -> Iterator[Issue]:
+    plan = case["care_plan"]
+    entries = [(f"therapies[{i}]", t) for i, t in enumerate(case["therapies"])]
+    if plan is not None:
+        entries += [(f"care_plan.activities[{i}]", a) for i, a in enumerate(plan["activities"])]
+    for path, entry in entries:
+        if entry["lifelong"] and entry["duration_months"] is not None:
+            yield issue(f"{path}.duration_months", "not allowed when lifelong is true")
+
+
+@rule
+def complications(case: dict[str, Any]) -> Iterator[Issue]:
+    post = case["postoperative"]
+    if post is None:
+        return
+    had, listed = post["had_complications"], post["complications"]
+    if had is False and listed:
+        yield issue("postoperative.complications", "must be empty when had_complications is false")
+    elif had is True and not listed:
+        yield issue("postoperative.complications", "at least one required when had_complications is true")
+    elif had is None and listed:
+        yield issue("postoperative.had_complications", "must be true when complications are listed")
+
+
+def _other_entries(case: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str, str]]:
+    """(path, entry, code field, text field) of every entry with a code that has an ``other`` value."""
+    diagnosis, pathology, post = case["diagnosis"], case["pathology"], case["postoperative"]
+    presentation = case["presentation"]
+    groups: list[tuple[str, list[dict[str, Any]], str, str]] = [
+        ("patient.history", case["patient"]["history"], "condition", "text"),
+        ("diagnosis.metastases", diagnosis["metastases"], "site", "text"),
+    ]
+    if presentation is not None:
+        groups.append(("presentation.symptoms", presentation["symptoms"], "symptom", "text"))
+    for i, s in enumerate(case["surgery"]):
+        groups.append((f"surgery[{i}].organs_resected", s["organs_resected"], "organ", "detail"))
+    if pathology is not None:
+        groups.append(("pathology.ihc", pathology["ihc"], "marker", "text"))
+        groups.append(("pathology.metastatic_lesions", pathology["metastatic_lesions"], "site", "text"))
+    if post is not None:
+        groups.append(("postoperative.complications", post["complications"], "type", "text"))
+    for i, t in enumerate(case["therapies"]):
+        groups.append((f"therapies[{i}].drugs", t["drugs"], "agent", "text"))
+    for path, entries, code_field, text_field in groups:
+        for j, entry in enumerate(entries):
+            yield f"{path}[{j}]", entry, code_field, text_field
+
+
+@rule
+def other_needs_text(case: dict[str, Any]) -> Iterator[Issue]:
+    for path, entry, code_field, text_field in _other_entries(case):
+        if entry[code_field] == _OTHER_TEXT and entry[text_field] is None:
+            yield issue(f"{path}.{text_field}", f"required when {code_field} is other")
+
+
+@rule
+def ihc_results(case: dict[str, Any]) -> Iterator[Issue]:
+    pathology = case["pathology"]
+    if pathology is None:
+        return
+    for i, ihc in enumerate(pathology["ihc"]):
+        if ihc["marker"] == "ki67":
+            if ihc["percent"] is None:
+                yield issue(f"pathology.ihc[{i}].percent", "required when marker is ki67")
+        elif ihc["result"] is None and ihc["percent"] is None:
+            yield issue(f"pathology.ihc[{i}].result", "result or percent required")
+
+
+@rule
+def care_plan(case: dict[str, Any]) -> Iterator[Issue]:
+    plan = case["care_plan"]
+    if plan is None:
+        return
+    surveillance = ("modality", "every_months", "for_years")
+    for i, activity in enumerate(plan["activities"]):
+        path, kind = f"care_plan.activities[{i}]", activity["kind"]
+        if kind == "surveillance_imaging":
+            for name in surveillance:
+                if activity[name] is None:
+                    yield issue(f"{path}.{name}", "required when kind is surveillance_imaging")
+            if activity["performed"] is not None:
+                yield issue(f"{path}.performed", "not allowed when kind is surveillance_imaging")
+            continue
+        for name in surveillance:
+            if activity[name] is not None:
+                yield issue(f"{path}.{name}", "only allowed when kind is surveillance_imaging")
+        if activity["performed"] is not None:
+            message = _performed_problem(case, kind, activity["performed"])
+            if message:
+                yield issue(f"{path}.performed", message)
+
+
+def _performed_problem(case: dict[str, Any], kind: str, ref: str) -> str | None:
+    wanted = "surgery" if kind == "surgery" else "therapies"
+    match = _PERFORMED.match(ref)
+    if match is None or match.group(1) != wanted:
+        return f"must be a reference {wanted}[i] when kind is {kind}"
+    index = int(match.group(2))
+    entries = case[wanted]
+    if index >= len(entries):
+        return f"{ref} does not exist"
+    if wanted == "therapies" and entries[index]["kind"] != kind:
+        return f"{ref} is not a {kind} therapy"
+    return None
