@@ -68,7 +68,10 @@ class Table:
                 return str(c["code"])
         for c in codings:
             for key, value in self.values.items():
-                if value.standard and (value.standard.system, value.standard.code) == (c.get("system"), c.get("code")):
+                if value.standard and (value.standard.system, value.standard.code) == (
+                    c.get("system"),
+                    c.get("code"),
+                ):
                     return key
         return None
 
