@@ -7,6 +7,9 @@ A path is dot-separated steps. A step is an element name, optionally followed by
 - ``extension(<url>)``          the list item whose ``url`` equals ``<url>`` (extension slicing)
 - ``component(<system>|<code>)`` the list item whose ``code.coding`` contains that coding
   (component slicing by pattern)
+- ``component(<system>|<code>)[1]`` the second item of that slice
+- ``extension(<url>)[*]``, ``bodySite[*]`` every item of the list or slice (only with
+  ``get_all``/``put_all``; at most one ``[*]`` step per path)
 
 Both mapping directions use one path: ``put`` creates what is missing (with the slice
 discriminator filled in), ``get`` returns None where anything is missing. Mapping definitions in
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-_STEP = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\[(?P<index>\d+)\]|\((?P<selector>[^()]*)\))?$")
+_STEP = re.compile(
+    r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<selector>[^()]*)\))?(?:\[(?P<index>\d+|\*)\])?$"
+)
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,15 @@ class Step:
     index: int | None = None
     url: str | None = None
     coding: tuple[str, str] | None = None
+    every: bool = False
 
     @property
     def is_list(self) -> bool:
-        return self.index is not None or self.url is not None or self.coding is not None
+        return self.index is not None or self.url is not None or self.coding is not None or self.every
+
+    @property
+    def is_slice(self) -> bool:
+        return self.url is not None or self.coding is not None
 
     def matches(self, item: Any) -> bool:
         if not isinstance(item, dict):
@@ -65,17 +75,19 @@ def parse(path: str) -> tuple[Step, ...]:
         if not m:
             raise PathError(f"bad path step {raw!r} in {path!r}")
         name, index, selector = m.group("name"), m.group("index"), m.group("selector")
-        if index is not None:
-            steps.append(Step(name, index=int(index)))
-        elif selector is None:
-            steps.append(Step(name))
+        every = index == "*"
+        position = int(index) if index is not None and not every else None
+        if selector is None:
+            steps.append(Step(name, index=position, every=every))
         elif name == "extension" or name == "modifierExtension":
-            steps.append(Step(name, url=selector))
+            steps.append(Step(name, index=position, url=selector, every=every))
         else:
             system, sep, code = selector.rpartition("|")
             if not sep:
                 raise PathError(f"selector of {raw!r} must be <system>|<code>")
-            steps.append(Step(name, coding=(system, code)))
+            steps.append(Step(name, index=position, coding=(system, code), every=every))
+    if sum(step.every for step in steps) > 1:
+        raise PathError(f"at most one [*] step in {path!r}")
     return tuple(steps)
 
 
@@ -114,11 +126,11 @@ def get(resource: dict[str, Any], path: str) -> Any:
 
 
 def _pick(items: list[Any], step: Step) -> Any:
-    if step.index is not None:
-        return items[step.index] if step.index < len(items) else None
-    if step.url is None and step.coding is None:
-        return items[0] if items else None
-    return next((item for item in items if step.matches(item)), None)
+    if step.every:
+        raise PathError(f"{step.name}[*] needs get_all/put_all")
+    matching = [item for item in items if step.matches(item)] if step.is_slice else items
+    position = step.index or 0
+    return matching[position] if position < len(matching) else None
 
 
 def put(resource: dict[str, Any], path: str, value: Any) -> None:
@@ -141,12 +153,16 @@ def put(resource: dict[str, Any], path: str, value: Any) -> None:
         items: list[Any] = node.setdefault(step.name, [])
         target = _pick(items, step)
         if target is None:
-            if step.index is not None:
+            if step.is_slice:
+                while target is None:
+                    items.append(step.new_item())
+                    target = _pick(items, step)
+            elif step.index is not None:
                 while len(items) <= step.index:
                     items.append({})
                 target = items[step.index]
             else:
-                target = step.new_item()
+                target = {}
                 items.append(target)
         if last:
             if isinstance(value, dict):
@@ -155,3 +171,55 @@ def put(resource: dict[str, Any], path: str, value: Any) -> None:
                 raise PathError(f"{path}: a list item can only be set to an object")
             return
         node = target
+
+
+def _split_every(path: str) -> tuple[str, Step, str]:
+    raw = _split(path)
+    steps = parse(path)
+    for i, step in enumerate(steps):
+        if step.every:
+            return ".".join(raw[:i]), step, ".".join(raw[i + 1 :])
+    raise PathError(f"{path!r} has no [*] step")
+
+
+def has_every(path: str) -> bool:
+    return any(step.every for step in parse(path))
+
+
+def get_all(resource: dict[str, Any], path: str) -> list[Any]:
+    """Every value at a path with one ``[*]`` step (items missing the rest of the path are skipped)."""
+    head, step, tail = _split_every(path)
+    parent = get(resource, head) if head else resource
+    if not isinstance(parent, dict):
+        return []
+    items = parent.get(step.name)
+    if not isinstance(items, list):
+        return []
+    out = []
+    for item in items:
+        if not step.matches(item) and step.is_slice:
+            continue
+        value = get(item, tail) if tail else item
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def put_all(resource: dict[str, Any], path: str, values: list[Any]) -> None:
+    """Append one list item per value at the ``[*]`` step, each with the rest of the path set."""
+    head, step, tail = _split_every(path)
+    parent: Any = resource
+    if head:
+        if get(resource, head) is None:
+            put(resource, head, {})
+        parent = get(resource, head)
+    items: list[Any] = parent.setdefault(step.name, [])
+    for value in values:
+        if tail:
+            item = step.new_item()
+            put(item, tail, value)
+            items.append(item)
+        else:
+            if step.is_slice:
+                raise PathError(f"{path}: a slice item needs an element after [*]")
+            items.append(value)
