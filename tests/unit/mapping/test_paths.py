@@ -1,6 +1,6 @@
 import pytest
 
-from service.mapping.paths import PathError, get, parse, put
+from service.mapping.paths import PathError, get, get_all, has_every, parse, put, put_all
 
 EXT = "https://fhir.ivc-lms.org/StructureDefinition/ivclms-ivc-segment-from"
 
@@ -38,3 +38,37 @@ def test_second_put_into_a_slice_reuses_it():
 def test_bad_paths_are_rejected(bad):
     with pytest.raises(PathError):
         parse(bad)
+
+
+def test_every_item_of_a_list_or_slice():
+    r: dict = {}
+    put_all(r, f"extension({EXT})[*].valueCode", ["a", "b"])
+    put_all(r, "bodySite[*]", [{"text": "x"}])
+    put(r, "extension(other).valueCode", "z")
+    assert get_all(r, f"extension({EXT})[*].valueCode") == ["a", "b"]
+    assert get_all(r, "bodySite[*]") == [{"text": "x"}]
+    assert get_all(r, "note[*].text") == []
+    assert has_every("component[*]") and not has_every("component[0]")
+
+
+def test_position_inside_a_slice():
+    r: dict = {}
+    put(r, "component(s|b)[1].valueInteger", 2)
+    put(r, "component(s|a).valueInteger", 0)
+    put(r, "component(s|b).valueInteger", 1)
+    assert get(r, "component(s|b)[1].valueInteger") == 2
+    assert get(r, "component(s|b)[0].valueInteger") == 1
+    assert get(r, "component(s|b)[2].valueInteger") is None
+
+
+@pytest.mark.parametrize("bad", ["a[*].b[*]", "x(s|c)[y]"])
+def test_more_bad_paths(bad):
+    with pytest.raises(PathError):
+        parse(bad)
+
+
+def test_every_needs_get_all():
+    with pytest.raises(PathError):
+        get({"a": [{}]}, "a[*].b")
+    with pytest.raises(PathError):
+        put_all({}, "extension(u)[*]", [{}])

@@ -1,0 +1,91 @@
+"""FHIR R4 Bundle -> case, reading the same ``mappings/case-fhir.yaml`` templates backwards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.mapping import paths
+from service.mapping.forward import Tokens, resolve
+from service.mapping.spec import (
+    CONVERTERS,
+    IDENTIFIER_SYSTEM,
+    Context,
+    Group,
+    MappingError,
+    case_set,
+    case_tokens,
+    spec,
+    split_identifier,
+)
+from service.model import validate_case
+
+
+def _business_value(resource: dict[str, Any]) -> str | None:
+    for ident in resource.get("identifier", []):
+        if ident.get("system") == IDENTIFIER_SYSTEM:
+            return str(ident["value"])
+    return None
+
+
+def read_group(node: dict[str, Any], group: Group, out: dict[str, Any], item: Tokens, ctx: Context) -> None:
+    for f in group.fields:
+        tokens = resolve(f.field, item)
+        if f.items is not None:
+            nodes = paths.get_all(node, f.path)
+            case_set(out, tokens, [])
+            for i, child in enumerate(nodes):
+                case_set(out, [*tokens, i], {})
+                read_group(child, f.items, out, [*tokens, i], ctx)
+            continue
+        back = CONVERTERS[f.kind][1]
+        try:
+            if paths.has_every(f.path):
+                case_set(out, tokens, [back(v, f.arg, ctx) for v in paths.get_all(node, f.path)])
+                continue
+            value = paths.get(node, f.path)
+            if value is not None:
+                case_set(out, tokens, back(value, f.arg, ctx))
+        except MappingError as error:
+            raise MappingError(f"{node.get('resourceType', 'element')}.{f.path}: {error}") from None
+
+
+def _prune(node: Any) -> Any:
+    """Objects left with nothing in them become null (the canonical form of an absent group)."""
+    if isinstance(node, list):
+        return [_prune(item) for item in node]
+    if isinstance(node, dict):
+        pruned = {k: _prune(v) for k, v in node.items()}
+        if all(v is None or v == [] for v in pruned.values()):
+            return None
+        return pruned
+    return node
+
+
+def bundle_to_case(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The canonical case carried by a Bundle made by ``case_to_bundle`` (validated)."""
+    s = spec()
+    found: list[tuple[dict[str, Any], Any, str]] = []
+    ctx = Context()
+    source = case_id = None
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        profiles = resource.get("meta", {}).get("profile", [])
+        template = next((t for p in profiles if (t := s.by_profile(p)) is not None), None)
+        if template is None:
+            continue
+        value = _business_value(resource)
+        if value is None:
+            raise MappingError(
+                f"{resource.get('resourceType')} with profile {template.name!r} has no business identifier"
+            )
+        source, case_id, key = split_identifier(value)
+        ctx.keys[entry.get("fullUrl", "")] = key
+        found.append((resource, template, key))
+    if source is None:
+        raise MappingError("the bundle holds no IVC-LMS resource")
+    out: dict[str, Any] = {"case_id": case_id, "source_system": source}
+    for resource, template, key in found:
+        item = case_tokens(key.split("#", 1)[0])
+        read_group(resource, template.group, out, item, ctx)
+    root = {k: _prune(v) for k, v in out.items()}
+    return validate_case(root)
