@@ -25,10 +25,6 @@ class ServiceError(Exception):
     def __str__(self) -> str:
         return "; ".join(i.diagnostics for i in self.issues)
 
-    @classmethod
-    def single(cls, code: str, message: str, expression: str | None = None) -> ServiceError:
-        return cls(issues=[Issue(code=code, diagnostics=message, expression=expression)])
-
 
 class BadRequest(ServiceError):
     def __init__(self, issues: list[Issue]) -> None:

@@ -226,10 +226,9 @@ class FhirClient:
         attempts = 1 + ((self._retries if retries is None else retries) if idempotent else 0)
         last: FhirUnavailable | None = None
         for attempt in range(attempts):
-            if attempt:
-                delay = self._backoff_base * (2 ** (attempt - 1))
-                delay = max(delay * random.uniform(0.5, 1.5), last.retry_after or 0.0) if last else delay
-                self._sleep(delay)
+            if last is not None:  # a retry: exponential backoff with jitter, never before Retry-After
+                backoff = self._backoff_base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+                self._sleep(max(backoff, last.retry_after or 0.0))
             try:
                 resp = self._session.request(
                     method,
