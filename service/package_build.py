@@ -26,15 +26,16 @@ from typing import Any
 
 import yaml
 
-from service import codes
+from service import codes, package_model, package_profiles
 from service.codes import CANONICAL, Table
+from service.mapping.spec import spec
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PREFIX = "ivclms"
 VERSION = "0.1.0"
 FHIR_VERSION = "4.0.1"
 PUBLISHER = "IVC-LMS project"
-SOURCE_FILE = "mappings/codes.yaml"
+SOURCE_FILE = "mappings/"
 # Ends the description of every generated resource; a file carrying it is the generator's to replace or
 # remove, a file without it is never touched (even a hand-written ValueSet-ivclms-*-vs.json).
 GENERATED_NOTE = f"Generated from {SOURCE_FILE} by service/package_build.py: do not edit by hand."
@@ -46,6 +47,9 @@ OWN_PATTERNS = (
     f"CodeSystem-{PREFIX}-*.json",
     f"ValueSet-{PREFIX}-*-vs.json",
     f"ConceptMap-{PREFIX}-*-to-standard.json",
+    f"StructureDefinition-{PREFIX}-*.json",
+    f"ConceptMap-{PREFIX}-case-to-fhir.json",
+    "StructureDefinition-IvcLmsCase.json",  # the logical model: its id is its type name
 )
 # A table with ``fhir_code: true`` holds the codes of a FHIR code system; which one is named by the
 # table's ``system:`` alias in codes.yaml, by default this alias (administrative gender).
@@ -175,7 +179,7 @@ def codesystem(table: Table) -> dict[str, Any]:
         rid,
         _pascal(PREFIX, table.name),
         f"IVC-LMS {table.title}",
-        f"Project codes of the IVC-LMS table '{table.title}' (`{table.name}` in {SOURCE_FILE}). "
+        f"Project codes of the IVC-LMS table '{table.title}' (`{table.name}` in mappings/codes.yaml). "
         "Values with a verified standard code are mapped in the ConceptMap "
         f"{canonical_url('ConceptMap', conceptmap_id(table))} when there is one.",
     )
@@ -183,7 +187,7 @@ def codesystem(table: Table) -> dict[str, Any]:
     resource.update({"caseSensitive": True, "content": "complete", "count": len(table.values)})
     if props:
         resource["property"] = [
-            {"code": p, "description": f"`{p}` of the value in {SOURCE_FILE}", "type": "string"}
+            {"code": p, "description": f"`{p}` of the value in mappings/codes.yaml", "type": "string"}
             for p in props
         ]
     concepts: list[dict[str, Any]] = []
@@ -224,7 +228,7 @@ def valueset(table: Table, raw: dict[str, Any]) -> dict[str, Any]:
     if table.fhir_code:
         system = _fhir_code_system(raw, table)
         description = (
-            f"Values of the IVC-LMS table '{table.title}' (`{table.name}` in {SOURCE_FILE}), which are the "
+            f"Values of the IVC-LMS table '{table.title}' (`{table.name}` in codes.yaml), which are the "
             f"codes of {system} itself."
         )
         includes = [
@@ -235,7 +239,7 @@ def valueset(table: Table, raw: dict[str, Any]) -> dict[str, Any]:
         ]
     else:
         description = (
-            f"Values of the IVC-LMS table '{table.title}' (`{table.name}` in {SOURCE_FILE}): every project "
+            f"Values of the IVC-LMS table '{table.title}' (`{table.name}` in codes.yaml): every project "
             f"code of {table.system}, plus the verified standard code of each value that has one, so that "
             "a CodeableConcept carrying either coding is in the value set."
         )
@@ -317,9 +321,10 @@ def package_manifest() -> dict[str, Any]:
 
 
 def generated_resources() -> list[dict[str, Any]]:
-    """Every resource this generator owns, in table order (CodeSystem, ValueSet, ConceptMap)."""
+    """Every resource this generator owns: terminology in table order, then the StructureDefinitions."""
     raw = _raw_tables()
     out: list[dict[str, Any]] = []
+    out.extend(mapping_codesystems())
     for table in codes.tables().values():
         if not table.fhir_code:
             out.append(codesystem(table))
@@ -327,6 +332,39 @@ def generated_resources() -> list[dict[str, Any]]:
         cm = conceptmap(table, raw)
         if cm is not None:
             out.append(cm)
+    out.extend(package_profiles.structure_definitions(spec(), _header))
+    out.append(package_model.logical_model(_header))
+    out.append(package_model.conceptmap(_header))
+    return out
+
+
+def mapping_codesystems() -> list[dict[str, Any]]:
+    """The project CodeSystems whose codes the mapping fixes (``codes:`` of case-fhir.yaml, e.g. OBS)."""
+    by_system: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, c in spec().codes.items():
+        if c["system"].startswith(f"{CANONICAL}/CodeSystem/"):
+            by_system.setdefault(c["system"], []).append((name, c))
+    out = []
+    for system, entries in sorted(by_system.items()):
+        rid = system.rsplit("/", 1)[-1]
+        title = f"IVC-LMS {rid.removeprefix(PREFIX + '-')} codes"
+        resource = _header(
+            "CodeSystem",
+            rid,
+            _pascal(rid),
+            title,
+            f"Project codes for {rid.removeprefix(PREFIX + '-')} concepts with no verified standard code,"
+            " fixed by the profiles (mappings/case-fhir.yaml codes:).",
+        )
+        resource.update(
+            {
+                "caseSensitive": True,
+                "content": "complete",
+                "count": len(entries),
+                "concept": [{"code": str(c["code"]), "display": c["display"]} for _, c in entries],
+            }
+        )
+        out.append(resource)
     return out
 
 

@@ -80,13 +80,15 @@ def write_group(node: dict[str, Any], group: Group, case: dict[str, Any], item: 
                 child: dict[str, Any] = {}
                 write_group(child, f.items, case, [*tokens, i], ctx)
                 nodes.append(child)
-            paths.put_all(node, f.path, nodes)
+            if nodes:  # FHIR forbids empty arrays
+                paths.put_all(node, f.path, nodes)
             continue
         convert = CONVERTERS[f.kind][0]
         where = case_path(tokens)
         try:
             if paths.has_every(f.path):
-                paths.put_all(node, f.path, [convert(v, f.arg, ctx) for v in value or []])
+                if value:
+                    paths.put_all(node, f.path, [convert(v, f.arg, ctx) for v in value])
             elif value is not None or f.kind == "map":
                 converted = convert(value, f.arg, ctx)
                 if converted is not None:

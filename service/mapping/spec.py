@@ -149,6 +149,9 @@ class Template:
     when: Condition | None
     group: Group
     refs: tuple[Ref, ...] = field(default=())
+    title: str = ""
+    description: str = ""
+    mcode: str | None = None
 
     @property
     def profile(self) -> str:
@@ -233,6 +236,9 @@ def load(text: str) -> Spec:
                 when=_condition(t.get("when")),
                 group=_group(t, aliases),
                 refs=tuple(Ref(expand_path(r["path"], aliases), r["to"]) for r in t.get("refs", [])),
+                title=t.get("title", t["name"]),
+                description=t.get("description", ""),
+                mcode=t.get("mcode"),
             )
         )
     names = [t.name for t in templates]

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 import pytest
 
+from service import package_build
 from service.fhir.client import FhirClient
 
 
@@ -43,3 +45,24 @@ def hapi(hapi_url: str):
 def tag() -> str:
     """A unique identifier value so each test's data is its own."""
     return f"it-{uuid.uuid4().hex[:12]}"
+
+
+LOAD_ORDER = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition")
+
+
+def package_resources() -> list[dict[str, Any]]:
+    """Every resource of profiles/ in the order HAPI needs: terminology, then extensions, then profiles."""
+    resources = package_build.scan(package_build.PROFILES_DIR).values()
+    order = {t: i for i, t in enumerate(LOAD_ORDER)}
+    return sorted(resources, key=lambda r: (order[r["resourceType"]], r.get("type") != "Extension", r["id"]))
+
+
+@pytest.fixture(scope="session")
+def package_loaded(hapi_url: str) -> dict[str, dict[str, Any]]:
+    """PUT the whole package into HAPI once, before any test asks HAPI about one of its URLs
+    (HAPI 8.8 caches "Unable to locate ValueSet" for a URL looked up before it was stored)."""
+    client = FhirClient(hapi_url, timeout=120)
+    try:
+        return {r["url"]: client.update(r) for r in package_resources()}
+    finally:
+        client.close()

@@ -1,6 +1,20 @@
+import csv
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+import pytest
 from click.testing import CliRunner
 
 from service.cli import main
+from service.mapping.forward import case_to_bundle
+from service.model import validate_case
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("ivclms-*.json"))
+SERIES = ROOT / "examples" / "ivclms-case-series.csv"
+NOW = "2026-01-01T00:00:00Z"
 
 
 def test_help_lists_serve():
@@ -26,3 +40,148 @@ def test_bad_configuration_is_a_clean_error_not_a_traceback():
     assert result.exit_code == 1
     assert "configuration: IVCLMS_HTTP_PORT" in result.output
     assert "Traceback" not in result.output
+
+
+# ---- map / unmap / import -----------------------------------------------------------------------
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def example_data(name: str = "ivclms-001") -> dict:
+    return json.loads(next(p for p in EXAMPLES if p.name.startswith(name)).read_text())
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_unmap_of_map_gives_back_the_example(path: Path, tmp_path: Path):
+    mapped = run("map", str(path), "--now", NOW)
+    assert mapped.exit_code == 0, mapped.output
+    bundle_file = tmp_path / "bundle.json"
+    bundle_file.write_text(mapped.stdout)
+    unmapped = run("unmap", str(bundle_file))
+    assert unmapped.exit_code == 0, unmapped.output
+    assert json.loads(unmapped.stdout) == json.loads(path.read_text())
+
+
+def test_map_prints_the_bundle_with_two_space_indent_in_insertion_order():
+    result = run("map", str(EXAMPLES[0]), "--now", NOW)
+    bundle = case_to_bundle(validate_case(example_data()), now=NOW)
+    assert result.stdout == json.dumps(bundle, indent=2) + "\n"
+    assert result.stderr == ""
+
+
+def test_map_and_unmap_read_stdin():
+    mapped = run("map", "-", "--now", NOW, input=EXAMPLES[0].read_text())
+    assert mapped.exit_code == 0, mapped.output
+    unmapped = run("unmap", "-", input=mapped.stdout)
+    assert json.loads(unmapped.stdout) == example_data()
+
+
+def test_map_records_the_current_utc_time_by_default():
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    result = run("map", str(EXAMPLES[0]))
+    provenance = json.loads(result.stdout)["entry"][-1]["resource"]
+    recorded = provenance["recorded"]
+    assert recorded.endswith("Z") and len(recorded) == len(NOW)
+    assert before <= dt.datetime.fromisoformat(recorded) <= dt.datetime.now(dt.UTC)
+
+
+def test_map_of_an_invalid_case_prints_path_and_rule(tmp_path: Path):
+    case = example_data()
+    case["surgery"][0]["ivc_management"]["graft_material"] = None
+    case_file = tmp_path / "case.json"
+    case_file.write_text(json.dumps(case))
+    result = run("map", str(case_file), "--now", NOW)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "surgery[0].ivc_management.graft_material: required when method is "
+        "patch_cavoplasty or interposition_graft\n"
+    )
+
+
+def test_malformed_json_is_a_one_line_error():
+    result = run("map", "-", input='{"case_id": "IVC-001",')
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: stdin: not valid JSON: ")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", ["map", "unmap", "import"])
+def test_a_missing_file_is_a_one_line_error(command: str, tmp_path: Path):
+    missing = tmp_path / "missing.json"
+    result = run(command, str(missing))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {missing}: No such file or directory\n"
+
+
+def test_a_bad_now_is_a_usage_error():
+    result = run("map", str(EXAMPLES[0]), "--now", "2026-01-01")
+    assert result.exit_code == 2
+    assert "is not an instant" in result.stderr
+
+
+def test_unmap_of_a_case_says_it_is_not_a_bundle():
+    result = run("unmap", str(EXAMPLES[0]))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {EXAMPLES[0]}: not a FHIR Bundle (resourceType: None)\n"
+
+
+def test_unmap_of_an_unmappable_bundle_is_a_one_line_error():
+    bundle = case_to_bundle(validate_case(example_data()), now=NOW)
+    bundle["entry"][0]["resource"]["gender"] = "robot"
+    result = run("unmap", "-", input=json.dumps(bundle))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: stdin: cannot map back: Patient.gender: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_import_of_the_example_series_writes_a_bundle_per_case(tmp_path: Path):
+    out = tmp_path / "bundles"
+    result = run("import", str(SERIES), "--out", str(out), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "9 cases imported, 0 rows rejected\n"
+    by_id = {case["case_id"]: case for case in map(json.loads, (p.read_text() for p in EXAMPLES))}
+    assert sorted(p.name for p in out.iterdir()) == [f"{case_id}.bundle.json" for case_id in sorted(by_id)]
+    for case_id, case in by_id.items():
+        unmapped = run("unmap", str(out / f"{case_id}.bundle.json"))
+        assert unmapped.exit_code == 0, unmapped.output
+        assert json.loads(unmapped.stdout) == case
+
+
+def test_import_reports_broken_rows_and_writes_the_others(tmp_path: Path):
+    rows = list(csv.DictReader(io.StringIO(SERIES.read_text(), newline="")))
+    rows[1]["patient_sex"] = "robot"  # a bad code: IVC-002
+    rows[4]["diagnosis_date"] = ""  # a missing required cell: IVC-005
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    series = tmp_path / "series.csv"
+    series.write_text(text.getvalue())
+    out = tmp_path / "bundles"
+    result = run("import", str(series), "--out", str(out), "--now", NOW)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "row 2: patient.sex: must be one of: female, male, other, unknown",
+        "row 5: diagnosis.date: required",
+        "7 cases imported, 2 rows rejected",
+    ]
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"IVC-00{n}.bundle.json" for n in (1, 3, 4, 6, 7, 8, 9)]
+
+
+def test_import_without_out_only_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("import", "-", "--now", NOW, input=SERIES.read_text())
+    assert list(tmp_path.iterdir()) == []
+    assert result.exit_code == 0
+    assert result.stderr == "9 cases imported, 0 rows rejected\n"
+
+
+def test_import_of_a_file_with_an_unknown_column_is_rejected_whole():
+    result = run("import", "-", input="case_id,colour\nC1,blue\n")
+    assert result.exit_code == 1
+    assert result.stderr == "header: unknown column colour\n"

@@ -13,6 +13,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from service import package_build
 from service.codes import CANONICAL, systems, tables
+from service.mapping.spec import spec
 from service.package_build import PROFILES_DIR, build, check, main
 
 KEBAB_ID = re.compile(r"^ivclms-[a-z0-9]+(-[a-z0-9]+)*$")
@@ -43,6 +44,17 @@ def _project_concepts() -> dict[str, dict[str, str]]:
     return {cs["url"]: {c["code"]: c["display"] for c in cs["concept"]} for cs in _of_type("CodeSystem")}
 
 
+def test_every_codesystem_is_a_table_or_a_system_of_the_mapping_codes():
+    mapping = {c["system"]: c for c in spec().codes.values()}
+    for cs in _of_type("CodeSystem"):
+        if cs["id"].removeprefix("ivclms-") in tables():
+            continue
+        assert cs["url"] in mapping, cs["url"]
+        expected = [(str(c["code"]), c["display"]) for c in spec().codes.values() if c["system"] == cs["url"]]
+        assert [(c["code"], c["display"]) for c in cs["concept"]] == expected
+        assert cs["count"] == len(expected)
+
+
 # -- up to date -------------------------------------------------------------------------------------------
 
 
@@ -67,8 +79,16 @@ def test_one_codesystem_valueset_and_conceptmap_per_table():
 # -- traceable to codes.yaml --------------------------------------------------------------------------------
 
 
+def _table_codesystems() -> list[dict[str, Any]]:
+    return [cs for cs in _of_type("CodeSystem") if cs["id"].removeprefix("ivclms-") in tables()]
+
+
+def _table_conceptmaps() -> list[dict[str, Any]]:
+    return [cm for cm in _of_type("ConceptMap") if cm["id"].endswith("-to-standard")]
+
+
 def test_codesystems_hold_exactly_the_table_values():
-    for cs in _of_type("CodeSystem"):
+    for cs in _table_codesystems():
         table = tables()[cs["id"].removeprefix("ivclms-")]
         assert cs["url"] == table.system
         assert [(c["code"], c["display"]) for c in cs["concept"]] == [
@@ -109,7 +129,7 @@ def _standard_codings(resource: dict[str, Any]) -> list[tuple[str, str, str]]:
         for include in resource["compose"]["include"]:
             if not include["system"].startswith(CANONICAL):
                 out += [(include["system"], c["code"], c["display"]) for c in include["concept"]]
-    if resource["resourceType"] == "ConceptMap":
+    if resource["resourceType"] == "ConceptMap" and resource["id"].endswith("-to-standard"):
         for group in resource["group"]:
             for element in group["element"]:
                 out += [(group["target"], t["code"], t["display"]) for t in element["target"]]
@@ -128,7 +148,7 @@ def test_every_standard_code_in_the_package_is_verified_in_codes_yaml():
 
 def test_conceptmaps_map_each_project_code_to_its_own_standard_code_and_name_the_source():
     raw = package_build._raw_tables()
-    for cm in _of_type("ConceptMap"):
+    for cm in _table_conceptmaps():
         table = tables()[cm["id"].removeprefix("ivclms-").removesuffix("-to-standard")]
         assert cm["sourceCanonical"] == table.valueset
         assert cm["description"]
@@ -165,7 +185,8 @@ def test_ids_urls_and_file_names_follow_the_naming():
     for name, resource in _resources().items():
         rtype, rid = resource["resourceType"], resource["id"]
         assert name == f"{rtype}-{rid}.json"
-        assert KEBAB_ID.match(rid), rid
+        # A logical model's id is its type name (FHIR: the type's tail is the root element path).
+        assert KEBAB_ID.match(rid) or resource.get("kind") == "logical", rid
         assert resource["url"] == f"{CANONICAL}/{rtype}/{rid}"
         if not package_build.is_own(name):
             continue
@@ -234,13 +255,13 @@ def test_stale_generated_files_are_removed_and_other_files_kept(package_dir):
     hand_written.write_text(json.dumps({**side_vs, "id": "ivclms-hand-written-vs", "description": "by hand"}))
     other = {
         "resourceType": "StructureDefinition",
-        "id": "ivclms-example-profile",
-        "url": f"{CANONICAL}/StructureDefinition/ivclms-example-profile",
+        "id": "hospital-profile",
+        "url": "https://hospital.example.org/fhir/StructureDefinition/hospital-profile",
         "version": "0.1.0",
         "kind": "resource",
         "type": "Observation",
     }
-    (package_dir / "StructureDefinition-ivclms-example-profile.json").write_text(json.dumps(other))
+    (package_dir / "StructureDefinition-hospital-profile.json").write_text(json.dumps(other))
     (package_dir / "README.md").write_text("kept\n")
     assert "stale: ValueSet-ivclms-no-longer-a-table-vs.json" in check(package_dir)
 
@@ -250,8 +271,8 @@ def test_stale_generated_files_are_removed_and_other_files_kept(package_dir):
     assert json.loads(hand_written.read_text())["description"] == "by hand"
     assert (package_dir / "README.md").read_text() == "kept\n"
     index = json.loads((package_dir / ".index.json").read_text())
-    (entry,) = [e for e in index["files"] if e["resourceType"] == "StructureDefinition"]
-    assert entry == {"filename": "StructureDefinition-ivclms-example-profile.json", **other}
+    (entry,) = [e for e in index["files"] if e["filename"] == "StructureDefinition-hospital-profile.json"]
+    assert entry == {"filename": "StructureDefinition-hospital-profile.json", **other}
     assert "ValueSet-ivclms-hand-written-vs.json" in {e["filename"] for e in index["files"]}
     assert check(package_dir) == []
 

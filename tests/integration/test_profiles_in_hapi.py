@@ -1,0 +1,197 @@
+"""The profile package in the real HAPI FHIR server: the mapping's output conforms, and syncs idempotently.
+
+With the whole package loaded (conftest ``package_loaded``), every resource of every example bundle
+passes HAPI's ``$validate`` against the profile it declares with zero errors; warnings are written to
+``.run/reports/hapi-example-warnings.txt`` and each must match a reason listed below (mCODE's
+ignoreWarnings habit), so a new kind of warning fails the test. Each transaction bundle is accepted,
+and posting it again creates nothing and changes no version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.fhir.client import FhirClient
+from service.mapping.forward import case_to_bundle
+from service.mapping.spec import IDENTIFIER_SYSTEM
+from tests.integration.conftest import package_resources
+
+pytestmark = pytest.mark.integration
+
+EXTERNAL_UNKNOWN = (
+    r"CodeSystem is unknown and can't be validated: (http://loinc\.org|http://snomed\.info/sct|"
+    r"http://www\.nlm\.nih\.gov/research/umls/rxnorm|http://www\.whocc\.no/atc|"
+    r"http://fhir\.ohdsi\.org/CodeSystem/concepts) "
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("ivclms-0*.json"))
+REPORT = ROOT / ".run" / "reports" / "hapi-example-warnings.txt"
+NOW = "2026-01-01T00:00:00Z"
+
+# Warnings HAPI gives on the examples, each accepted for a stated reason.
+ACCEPTED_WARNINGS = {
+    r"dom-6: 'A resource should have narrative": "narrative is left to the receiving system",
+    r"all observations should have a performer": "the data set records no performer",
+    r"all observations should have an effective\[x\]": "pathology and course measures carry no own date",
+    r"UCUM Codes that contain human readable annotations like \{1\.73_m2\}": (
+        "eGFR's canonical unit mL/min/{1.73_m2} is the UCUM form LOINC uses"
+    ),
+    EXTERNAL_UNKNOWN: "external terminology is not loaded into the test server (codes.yaml names the source)",
+}
+# Errors that say only "this server does not hold that external terminology". The test server cannot
+# load LOINC, RxNorm, ATC or OHDSI (not on Maven Central); for a coding inside a bound CodeableConcept
+# HAPI 8.8 reports that as an error, not a warning, even with UnknownCodeSystemWarningValidationSupport
+# set to WARNING, with the systems registered as content "not-present" CodeSystems (then the ValueSets
+# cannot be expanded) or with fragment CodeSystems stored (HAPI ignores them for http://loinc.org); all
+# three were tried. The project coding next to it is still checked (a wrong one is an error), and every
+# standard code is checked against shared/terminology.md by tests/unit/test_package_build.py. These
+# errors are reported in the warnings file with the others, and counted in the closing note.
+UNKNOWN_EXTERNAL_SYSTEM_ERRORS = (
+    r"^error: CodeSystem is unknown and can't be validated: (http://loinc\.org|"
+    r"http://www\.nlm\.nih\.gov/research/umls/rxnorm|http://www\.whocc\.no/atc|"
+    r"http://fhir\.ohdsi\.org/CodeSystem/concepts) for "
+)
+# HAPI 8.8 cannot $validate an Extension StructureDefinition resource itself (its snapshot generator
+# looks the base up in a package "hl7.fhir.r4.core#null"); the same definitions work when validating
+# instances (tested below through the extension-bearing examples and the negative cases).
+KNOWN_HAPI_DEFECTS = {r"Unable to resolve package id hl7\.fhir\.r4\.core#null": "Extension definitions"}
+
+
+def _case(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _issues(outcome: dict[str, Any], *severities: str) -> list[str]:
+    out = []
+    for i in outcome.get("issue", []):
+        if i["severity"] in severities:
+            where = ",".join(i.get("expression", i.get("location", [])))
+            out.append(f"{i['severity']}: {i.get('diagnostics', '')} @ {where}")
+    return out
+
+
+def _accepted(text: str, patterns: dict[str, str]) -> bool:
+    return any(re.search(p, text) for p in patterns)
+
+
+@pytest.fixture(scope="module")
+def report() -> Any:
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    lines: Counter[str] = Counter()
+    yield lines
+    REPORT.write_text("".join(f"{n:5d}  {line}\n" for line, n in sorted(lines.items())))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_resource_of_the_example_conforms_to_its_profile(package_loaded, hapi, report, example):
+    bundle = case_to_bundle(_case(example), now=NOW)
+    errors: list[str] = []
+    unexpected: list[str] = []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        (profile,) = resource["meta"]["profile"]
+        assert profile in package_loaded, f"{profile} is not in the package"
+        outcome = hapi.validate(resource, profile=profile)
+        name = profile.rsplit("/", 1)[-1]
+        for error in _issues(outcome, "error", "fatal"):
+            if re.search(UNKNOWN_EXTERNAL_SYSTEM_ERRORS, error):
+                report[f"{name}: {error.split(' @ ')[0]}"] += 1
+            else:
+                errors.append(f"{name}: {error}")
+        for warning in _issues(outcome, "warning"):
+            report[f"{name}: {warning.split(' @ ')[0]}"] += 1
+            if not _accepted(warning, ACCEPTED_WARNINGS):
+                unexpected.append(f"{name}: {warning}")
+    assert not errors, "\n".join(errors)
+    assert not unexpected, "\n".join(unexpected)
+
+
+def test_hapi_rejects_a_resource_that_breaks_its_profile(package_loaded, hapi):
+    """The profiles are really applied: a wrong project code, a wrong extension type, a missing subject."""
+    bundle = case_to_bundle(_case(EXAMPLES[0]), now=NOW)
+    condition = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["meta"]["profile"][0].endswith("primary-cancer")
+    )
+    profile = condition["meta"]["profile"][0]
+    growth = next(e for e in condition["extension"] if e["url"].endswith("ivclms-growth-pattern"))
+    growth["valueCodeableConcept"] = {
+        "coding": [{"system": growth["valueCodeableConcept"]["coding"][0]["system"], "code": "not-a-pattern"}]
+    }
+    thrombus = next(e for e in condition["extension"] if e["url"].endswith("ivclms-tumour-thrombus"))
+    thrombus.pop("valueBoolean")
+    thrombus["valueString"] = "yes"
+    del condition["subject"]
+    errors = "\n".join(_issues(hapi.validate(condition, profile=profile), "error", "fatal"))
+    assert "not-a-pattern" in errors
+    assert "ivclms-tumour-thrombus" in errors
+    assert "Condition.subject: minimum required = 1" in errors
+
+
+def test_the_package_itself_validates(package_loaded, hapi):
+    problems: list[str] = []
+    for resource in package_resources():
+        if resource["resourceType"] != "StructureDefinition":
+            continue  # terminology: tests/integration/test_package_in_hapi.py
+        for issue in _issues(hapi.validate(resource), "error", "fatal"):
+            defect = _accepted(issue, KNOWN_HAPI_DEFECTS) and resource["type"] == "Extension"
+            if not defect:
+                problems.append(f"{resource['id']}: {issue}")
+    assert not problems, "\n".join(problems)
+
+
+def _count(hapi: FhirClient, resource_type: str, case_prefix: str) -> int:
+    """Resources of a type carrying a business identifier of this case (searched by system, then filtered)."""
+    found = 0
+    params: dict[str, Any] | None = {
+        "identifier": f"{IDENTIFIER_SYSTEM}|",
+        "_count": 500,
+        "_elements": "identifier",
+    }
+    url = resource_type
+    while url:
+        page = hapi.search(url, params) if params is not None else hapi.request("GET", url).json()
+        for entry in page.get("entry", []):
+            values = [
+                i.get("value", "")
+                for i in entry["resource"].get("identifier", [])
+                if i.get("system") == IDENTIFIER_SYSTEM
+            ]
+            found += any(v.startswith(case_prefix) for v in values)
+        url = next((link["url"] for link in page.get("link", []) if link["relation"] == "next"), "")
+        params = None
+    return found
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_transaction_is_accepted_and_posting_it_again_changes_nothing(package_loaded, hapi, example):
+    case = _case(example)
+    bundle = case_to_bundle(case, now=NOW)
+    prefix = f"{case['source_system']}|{case['case_id']}|"
+    expected = Counter(
+        e["resource"]["resourceType"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] != "Provenance"
+    )
+
+    first = hapi.transaction(bundle, idempotent=True)
+    assert first["type"] == "transaction-response"
+    assert all(e["response"]["status"].startswith(("200", "201")) for e in first["entry"]), first["entry"]
+    counts = {t: _count(hapi, t, prefix) for t in expected}
+    assert counts == dict(expected)
+
+    second = hapi.transaction(bundle, idempotent=True)
+    assert [e["response"]["status"][:3] for e in second["entry"]] == ["200"] * len(bundle["entry"])
+    assert [e["response"]["location"] for e in second["entry"]] == [
+        e["response"]["location"] for e in first["entry"]
+    ]
+    assert {t: _count(hapi, t, prefix) for t in expected} == dict(expected)
