@@ -23,7 +23,7 @@ from service.codes import table
 from service.mapping.spec import Spec, spec
 from service.model import fields as f
 from service.model.schema import GROUPS, CaseSchema
-from service.package_profiles import MODEL_URL, Builder, Header, builder, camel, pascal
+from service.package_profiles import MODEL_URL, Builder, Header, builder, camel, nested_schema, pascal
 
 MODEL_NAME = "IvcLmsCase"
 CONCEPTMAP_ID = "ivclms-case-to-fhir"
@@ -42,7 +42,7 @@ class ModelElement:
 
     @property
     def leaf(self) -> bool:
-        return _nested(self.field) is None
+        return nested_schema(self.field) is None
 
 
 def walk(schema: Schema | None = None, prefix: str = "") -> Iterator[ModelElement]:
@@ -51,7 +51,7 @@ def walk(schema: Schema | None = None, prefix: str = "") -> Iterator[ModelElemen
         path = f"{prefix}{name}"
         many = isinstance(field, fields.List | f.Dimensions)
         yield ModelElement(path, field, many)
-        nested = _nested(field)
+        nested = nested_schema(field)
         if nested is not None:
             yield from walk(nested, f"{path}.")
 
@@ -62,17 +62,10 @@ def element_path(case_path: str) -> str:
     return ".".join(camel(part) for part in case_path.split("."))
 
 
-def _nested(field: fields.Field[Any]) -> Schema | None:
-    inner = field.inner if isinstance(field, fields.List) else field
-    if isinstance(inner, fields.Nested) and isinstance(inner.schema, Schema):
-        return inner.schema
-    return None
-
-
 def _type(field: fields.Field[Any]) -> tuple[str, dict[str, Any]]:
     """(FHIR type code, extra ElementDefinition keys) of a model field."""
     inner = field.inner if isinstance(field, fields.List) else field
-    if _nested(field) is not None:
+    if nested_schema(field) is not None:
         return "BackboneElement", {}
     if isinstance(inner, f.Code):
         binding = {"strength": "required", "valueSet": table(inner.table_name).valueset}
@@ -256,7 +249,7 @@ def render() -> str:
     ]
     current = None
     for el in walk():
-        group = el.path.split(".", 1)[0] if "." in el.path or _nested(el.field) else "case"
+        group = el.path.split(".", 1)[0] if "." in el.path or nested_schema(el.field) else "case"
         if group != current:
             current = group
             lines += [

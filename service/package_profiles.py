@@ -32,7 +32,10 @@ from service.mapping.spec import (
     Group,
     Spec,
     Template,
+    case_path,
     case_tokens,
+    fixed_value,
+    spec,
 )
 from service.model.schema import CaseSchema
 
@@ -85,7 +88,7 @@ def model_field(path: str) -> fields.Field[Any] | None:
         if isinstance(token, int) or token == "*":
             continue
         if found is not None:
-            schema_of = _schema_of(found)
+            schema_of = nested_schema(found)
             if schema_of is None:
                 return None
             schema = schema_of
@@ -95,7 +98,8 @@ def model_field(path: str) -> fields.Field[Any] | None:
     return found
 
 
-def _schema_of(f: fields.Field[Any]) -> Schema | None:
+def nested_schema(f: fields.Field[Any]) -> Schema | None:
+    """The schema of a Nested field or of a list of Nested, else None."""
     if isinstance(f, fields.List):
         f = f.inner
     if isinstance(f, fields.Nested):
@@ -359,8 +363,6 @@ def _field_class(model: Model, name: str) -> Model | None:
 
 
 def _code_name(system: str, code: str) -> str:
-    from service.mapping.spec import spec
-
     for name, c in spec().codes.items():
         if c["system"] == system and str(c["code"]) == code:
             return name
@@ -393,25 +395,18 @@ def case_paths(template: Template, name: str, bases: tuple[str, ...] = ()) -> tu
             tokens = case_tokens(each)[:-1]  # the item's parent item, as forward.resolve finds it
             while tokens and tokens[-1] != "*":
                 tokens = tokens[:-1]
-            parent = _text(tokens)
+            parent = case_path(tokens)
             out.append(f"{parent}.{name[2:]}" if parent else name[2:])
         else:
             out.append(f"{each}.{name}" if name not in ("", ".") else each)
     return tuple(dict.fromkeys(out))
 
 
-def _text(tokens: list[str | int]) -> str:
-    text = ""
-    for t in tokens:
-        text += f"[{t}]" if t == "*" or isinstance(t, int) else (f".{t}" if text else str(t))
-    return text
-
-
 def _put_group(
     b: Builder, group: Group, template: Template, prefix: list[paths.Step], bases: tuple[str, ...] = ()
 ) -> None:
     for fx in group.fixed:
-        value = _fixed(fx.value)
+        value = fixed_value(fx.value)
         b.put(
             [*prefix, *paths.parse(fx.path)],
             Usage(fixed=value, required=True, conditional=fx.when is not None),
@@ -426,12 +421,6 @@ def _put_group(
             _put_group(b, f.items, template, [*prefix, *head, item], tuple(p + "[*]" for p in where))
             continue
         b.put([*prefix, *steps], Usage(case_paths=where, kind=f.kind, arg=f.arg))
-
-
-def _fixed(value: Any) -> Any:
-    from service.mapping.spec import fixed_value
-
-    return fixed_value(value)
 
 
 def builder(s: Spec, template: Template) -> Builder:

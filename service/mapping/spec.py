@@ -44,9 +44,10 @@ def case_tokens(path: str) -> list[str | int]:
 
 
 def case_path(tokens: list[str | int]) -> str:
+    """The inverse of ``case_tokens`` (``*`` back to ``[*]``)."""
     text = ""
     for t in tokens:
-        text += f"[{t}]" if isinstance(t, int) else (f".{t}" if text else t)
+        text += f"[{t}]" if isinstance(t, int) or t == "*" else (f".{t}" if text else t)
     return text
 
 
