@@ -97,6 +97,7 @@ class RowResult:
     number: int
     case_id: str | None = None
     bundle: dict[str, Any] | None = None
+    case: dict[str, Any] | None = None
     issues: tuple[Issue, ...] = ()
 
     @property
@@ -145,7 +146,7 @@ def import_rows(text: str, now: str) -> ImportReport:
             results.append(RowResult(number, case_id, issues=(issue,)))
             continue
         seen[case_id] = number
-        results.append(RowResult(number, case_id, bundle=bundle))
+        results.append(RowResult(number, case_id, bundle=bundle, case=parsed))
     return ImportReport(tuple(results))
 
 

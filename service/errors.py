@@ -51,3 +51,30 @@ class Unprocessable(ServiceError):
 
     def __init__(self, issues: list[Issue]) -> None:
         super().__init__(issues=issues, status=422)
+
+
+class Conflict(ServiceError):
+    """The request contradicts what is stored (409)."""
+
+    def __init__(self, message: str, expression: str | None = None) -> None:
+        super().__init__(issues=[Issue("conflict", message, expression)], status=409)
+
+
+class PreconditionFailed(ServiceError):
+    """``If-Match`` names a version that is no longer current (412)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(issues=[Issue("conflict", message)], status=412)
+
+
+class UnsupportedMediaType(ServiceError):
+    def __init__(self, message: str) -> None:
+        super().__init__(issues=[Issue("not-supported", message)], status=415)
+
+
+class Unavailable(ServiceError):
+    """A dependency (the database) is down; the client may retry after ``retry_after`` seconds (503)."""
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(issues=[Issue("transient", message)], status=503)
+        self.retry_after = retry_after

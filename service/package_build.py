@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from service import codes, package_model, package_profiles
+from service import codes, package_examples, package_model, package_profiles
 from service.codes import CANONICAL, Table
 from service.mapping.spec import spec
 
@@ -456,10 +456,49 @@ def _foreign(directory: Path, generated: dict[str, str]) -> list[str]:
     return sorted(n for n in generated if n in existing and not is_generated(n, existing[n]))
 
 
+def example_files() -> dict[str, str]:
+    """File name -> text of everything in ``example/``: the folder belongs to the generator entirely."""
+    resources = {package_examples.example_filename(r): r for r in package_examples.example_resources()}
+    files = {name: dumps(resource) for name, resource in resources.items()}
+    files[PACKAGE_INDEX] = dumps(index(resources))
+    return files
+
+
+def _check_examples(directory: Path) -> list[str]:
+    folder = directory / package_examples.EXAMPLE_DIR
+    expected = example_files()
+    problems: list[str] = []
+    for name, text in sorted(expected.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"missing: {folder.name}/{name}")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"differs: {folder.name}/{name}")
+    if folder.is_dir():
+        problems.extend(
+            f"stale: {folder.name}/{p.name}" for p in sorted(folder.iterdir()) if p.name not in expected
+        )
+    return problems
+
+
+def _build_examples(directory: Path) -> list[str]:
+    folder = directory / package_examples.EXAMPLE_DIR
+    folder.mkdir(exist_ok=True)
+    expected = example_files()
+    changed: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name not in expected:
+            path.unlink()
+            changed.append(f"removed: {folder.name}/{path.name}")
+    for name, text in sorted(expected.items()):
+        changed.extend(f"{line} ({folder.name}/)" for line in _write(folder / name, text))
+    return changed
+
+
 def check(directory: Path = PROFILES_DIR) -> list[str]:
     """Differences between ``directory`` and what the generator would write; empty when up to date."""
     expected = expected_files(directory)
-    problems: list[str] = []
+    problems: list[str] = _check_examples(directory)
     for name, text in sorted(expected.items()):
         path = directory / name
         if not path.is_file():
@@ -487,6 +526,7 @@ def build(directory: Path = PROFILES_DIR) -> list[str]:
         changed.extend(_write(directory / name, text))
     # The index covers every resource file now in the folder, including ones others wrote.
     changed.extend(_write(directory / PACKAGE_INDEX, dumps(index(scan(directory)))))
+    changed.extend(_build_examples(directory))
     return changed
 
 

@@ -36,6 +36,9 @@ class Settings:
         "Production: `postgresql+psycopg://user:pass@host/db`.",
         "",
     )
+    db_migrate: bool = _env(
+        "DB_MIGRATE", "Bring the database schema up to date (Alembic) when the service starts.", True
+    )
     http_host: str = _env("HTTP_HOST", "Address `ivclms serve` binds to.", "127.0.0.1")
     http_port: int = _env("HTTP_PORT", "Port `ivclms serve` listens on.", 8080)
     http_workers: int = _env("HTTP_WORKERS", "gunicorn worker processes.", 2)

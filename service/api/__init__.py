@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from service.api import errors, health, metadata, security
+from service.api import cases, errors, health, metadata, security
 from service.api.context import AppContext
 from service.settings import Settings
 
@@ -28,4 +28,5 @@ def build_app(settings: Settings | None = None) -> Flask:
     security.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(metadata.bp)
+    app.register_blueprint(cases.bp)
     return app

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from service.api.responses import fhir_response
-from service.errors import Issue, ServiceError
+from service.errors import Issue, ServiceError, Unavailable
 from service.outcome import operation_outcome
 
 log = logging.getLogger("ivclms.api")
@@ -31,7 +32,9 @@ _HTTP_ISSUE_CODES = {
 def init_app(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:
-        headers = {"WWW-Authenticate": 'Bearer realm="ivclms"'} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": 'Bearer realm="ivclms"'} if exc.status == 401 else {}
+        if isinstance(exc, Unavailable):
+            headers["Retry-After"] = str(exc.retry_after)
         return fhir_response(operation_outcome(exc.issues), exc.status, headers)
 
     @app.errorhandler(HTTPException)
@@ -45,6 +48,13 @@ def init_app(app: Flask) -> None:
             )
         issue = Issue(code=_HTTP_ISSUE_CODES.get(status, "processing"), diagnostics=message)
         return fhir_response(operation_outcome([issue]), status)
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc: OperationalError) -> Response:
+        # The database is unreachable or locked past its timeout: retry later, nothing was applied.
+        log.error("database unavailable (%s)", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        error = Unavailable("the database is unavailable; the request was not applied, retry later")
+        return fhir_response(operation_outcome(error.issues), 503, {"Retry-After": str(error.retry_after)})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

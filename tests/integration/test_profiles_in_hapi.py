@@ -32,6 +32,7 @@ EXTERNAL_UNKNOWN = (
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("ivclms-0*.json"))
+PACKAGE_EXAMPLES = ROOT / "profiles" / "example"
 REPORT = ROOT / ".run" / "reports" / "hapi-example-warnings.txt"
 NOW = "2026-01-01T00:00:00Z"
 
@@ -93,12 +94,18 @@ def report() -> Any:
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_resource_of_the_example_conforms_to_its_profile(package_loaded, hapi, report, example):
     bundle = case_to_bundle(_case(example), now=NOW)
+    _assert_conform(hapi, package_loaded, report, [e["resource"] for e in bundle["entry"]])
+
+
+def _assert_conform(
+    hapi: FhirClient, loaded: Any, report: Counter[str], resources: list[dict[str, Any]]
+) -> None:
+    """Zero errors (but the reported external-terminology ones) and only accepted warnings."""
     errors: list[str] = []
     unexpected: list[str] = []
-    for entry in bundle["entry"]:
-        resource = entry["resource"]
+    for resource in resources:
         (profile,) = resource["meta"]["profile"]
-        assert profile in package_loaded, f"{profile} is not in the package"
+        assert profile in loaded, f"{profile} is not in the package"
         outcome = hapi.validate(resource, profile=profile)
         name = profile.rsplit("/", 1)[-1]
         for error in _issues(outcome, "error", "fatal"):
@@ -112,6 +119,23 @@ def test_every_resource_of_the_example_conforms_to_its_profile(package_loaded, h
                 unexpected.append(f"{name}: {warning}")
     assert not errors, "\n".join(errors)
     assert not unexpected, "\n".join(unexpected)
+
+
+def test_the_package_examples_load_and_conform(package_loaded, hapi, report):
+    """profiles/example/ (one instance or more per profile) is stored by HAPI as is and validates."""
+    resources = [json.loads(p.read_text()) for p in sorted(PACKAGE_EXAMPLES.glob("[!.]*.json"))]
+    assert resources, f"no examples in {PACKAGE_EXAMPLES}"
+    batch = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+    answer = hapi.transaction(batch, idempotent=True)
+    assert all(e["response"]["status"][:3] in ("200", "201") for e in answer["entry"]), answer["entry"]
+    _assert_conform(hapi, package_loaded, report, resources)
 
 
 def test_hapi_rejects_a_resource_that_breaks_its_profile(package_loaded, hapi):

@@ -20,7 +20,12 @@ def test_readyz_reports_database_and_sync_off(client):
 
 
 def test_readyz_is_503_with_reason_when_database_is_unreachable(tmp_path):
-    bad = Settings(data_dir=tmp_path, auth_disabled=True, db_url=f"sqlite:///{tmp_path}/missing/dir/x.db")
+    bad = Settings(
+        data_dir=tmp_path,
+        auth_disabled=True,
+        db_migrate=False,
+        db_url=f"sqlite:///{tmp_path}/missing/dir/x.db",
+    )
     resp = create_app(bad).test_client().get("/readyz")
     assert resp.status_code == 503
     assert resp.get_json()["checks"]["database"]["ok"] is False

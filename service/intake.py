@@ -1,0 +1,237 @@
+"""Intake: a case (or many) validated, mapped, stored as a new version and queued for sync, atomically.
+
+Everything that can reject a request (schema, rules, mapping) runs before the database is touched,
+so a rejected request stores and queues nothing. A batch (CSV import, an EHR's Bundle) is one
+transaction: all its cases or none.
+
+Idempotency comes from the business key (source system + case id): posting a case whose canonical
+content equals the current version returns that version; posting different content for an existing
+key is a conflict for ``POST /cases`` (use ``PUT`` with ``If-Match``) and a new version for batches,
+which is how EHRs and spreadsheets resend corrected cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from service.db import READ_ONLY
+from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
+from service.mapping.forward import case_to_bundle
+from service.mapping.spec import MappingError
+from service.model import validate_case
+from service.store import cases as store
+from service.store.cases import ACTIVE, CaseRow, VersionRow
+
+BundleCheck = Callable[[dict[str, Any]], None]
+"""Raises Unprocessable when a mapped Bundle breaks a profile (the local validator, when configured)."""
+
+_ATTEMPTS = 5
+"""Optimistic retries when a concurrent writer got there first (same key inserted, version moved)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant with millisecond precision (Provenance.recorded)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class OnChange(Enum):
+    CONFLICT = "conflict"
+    NEW_VERSION = "new-version"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A case that passed every check, with the Bundle it maps to; nothing stored yet."""
+
+    case: dict[str, Any]
+    bundle: dict[str, Any]
+    content_hash: str
+
+    @property
+    def ref(self) -> str:
+        return store.case_ref(self.case["source_system"], self.case["case_id"])
+
+
+@dataclass(frozen=True)
+class Accepted:
+    case: CaseRow
+    version: VersionRow
+    created: bool
+    """A case that did not exist before (201)."""
+    changed: bool
+    """A new version was stored (and queued)."""
+
+
+def content_hash(case: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(case, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Intake:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        enqueue: bool,
+        clock: Callable[[], datetime] = utcnow,
+        check_bundle: BundleCheck | None = None,
+    ) -> None:
+        self.engine = engine
+        self.enqueue = enqueue
+        self.clock = clock
+        self.check_bundle = check_bundle
+
+    # -- checks (no database) ---------------------------------------------------------------------
+
+    def prepare(self, data: Any, *, now: datetime | None = None) -> Prepared:
+        """Validate and map; raises Unprocessable naming every problem."""
+        case = validate_case(data)
+        return self.prepare_valid(case, now=now)
+
+    def prepare_valid(self, case: dict[str, Any], *, now: datetime | None = None) -> Prepared:
+        try:
+            bundle = case_to_bundle(case, now=instant(now or self.clock()))
+        except MappingError as error:
+            raise Unprocessable([Issue("processing", str(error))]) from None
+        return self.prepared(case, bundle)
+
+    def prepared(self, case: dict[str, Any], bundle: dict[str, Any]) -> Prepared:
+        """A canonical case and the Bundle already mapped from it, checked against the profiles."""
+        if self.check_bundle is not None:
+            self.check_bundle(bundle)
+        return Prepared(case, bundle, content_hash(case))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def submit(self, prepared: Prepared, author: str, *, on_change: OnChange = OnChange.CONFLICT) -> Accepted:
+        return self.submit_many([prepared], author, on_change=on_change)[0]
+
+    def submit_many(
+        self, batch: Sequence[Prepared], author: str, *, on_change: OnChange = OnChange.NEW_VERSION
+    ) -> list[Accepted]:
+        """All cases of ``batch`` in one transaction; a conflict in one rejects them all."""
+        refs = [p.ref for p in batch]
+        if len(set(refs)) != len(refs):
+            raise Unprocessable([Issue("duplicate", "the same case (source_system + case_id) appears twice")])
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    return [self._upsert(conn, p, author, on_change, None) for p in batch]
+            except (IntegrityError, _Moved):
+                # A concurrent writer stored the same key first: read again, which finds it.
+                if attempt == _ATTEMPTS - 1:
+                    raise Conflict("the case kept changing while it was stored; retry") from None
+        raise AssertionError("unreachable")
+
+    def update(self, ref: str, prepared: Prepared, author: str, if_match: int | None) -> Accepted:
+        """A new version of an existing case; ``if_match`` (the ETag's version) guards lost updates."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    current = store.find(conn, ref)
+                    if current is None:
+                        raise NotFound(f"no case {ref}")
+                    if prepared.ref != ref:
+                        message = "case_id: source_system and case_id must be those of the case being updated"
+                        raise Unprocessable([Issue("invariant", message, "case_id")])
+                    return self._upsert(conn, prepared, author, OnChange.NEW_VERSION, if_match)
+            except _Moved:
+                if attempt == _ATTEMPTS - 1:
+                    raise Conflict("the case kept changing while this update was applied; retry") from None
+        raise AssertionError("unreachable")
+
+    def _upsert(
+        self, conn: Connection, p: Prepared, author: str, on_change: OnChange, if_match: int | None
+    ) -> Accepted:
+        now = self.clock()
+        current = store.find(conn, p.ref)
+        if current is None:
+            row = CaseRow(p.ref, p.case["source_system"], p.case["case_id"], 1, ACTIVE, now, now)
+            first = self._version(p, 1, author, now)
+            store.insert_case(conn, row, first)
+            self._queue(conn, p.ref, 1, now)
+            return Accepted(row, first, created=True, changed=True)
+        if if_match is not None and if_match != current.version:
+            raise PreconditionFailed(
+                f'If-Match: version {if_match} is not current (ETag W/"{current.version}")'
+            )
+        stored = store.find_version(conn, current.id, current.version)
+        assert stored is not None
+        if stored.content_hash == p.content_hash and stored.status == ACTIVE:
+            return Accepted(current, stored, created=False, changed=False)
+        if on_change is OnChange.CONFLICT:
+            raise Conflict(
+                f"case {p.case['case_id']} of {p.case['source_system']} exists with other content: "
+                f'update it with PUT /cases/{current.id} (If-Match: W/"{current.version}")',
+                "case_id",
+            )
+        new = self._version(p, current.version + 1, author, now)
+        if not store.add_version(conn, current, new):
+            raise _Moved
+        self._queue(conn, p.ref, new.version, now)
+        updated = CaseRow(**{**current.__dict__, "version": new.version, "status": ACTIVE, "updated_at": now})
+        return Accepted(updated, new, created=False, changed=True)
+
+    @staticmethod
+    def _version(p: Prepared, number: int, author: str, now: datetime) -> VersionRow:
+        return VersionRow(
+            case_ref=p.ref,
+            version=number,
+            status=ACTIVE,
+            content_hash=p.content_hash,
+            case_json=orjson.dumps(p.case).decode(),
+            bundle_json=orjson.dumps(p.bundle).decode(),
+            author=author,
+            recorded_at=now,
+        )
+
+    def _queue(self, conn: Connection, ref: str, version: int, now: datetime) -> None:
+        if self.enqueue:
+            store.enqueue(conn, ref, version, now)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get(self, ref: str, version: int | None = None) -> tuple[CaseRow, VersionRow]:
+        with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            row = store.find(conn, ref)
+            if row is None:
+                raise NotFound(f"no case {ref}")
+            found = store.find_version(conn, ref, version or row.version)
+            if found is None:
+                raise NotFound(f"case {ref} has no version {version}")
+            return row, found
+
+    def history(self, ref: str) -> list[VersionRow]:
+        with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            if store.find(conn, ref) is None:
+                raise NotFound(f"no case {ref}")
+            return store.history(conn, ref)
+
+    def page(
+        self,
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        since: datetime | None = None,
+        sync_state: str | None = None,
+    ) -> tuple[list[CaseRow], dict[str, str]]:
+        """A page of cases and the sync state of each (absent when never queued)."""
+        with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            rows = store.page(conn, limit=limit, after=after, since=since, sync_state=sync_state)
+            return rows, store.sync_states(conn, [r.id for r in rows])
+
+
+class _Moved(Exception):
+    """The case's version changed between read and write (optimistic lock lost)."""

@@ -1,0 +1,256 @@
+"""``/cases`` through the Flask test client on a fresh SQLite database per test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service import create_app
+from service.case_files import EXAMPLE_SERIES
+from tests.unit.api.test_security import token
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("ivclms-0*.json"))
+
+
+def _example(n: int = 0) -> dict:
+    return json.loads(EXAMPLES[n].read_text())
+
+
+def _auth(scope: str = "system/*.cruds") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(scope)}"}
+
+
+@pytest.fixture
+def api(client):
+    class Api:
+        def post(self, body, path="/cases", headers=None, content_type="application/json"):
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            return client.post(
+                path, data=data, headers={**_auth(), **(headers or {})}, content_type=content_type
+            )
+
+        def put(self, path, body, headers=None):
+            return client.put(
+                path,
+                data=json.dumps(body),
+                headers={**_auth(), **(headers or {})},
+                content_type="application/json",
+            )
+
+        def get(self, path, headers=None):
+            return client.get(path, headers={**_auth(), **(headers or {})})
+
+    return Api()
+
+
+def _count(api) -> int:
+    return len(api.get("/cases?_count=500").get_json()["cases"])
+
+
+def test_post_stores_a_case_and_answers_201_with_location_and_etag(api):
+    case = _example()
+    resp = api.post(case)
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.headers["ETag"] == 'W/"1"'
+    location = resp.headers["Location"]
+    assert location.startswith("/cases/")
+    again = api.get(location)
+    assert again.status_code == 200
+    assert again.get_json()["case_id"] == case["case_id"]
+    assert again.get_json() == resp.get_json()
+
+
+def test_reposting_the_same_case_returns_the_existing_one(api):
+    first = api.post(_example())
+    second = api.post(_example())
+    assert second.status_code == 200
+    assert second.headers["Location"] == first.headers["Location"]
+    assert second.headers["ETag"] == 'W/"1"'
+    assert _count(api) == 1
+
+
+def test_posting_other_content_for_an_existing_case_is_409_and_stores_nothing(api):
+    api.post(_example())
+    changed = _example()
+    changed["patient"]["sex"] = "male" if changed["patient"]["sex"] == "female" else "female"
+    resp = api.post(changed)
+    assert resp.status_code == 409
+    outcome = resp.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "PUT /cases/" in outcome["issue"][0]["diagnostics"]
+    ref = api.post(_example()).headers["Location"]
+    assert [v["version"] for v in api.get(ref + "/history").get_json()["versions"]] == [1]
+
+
+def test_put_with_if_match_makes_version_2_and_keeps_version_1(api):
+    ref = api.post(_example()).headers["Location"]
+    changed = _example()
+    changed["patient"]["sex"] = "male" if changed["patient"]["sex"] == "female" else "female"
+    resp = api.put(ref, changed, {"If-Match": 'W/"1"'})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.headers["ETag"] == 'W/"2"'
+    assert api.get(ref).get_json()["patient"]["sex"] == changed["patient"]["sex"]
+    assert api.get(ref + "?version=1").get_json()["patient"]["sex"] == _example()["patient"]["sex"]
+    history = api.get(ref + "/history").get_json()["versions"]
+    assert [v["version"] for v in history] == [2, 1]
+    assert history[0]["author"] == "registry-a"
+
+
+def test_put_with_a_stale_etag_is_412(api):
+    ref = api.post(_example()).headers["Location"]
+    changed = _example()
+    changed["patient"]["sex"] = "male" if changed["patient"]["sex"] == "female" else "female"
+    assert api.put(ref, changed, {"If-Match": 'W/"1"'}).status_code == 200
+    changed["patient"]["sex"] = _example()["patient"]["sex"]
+    resp = api.put(ref, changed, {"If-Match": 'W/"1"'})
+    assert resp.status_code == 412
+    assert resp.get_json()["issue"][0]["code"] == "conflict"
+    assert api.get(ref).headers["ETag"] == 'W/"2"'
+
+
+def test_put_with_a_malformed_if_match_is_400(api):
+    ref = api.post(_example()).headers["Location"]
+    assert api.put(ref, _example(), {"If-Match": "yesterday"}).status_code == 400
+
+
+def test_put_of_another_case_into_this_id_is_422(api):
+    ref = api.post(_example(0)).headers["Location"]
+    resp = api.put(ref, _example(1))
+    assert resp.status_code == 422
+    assert resp.get_json()["issue"][0]["expression"] == ["case_id"]
+
+
+def test_put_to_an_unknown_case_is_404(api):
+    assert api.put("/cases/00000000-0000-0000-0000-000000000000", _example()).status_code == 404
+
+
+def test_accept_fhir_json_gives_the_mapped_bundle(api):
+    ref = api.post(_example()).headers["Location"]
+    resp = api.get(ref, {"Accept": "application/fhir+json"})
+    assert resp.status_code == 200
+    assert resp.content_type == "application/fhir+json"
+    bundle = resp.get_json()
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+    assert any(e["resource"]["resourceType"] == "Provenance" for e in bundle["entry"])
+
+
+def test_invalid_case_is_422_with_the_path_and_nothing_is_stored(api):
+    case = _example()
+    case["surgery"][0]["ivc_management"]["method"] = "teleportation"
+    resp = api.post(case)
+    assert resp.status_code == 422
+    expressions = [e for i in resp.get_json()["issue"] for e in i.get("expression", [])]
+    assert "surgery[0].ivc_management.method" in expressions
+    assert _count(api) == 0
+
+
+def test_unknown_field_is_422(api):
+    case = _example()
+    case["favourite_colour"] = "blue"
+    resp = api.post(case)
+    assert resp.status_code == 422
+    assert "favourite_colour" in json.dumps(resp.get_json())
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b'{"a": NaN}', "application/json", 400),
+        (b"\xff\xfe{}", "application/json", 400),
+        (b"", "application/json", 400),
+        (b"{}", "text/plain", 415),
+        (b"case_id\nx", "text/csv", 415),
+        (b"[]", "application/json", 422),
+    ],
+)
+def test_malformed_requests_get_an_operation_outcome(api, body, content_type, status):
+    resp = api.post(body, content_type=content_type)
+    assert resp.status_code == status
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
+    assert _count(api) == 0
+
+
+def test_oversized_body_is_413(tmp_path):
+    from service.settings import Settings
+    from tests.conftest import TEST_SECRET
+
+    app = create_app(Settings(data_dir=tmp_path, auth_jwt_secret=TEST_SECRET, http_max_body_bytes=1000))
+    body = json.dumps(_example())
+    assert len(body) > 1000
+    resp = app.test_client().post("/cases", data=body, headers=_auth(), content_type="application/json")
+    assert resp.status_code == 413
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_unknown_case_is_404(api):
+    assert api.get("/cases/nope").status_code == 404
+    ref = api.post(_example()).headers["Location"]
+    assert api.get(ref + "?version=7").status_code == 404
+    assert api.get(ref + "?version=x").status_code == 400
+
+
+def test_scopes_are_enforced(api, client):
+    resp = client.post(
+        "/cases",
+        data=json.dumps(_example()),
+        content_type="application/json",
+        headers=_auth("system/Patient.rs"),
+    )
+    assert resp.status_code == 403
+    assert client.get("/cases", headers=_auth("system/Patient.rs")).status_code == 200
+    assert client.get("/cases").status_code == 401
+
+
+def test_list_pages_with_a_cursor_and_filters_by_since(api):
+    for n in range(5):
+        assert api.post(_example(n)).status_code == 201
+    seen, url = [], "/cases?_count=2"
+    while url:
+        page = api.get(url).get_json()
+        assert len(page["cases"]) <= 2
+        seen += [c["case_id"] for c in page["cases"]]
+        url = page.get("next")
+    assert sorted(seen) == sorted(_example(n)["case_id"] for n in range(5))
+    assert api.get("/cases?since=2999-01-01T00:00:00Z").get_json()["cases"] == []
+    assert api.get("/cases?since=yesterday").status_code == 400
+    assert api.get("/cases?cursor=%%%").status_code == 400
+    assert api.get("/cases?sync=lost").status_code == 400
+    assert api.get("/cases?_count=0").status_code == 400
+
+
+def test_idempotency_key_replays_the_first_answer(api):
+    key = {"Idempotency-Key": "retry-1"}
+    first = api.post(_example(), headers=key)
+    again = api.post(_example(), headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["Location"] == first.headers["Location"]
+    other = api.post(_example(1), headers=key)
+    assert other.status_code == 422
+    assert _count(api) == 1
+
+
+def test_csv_import_stores_every_row(api):
+    resp = api.post(EXAMPLE_SERIES.read_bytes(), path="/cases/import", content_type="text/csv")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["imported"] == body["created"] == len(EXAMPLES)
+    assert _count(api) == len(EXAMPLES)
+    again = api.post(EXAMPLE_SERIES.read_bytes(), path="/cases/import", content_type="text/csv").get_json()
+    assert again["unchanged"] == len(EXAMPLES) and again["created"] == 0
+
+
+def test_csv_import_with_one_bad_row_stores_nothing_and_names_the_row(api):
+    lines = EXAMPLE_SERIES.read_text().splitlines()
+    header = lines[0].split(",")
+    column = header.index("case_id")
+    row = lines[2].split(",")
+    row[column] = ""
+    lines[2] = ",".join(row)
+    resp = api.post("\n".join(lines) + "\n", path="/cases/import", content_type="text/csv")
+    assert resp.status_code == 422
+    assert any(i["diagnostics"].startswith("row 2: ") for i in resp.get_json()["issue"])
+    assert _count(api) == 0
