@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from service.api import cases, errors, health, metadata, security
+from service.api import cases, errors, fhir_intake, health, metadata, security
 from service.api.context import AppContext
 from service.settings import Settings
 
@@ -29,4 +29,5 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(metadata.bp)
     app.register_blueprint(cases.bp)
+    app.register_blueprint(fhir_intake.bp)
     return app

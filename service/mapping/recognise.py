@@ -46,7 +46,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -104,6 +104,8 @@ class Profiled:
 
     bundle: dict[str, Any]
     issues: tuple[Issue, ...]
+    placed: Mapping[int, str] = field(default_factory=dict)
+    """Input entry position -> the fullUrl (``urn:uuid:``) its profiled resource got."""
 
 
 # ---- hospital codes --------------------------------------------------------------------------
@@ -644,7 +646,8 @@ def profile_bundle(
             }
         )
     issues.sort(key=lambda issue: issue.entry)
-    return Profiled({"resourceType": "Bundle", "type": "transaction", "entry": out}, tuple(issues))
+    bundle_out = {"resourceType": "Bundle", "type": "transaction", "entry": out}
+    return Profiled(bundle_out, tuple(issues), {f.position: new[f.position] for f in placed})
 
 
 def _patient_id(patient: dict[str, Any]) -> str:

@@ -1,0 +1,71 @@
+"""``POST /fhir``: a Bundle from an EHR, stored as cases, answered per entry like a FHIR server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, request
+
+from service.api.body import FHIR_JSON_TYPES, json_body
+from service.api.context import ctx
+from service.api.idempotency import idempotent
+from service.api.responses import fhir_response
+from service.auth import require
+from service.bundle_intake import ReadBundle, read_bundle
+from service.intake import Accepted, OnChange
+from service.outcome import operation_outcome
+
+bp = Blueprint("fhir_intake", __name__)
+
+CASE_TYPE = "Patient"
+SOURCE_PARAM = "source-system"
+"""Who sent plain R4 resources (the business identifiers' namespace); default IVCLMS_SOURCE_SYSTEM."""
+
+
+def _entry(resource_type: str, url: str, accepted: Accepted) -> dict[str, Any]:
+    status = "201 Created" if accepted.created else "200 OK"
+    resource_id = url.removeprefix("urn:uuid:")
+    version = accepted.case.version
+    return {
+        "response": {
+            "status": status,
+            "location": f"{resource_type}/{resource_id}/_history/{version}",
+            "etag": f'W/"{version}"',
+            "lastModified": accepted.version.recorded_at.isoformat(),
+        }
+    }
+
+
+def _answer(bundle: dict[str, Any], read: ReadBundle, accepted: dict[int, Accepted]) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = [{"response": {"status": "200 OK"}} for _ in bundle["entry"]]
+    for number, group in enumerate(read.groups):
+        for i in group.entries:
+            if group.error is not None:
+                entries[i] = {
+                    "response": {
+                        "status": f"{group.error.status} Unprocessable Entity",
+                        "outcome": operation_outcome(group.error.issues),
+                    }
+                }
+            else:
+                resource_type = bundle["entry"][i]["resource"]["resourceType"]
+                entries[i] = _entry(resource_type, group.urls[i], accepted[number])
+    kind = "batch-response" if read.kind == "batch" else "transaction-response"
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+
+@bp.post("/fhir")
+@bp.post("/fhir/")
+@idempotent
+def post_bundle() -> Response:
+    require(g.principal, CASE_TYPE, "c")
+    bundle = json_body(FHIR_JSON_TYPES)
+    intake = ctx().intake
+    source = request.args.get(SOURCE_PARAM) or ctx().settings.source_system
+    read = read_bundle(bundle, intake=intake, source_system=source)
+    ready = [(n, g.prepared) for n, g in enumerate(read.groups) if g.prepared is not None]
+    stored = intake.submit_many(
+        [p for _, p in ready], str(g.principal.subject), on_change=OnChange.NEW_VERSION
+    )
+    accepted = {n: a for (n, _), a in zip(ready, stored, strict=True)}
+    return fhir_response(_answer(bundle, read, accepted), 200)
