@@ -156,7 +156,7 @@ class Intake:
         self, conn: Connection, p: Prepared, author: str, on_change: OnChange, if_match: int | None
     ) -> Accepted:
         now = self.clock()
-        current = store.find(conn, p.ref)
+        current = store.find(conn, p.ref, lock=True)
         if current is None:
             row = CaseRow(p.ref, p.case["source_system"], p.case["case_id"], 1, ACTIVE, now, now)
             first = self._version(p, 1, author, now)

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from service.api import cases, errors, fhir_intake, health, metadata, security
+from service.api import audit, cases, errors, fhir_intake, health, metadata, security
 from service.api.context import AppContext
 from service.settings import Settings
 
@@ -26,8 +26,10 @@ def build_app(settings: Settings | None = None) -> Flask:
         log.warning("no FHIR server configured (IVCLMS_FHIR_URL is empty): sync to a FHIR server is off")
     errors.init_app(app)
     security.init_app(app)
+    audit.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(metadata.bp)
     app.register_blueprint(cases.bp)
     app.register_blueprint(fhir_intake.bp)
+    app.register_blueprint(audit.bp)
     return app

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, request, url_for
 from service.api.body import CASE_JSON, CSV_TYPES, json_body, text_body
 from service.api.context import ctx
 from service.api.idempotency import idempotent
+from service.api.params import int_arg, parse_instant
 from service.auth import require
 from service.case_files import import_rows
 from service.errors import BadRequest, Issue, Unprocessable
@@ -82,19 +83,10 @@ def update_case(ref: str) -> Response:
     return _case_response(accepted.case, accepted.version, 200)
 
 
-def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadRequest([Issue("invalid", f"{name}: must be a whole number from {low} to {high}", name)])
-    return int(raw)
-
-
 @bp.get("/cases/<ref>")
 def read_case(ref: str) -> Response:
     require(g.principal, CASE_TYPE, "r")
-    version = _int_arg("version", None, 1, 2**31 - 1)
+    version = int_arg("version", None, 1, 2**31 - 1)
     case, found = ctx().intake.get(ref, version)
     return _case_response(case, found, 200)
 
@@ -129,17 +121,7 @@ def _cursor(text: str) -> tuple[datetime, str]:
 
 def _since() -> datetime | None:
     raw = request.args.get("since")
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise BadRequest(
-            [Issue("invalid", "since: must be an instant with a zone, like 2026-01-01T00:00:00Z", "since")]
-        )
-    return moment
+    return None if raw is None else parse_instant(raw, "since")
 
 
 SYNC_STATES = ("pending", "sending", "done", "dead", "superseded")
@@ -148,7 +130,7 @@ SYNC_STATES = ("pending", "sending", "done", "dead", "superseded")
 @bp.get("/cases")
 def list_cases() -> Response:
     require(g.principal, CASE_TYPE, "s")
-    limit = _int_arg("_count", PAGE_DEFAULT, 1, PAGE_MAX)
+    limit = int_arg("_count", PAGE_DEFAULT, 1, PAGE_MAX)
     assert limit is not None
     sync = request.args.get("sync")
     if sync is not None and sync not in SYNC_STATES:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import traceback
+from pathlib import Path
 
 from flask import Flask, Response
 from sqlalchemy.exc import OperationalError
@@ -58,6 +60,9 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error (%s)", type(exc).__name__)
+        # Where, not what: an exception's message can quote the data it choked on.
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-3:])
+        log.error("unexpected error %s at %s", type(exc).__name__, where)
         issue = Issue(code="exception", diagnostics="internal error; the request was not applied")
         return fhir_response(operation_outcome([issue]), 500)

@@ -58,8 +58,13 @@ def _version(row: Any) -> VersionRow:
     return VersionRow(**row._mapping)
 
 
-def find(conn: Connection, ref: str) -> CaseRow | None:
-    row = conn.execute(select(cases).where(cases.c.id == ref)).first()
+def find(conn: Connection, ref: str, *, lock: bool = False) -> CaseRow | None:
+    """``lock``: hold the row until commit (PostgreSQL), so concurrent writers of one case queue up
+    instead of failing their optimistic check; SQLite writers are serialised by BEGIN IMMEDIATE."""
+    query = select(cases).where(cases.c.id == ref)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
     return _case(row) if row else None
 
 

@@ -254,3 +254,40 @@ def test_csv_import_with_one_bad_row_stores_nothing_and_names_the_row(api):
     assert resp.status_code == 422
     assert any(i["diagnostics"].startswith("row 2: ") for i in resp.get_json()["issue"])
     assert _count(api) == 0
+
+
+def test_the_same_case_posted_10_times_at_once_is_one_case(app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(_: int) -> int:
+        resp = app.test_client().post(
+            "/cases", data=json.dumps(_example()), headers=_auth(), content_type="application/json"
+        )
+        return resp.status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = sorted(pool.map(post, range(10)))
+    assert statuses == [200] * 9 + [201]
+    listed = app.test_client().get("/cases", headers=_auth()).get_json()["cases"]
+    assert len(listed) == 1 and listed[0]["version"] == 1
+
+
+def test_concurrent_updates_without_if_match_each_make_a_version(app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = app.test_client()
+    ref = client.post("/cases", data=json.dumps(_example()), headers=_auth(), content_type="application/json")
+    location = ref.headers["Location"]
+
+    def put(n: int) -> int:
+        case = _example()
+        case["patient"]["smoking"]["pack_years"] = 20 + n
+        resp = app.test_client().put(
+            location, data=json.dumps(case), headers=_auth(), content_type="application/json"
+        )
+        return resp.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert set(pool.map(put, range(6))) == {200}
+    versions = client.get(location + "/history", headers=_auth()).get_json()["versions"]
+    assert [v["version"] for v in versions] == list(range(7, 0, -1))

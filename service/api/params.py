@@ -1,0 +1,30 @@
+"""Query parameters read the same way everywhere: bounded integers, instants with a zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import request
+
+from service.errors import BadRequest, Issue
+
+
+def int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest([Issue("invalid", f"{name}: must be a whole number from {low} to {high}", name)])
+    return int(raw)
+
+
+def parse_instant(raw: str, name: str) -> datetime:
+    """A client's instant (``2026-01-01T00:00:00Z``); a date without zone is ambiguous, so refused."""
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        message = f"{name}: must be an instant with a zone, like 2026-01-01T00:00:00Z"
+        raise BadRequest([Issue("invalid", message, name)])
+    return moment
