@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from service.api import audit, cases, errors, fhir_intake, health, metadata, security
+from service.api import audit, cases, errors, fhir_intake, health, metadata, openapi, security
 from service.api.context import AppContext
 from service.settings import Settings
 
@@ -32,4 +32,5 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(cases.bp)
     app.register_blueprint(fhir_intake.bp)
     app.register_blueprint(audit.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -27,7 +27,16 @@ log = logging.getLogger("ivclms.audit")
 access = logging.getLogger("ivclms.access")
 bp = Blueprint("audit", __name__, url_prefix="/fhir")
 
-NOT_AUDITED = frozenset({"health.healthz", "health.readyz", "metadata.capabilities", "static"})
+NOT_AUDITED = frozenset(
+    {
+        "health.healthz",
+        "health.readyz",
+        "metadata.capabilities",
+        "static",
+        "openapi.openapi_json",
+        "openapi.docs",
+    }
+)
 ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}
 ACTION_CODES = "http://hl7.org/fhir/audit-event-action"
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}

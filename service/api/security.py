@@ -7,7 +7,16 @@ from flask import Flask, g, request
 from service.api.context import ctx
 from service.auth import ANONYMOUS
 
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metadata.capabilities", "static"})
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "health.healthz",
+        "health.readyz",
+        "metadata.capabilities",
+        "static",
+        "openapi.openapi_json",
+        "openapi.docs",
+    }
+)
 
 
 def init_app(app: Flask) -> None:

@@ -1,0 +1,251 @@
+"""``/openapi.json`` (OpenAPI 3.1, built with apispec from the marshmallow case schema) and ``/docs``.
+
+The case schema's fields describe themselves through ``service.model.jsonschema`` (the same JSON
+Schema published for EHR teams), so the API document and the schema file cannot disagree. A unit
+test checks that every route of the application is described here.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, jsonify
+from marshmallow import fields
+
+from service import __version__
+from service.model import jsonschema
+from service.model.schema import CaseSchema
+
+bp = Blueprint("openapi", __name__)
+
+OUTCOME = {"$ref": "#/components/schemas/OperationOutcome"}
+JSON = "application/json"
+FHIR = "application/fhir+json"
+
+
+def _own_field(_converter: Any, field: fields.Field[Any], **_kwargs: Any) -> dict[str, Any]:
+    if isinstance(field, (fields.Nested, fields.List)):
+        return {}  # apispec makes the component references
+    return jsonschema.field_schema(field, {})
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Malformed request (bad JSON, bad parameter)",
+        401: "No valid bearer token",
+        403: "The token lacks the scope",
+        404: "Not found",
+        409: "Conflicts with what is stored",
+        412: "If-Match is not the current version",
+        413: "Body over the configured size limit",
+        415: "Wrong Content-Type",
+        422: "Breaks the case schema, a rule or a profile; nothing stored",
+        503: "Database unavailable; retry after Retry-After",
+    }
+    return {str(s): {"description": reasons[s], "content": {FHIR: {"schema": OUTCOME}}} for s in statuses}
+
+
+def _param(
+    name: str, where: str, description: str, schema: dict[str, Any], required: bool = False
+) -> dict[str, Any]:
+    return {"name": name, "in": where, "description": description, "required": required, "schema": schema}
+
+
+REF = _param("id", "path", "Case id (uuid derived from source system + case id)", {"type": "string"}, True)
+IDEMPOTENCY = _param(
+    "Idempotency-Key", "header", "Retries with the same key get the first answer again", {"type": "string"}
+)
+CASE = {"$ref": "#/components/schemas/Case"}
+BUNDLE = {"type": "object", "description": "FHIR R4 Bundle"}
+WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503)
+
+
+def _paths() -> dict[str, dict[str, Any]]:
+    case_answer = {"content": {JSON: {"schema": CASE}, FHIR: {"schema": BUNDLE}}}
+    return {
+        "/cases": {
+            "post": {
+                "summary": "Store a case (201), or return the identical stored one (200)",
+                "parameters": [IDEMPOTENCY],
+                "requestBody": {"required": True, "content": {JSON: {"schema": CASE}}},
+                "responses": {
+                    "201": {"description": "Created; Location and ETag headers", **case_answer},
+                    "200": {"description": "The same case was already stored", **case_answer},
+                    **_errors(*WRITE_ERRORS, 409),
+                },
+            },
+            "get": {
+                "summary": "Cases, oldest update first, paged with a cursor",
+                "parameters": [
+                    _param("_count", "query", "Page size (1-500, default 50)", {"type": "integer"}),
+                    _param("since", "query", "Updated at or after this instant", {"type": "string"}),
+                    _param("sync", "query", "Sync state of the newest version", {"type": "string"}),
+                    _param("cursor", "query", "The `next` link's cursor", {"type": "string"}),
+                ],
+                "responses": {"200": {"description": "A page of cases"}, **_errors(400, 401, 403)},
+            },
+        },
+        "/cases/{id}": {
+            "get": {
+                "summary": "The case JSON, or its FHIR Bundle with Accept: application/fhir+json",
+                "parameters": [REF, _param("version", "query", "A past version", {"type": "integer"})],
+                "responses": {
+                    "200": {"description": "The case", **case_answer},
+                    **_errors(400, 401, 403, 404),
+                },
+            },
+            "put": {
+                "summary": "A new version of the case",
+                "parameters": [
+                    REF,
+                    IDEMPOTENCY,
+                    _param("If-Match", "header", 'The ETag read (W/"3"); 412 when stale', {"type": "string"}),
+                ],
+                "requestBody": {"required": True, "content": {JSON: {"schema": CASE}}},
+                "responses": {
+                    "200": {"description": "Stored", **case_answer},
+                    **_errors(*WRITE_ERRORS, 404, 412),
+                },
+            },
+        },
+        "/cases/{id}/history": {
+            "get": {
+                "summary": "Every version of a case, newest first",
+                "parameters": [REF],
+                "responses": {"200": {"description": "Versions"}, **_errors(401, 403, 404)},
+            }
+        },
+        "/cases/import": {
+            "post": {
+                "summary": "A CSV case series (one row per case); all rows or none",
+                "parameters": [IDEMPOTENCY],
+                "requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}},
+                "responses": {
+                    "200": {"description": "Counts and the case of each row"},
+                    **_errors(*WRITE_ERRORS),
+                },
+            }
+        },
+        "/fhir": {
+            "post": {
+                "summary": "A transaction, batch or collection Bundle from an EHR, stored as cases",
+                "parameters": [
+                    IDEMPOTENCY,
+                    _param(
+                        "source-system", "query", "Source system of plain R4 resources", {"type": "string"}
+                    ),
+                ],
+                "requestBody": {"required": True, "content": {FHIR: {"schema": BUNDLE}}},
+                "responses": {
+                    "200": {
+                        "description": "transaction-response / batch-response",
+                        "content": {FHIR: {"schema": BUNDLE}},
+                    },
+                    **_errors(*WRITE_ERRORS),
+                },
+            }
+        },
+        "/fhir/AuditEvent": {
+            "get": {
+                "summary": "The audit trail as FHIR AuditEvents",
+                "parameters": [
+                    _param("date", "query", "Recorded at or after (ge) this instant", {"type": "string"}),
+                    _param("_count", "query", "Page size (1-500)", {"type": "integer"}),
+                ],
+                "responses": {"200": {"description": "searchset Bundle"}, **_errors(400, 401, 403)},
+            }
+        },
+        "/fhir/metadata": {
+            "get": {
+                "summary": "CapabilityStatement",
+                "security": [],
+                "responses": {"200": {"description": "OK"}},
+            }
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "OK"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: database and FHIR server",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready"},
+                    "503": {"description": "Not ready, with reasons"},
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OK"}}}
+        },
+        "/docs": {
+            "get": {"summary": "Human docs", "security": [], "responses": {"200": {"description": "HTML"}}}
+        },
+    }
+
+
+EXTRA_PATHS: dict[str, dict[str, Any]] = {}
+"""Paths other blueprints add (sync, validation) with ``describe``."""
+
+
+def describe(path: str, operations: dict[str, Any]) -> None:
+    EXTRA_PATHS.setdefault(path, {}).update(operations)
+
+
+@cache
+def openapi() -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
+    spec = APISpec(
+        title="IVC-LMS FHIR interoperability service",
+        version=__version__,
+        openapi_version="3.1.0",
+        plugins=[plugin],
+        info={"description": "Case intake, storage, sync to a FHIR server and registry pulls for IVC-LMS."},
+    )
+    plugin.converter.add_attribute_function(_own_field)  # type: ignore[union-attr]
+    spec.components.schema("Case", schema=CaseSchema)
+    spec.components.schema(
+        "OperationOutcome",
+        {"type": "object", "description": "FHIR R4 OperationOutcome", "required": ["resourceType", "issue"]},
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.options["security"] = [{"bearer": []}]
+    for path, operations in {**_paths(), **EXTRA_PATHS}.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(openapi())
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    document = openapi()
+    rows = []
+    for path, operations in document["paths"].items():
+        for method, op in operations.items():
+            params = ", ".join(p["name"] for p in op.get("parameters", []))
+            statuses = ", ".join(op.get("responses", {}))
+            rows.append(
+                f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
+                f"<td>{html.escape(op.get('summary', ''))}</td><td>{html.escape(params)}</td>"
+                f"<td>{statuses}</td></tr>"
+            )
+    page = (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>IVC-LMS service API</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border-bottom:1px solid #ddd;padding:4px 8px;"
+        "text-align:left;vertical-align:top}</style>"
+        f"<h1>{html.escape(document['info']['title'])} {html.escape(document['info']['version'])}</h1>"
+        "<p>Machine-readable: <a href=/openapi.json>/openapi.json</a> (OpenAPI 3.1; the case schema is "
+        "<code>components.schemas.Case</code>). Every endpoint but the public ones needs "
+        "<code>Authorization: Bearer &lt;JWT&gt;</code> with SMART v2 system scopes. Errors are FHIR "
+        "OperationOutcomes.</p><table><tr><th>endpoint</th><th>what</th><th>parameters</th>"
+        "<th>statuses</th></tr>" + "".join(rows) + "</table></html>"
+    )
+    return Response(page, content_type="text/html; charset=utf-8")
