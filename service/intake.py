@@ -26,10 +26,11 @@ from sqlalchemy.exc import IntegrityError
 from service.db import READ_ONLY
 from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
 from service.mapping.forward import case_to_bundle
+from service.mapping.retract import retract
 from service.mapping.spec import MappingError
 from service.model import validate_case
 from service.store import cases as store
-from service.store.cases import ACTIVE, CaseRow, VersionRow
+from service.store.cases import ACTIVE, ENTERED_IN_ERROR, CaseRow, VersionRow
 
 BundleCheck = Callable[[dict[str, Any]], None]
 """Raises Unprocessable when a mapped Bundle breaks a profile (the local validator, when configured)."""
@@ -183,6 +184,40 @@ class Intake:
         self._queue(conn, p.ref, new.version, now)
         updated = CaseRow(**{**current.__dict__, "version": new.version, "status": ACTIVE, "updated_at": now})
         return Accepted(updated, new, created=False, changed=True)
+
+    def retract(self, ref: str, author: str, if_match: int | None) -> Accepted:
+        """Withdraw a case as entered-in-error: a new version whose Bundle marks every resource so."""
+        with self.engine.begin() as conn:
+            current = store.find(conn, ref, lock=True)
+            if current is None:
+                raise NotFound(f"no case {ref}")
+            if if_match is not None and if_match != current.version:
+                raise PreconditionFailed(
+                    f'If-Match: version {if_match} is not current (ETag W/"{current.version}")'
+                )
+            last = store.find_version(conn, ref, current.version)
+            assert last is not None
+            if last.status == ENTERED_IN_ERROR:
+                return Accepted(current, last, created=False, changed=False)
+            now = self.clock()
+            bundle = retract(orjson.loads(last.bundle_json), now=instant(now))
+            new = VersionRow(
+                **{
+                    **last.__dict__,
+                    "version": current.version + 1,
+                    "status": ENTERED_IN_ERROR,
+                    "bundle_json": orjson.dumps(bundle).decode(),
+                    "author": author,
+                    "recorded_at": now,
+                }
+            )
+            if not store.add_version(conn, current, new):
+                raise Conflict("the case changed while it was withdrawn; retry")
+            self._queue(conn, ref, new.version, now)
+            updated = CaseRow(
+                **{**current.__dict__, "version": new.version, "status": ENTERED_IN_ERROR, "updated_at": now}
+            )
+            return Accepted(updated, new, created=False, changed=True)
 
     @staticmethod
     def _version(p: Prepared, number: int, author: str, now: datetime) -> VersionRow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from service import create_app
@@ -38,6 +39,17 @@ def db_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _close_engines(db_url: str) -> Iterator[None]:
+    """On PostgreSQL, close every pool before the test's database is dropped (apps that tests build
+    themselves are not disposed one by one)."""
+    yield
+    if BACKEND == "postgres":
+        for obj in gc.get_objects():
+            if isinstance(obj, Engine):
+                obj.dispose()
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ def _case_headers(case: CaseRow, version: VersionRow) -> dict[str, str]:
     return {
         "Location": url_for("cases.read_case", ref=case.id),
         "ETag": f'W/"{case.version}"',
+        "X-Case-Status": version.status,
         "Last-Modified": version.recorded_at.strftime("%a, %d %b %Y %H:%M:%S GMT"),
     }
 
@@ -80,6 +81,14 @@ def update_case(ref: str) -> Response:
     if_match = _if_match()
     prepared = ctx().intake.prepare(json_body(CASE_JSON))
     accepted = ctx().intake.update(ref, prepared, _author(), if_match)
+    return _case_response(accepted.case, accepted.version, 200)
+
+
+@bp.delete("/cases/<ref>")
+def retract_case(ref: str) -> Response:
+    """Withdraw as entered-in-error: kept, versioned, and sent to the FHIR server marked so."""
+    require(g.principal, CASE_TYPE, "d")
+    accepted = ctx().intake.retract(ref, _author(), _if_match())
     return _case_response(accepted.case, accepted.version, 200)
 
 

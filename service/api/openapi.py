@@ -111,6 +111,17 @@ def _paths() -> dict[str, dict[str, Any]]:
                     **_errors(*WRITE_ERRORS, 404, 412),
                 },
             },
+            "delete": {
+                "summary": "Withdraw as entered-in-error (a new version; the FHIR server gets the resources marked)",
+                "parameters": [
+                    REF,
+                    _param("If-Match", "header", "The ETag read; 412 when stale", {"type": "string"}),
+                ],
+                "responses": {
+                    "200": {"description": "Withdrawn", **case_answer},
+                    **_errors(400, 401, 403, 404, 412),
+                },
+            },
         },
         "/cases/{id}/history": {
             "get": {

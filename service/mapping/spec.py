@@ -166,6 +166,7 @@ class Spec:
     codes: dict[str, dict[str, Any]]
     maps: dict[str, dict[str, Any]]
     not_yet_mapped: tuple[str, ...]
+    retraction: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def by_profile(self, profile: str) -> Template | None:
         return next((t for t in self.templates if t.profile == profile), None)
@@ -252,6 +253,7 @@ def load(text: str) -> Spec:
         codes=codes,
         maps=raw.get("maps") or {},
         not_yet_mapped=tuple(raw.get("not_yet_mapped") or ()),
+        retraction=raw.get("retraction") or {},
     )
 
 

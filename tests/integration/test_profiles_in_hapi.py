@@ -219,3 +219,25 @@ def test_transaction_is_accepted_and_posting_it_again_changes_nothing(package_lo
         e["response"]["location"] for e in first["entry"]
     ]
     assert {t: _count(hapi, t, prefix) for t in expected} == dict(expected)
+
+
+def test_a_withdrawn_case_marks_the_same_resources_entered_in_error(package_loaded, hapi, report, tag):
+    from service.mapping.retract import retract
+
+    case = _case(EXAMPLES[0])
+    case["case_id"] = f"{case['case_id']}-{tag}"
+    bundle = case_to_bundle(case, now=NOW)
+    first = hapi.transaction(bundle, idempotent=True)
+    withdrawn = retract(bundle, now="2026-02-01T00:00:00Z")
+    second = hapi.transaction(withdrawn, idempotent=True)
+    assert [e["response"]["status"][:3] for e in second["entry"]] == ["200"] * len(bundle["entry"])
+    old = [e["response"]["location"].split("/_history")[0] for e in first["entry"]]
+    assert [e["response"]["location"].split("/_history")[0] for e in second["entry"]] == old
+    for location in old:
+        kind, rid = location.split("/")[:2]
+        stored = hapi.read(kind, rid)
+        if kind == "Condition":
+            assert stored["verificationStatus"]["coding"][0]["code"] == "entered-in-error"
+        elif kind in ("Observation", "Procedure", "MedicationStatement", "CarePlan", "Device"):
+            assert stored["status"] == "entered-in-error"
+    _assert_conform(hapi, package_loaded, report, [e["resource"] for e in withdrawn["entry"]])

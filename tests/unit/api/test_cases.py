@@ -291,3 +291,26 @@ def test_concurrent_updates_without_if_match_each_make_a_version(app):
         assert set(pool.map(put, range(6))) == {200}
     versions = client.get(location + "/history", headers=_auth()).get_json()["versions"]
     assert [v["version"] for v in versions] == list(range(7, 0, -1))
+
+
+def test_delete_withdraws_as_entered_in_error_and_keeps_the_history(api, client):
+    ref = api.post(_example()).headers["Location"]
+    resp = client.delete(ref, headers={**_auth(), "If-Match": 'W/"1"'})
+    assert resp.status_code == 200
+    assert resp.headers["ETag"] == 'W/"2"' and resp.headers["X-Case-Status"] == "entered-in-error"
+    bundle = api.get(ref, {"Accept": "application/fhir+json"}).get_json()
+    statuses = {e["resource"]["resourceType"]: e["resource"].get("status") for e in bundle["entry"]}
+    assert statuses["Observation"] == statuses["Procedure"] == "entered-in-error"
+    condition = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Condition")
+    assert condition["verificationStatus"]["coding"][0]["code"] == "entered-in-error"
+    assert "clinicalStatus" not in condition
+    assert api.get(ref + "?version=1", {"Accept": "application/fhir+json"}).get_json() != bundle
+    assert client.delete(ref, headers=_auth()).headers["ETag"] == 'W/"2"'  # already withdrawn: no new version
+    assert client.delete(ref, headers={**_auth(), "If-Match": 'W/"1"'}).status_code == 412
+    assert client.delete("/cases/nope", headers=_auth()).status_code == 404
+    assert client.delete(ref, headers=_auth("system/Patient.rs")).status_code == 403
+    listed = api.get("/cases").get_json()["cases"][0]
+    assert listed["status"] == "entered-in-error"
+    # Re-posting the content reinstates it only through PUT.
+    assert api.post(_example()).status_code == 409
+    assert api.put(ref, _example()).headers["X-Case-Status"] == "active"

@@ -10,11 +10,12 @@ def test_healthz_is_public(client):
     assert resp.get_json() == {"status": "ok"}
 
 
-def test_readyz_reports_database_and_sync_off(client):
+def test_readyz_reports_database_and_sync_off(client, db_url):
     resp = client.get("/readyz")
     body = resp.get_json()
     assert resp.status_code == 200
-    assert body["checks"]["database"] == {"ok": True, "backend": "sqlite"}
+    backend = "postgresql" if db_url.startswith("postgresql") else "sqlite"
+    assert body["checks"]["database"] == {"ok": True, "backend": backend}
     assert body["checks"]["fhir_server"]["configured"] is False
     assert "sync is off" in body["checks"]["fhir_server"]["reason"]
 

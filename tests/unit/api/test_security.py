@@ -25,7 +25,8 @@ def protected(settings):
         return {"who": g.principal.subject}
 
     app.register_blueprint(bp)
-    return app.test_client()
+    yield app.test_client()
+    app.extensions["ivclms"].engine.dispose()
 
 
 def test_public_endpoints_need_no_token(client):
