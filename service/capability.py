@@ -4,11 +4,56 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import __version__
+from service import __version__, search
+from service.mapping.spec import spec
+
+
+def _resources() -> list[dict[str, Any]]:
+    """One entry per served type, from the same declarations the search engine runs on."""
+    out = []
+    for resource_type in search.READ_TYPES:
+        profile = next((t.profile for t in spec().templates if t.resource_type == resource_type), None)
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "interaction": [{"code": c} for c in ("read", "vread", "history-instance", "search-type")],
+            "versioning": "versioned",
+            "readHistory": True,
+            "searchParam": [
+                {"name": p.name, "type": p.type, "documentation": p.documentation}
+                for p in search.search_params()[resource_type]
+            ],
+            "searchInclude": [f"{resource_type}:{p}" for p in search.reference_params()[resource_type]],
+            "searchRevInclude": sorted(
+                f"{source}:{p}"
+                for source, params in search.reference_params().items()
+                for p in params
+                if source != resource_type
+            ),
+        }
+        if profile:
+            entry["supportedProfile"] = sorted(
+                {t.profile for t in spec().templates if t.resource_type == resource_type}
+            )
+        if resource_type == "Patient":
+            entry["operation"] = [
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            ]
+        out.append(entry)
+    out.append(
+        {
+            "type": "AuditEvent",
+            "interaction": [{"code": "search-type"}],
+            "searchParam": [{"name": "date", "type": "date", "documentation": "Recorded at or after (ge)"}],
+        }
+    )
+    return out
 
 
 def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any]:
-    """Foundation: only `metadata` itself; later capabilities add their resources and operations here."""
+    """What this instance serves: read side, intake of Bundles, audit; nothing it does not do."""
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "IVC-LMS interoperability service. Case intake, mapping and registry access.",
@@ -30,8 +75,8 @@ def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any
                 else "Authentication is DISABLED on this instance."
             ),
         },
-        "resource": [],
-        "interaction": [],
+        "resource": _resources(),
+        "interaction": [{"code": "transaction"}, {"code": "batch"}],
     }
     return {
         "resourceType": "CapabilityStatement",

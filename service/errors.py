@@ -78,3 +78,10 @@ class Unavailable(ServiceError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(issues=[Issue("transient", message)], status=503)
         self.retry_after = retry_after
+
+
+class Gone(ServiceError):
+    """The resource existed and was removed (410)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(issues=[Issue("deleted", message)], status=410)

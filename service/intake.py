@@ -30,6 +30,7 @@ from service.mapping.retract import retract
 from service.mapping.spec import MappingError
 from service.model import validate_case
 from service.store import cases as store
+from service.store import resources as index
 from service.store.cases import ACTIVE, ENTERED_IN_ERROR, CaseRow, VersionRow
 
 BundleCheck = Callable[[dict[str, Any]], None]
@@ -162,6 +163,7 @@ class Intake:
             row = CaseRow(p.ref, p.case["source_system"], p.case["case_id"], 1, ACTIVE, now, now)
             first = self._version(p, 1, author, now)
             store.insert_case(conn, row, first)
+            index.write(conn, p.ref, p.bundle, now)
             self._queue(conn, p.ref, 1, now)
             return Accepted(row, first, created=True, changed=True)
         if if_match is not None and if_match != current.version:
@@ -181,6 +183,7 @@ class Intake:
         new = self._version(p, current.version + 1, author, now)
         if not store.add_version(conn, current, new):
             raise _Moved
+        index.write(conn, p.ref, p.bundle, now)
         self._queue(conn, p.ref, new.version, now)
         updated = CaseRow(**{**current.__dict__, "version": new.version, "status": ACTIVE, "updated_at": now})
         return Accepted(updated, new, created=False, changed=True)
@@ -213,6 +216,7 @@ class Intake:
             )
             if not store.add_version(conn, current, new):
                 raise Conflict("the case changed while it was withdrawn; retry")
+            index.write(conn, ref, bundle, now)
             self._queue(conn, ref, new.version, now)
             updated = CaseRow(
                 **{**current.__dict__, "version": new.version, "status": ENTERED_IN_ERROR, "updated_at": now}

@@ -60,7 +60,10 @@ IDEMPOTENCY = _param(
     "Idempotency-Key", "header", "Retries with the same key get the first answer again", {"type": "string"}
 )
 CASE = {"$ref": "#/components/schemas/Case"}
+TYPE = _param("resource_type", "path", "A served resource type", {"type": "string"}, True)
+RID = _param("resource_id", "path", "Resource id", {"type": "string"}, True)
 BUNDLE = {"type": "object", "description": "FHIR R4 Bundle"}
+FHIR_BUNDLE = {"content": {FHIR: {"schema": BUNDLE}}}
 WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503)
 
 
@@ -112,7 +115,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
             },
             "delete": {
-                "summary": "Withdraw as entered-in-error (a new version; the FHIR server gets the resources marked)",
+                "summary": "Withdraw as entered-in-error (a new version; sent to the FHIR server marked so)",
                 "parameters": [
                     REF,
                     _param("If-Match", "header", "The ETag read; 412 when stale", {"type": "string"}),
@@ -157,6 +160,57 @@ def _paths() -> dict[str, dict[str, Any]]:
                         "content": {FHIR: {"schema": BUNDLE}},
                     },
                     **_errors(*WRITE_ERRORS),
+                },
+            }
+        },
+        "/fhir/{resource_type}": {
+            "get": {
+                "summary": "FHIR search (parameters: /fhir/metadata); Prefer: handling=strict",
+                "parameters": [TYPE],
+                "responses": {
+                    "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
+        "/fhir/{resource_type}/{resource_id}": {
+            "get": {
+                "summary": "FHIR read",
+                "parameters": [TYPE, RID],
+                "responses": {
+                    "200": {"description": "The resource"},
+                    "410": {"description": "Removed"},
+                    **_errors(401, 403, 404),
+                },
+            }
+        },
+        "/fhir/{resource_type}/{resource_id}/_history": {
+            "get": {
+                "summary": "FHIR instance history",
+                "parameters": [TYPE, RID],
+                "responses": {
+                    "200": {"description": "history Bundle", **FHIR_BUNDLE},
+                    **_errors(401, 403, 404),
+                },
+            }
+        },
+        "/fhir/{resource_type}/{resource_id}/_history/{version}": {
+            "get": {
+                "summary": "FHIR vread",
+                "parameters": [TYPE, RID, _param("version", "path", "versionId", {"type": "integer"}, True)],
+                "responses": {"200": {"description": "That version"}, **_errors(401, 403, 404)},
+            }
+        },
+        "/fhir/Patient/{patient_id}/$everything": {
+            "get": {
+                "summary": "The patient's case: every resource",
+                "parameters": [
+                    _param("patient_id", "path", "Patient id", {"type": "string"}, True),
+                    _param("_since", "query", "Only resources updated at or after", {"type": "string"}),
+                ],
+                "responses": {
+                    "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
+                    **_errors(400, 401, 403, 404),
                 },
             }
         },

@@ -148,3 +148,51 @@ audit_events = Table(
     Column("status", Integer, nullable=False),
     Index("ix_audit_events_recorded", "recorded"),
 )
+
+# -- the FHIR read side: every resource of every case's current version, searchable ----------------
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("id", String(64), nullable=False, comment="uuid of the resource's urn:uuid full URL"),
+    Column("version_id", Integer, nullable=False, comment="bumped only when the content changes"),
+    Column("case_ref", String(36), ForeignKey("cases.id"), nullable=False),
+    Column("patient_id", String(64), nullable=True, comment="the case's Patient resource id"),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("deleted", Integer, nullable=False, comment="1: left the case (410 Gone), kept in history"),
+    Column("profile", String(256), nullable=True),
+    Column("identifier", String(1024), nullable=True, comment="business identifier value"),
+    Column("date", String(32), nullable=True, comment="the resource's clinical date (search `date`)"),
+    Column("content_hash", String(64), nullable=False),
+    Column("json", Text, nullable=False),
+    PrimaryKeyConstraint("resource_type", "id"),
+    Index("ix_resources_updated", "last_updated", "resource_type", "id"),
+    Index("ix_resources_patient", "patient_id"),
+    Index("ix_resources_case", "case_ref"),
+    Index("ix_resources_identifier", "identifier"),
+)
+
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
+    Column("deleted", Integer, nullable=False),
+    Column("json", Text, nullable=False),
+    PrimaryKeyConstraint("resource_type", "id", "version_id"),
+)
+
+resource_links = Table(
+    "resource_links",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("param", String(64), nullable=False, comment="search parameter: code, subject, part-of, ..."),
+    Column("system", String(512), nullable=False, comment="token system, or the target type of a reference"),
+    Column("value", String(1024), nullable=False, comment="token code, or the target id of a reference"),
+    Index("ix_resource_links_lookup", "param", "value", "system"),
+    Index("ix_resource_links_owner", "resource_type", "id"),
+)

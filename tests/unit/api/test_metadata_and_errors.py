@@ -65,3 +65,25 @@ def test_oversized_body_is_413_operation_outcome(settings):
     assert body["issue"][0]["code"] == "too-long"
     assert "IVCLMS_HTTP_MAX_BODY_BYTES" in body["issue"][0]["diagnostics"]
     assert app.test_client().post("/echo-size", data=b"x" * 100).status_code == 200
+
+
+def test_capability_statement_lists_what_the_read_side_really_answers(client):
+    from tests.unit.api.test_cases import _auth
+
+    body = client.get("/fhir/metadata").get_json()
+    resources = {r["type"]: r for r in body["rest"][0]["resource"]}
+    assert {"Patient", "Observation", "Condition", "Procedure", "Provenance", "AuditEvent"} <= set(resources)
+    for kind, entry in resources.items():
+        if kind == "AuditEvent":
+            continue
+        for param in entry["searchParam"]:
+            value = {"date": "ge2000-01-01", "_lastUpdated": "ge2000-01-01"}.get(param["name"], "x")
+            resp = client.get(
+                f"/fhir/{kind}",
+                query_string={param["name"]: value},
+                headers={**_auth(), "Prefer": "handling=strict"},
+            )
+            assert resp.status_code == 200, (kind, param["name"], resp.get_json())
+        for include in entry["searchInclude"]:
+            resp = client.get(f"/fhir/{kind}", query_string={"_include": include}, headers=_auth())
+            assert resp.status_code == 200, include

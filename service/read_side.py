@@ -1,0 +1,158 @@
+"""Reads of the FHIR read side: read, vread, history, search with includes, ``$everything``.
+
+Returns stored JSON text (never re-serialised) and the facts a response needs; the API wraps them
+into Bundles. No Flask, no HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, select
+
+from service.db import READ_ONLY
+from service.errors import Gone, NotFound
+from service.search import Search, count_query, query
+from service.store import resources as index
+from service.store.resources import Indexed
+from service.store.tables import resource_links, resources
+
+
+@dataclass(frozen=True)
+class Row:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    json: str
+
+
+@dataclass
+class Page:
+    matches: list[Row]
+    included: list[Row] = field(default_factory=list)
+    total: int | None = None
+    first_key: tuple[datetime, str] | None = None
+    last_key: tuple[datetime, str] | None = None
+    has_next: bool = False
+    has_prev: bool = False
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+        yield conn
+
+
+def _row(r: Any) -> Row:
+    return Row(r.resource_type, r.id, r.version_id, r.last_updated, r.json)
+
+
+def read(engine: Engine, resource_type: str, resource_id: str, version: int | None = None) -> Indexed:
+    with _reading(engine) as conn:
+        found = index.read(conn, resource_type, resource_id, version)
+    if found is None:
+        raise NotFound(
+            f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "") + " is unknown"
+        )
+    if found.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was removed from its case (version {found.version_id})")
+    return found
+
+
+def history(engine: Engine, resource_type: str, resource_id: str) -> list[Indexed]:
+    with _reading(engine) as conn:
+        found = index.history(conn, resource_type, resource_id)
+    if not found:
+        raise NotFound(f"{resource_type}/{resource_id} is unknown")
+    return found
+
+
+def _includes(conn: Connection, search: Search, matches: list[Row]) -> list[Row]:
+    if not matches or not (search.include or search.revinclude):
+        return []
+    ids = [m.id for m in matches]
+    seen = {(m.resource_type, m.id) for m in matches}
+    out: list[Row] = []
+    for source_type, param, target in search.include:
+        if source_type != search.resource_type:
+            continue
+        targets = select(resource_links.c.system, resource_links.c.value).where(
+            resource_links.c.resource_type == source_type,
+            resource_links.c.id.in_(ids),
+            resource_links.c.param == param,
+        )
+        pairs = {(t.system, t.value) for t in conn.execute(targets) if target is None or t.system == target}
+        for target_type, target_id in sorted(pairs):
+            row = conn.execute(
+                select(resources).where(
+                    resources.c.resource_type == target_type,
+                    resources.c.id == target_id,
+                    resources.c.deleted == 0,
+                )
+            ).first()
+            if row is not None and (row.resource_type, row.id) not in seen:
+                seen.add((row.resource_type, row.id))
+                out.append(_row(row))
+    for source_type, param in search.revinclude:
+        linked = (
+            select(resources)
+            .join(
+                resource_links,
+                and_(
+                    resource_links.c.resource_type == resources.c.resource_type,
+                    resource_links.c.id == resources.c.id,
+                ),
+            )
+            .where(
+                resources.c.resource_type == source_type,
+                resources.c.deleted == 0,
+                resource_links.c.param == param,
+                resource_links.c.system == search.resource_type,
+                resource_links.c.value.in_(ids),
+            )
+            .order_by(resources.c.last_updated, resources.c.id)
+        )
+        for row in conn.execute(linked):
+            if (row.resource_type, row.id) not in seen:
+                seen.add((row.resource_type, row.id))
+                out.append(_row(row))
+    return out
+
+
+def search(engine: Engine, search: Search) -> Page:
+    with _reading(engine) as conn:
+        if search.summary_count:
+            return Page([], total=int(conn.execute(count_query(search)).scalar_one()))
+        rows = [_row(r) for r in conn.execute(query(search))]
+        more = len(rows) > search.count
+        rows = rows[: search.count]
+        if search.before is not None:
+            rows.reverse()
+        page = Page(rows, total=int(conn.execute(count_query(search)).scalar_one()))
+        page.included = _includes(conn, search, rows)
+    if rows:
+        page.first_key = (rows[0].last_updated, rows[0].id)
+        page.last_key = (rows[-1].last_updated, rows[-1].id)
+    if search.before is not None:
+        page.has_prev, page.has_next = more, True
+    else:
+        page.has_next, page.has_prev = more, search.after is not None
+    return page
+
+
+def everything(engine: Engine, patient_id: str, since: datetime | None) -> list[Row]:
+    """The Patient and every resource of its case (not deleted), oldest update first."""
+    read(engine, "Patient", patient_id)
+    with _reading(engine) as conn:
+        query_ = select(resources).where(resources.c.patient_id == patient_id, resources.c.deleted == 0)
+        if since is not None:
+            query_ = query_.where(resources.c.last_updated >= since)
+        rows = conn.execute(
+            query_.order_by(resources.c.last_updated, resources.c.resource_type, resources.c.id)
+        )
+        return [_row(r) for r in rows]

@@ -1,0 +1,299 @@
+"""FHIR search over the read-side index: parameters parsed, checked and turned into one SQL query.
+
+What is searchable is declared once here (``SEARCH_PARAMS``); the CapabilityStatement is built from
+the same declaration, so it lists exactly what works. Reference parameters are the links the
+mapping's templates write (``subject``, ``focus``, ``part-of``, ...), read off
+``mappings/case-fhir.yaml``.
+
+Paging is by keyset on (lastUpdated, id): a resource written while a client pages moves to the
+end of the order, so it can appear again (newer version) but no resource is ever skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, func, or_, select
+
+from service.errors import BadRequest, Issue
+from service.mapping.spec import spec
+from service.store.tables import resource_links, resources
+
+RESOURCE_TYPES = (
+    "Patient",
+    "Condition",
+    "Observation",
+    "Procedure",
+    "MedicationStatement",
+    "CarePlan",
+    "Device",
+)
+"""Types the mapping writes and the read side serves (Provenance is read by id through ``target``)."""
+READ_TYPES = (*RESOURCE_TYPES, "Provenance")
+COUNT_DEFAULT = 50
+COUNT_MAX = 500
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
+CONTROL = frozenset({"_count", "_summary", "_include", "_revinclude", "_cursor", "_format"})
+_NAME = re.compile(r"[A-Z][a-z]*|[a-z]+")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str  # token | reference | date | uri | string
+    documentation: str
+
+
+COMMON = (
+    Param("_id", "token", "Logical id"),
+    Param("_lastUpdated", "date", "When the service stored this version (eq, gt, ge, lt, le)"),
+    Param("_profile", "uri", "A profile the resource claims"),
+    Param("identifier", "token", "Any identifier: system|value or value"),
+)
+
+
+def _kebab(element: str) -> str:
+    return "-".join(w.lower() for w in _NAME.findall(element))
+
+
+@cache
+def reference_params() -> dict[str, tuple[str, ...]]:
+    """Resource type -> reference search parameters, from the elements the templates link through."""
+    found: dict[str, set[str]] = {t: set() for t in READ_TYPES}
+    for template in spec().templates:
+        for ref in template.refs:
+            element = re.sub(r"\[[^\]]*\]", "", ref.path).split(".")[-1]
+            found[template.resource_type].add(_kebab(element))
+        for group_field in template.group.fields:
+            if group_field.kind == "reference":
+                element = re.sub(r"\[[^\]]*\]", "", group_field.path).split(".")[-1]
+                found[template.resource_type].add(_kebab(element))
+    found["Provenance"].add("target")
+    for resource_type in RESOURCE_TYPES:
+        if resource_type != "Patient":
+            found[resource_type].add("patient")  # any link to the Patient (subject, patient)
+    return {t: tuple(sorted(p)) for t, p in found.items()}
+
+
+@cache
+def search_params() -> dict[str, tuple[Param, ...]]:
+    """Every search parameter of every type, as the CapabilityStatement lists it."""
+    out: dict[str, tuple[Param, ...]] = {}
+    for resource_type in READ_TYPES:
+        params = list(COMMON)
+        if resource_type not in ("Patient", "Provenance"):
+            params.append(Param("code", "token", "What the resource is: system|code, code or |code"))
+        params.append(Param("date", "date", "The clinical date (day precision; eq, gt, ge, lt, le)"))
+        params += [Param(p, "reference", f"Linked through {p}") for p in reference_params()[resource_type]]
+        out[resource_type] = tuple(params)
+    return out
+
+
+@dataclass
+class Search:
+    """A parsed search: filters to apply, page, includes, and the parameters that were ignored."""
+
+    resource_type: str
+    conditions: list[Any] = field(default_factory=list)
+    count: int = COUNT_DEFAULT
+    summary_count: bool = False
+    include: list[tuple[str, str, str | None]] = field(default_factory=list)
+    revinclude: list[tuple[str, str]] = field(default_factory=list)
+    after: tuple[datetime, str] | None = None
+    before: tuple[datetime, str] | None = None
+    ignored: list[str] = field(default_factory=list)
+    used: list[tuple[str, str]] = field(default_factory=list)
+    """The parameters applied, for the self link."""
+
+
+def _bad(name: str, message: str) -> BadRequest:
+    return BadRequest([Issue("invalid", f"{name}: {message}", name)])
+
+
+def _prefix(value: str) -> tuple[str, str]:
+    if value[:2] in PREFIXES and value[2:3].isdigit():
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def parse_instant(name: str, value: str) -> tuple[datetime, datetime]:
+    """The interval a FHIR date/dateTime value covers, in UTC (a day, or an instant)."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            start = datetime.fromisoformat(value).replace(tzinfo=UTC)
+            return start, start + timedelta(days=1)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(name, f"{value!r} is not a date (YYYY-MM-DD) or an instant with a zone") from None
+    if moment.tzinfo is None:
+        raise _bad(name, f"{value!r} needs a time zone")
+    return moment, moment + timedelta(microseconds=1)
+
+
+def _compare(column: Any, prefix: str, low: Any, high: Any) -> Any:
+    return {
+        "eq": and_(column >= low, column < high),
+        "ne": or_(column < low, column >= high),
+        "gt": column >= high,
+        "ge": column >= low,
+        "lt": column < low,
+        "le": column < high,
+    }[prefix]
+
+
+def _link_exists(resource_type: str, param: str, system: str | None, value: str) -> Any:
+    query = exists().where(
+        resource_links.c.resource_type == resource_type,
+        resource_links.c.id == resources.c.id,
+        resource_links.c.param == param,
+        resource_links.c.value == value,
+    )
+    if system is not None:
+        query = query.where(resource_links.c.system == system)
+    return query
+
+
+def _token(resource_type: str, param: str, raw: str) -> Any:
+    options = []
+    for item in raw.split(","):
+        # The first bar ends the system (a URI has none); a business identifier's value has its own.
+        system, bar, code = item.partition("|") if "|" in item else ("", "", item)
+        if not code:
+            raise _bad(param, f"{raw!r}: a token is system|code, code or |code")
+        options.append(_link_exists(resource_type, param, system if bar else None, code))
+    return or_(*options)
+
+
+def _reference(resource_type: str, param: str, raw: str) -> Any:
+    options = []
+    for item in raw.split(","):
+        target_type, slash, target_id = item.rpartition("/")
+        if not target_id or (slash and target_type not in READ_TYPES):
+            raise _bad(param, f"{item!r}: a reference is Type/id or id")
+        options.append(_link_exists(resource_type, param, target_type or None, target_id))
+    return or_(*options)
+
+
+def decode_cursor(raw: str) -> tuple[str, tuple[datetime, str]]:
+    try:
+        direction, stamp, rid = base64.urlsafe_b64decode(raw.encode()).decode().split("|", 2)
+        if direction not in ("next", "prev"):
+            raise ValueError(direction)
+        return direction, (datetime.fromisoformat(stamp), rid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise _bad("_cursor", "not a page this service gave out") from None
+
+
+def encode_cursor(direction: str, key: tuple[datetime, str]) -> str:
+    return base64.urlsafe_b64encode(f"{direction}|{key[0].isoformat()}|{key[1]}".encode()).decode()
+
+
+def parse(resource_type: str, params: Sequence[tuple[str, str]], *, strict: bool) -> Search:
+    """Check and translate the query; unknown parameters are ignored (lenient) or a 400 (strict)."""
+    known = {p.name: p for p in search_params()[resource_type]}
+    search = Search(resource_type)
+    for name, value in params:
+        base = name.split(":", 1)[0]
+        if name == "_count":
+            if not value.isdigit() or not 1 <= int(value) <= COUNT_MAX:
+                raise _bad(name, f"must be a whole number from 1 to {COUNT_MAX}")
+            search.count = int(value)
+        elif name == "_summary":
+            if value != "count":
+                raise _bad(name, "only _summary=count is supported")
+            search.summary_count = True
+        elif name == "_cursor":
+            direction, key = decode_cursor(value)
+            if direction == "next":
+                search.after = key
+            else:
+                search.before = key
+            continue
+        elif name == "_format":
+            continue
+        elif name in ("_include", "_revinclude"):
+            parts = value.split(":")
+            if len(parts) not in (2, 3) or parts[0] not in READ_TYPES:
+                raise _bad(name, f"{value!r}: expected Type:param")
+            if parts[1] not in reference_params()[parts[0]]:
+                raise _bad(name, f"{value!r}: {parts[0]} has no reference parameter {parts[1]!r}")
+            if name == "_include":
+                search.include.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+            else:
+                search.revinclude.append((parts[0], parts[1]))
+        elif base in known and base == name:
+            search.conditions.append(_condition(resource_type, known[base], value))
+        else:
+            if strict:
+                raise _bad(name, f"unknown or unsupported search parameter for {resource_type}")
+            search.ignored.append(name)
+            continue
+        search.used.append((name, value))
+    return search
+
+
+def _condition(resource_type: str, param: Param, value: str) -> Any:
+    name = param.name
+    if not value:
+        raise _bad(name, "an empty value")
+    if name == "_id":
+        return resources.c.id.in_(value.split(","))
+    if name == "_profile":
+        return resources.c.profile.in_(value.split(","))
+    if name == "_lastUpdated":
+        prefix, rest = _prefix(value)
+        low, high = parse_instant(name, rest)
+        return _compare(resources.c.last_updated, prefix, low, high)
+    if name == "date":
+        prefix, rest = _prefix(value)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", rest[:10]):
+            raise _bad(name, f"{value!r} is not a date like ge2020-01-01")
+        day = rest[:10]
+        next_day = (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
+        column = func.substr(resources.c.date, 1, 10)
+        return and_(resources.c.date.is_not(None), _compare(column, prefix, day, next_day))
+    if param.type == "token":
+        return _token(resource_type, name, value)
+    return _reference(resource_type, name, value)
+
+
+def query(search: Search) -> Select[Any]:
+    """The page query (one more row than the page, to know whether there is a next page)."""
+    base = select(resources).where(
+        resources.c.resource_type == search.resource_type, resources.c.deleted == 0
+    )
+    for condition in search.conditions:
+        base = base.where(condition)
+    if search.before is not None:
+        stamp, rid = search.before
+        base = base.where(
+            or_(
+                resources.c.last_updated < stamp,
+                and_(resources.c.last_updated == stamp, resources.c.id < rid),
+            )
+        )
+        return base.order_by(resources.c.last_updated.desc(), resources.c.id.desc()).limit(search.count + 1)
+    if search.after is not None:
+        stamp, rid = search.after
+        base = base.where(
+            or_(
+                resources.c.last_updated > stamp,
+                and_(resources.c.last_updated == stamp, resources.c.id > rid),
+            )
+        )
+    return base.order_by(resources.c.last_updated, resources.c.id).limit(search.count + 1)
+
+
+def count_query(search: Search) -> Select[Any]:
+    base = select(func.count()).select_from(resources)
+    base = base.where(resources.c.resource_type == search.resource_type, resources.c.deleted == 0)
+    for condition in search.conditions:
+        base = base.where(condition)
+    return base

@@ -1,0 +1,268 @@
+"""The FHIR read side's index: each case version's resources stored one by one, searchable.
+
+Written in the transaction that stores the case version, so what registries read is exactly what
+was accepted. A resource's id is the uuid of its ``urn:uuid:`` full URL (derived from its business
+identifier), so it is the same in every installation and in ``POST /fhir`` answers. Its
+``versionId`` moves only when its content changes; a resource that leaves the case (an item
+removed in a later version) is kept as deleted (410 Gone) with its history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, update
+
+from service.mapping.spec import IDENTIFIER_SYSTEM
+from service.store.tables import resource_links, resource_versions, resources
+
+CODE_ELEMENTS = ("code", "medicationCodeableConcept", "type")
+"""Where a resource says what it is: the ``code`` search parameter (Device: ``type``)."""
+DATE_ELEMENTS = (
+    "effectiveDateTime",
+    "effectivePeriod.start",
+    "performedDateTime",
+    "performedPeriod.start",
+    "onsetDateTime",
+    "recordedDate",
+    "period.start",
+    "birthDate",
+    "recorded",
+)
+"""The ``date`` search parameter: the first of these the resource has."""
+_KEBAB = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+@dataclass(frozen=True)
+class Indexed:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    json: str
+
+
+def _id(url: str) -> str:
+    return url.removeprefix("urn:uuid:")
+
+
+def _relative(node: Any, names: dict[str, str]) -> Any:
+    """References to other entries as ``Type/id`` (the read side has no bundle to resolve urn:uuid)."""
+    if isinstance(node, dict):
+        out = {k: _relative(v, names) for k, v in node.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and ref in names:
+            out["reference"] = names[ref]
+        return out
+    if isinstance(node, list):
+        return [_relative(v, names) for v in node]
+    return node
+
+
+def _get(resource: dict[str, Any], dotted: str) -> Any:
+    node: Any = resource
+    for step in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(step)
+    return node
+
+
+def _references(node: Any, element: str = "") -> Iterator[tuple[str, str]]:
+    """(element name, reference) for every Reference, named by the element that holds it."""
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            yield element, node["reference"]
+        for key, value in node.items():
+            if key != "reference":
+                yield from _references(value, key if not isinstance(value, str) else element)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value, element)
+
+
+def links(resource: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(param, system or target type, code or target id) rows for the token and reference parameters."""
+    rows: list[tuple[str, str, str]] = [
+        ("identifier", str(i.get("system", "")), str(i["value"]))
+        for i in resource.get("identifier", [])
+        if isinstance(i, dict) and "value" in i
+    ]
+    for element in CODE_ELEMENTS:
+        concept = resource.get(element)
+        if isinstance(concept, dict):
+            rows += [("code", c.get("system", ""), str(c.get("code", ""))) for c in concept.get("coding", [])]
+    for element, ref in _references(resource):
+        if "/" not in ref or ref.startswith(("urn:", "http")):
+            continue
+        target_type, target_id = ref.split("/", 1)
+        param = _KEBAB.sub("-", element).lower()  # partOf -> part-of, focalDevice -> focal-device
+        rows.append((param, target_type, target_id))
+        if target_type == "Patient" and param != "patient":
+            rows.append(("patient", target_type, target_id))
+    return rows
+
+
+def _date(resource: dict[str, Any]) -> str | None:
+    for element in DATE_ELEMENTS:
+        value = _get(resource, element)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _identifier(resource: dict[str, Any]) -> str | None:
+    for ident in resource.get("identifier", []):
+        if isinstance(ident, dict) and ident.get("system") == IDENTIFIER_SYSTEM:
+            return str(ident.get("value"))
+    return None
+
+
+def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime) -> None:
+    """Index the resources of a case version's Bundle; unchanged resources keep their version."""
+    names = {e["fullUrl"]: f"{e['resource']['resourceType']}/{_id(e['fullUrl'])}" for e in bundle["entry"]}
+    current = {
+        (r.resource_type, r.id): r
+        for r in conn.execute(
+            select(
+                resources.c.resource_type,
+                resources.c.id,
+                resources.c.version_id,
+                resources.c.content_hash,
+                resources.c.deleted,
+            ).where(resources.c.case_ref == case_ref)
+        )
+    }
+    patient = next(
+        (_id(e["fullUrl"]) for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"), None
+    )
+    seen: set[tuple[str, str]] = set()
+    new_rows: list[dict[str, Any]] = []
+    link_rows: list[dict[str, Any]] = []
+    version_rows: list[dict[str, Any]] = []
+    for entry in bundle["entry"]:
+        body = _relative(entry["resource"], names)
+        key = (body["resourceType"], _id(entry["fullUrl"]))
+        seen.add(key)
+        content = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(content).hexdigest()
+        old = current.get(key)
+        if old is not None and old.content_hash == digest and not old.deleted:
+            continue
+        version = 1 if old is None else old.version_id + 1
+        body["id"] = key[1]
+        body["meta"] = {
+            **body.get("meta", {}),
+            "versionId": str(version),
+            "lastUpdated": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        text = orjson.dumps(body).decode()
+        values = {
+            "version_id": version,
+            "case_ref": case_ref,
+            "patient_id": patient,
+            "last_updated": now,
+            "deleted": 0,
+            "profile": (body["meta"].get("profile") or [None])[0],
+            "identifier": _identifier(body),
+            "date": _date(body),
+            "content_hash": digest,
+            "json": text,
+        }
+        if old is None:
+            new_rows.append({"resource_type": key[0], "id": key[1], **values})
+        else:
+            conn.execute(
+                update(resources)
+                .where(resources.c.resource_type == key[0], resources.c.id == key[1])
+                .values(**values)
+            )
+            conn.execute(
+                delete(resource_links).where(
+                    resource_links.c.resource_type == key[0], resource_links.c.id == key[1]
+                )
+            )
+        link_rows += [
+            {"resource_type": key[0], "id": key[1], "param": p, "system": s, "value": v}
+            for p, s, v in links(body)
+        ]
+        version_rows.append(
+            {
+                "resource_type": key[0],
+                "id": key[1],
+                "version_id": version,
+                "last_updated": now,
+                "deleted": 0,
+                "json": text,
+            }
+        )
+    for key, old in current.items():
+        if key in seen or old.deleted:
+            continue
+        version = old.version_id + 1
+        conn.execute(
+            update(resources)
+            .where(resources.c.resource_type == key[0], resources.c.id == key[1])
+            .values(version_id=version, deleted=1, last_updated=now)
+        )
+        conn.execute(
+            delete(resource_links).where(
+                resource_links.c.resource_type == key[0], resource_links.c.id == key[1]
+            )
+        )
+        version_rows.append(
+            {
+                "resource_type": key[0],
+                "id": key[1],
+                "version_id": version,
+                "last_updated": now,
+                "deleted": 1,
+                "json": "{}",
+            }
+        )
+    # One multi-row statement per table: a case is about forty resources.
+    for table, batch in (
+        (resources, new_rows),
+        (resource_links, link_rows),
+        (resource_versions, version_rows),
+    ):
+        if batch:
+            conn.execute(insert(table), batch)
+
+
+def read(
+    conn: Connection, resource_type: str, resource_id: str, version: int | None = None
+) -> Indexed | None:
+    if version is None:
+        row = conn.execute(
+            select(resources).where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
+        ).first()
+    else:
+        row = conn.execute(
+            select(resource_versions).where(
+                resource_versions.c.resource_type == resource_type,
+                resource_versions.c.id == resource_id,
+                resource_versions.c.version_id == version,
+            )
+        ).first()
+    if row is None:
+        return None
+    return Indexed(row.resource_type, row.id, row.version_id, row.last_updated, bool(row.deleted), row.json)
+
+
+def history(conn: Connection, resource_type: str, resource_id: str) -> list[Indexed]:
+    rows = conn.execute(
+        select(resource_versions)
+        .where(resource_versions.c.resource_type == resource_type, resource_versions.c.id == resource_id)
+        .order_by(resource_versions.c.version_id.desc())
+    )
+    return [
+        Indexed(r.resource_type, r.id, r.version_id, r.last_updated, bool(r.deleted), r.json) for r in rows
+    ]
