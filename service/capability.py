@@ -77,6 +77,9 @@ def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any
         },
         "resource": _resources(),
         "interaction": [{"code": "transaction"}, {"code": "batch"}],
+        "operation": [
+            {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
+        ],
     }
     return {
         "resourceType": "CapabilityStatement",

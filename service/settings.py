@@ -85,6 +85,13 @@ class Settings:
     source_system: str = _env(
         "SOURCE_SYSTEM", "Default source-system URI for cases that do not name one.", "urn:ivclms:local"
     )
+    export_ttl_s: int = _env("EXPORT_TTL_S", "Seconds a finished $export's files are kept.", 86400)
+    export_in_process: bool = _env(
+        "EXPORT_IN_PROCESS",
+        "Run $export jobs in a background thread of the web process (embedded use); "
+        "false when `ivclms worker` processes run them.",
+        True,
+    )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
 
     @property

@@ -6,7 +6,18 @@ import logging
 
 from flask import Flask
 
-from service.api import audit, cases, errors, fhir_intake, fhir_read, health, metadata, openapi, security
+from service.api import (
+    audit,
+    bulk,
+    cases,
+    errors,
+    fhir_intake,
+    fhir_read,
+    health,
+    metadata,
+    openapi,
+    security,
+)
 from service.api.context import AppContext
 from service.settings import Settings
 
@@ -33,5 +44,6 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(fhir_intake.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(bulk.bp)
     app.register_blueprint(fhir_read.bp)
     return app

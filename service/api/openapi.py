@@ -61,6 +61,17 @@ IDEMPOTENCY = _param(
 )
 CASE = {"$ref": "#/components/schemas/Case"}
 TYPE = _param("resource_type", "path", "A served resource type", {"type": "string"}, True)
+JOB = _param("job_id", "path", "Export job id", {"type": "string"}, True)
+EXPORT = {
+    "summary": "Bulk Data export kick-off (Prefer: respond-async); 202 + Content-Location",
+    "parameters": [
+        _param("_type", "query", "Resource types, comma-separated", {"type": "string"}),
+        _param("_since", "query", "Only resources updated after this instant", {"type": "string"}),
+        _param("_outputFormat", "query", "application/fhir+ndjson", {"type": "string"}),
+        _param("Prefer", "header", "respond-async", {"type": "string"}, True),
+    ],
+    "responses": {"202": {"description": "Accepted; poll Content-Location"}, **_errors(400, 401, 403)},
+}
 RID = _param("resource_id", "path", "Resource id", {"type": "string"}, True)
 BUNDLE = {"type": "object", "description": "FHIR R4 Bundle"}
 FHIR_BUNDLE = {"content": {FHIR: {"schema": BUNDLE}}}
@@ -212,6 +223,36 @@ def _paths() -> dict[str, dict[str, Any]]:
                     "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
                     **_errors(400, 401, 403, 404),
                 },
+            }
+        },
+        "/fhir/$export": {"get": EXPORT},
+        "/fhir/Patient/$export": {
+            "get": {**EXPORT, "summary": "Bulk Data export of the patients' resources"}
+        },
+        "/fhir/bulkstatus/{job_id}": {
+            "get": {
+                "summary": "Export status: 202 + X-Progress while running, 200 + manifest when done",
+                "parameters": [JOB],
+                "responses": {
+                    "200": {"description": "Manifest"},
+                    "202": {"description": "In progress"},
+                    **_errors(401, 404),
+                },
+            },
+            "delete": {
+                "summary": "Cancel an export, or delete a finished one's files",
+                "parameters": [JOB],
+                "responses": {"202": {"description": "Cancelled"}, **_errors(401, 404)},
+            },
+        },
+        "/fhir/bulkfiles/{job_id}/{name}": {
+            "get": {
+                "summary": "One NDJSON output file",
+                "parameters": [
+                    JOB,
+                    _param("name", "path", "File name from the manifest", {"type": "string"}, True),
+                ],
+                "responses": {"200": {"description": "application/fhir+ndjson"}, **_errors(401, 403, 404)},
             }
         },
         "/fhir/AuditEvent": {

@@ -196,3 +196,25 @@ resource_links = Table(
     Index("ix_resource_links_lookup", "param", "value", "system"),
     Index("ix_resource_links_owner", "resource_type", "id"),
 )
+
+# -- Bulk Data $export jobs (run by the worker, files under <DATA_DIR>/exports/<id>/) ---------------
+
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("state", String(16), nullable=False, comment="queued | running | done | failed | cancelled"),
+    Column("level", String(16), nullable=False, comment="system | patient"),
+    Column("types", Text, nullable=False, comment="comma-separated resource types"),
+    Column("since", UtcDateTime, nullable=True),
+    Column("request_url", Text, nullable=False),
+    Column("principal", String(256), nullable=False),
+    Column("transaction_time", UtcDateTime, nullable=False, comment="resources updated up to this instant"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("progress", Integer, nullable=False, comment="resources written so far"),
+    Column("manifest_json", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_export_jobs_state", "state", "created_at"),
+)

@@ -1,0 +1,166 @@
+"""Bulk Data $export: kick-off, polling, manifest, files, filters, cancel and expiry."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service import bulk_export, create_app
+from service.case_files import EXAMPLE_SERIES
+from tests.unit.api.test_cases import EXAMPLES, _auth
+from tests.unit.api.test_security import token
+
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+
+
+@pytest.fixture
+def app(settings):
+    application = create_app(settings.replace(export_in_process=False))
+    yield application
+    application.extensions["ivclms"].engine.dispose()
+
+
+def _load(client) -> None:
+    resp = client.post(
+        "/cases/import", data=EXAMPLE_SERIES.read_bytes(), headers=_auth(), content_type="text/csv"
+    )
+    assert resp.status_code == 200
+
+
+def _run(app, now=None) -> int:
+    ctx = app.extensions["ivclms"]
+    clock = (lambda: now) if now else ctx.intake.clock
+    return bulk_export.run_pending(
+        ctx.engine, bulk_export.files_dir(ctx.settings.data_dir), now=clock, ttl=timedelta(hours=1)
+    )
+
+
+def _kick(client, url="/fhir/$export", headers=None):
+    return client.get(url, headers={**_auth(), **ASYNC, **(headers or {})})
+
+
+def _status_path(resp) -> str:
+    return resp.headers["Content-Location"].split("localhost", 1)[1]
+
+
+def _index_counts(client) -> dict[str, int]:
+    counts = {}
+    for kind in (
+        "Patient",
+        "Condition",
+        "Observation",
+        "Procedure",
+        "MedicationStatement",
+        "CarePlan",
+        "Device",
+    ):
+        counts[kind] = client.get(f"/fhir/{kind}?_summary=count", headers=_auth()).get_json()["total"]
+    return {k: v for k, v in counts.items() if v}
+
+
+def test_system_export_writes_every_resource_once_per_type(app, client):
+    _load(client)
+    kick = _kick(client)
+    assert kick.status_code == 202
+    status = _status_path(kick)
+    pending = client.get(status, headers=_auth())
+    assert pending.status_code == 202 and "X-Progress" in pending.headers and pending.headers["Retry-After"]
+    assert _run(app) == 1
+    done = client.get(status, headers=_auth())
+    assert done.status_code == 200
+    manifest = done.get_json()
+    assert manifest["requiresAccessToken"] is True and manifest["request"].endswith("/fhir/$export")
+    assert {o["type"]: o["count"] for o in manifest["output"]} == _index_counts(client)
+    for output in manifest["output"]:
+        path = output["url"].split("localhost", 1)[1]
+        resp = client.get(path, headers=_auth())
+        assert resp.status_code == 200 and resp.mimetype == "application/fhir+ndjson"
+        lines = resp.get_data(as_text=True).splitlines()
+        resp.close()
+        resources = [json.loads(line) for line in lines]
+        assert len(resources) == output["count"] == len({r["id"] for r in resources})
+        assert {r["resourceType"] for r in resources} == {output["type"]}
+        assert client.get(path).status_code == 401
+
+
+def test_type_and_since_filters(app, client):
+    _load(client)
+    kick = _kick(client, "/fhir/$export?_type=Patient,Condition")
+    _run(app)
+    manifest = client.get(_status_path(kick), headers=_auth()).get_json()
+    assert {o["type"] for o in manifest["output"]} == {"Patient", "Condition"}
+    later = _kick(client, "/fhir/$export?_since=2999-01-01T00:00:00Z")
+    _run(app)
+    assert client.get(_status_path(later), headers=_auth()).get_json()["output"] == []
+
+
+def test_patient_level_export(app, client):
+    _load(client)
+    kick = _kick(client, "/fhir/Patient/$export?_type=Patient")
+    _run(app)
+    manifest = client.get(_status_path(kick), headers=_auth()).get_json()
+    assert manifest["output"] == [
+        {"type": "Patient", "url": manifest["output"][0]["url"], "count": len(EXAMPLES)}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "expression"),
+    [
+        ("/fhir/$export", {"Prefer": ""}, "Prefer"),
+        ("/fhir/$export?_type=Basic", {}, "_type"),
+        ("/fhir/$export?_outputFormat=text/csv", {}, "_outputFormat"),
+        ("/fhir/$export?_since=yesterday", {}, "_since"),
+    ],
+)
+def test_bad_kick_offs_are_400(client, url, headers, expression):
+    resp = _kick(client, url, headers)
+    assert resp.status_code == 400
+    assert resp.get_json()["issue"][0]["expression"] == [expression]
+
+
+def test_cancel_and_expiry(app, client):
+    _load(client)
+    queued = _kick(client)
+    assert client.delete(_status_path(queued), headers=_auth()).status_code == 202
+    _run(app)
+    assert client.get(_status_path(queued), headers=_auth()).status_code == 404
+    finished = _kick(client)
+    _run(app)
+    status = _status_path(finished)
+    assert client.get(status, headers=_auth()).status_code == 200
+    folder = bulk_export.files_dir(app.extensions["ivclms"].settings.data_dir)
+    assert any(folder.iterdir())
+    _run(app, now=datetime.now(UTC) + timedelta(days=2))
+    assert client.get(status, headers=_auth()).status_code == 404
+    assert not any(folder.iterdir())
+
+
+def test_another_client_cannot_see_a_job(app, client):
+    kick = _kick(client)
+    other = {"Authorization": f"Bearer {token()}"}
+    import jwt
+
+    from tests.conftest import TEST_SECRET
+
+    stranger = jwt.encode(
+        {"sub": "someone-else", "scope": "system/*.rs", "exp": int(time.time()) + 300}, TEST_SECRET
+    )
+    assert client.get(_status_path(kick), headers=other).status_code == 202
+    assert client.get(_status_path(kick), headers={"Authorization": f"Bearer {stranger}"}).status_code == 404
+
+
+def test_in_process_runner_finishes_without_a_worker(settings):
+    app = create_app(settings)  # export_in_process defaults to true
+    client = app.test_client()
+    _load(client)
+    status = _status_path(_kick(client))
+    deadline = time.monotonic() + 60
+    while (resp := client.get(status, headers=_auth())).status_code == 202:
+        assert time.monotonic() < deadline, "the background export did not finish in 60 s"
+        time.sleep(0.05)
+    assert resp.status_code == 200 and resp.get_json()["output"]
+    app.extensions["ivclms"].engine.dispose()
