@@ -6,7 +6,8 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY mappings ./mappings
 COPY profiles ./profiles
-RUN pip install --no-cache-dir -e . && useradd --system --home /var/lib/ivclms ivclms \
+# Base FHIR R4 definitions for the local validator (HAPI's validation-resources jar, sha1-checked).
+RUN pip install --no-cache-dir -e . && python -m service.validation.fetch /app/data/fhir-r4 && useradd --system --home /var/lib/ivclms ivclms \
     && mkdir -p /var/lib/ivclms && chown ivclms /var/lib/ivclms
 USER ivclms
 EXPOSE 8080

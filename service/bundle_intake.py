@@ -11,6 +11,8 @@ one bad group fails only its own entries.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,7 @@ from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url
 from service.model import validate_case
 
 NOT_DATA = frozenset({"Provenance"})
+_ENTRY = re.compile(r"^Bundle\.entry\[(\d+)\]")
 
 
 @dataclass
@@ -168,14 +171,32 @@ def _read_group(
     group.prepared = intake.prepare_valid(validate_case(case))
 
 
-def read_bundle(bundle: Any, *, intake: Intake, source_system: str) -> ReadBundle:
-    """Every patient's case prepared (nothing stored); raises Unprocessable when all-or-nothing fails."""
+def _entry_of(issue: Issue) -> int | None:
+    found = _ENTRY.match(issue.expression or "")
+    return int(found.group(1)) if found else None
+
+
+def read_bundle(
+    bundle: Any, *, intake: Intake, source_system: str, check: Callable[[Any], list[Issue]] | None = None
+) -> ReadBundle:
+    """Every patient's case prepared (nothing stored); raises Unprocessable when all-or-nothing fails.
+
+    ``check`` validates the Bundle as posted (base R4, and the profiles its resources claim), so a
+    broken element is reported where the EHR put it, before recognition reads the resources."""
     resources = _resources(bundle)
+    problems = check(bundle) if check is not None else []
+    batch = bundle["type"] == "batch"
+    if problems and (not batch or any(_entry_of(p) is None for p in problems)):
+        raise Unprocessable(problems)
     skipped = [i for i, r in enumerate(resources) if r["resourceType"] in NOT_DATA]
     groups = [Group(g) for g in _groups(bundle, resources, set(skipped))]
     if not groups:
         raise Unprocessable([Issue("required", "Bundle.entry: no Patient and no case data", "Bundle.entry")])
     for group in groups:
+        own = [p for p in problems if _entry_of(p) in group.entries]
+        if own:
+            group.error = Unprocessable(own)
+            continue
         try:
             _read_group(bundle, resources, group, intake, source_system)
         except ServiceError as error:

@@ -8,12 +8,16 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from service import __version__
 from service.settings import Settings, SettingsError
+from service.validation.fetch import DEFAULT_DIR as DEFAULT_DEFINITIONS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _SECRET_WORDS = ("secret", "password", "token")
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -143,6 +147,44 @@ def map_command(case_file: str, now: str) -> None:
     click.echo(dump_json(bundle), nl=False)
 
 
+@main.command("validate")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+@click.option("--profile", help="Profile URL to validate against (besides meta.profile).")
+@click.option(
+    "--definitions",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=str(DEFAULT_DEFINITIONS),
+    show_default=True,
+    help="Base R4 definitions (scripts/r4-definitions puts them there).",
+)
+def validate_command(files: tuple[str, ...], profile: str | None, definitions: Path) -> None:
+    """Validate FHIR JSON files (resources or Bundles) against base R4 and the profiles in profiles/.
+
+    Prints one line per issue (file, severity, FHIRPath, message); exit 1 when any file has errors.
+    """
+    from service.validation.definitions import PROFILES_DIR
+    from service.validation.gate import errors, shared_validator
+
+    validator = shared_validator(PROFILES_DIR, definitions)
+    failed = 0
+    for path in files:
+        data = _load_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+            _fail([f"{_name(path)}: not a FHIR resource"])
+        if data["resourceType"] == "Bundle" and profile is None:
+            issues = validator.validate_bundle(data)
+        else:
+            issues = validator.validate(data, [profile] if profile else [])
+        for issue in issues:
+            click.echo(f"{_name(path)}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
+        bad = errors(issues)
+        failed += bool(bad)
+        verdict = "INVALID" if bad else "valid"
+        click.echo(f"{_name(path)}: {verdict} ({len(bad)} errors, {len(issues) - len(bad)} other issues)")
+    if failed:
+        raise SystemExit(1)
+
+
 @main.command("unmap")
 @click.argument("bundle_file", metavar="BUNDLE.json")
 def unmap_command(bundle_file: str) -> None:
@@ -210,6 +252,229 @@ def _write_atomically(path: Path, text: str) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ---- database and sync: db upgrade, worker, sync status|retry|verify -----------------------------
+
+
+def _engine(settings: Settings) -> Engine:
+    from service.db import make_engine
+
+    return make_engine(settings)
+
+
+@main.group("db")
+def db_group() -> None:
+    """The service database."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database schema up to date (Alembic); a database already current is left alone."""
+    from service.db import describe
+    from service.store import migrate
+
+    engine = _engine(_settings())
+    try:
+        migrate.upgrade(engine)
+        click.echo(f"{describe(engine)}: schema at {migrate.current(engine)}")
+    finally:
+        engine.dispose()
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="Process one batch and exit (for cron or a test).")
+@click.option("--batch-size", type=click.IntRange(1, 1000), help="Entries claimed per round.")
+@click.option(
+    "--lease-s",
+    type=click.FloatRange(1, None),
+    help="Seconds a claim is held before another worker may take it; must exceed the longest transaction.",
+)
+def worker_command(once: bool, batch_size: int | None, lease_s: float | None) -> None:
+    """Deliver the outbox to the FHIR server (IVCLMS_FHIR_URL) until SIGTERM or SIGINT.
+
+    Runs the database migrations first (unless IVCLMS_DB_MIGRATE=false). Several workers may run at
+    once against PostgreSQL; each case is sent by one worker at a time, in version order.
+    """
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    from service.fhir.client import FhirClient
+    from service.logs import configure
+    from service.store import migrate
+    from service.sync import worker as sync_worker
+
+    settings = _settings()
+    exports = not settings.export_in_process
+    if not settings.sync_enabled and not exports:
+        raise click.ClickException(
+            "nothing to do: IVCLMS_FHIR_URL is empty (sync is off) and $export jobs run in the web process "
+            "(IVCLMS_EXPORT_IN_PROCESS=true); set IVCLMS_FHIR_URL to the hospital's FHIR R4 server"
+        )
+    configure(settings.log_level)
+    engine = _engine(settings)
+    client = FhirClient.from_settings(settings) if settings.sync_enabled else None
+    try:
+        if settings.db_migrate:
+            try:
+                migrate.upgrade(engine)
+            except OperationalError as exc:
+                raise click.ClickException(f"database not reachable: {type(exc).__name__}") from None
+        worker = None
+        if client is not None:
+            worker = sync_worker.Worker(
+                engine,
+                client,
+                batch_size=batch_size or settings.sync_batch_size,
+                lease_s=lease_s or settings.sync_lease_s,
+                poll_s=settings.sync_poll_s,
+                max_backoff_s=settings.sync_max_backoff_s,
+            )
+        if once:
+            sent = worker.run_once() if worker is not None else 0
+            exported = _export_round(engine, settings) if exports else 0
+            click.echo(f"{sent} entries processed, {exported} exports run")
+            return
+        stop = threading.Event()
+        restore = sync_worker.install_signal_handlers(stop)
+        threads = []
+        if exports:
+            threads.append(
+                threading.Thread(target=_export_loop, args=(engine, settings, stop), name="exports")
+            )
+        if worker is not None:
+            threads.append(threading.Thread(target=worker.run_forever, args=(stop,), name="sync"))
+        try:
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads):
+                stop.wait(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+            restore()
+    finally:
+        if client is not None:
+            client.close()
+        engine.dispose()
+
+
+def _export_round(engine: Any, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from service import bulk_export
+
+    files = bulk_export.files_dir(settings.data_dir)
+    ttl = timedelta(seconds=settings.export_ttl_s)
+    return bulk_export.run_pending(engine, files, now=lambda: datetime.now(UTC), ttl=ttl)
+
+
+def _export_loop(engine: Any, settings: Settings, stop: Any) -> None:
+    """Bulk Data $export jobs, when the web process does not run them (IVCLMS_EXPORT_IN_PROCESS=false)."""
+    import logging
+
+    log = logging.getLogger("ivclms.export")
+    while not stop.is_set():
+        try:
+            _export_round(engine, settings)
+        except Exception as exc:  # the loop outlives a failing round; the job is marked failed or retried
+            log.error("export round failed: %s", type(exc).__name__)
+        stop.wait(settings.sync_poll_s)
+
+
+@main.group("sync")
+def sync_group() -> None:
+    """The outbox of changes for the FHIR server: status, retry, verify."""
+
+
+@sync_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (as GET /sync/status).")
+def sync_status(as_json: bool) -> None:
+    """Queue depth per state, age of the oldest undelivered change, and the dead entries."""
+    import orjson
+
+    from service.sync.status import status
+
+    engine = _engine(_settings())
+    try:
+        report = status(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(orjson.dumps(report.as_json(), option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(" ".join(f"{state}={n}" for state, n in report.depth.items()))
+    age = report.oldest_pending_age_s
+    click.echo("oldest undelivered: " + ("none" if age is None else f"{age:.0f} s"))
+    for d in report.dead:
+        click.echo(f"dead #{d.id}: case {d.case_ref} v{d.version}, {d.attempts} attempts: {d.last_error}")
+    if report.depth["dead"] > len(report.dead):
+        click.echo(f"... {report.depth['dead'] - len(report.dead)} more dead entries")
+
+
+@sync_group.command("retry")
+@click.argument("entry_id", type=int, required=False)
+@click.option("--all-dead", is_flag=True, help="Retry every dead entry.")
+def sync_retry(entry_id: int | None, all_dead: bool) -> None:
+    """Send a dead entry again once its cause is fixed (`ivclms sync status` lists them).
+
+    An entry whose case had a later version delivered since becomes `superseded` instead.
+    """
+    from service.errors import ServiceError
+    from service.sync.status import retry, retry_all_dead
+
+    if (entry_id is None) == (not all_dead):
+        raise click.UsageError("give an ENTRY_ID or --all-dead")
+    engine = _engine(_settings())
+    try:
+        if all_dead:
+            counts = retry_all_dead(engine)
+            click.echo(", ".join(f"{n} {state}" for state, n in counts.items()) or "no dead entries")
+            return
+        assert entry_id is not None
+        click.echo(f"entry {entry_id}: {retry(engine, entry_id)}")
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+@sync_group.command("verify")
+@click.option("--case", "case_ref", metavar="REF", help="Verify one case (its id) instead of all.")
+def sync_verify(case_ref: str | None) -> None:
+    """Read every synced resource back from the FHIR server and compare it with what was sent.
+
+    Prints one line per missing, drifted, unrecorded or orphaned resource (element paths, no values)
+    and a summary; exits 1 when anything is missing, drifted or unrecorded, 2 when the server is down.
+    """
+    from service.fhir.client import FhirClient, FhirError
+    from service.sync.verify import DRIFTED, MISSING, ORPHANED, UNRECORDED, verify
+
+    settings = _settings()
+    if not settings.sync_enabled:
+        raise click.ClickException("IVCLMS_FHIR_URL is empty: there is no FHIR server to verify against")
+    engine = _engine(settings)
+    client = FhirClient.from_settings(settings)
+    try:
+        report = verify(engine, client, case_ref=case_ref)
+    except FhirError as exc:
+        click.echo(f"FHIR server: {type(exc).__name__} (status {exc.status})", err=True)
+        sys.exit(2)
+    finally:
+        client.close()
+        engine.dispose()
+    for f in report.findings:
+        where = f" at {', '.join(f.paths)}" if f.paths else ""
+        click.echo(f"{f.kind} {f.resource} (case {f.case_ref} v{f.case_version}){where}")
+    kinds = (MISSING, DRIFTED, UNRECORDED, ORPHANED)
+    click.echo(
+        f"{report.checked} resources of {report.cases} cases checked: "
+        + ", ".join(f"{report.count(k)} {k}" for k in kinds)
+    )
+    if report.drift:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,6 +82,19 @@ class Settings:
     fhir_ca_bundle: str = _env(
         "FHIR_CA_BUNDLE", "CA bundle file for the FHIR server (empty: system CAs).", ""
     )
+    sync_batch_size: int = _env("SYNC_BATCH_SIZE", "Outbox entries a worker claims per round.", 10)
+    sync_lease_s: float = _env(
+        "SYNC_LEASE_S",
+        "Seconds a claim is held before another worker may take it; must exceed "
+        "FHIR_TIMEOUT_S x (FHIR_RETRIES + 1) plus backoff.",
+        300.0,
+    )
+    sync_poll_s: float = _env("SYNC_POLL_S", "Seconds an idle worker waits before looking again.", 2.0)
+    sync_max_backoff_s: float = _env(
+        "SYNC_MAX_BACKOFF_S",
+        "Cap of the retry backoff after a failed delivery (the server's Retry-After is always honoured).",
+        300.0,
+    )
     source_system: str = _env(
         "SOURCE_SYSTEM", "Default source-system URI for cases that do not name one.", "urn:ivclms:local"
     )
@@ -91,6 +104,17 @@ class Settings:
         "Run $export jobs in a background thread of the web process (embedded use); "
         "false when `ivclms worker` processes run them.",
         True,
+    )
+    validate_intake: bool = _env(
+        "VALIDATE_INTAKE",
+        "Validate posted and mapped Bundles against the profiles before storing (422 naming the element).",
+        True,
+    )
+    validation_definitions_dir: str = _env(
+        "VALIDATION_DEFINITIONS_DIR",
+        "Base FHIR R4 definitions for the local validator (placed by scripts/r4-definitions). "
+        "Empty: data/fhir-r4 in the installation.",
+        "",
     )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
 

@@ -17,6 +17,8 @@ from service.api import (
     metadata,
     openapi,
     security,
+    sync,
+    validate,
 )
 from service.api.context import AppContext
 from service.settings import Settings
@@ -46,4 +48,6 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(bulk.bp)
     app.register_blueprint(fhir_read.bp)
+    app.register_blueprint(sync.bp)
+    app.register_blueprint(validate.bp)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import Engine
@@ -13,6 +14,10 @@ from service.fhir.client import FhirClient
 from service.intake import Intake
 from service.settings import Settings
 from service.store import migrate
+from service.validation import Validator
+from service.validation.definitions import PROFILES_DIR
+from service.validation.fetch import DEFAULT_DIR
+from service.validation.gate import bundle_check, shared_validator
 
 
 @dataclass
@@ -22,18 +27,25 @@ class AppContext:
     verifier: TokenVerifier | None
     fhir: FhirClient | None
     intake: Intake
+    validator: Validator
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
         engine = make_engine(settings)
         if settings.db_migrate:
             migrate.upgrade(engine)
+        base = (
+            Path(settings.validation_definitions_dir) if settings.validation_definitions_dir else DEFAULT_DIR
+        )
+        validator = shared_validator(PROFILES_DIR, base)
+        check = bundle_check(validator) if settings.validate_intake else None
         return cls(
             settings=settings,
             engine=engine,
             verifier=None if settings.auth_disabled else TokenVerifier(settings),
             fhir=FhirClient.from_settings(settings) if settings.sync_enabled else None,
-            intake=Intake(engine, enqueue=settings.sync_enabled),
+            intake=Intake(engine, enqueue=settings.sync_enabled, check_bundle=check),
+            validator=validator,
         )
 
 

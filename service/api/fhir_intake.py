@@ -14,6 +14,7 @@ from service.auth import require
 from service.bundle_intake import ReadBundle, read_bundle
 from service.intake import Accepted, OnChange
 from service.outcome import operation_outcome
+from service.validation.gate import errors
 
 bp = Blueprint("fhir_intake", __name__)
 
@@ -62,7 +63,9 @@ def post_bundle() -> Response:
     bundle = json_body(FHIR_JSON_TYPES)
     intake = ctx().intake
     source = request.args.get(SOURCE_PARAM) or ctx().settings.source_system
-    read = read_bundle(bundle, intake=intake, source_system=source)
+    validator = ctx().validator
+    check = (lambda b: errors(validator.validate_bundle(b))) if ctx().settings.validate_intake else None
+    read = read_bundle(bundle, intake=intake, source_system=source, check=check)
     ready = [(n, g.prepared) for n, g in enumerate(read.groups) if g.prepared is not None]
     stored = intake.submit_many(
         [p for _, p in ready], str(g.principal.subject), on_change=OnChange.NEW_VERSION

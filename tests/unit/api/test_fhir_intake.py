@@ -141,3 +141,18 @@ def test_resources_without_a_patient_are_rejected(client, post):
 
 def test_wrong_content_type_is_415(post):
     assert post(_bundle(0), content_type="text/plain").status_code == 415
+
+
+def test_a_broken_element_is_422_pointing_at_it_and_nothing_is_stored(client, post):
+    bundle = _bundle(0)
+    position, observation = next(
+        (i, e["resource"])
+        for i, e in enumerate(bundle["entry"])
+        if e["resource"]["resourceType"] == "Observation"
+    )
+    observation["status"] = "bogus"
+    resp = post(bundle)
+    assert resp.status_code == 422
+    expressions = [e for i in resp.get_json()["issue"] for e in i.get("expression", [])]
+    assert f"Bundle.entry[{position}].resource.status" in expressions
+    assert _cases(client) == []

@@ -1,0 +1,179 @@
+"""Snapshots of the package's StructureDefinitions, generated from their base and differential.
+
+The package ships differentials only (profiles/ is generated from the mapping). A snapshot starts as a
+copy of the base snapshot; each differential element then either constrains an element already there,
+adds a slice (a copy of the sliced element and its descendants, renamed ``path:slice``), or first
+unfolds the element's data type (a data type's children are not in its parent's snapshot) and then
+constrains a child. Snapshots are kept on disk under ``cache/`` beside the base jar, keyed by a hash of
+profiles/*.json, the base jar and this generator's format, so editing profiles/ invalidates them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.validation.definitions import Definitions, package_files
+
+# Bump when generated snapshots change shape, so old caches are not read.
+SNAPSHOT_FORMAT = "1"
+_NOT_INHERITED = ("id", "path", "sliceName", "mapping")
+
+
+class SnapshotError(ValueError):
+    """A differential names an element that neither its base nor any data type has."""
+
+
+def cache_key(profiles_dir: Path, base_version: str) -> str:
+    """Changes whenever any package file, the base jar or the snapshot format changes."""
+    digest = hashlib.sha256(f"{SNAPSHOT_FORMAT}|{base_version}".encode())
+    for path in package_files(profiles_dir):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def cached_snapshots(
+    defs: Definitions, profiles_dir: Path, cache_dir: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Snapshot elements of every package StructureDefinition by URL, from the cache when current."""
+    key = cache_key(profiles_dir, defs.base_version)
+    path = cache_dir / f"snapshots-{key}.json"
+    if path.is_file():
+        cached: dict[str, list[dict[str, Any]]] = orjson.loads(path.read_bytes())
+        return cached
+    snaps = generate_all(defs, profiles_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for old in cache_dir.glob("snapshots-*.json"):
+        old.unlink()
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(orjson.dumps(snaps))
+    tmp.replace(path)
+    return snaps
+
+
+def generate_all(defs: Definitions, profiles_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    urls = []
+    for p in package_files(profiles_dir):
+        data = orjson.loads(p.read_bytes())
+        if data.get("resourceType") == "StructureDefinition" and data.get("derivation") == "constraint":
+            urls.append(data["url"])
+    done: dict[str, list[dict[str, Any]]] = {}
+    for url in urls:
+        _generate(defs, url, done)
+    return done
+
+
+def _generate(defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    if url in done:
+        return done[url]
+    sd = defs.structure(url)
+    if sd is None:
+        raise SnapshotError(f"unknown StructureDefinition {url}")
+    if "snapshot" in sd:
+        elements: list[dict[str, Any]] = sd["snapshot"]["element"]
+        return elements
+    base_url = sd["baseDefinition"]
+    if defs.structure(base_url) is None:
+        raise SnapshotError(f"{url}: unknown base {base_url}")
+    base = _generate(defs, base_url, done)
+    done[url] = generate(defs, base, sd["differential"]["element"], url)
+    return done[url]
+
+
+def generate(
+    defs: Definitions, base: list[dict[str, Any]], differential: list[dict[str, Any]], url: str = ""
+) -> list[dict[str, Any]]:
+    """The snapshot of ``differential`` applied to a copy of ``base`` (see the module notes)."""
+    elements = copy.deepcopy(base)
+    for diff in differential:
+        index = _ensure(defs, elements, diff["id"], url)
+        _apply(elements[index], diff)
+    return elements
+
+
+def _index(elements: list[dict[str, Any]], eid: str) -> int | None:
+    for i, el in enumerate(elements):
+        if el["id"] == eid:
+            return i
+    return None
+
+
+def _split(eid: str) -> tuple[str, str]:
+    """``A.b:s.c`` -> (``A.b:s``, ``c``): parent id and last segment (slice names contain no dot)."""
+    parent, _, last = eid.rpartition(".")
+    return parent, last
+
+
+def _ensure(defs: Definitions, elements: list[dict[str, Any]], eid: str, url: str) -> int:
+    found = _index(elements, eid)
+    if found is not None:
+        return found
+    parent, last = _split(eid)
+    if ":" in last:
+        return _add_slice(defs, elements, eid, url)
+    if not parent:
+        raise SnapshotError(f"{url}: no element {eid}")
+    pindex = _ensure(defs, elements, parent, url)
+    _unfold(defs, elements, pindex, url)
+    found = _index(elements, eid)
+    if found is None:
+        raise SnapshotError(f"{url}: no element {eid}")
+    return found
+
+
+def _add_slice(defs: Definitions, elements: list[dict[str, Any]], eid: str, url: str) -> int:
+    parent, last = _split(eid)
+    name, _, slice_name = last.partition(":")
+    sliced_id = f"{parent}.{name}" if parent else name
+    sliced = _ensure(defs, elements, sliced_id, url)
+    prefix = sliced_id + "."
+    group = [elements[sliced]] + [
+        e
+        for e in elements[sliced + 1 :]
+        if e["id"].startswith(prefix) and ":" not in e["id"][len(prefix) - 1 :]
+    ]
+    copies = copy.deepcopy(group)
+    for c in copies:
+        c["id"] = eid + c["id"][len(sliced_id) :]
+    copies[0].pop("slicing", None)
+    copies[0]["sliceName"] = slice_name
+    end = sliced + 1
+    while end < len(elements) and (
+        elements[end]["id"].startswith(prefix) or elements[end]["id"].startswith(sliced_id + ":")
+    ):
+        end += 1
+    elements[end:end] = copies
+    return end
+
+
+def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: str) -> None:
+    """Insert the children of the element's (single) data type after it, renamed under it."""
+    el = elements[index]
+    codes = {t["code"] for t in el.get("type", [])}
+    if len(codes) != 1:
+        raise SnapshotError(f"{url}: cannot unfold {el['id']} of types {sorted(codes)}")
+    (code,) = codes
+    type_sd = defs.structure(f"http://hl7.org/fhir/StructureDefinition/{code}")
+    if type_sd is None:
+        raise SnapshotError(f"{url}: unknown type {code} of {el['id']}")
+    children = copy.deepcopy(type_sd["snapshot"]["element"][1:])
+    for c in children:
+        c["id"] = el["id"] + c["id"][len(code) :]
+        c["path"] = el["path"] + c["path"][len(code) :]
+    elements[index + 1 : index + 1] = children
+
+
+def _apply(target: dict[str, Any], diff: dict[str, Any]) -> None:
+    for key, value in diff.items():
+        if key in _NOT_INHERITED:
+            continue
+        if key == "constraint":
+            target.setdefault("constraint", []).extend(copy.deepcopy(value))
+        else:
+            target[key] = copy.deepcopy(value)
+    if "sliceName" in diff:
+        target["sliceName"] = diff["sliceName"]

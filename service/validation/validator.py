@@ -1,0 +1,547 @@
+"""The validator: walks a resource (or a Bundle) along the compiled snapshot of its profile.
+
+Every rule comes from a StructureDefinition, ValueSet or CodeSystem (base R4 from HAPI's jar, or our
+package); the walker only knows what each kind of rule means. Where HAPI's validator has a default
+behaviour the rules leave open, the walker does the same so that both give the same verdict:
+
+- an extension whose URL matches no slice and no loaded definition is accepted (HAPI's
+  ``anyExtensionsAllowed`` default), with an information issue;
+- a reference is type-checked only when it resolves (inside a Bundle, by ``fullUrl``); an unresolved
+  ``Type/id`` of the wrong type is a warning, since HAPI does not check it;
+- a code from a system that is not loaded (LOINC, SNOMED CT, RxNorm, ...) can only be checked by its
+  enumeration in one of our ValueSets; nothing is reported when even that is impossible.
+
+``ele-1`` (every element has a value or children) is checked structurally, the one invariant not run
+through FHIRPath: it sits on every element and fhirpathpy lacks ``hasValue()``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import Issue
+from service.validation import definitions
+from service.validation.fetch import DEFAULT_DIR
+from service.validation.fhirpath import Invariants
+from service.validation.model import (
+    PRIMITIVE_TYPES,
+    Elem,
+    TypeRef,
+    compile_snapshot,
+    json_name,
+    primitive_regex,
+)
+from service.validation.snapshot import cached_snapshots
+from service.validation.terminology import Terminology
+
+CORE = "http://hl7.org/fhir/StructureDefinition/"
+_STRUCTURAL = "ele-1"
+_LITERAL_REF = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
+_EXTENSIONS = ("extension", "modifierExtension")
+_INTEGERS = {"integer": None, "positiveInt": 1, "unsignedInt": 0}
+
+
+@dataclass
+class _Run:
+    """State of one validate call: issues so far and the Bundle entries references resolve against."""
+
+    issues: list[Issue] = field(default_factory=list)
+    bundle: dict[str, dict[str, Any]] | None = None
+    conforms: dict[tuple[int, str], bool] = field(default_factory=dict)
+
+    def add(self, severity: str, code: str, expression: str, message: str) -> None:
+        self.issues.append(Issue(code=code, diagnostics=message, expression=expression, severity=severity))
+
+
+class Validator:
+    """Profile validation driven by the StructureDefinitions in profiles/ and base R4."""
+
+    def __init__(self, defs: definitions.Definitions, snapshots: dict[str, list[dict[str, Any]]]) -> None:
+        self.defs = defs
+        self.snapshots = snapshots
+        self.terminology = Terminology(defs)
+        self.invariants = Invariants()
+        self._roots: dict[str, Elem | None] = {}
+        self._regex: dict[str, re.Pattern[str] | None] = {}
+
+    @classmethod
+    def load(cls, profiles_dir: Path = definitions.PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Validator:
+        """Read base R4 and the package, generate (or read cached) snapshots; once per process."""
+        defs = definitions.load(profiles_dir, base_dir)
+        snaps = cached_snapshots(defs, profiles_dir, base_dir / "cache")
+        return cls(defs, snaps)
+
+    # ---- public API -------------------------------------------------------------------------------
+
+    def validate(self, resource: dict[str, Any], profiles: Sequence[str] = ()) -> list[Issue]:
+        """Issues of one resource against ``profiles`` and its ``meta.profile`` (base type if none)."""
+        run = _Run()
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        self._resource(resource, str(rtype), tuple(profiles), run)
+        return _unique(run.issues)
+
+    def validate_bundle(self, bundle: dict[str, Any]) -> list[Issue]:
+        """Issues of a Bundle and every entry resource; references resolve to entries by fullUrl."""
+        run = _Run(bundle={})
+        for entry in bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict) and "fullUrl" in entry:
+                run.bundle[str(entry["fullUrl"])] = entry["resource"]  # type: ignore[index]
+        self._resource(bundle, "Bundle", (), run)
+        return _unique(run.issues)
+
+    def root(self, url: str) -> Elem | None:
+        """The compiled element tree of a StructureDefinition (package snapshot or base R4)."""
+        url = url.split("|", 1)[0]
+        if url not in self._roots:
+            elements = self.snapshots.get(url)
+            if elements is None:
+                sd = self.defs.structure(url)
+                elements = sd["snapshot"]["element"] if sd and "snapshot" in sd else None
+            self._roots[url] = compile_snapshot(elements) if elements else None
+        return self._roots[url]
+
+    def type_of(self, url: str) -> str | None:
+        sd = self.defs.structure(url)
+        return str(sd["type"]) if sd else None
+
+    # ---- resources -------------------------------------------------------------------------------
+
+    def _resource(self, res: Any, expr: str, profiles: tuple[str, ...], run: _Run) -> None:
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            run.add("error", "structure", expr, "A resource must be a JSON object with a resourceType")
+            return
+        rtype = res["resourceType"]
+        base = self.root(CORE + rtype)
+        if base is None or self.defs.structure(CORE + rtype).get("kind") != "resource":  # type: ignore[union-attr]
+            run.add("error", "structure", expr, f"Unknown resource type '{rtype}'")
+            return
+        meta = res.get("meta")
+        declared = meta.get("profile", []) if isinstance(meta, dict) else []
+        roots: list[Elem] = []
+        for url in dict.fromkeys([*profiles, *[p for p in declared if isinstance(p, str)]]):
+            root = self.root(url)
+            if root is None:
+                severity = "error" if url in profiles else "warning"
+                run.add(severity, "not-found", expr, f"Profile {url} is unknown and was not checked")
+            elif self.type_of(url) != rtype:
+                run.add("error", "structure", expr, f"Profile {url} is for {self.type_of(url)}, not {rtype}")
+            else:
+                roots.append(root)
+        for root in roots or [base]:
+            self._complex(res, root, rtype, expr, res, run, is_resource=True)
+
+    # ---- complex values --------------------------------------------------------------------------
+
+    def _complex(
+        self,
+        value: Any,
+        elem: Elem,
+        type_path: str,
+        expr: str,
+        res: dict[str, Any],
+        run: _Run,
+        is_resource: bool = False,
+    ) -> None:
+        if not isinstance(value, dict):
+            run.add("error", "structure", expr, f"{expr} must be a JSON object")
+            return
+        if not any(k != "id" and k != "resourceType" for k in value):
+            run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
+            return
+        present: dict[int, tuple[Elem, list[tuple[str, TypeRef | None, Any]]]] = {}
+        for key, item in value.items():
+            if key == "resourceType" and is_resource:
+                continue
+            if key.startswith("_"):
+                self._primitive_extras(value, key, item, elem, expr, res, run)
+                continue
+            found = elem.children.get(key)
+            if found is None:
+                run.add("error", "structure", f"{expr}.{key}", f"Unrecognized property '{key}'")
+                continue
+            child, tref = found
+            present.setdefault(id(child), (child, []))[1].append((key, tref, item))
+        absent = [c for c in elem.required if id(c) not in present]
+        for child in [*(entry[0] for entry in present.values()), *absent]:
+            got = present[id(child)][1] if id(child) in present else []
+            if len(got) > 1:
+                names = ", ".join(k for k, _, _ in got)
+                run.add("error", "structure", f"{expr}.{child.name}", f"Only one of {names} is allowed")
+            items: list[tuple[Any, str, TypeRef | None]] = []
+            for key, tref, item in got:
+                items.extend(self._items(item, child, key, tref, f"{expr}.{key}", run))
+            self._cardinality(
+                child, len(items), f"{expr}.{child.name}" if not got else f"{expr}.{got[0][0]}", run
+            )
+            if child.slices or child.slicing or child.name in _EXTENSIONS:
+                self._sliced(items, child, res, run)
+            else:
+                for item, item_expr, tref in items:
+                    self._value(item, child, tref, item_expr, res, run)
+        self._invariants(value, elem.constraints, type_path, expr, res, run)
+
+    @staticmethod
+    def _items(
+        item: Any, child: Elem, key: str, tref: TypeRef | None, expr: str, run: _Run
+    ) -> list[tuple[Any, str, TypeRef | None]]:
+        if isinstance(item, list):
+            if not child.repeats:
+                run.add("error", "structure", expr, f"{key} must be a single value, not an array")
+                return [(v, f"{expr}[{i}]", tref) for i, v in enumerate(item)]
+            if not item:
+                run.add("error", "structure", expr, "Array cannot be empty: leave the property out")
+            return [(v, f"{expr}[{i}]", tref) for i, v in enumerate(item)]
+        if child.repeats:
+            run.add("error", "structure", expr, f"{key} must be an array")
+        return [(item, expr, tref)]
+
+    @staticmethod
+    def _cardinality(elem: Elem, count: int, expr: str, run: _Run) -> None:
+        where = f" (slice '{elem.slice_name}')" if elem.slice_name else ""
+        if count < elem.min:
+            run.add(
+                "error", "required", expr, f"{elem.path}{where}: minimum required = {elem.min}, found {count}"
+            )
+        if elem.max is not None and count > elem.max:
+            run.add(
+                "error", "structure", expr, f"{elem.path}{where}: maximum allowed = {elem.max}, found {count}"
+            )
+
+    def _primitive_extras(
+        self,
+        value: dict[str, Any],
+        key: str,
+        item: Any,
+        elem: Elem,
+        expr: str,
+        res: dict[str, Any],
+        run: _Run,
+    ) -> None:
+        """``_birthDate``: the id and extensions of a primitive, validated as an Element."""
+        found = elem.children.get(key[1:])
+        element = self.root(CORE + "Element")
+        if found is None or element is None:
+            run.add("error", "structure", expr, f"Unrecognized property '{key}'")
+            return
+        for i, part in enumerate(item if isinstance(item, list) else [item]):
+            if part is not None:
+                where = f"{expr}.{key[1:]}[{i}]" if isinstance(item, list) else f"{expr}.{key[1:]}"
+                self._complex(part, element, "Element", where, res, run)
+
+    # ---- one value of an element -------------------------------------------------------------------
+
+    def _value(
+        self, item: Any, elem: Elem, tref: TypeRef | None, expr: str, res: dict[str, Any], run: _Run
+    ) -> None:
+        code = tref.code if tref is not None else (elem.types[0].code if elem.types else "")
+        if code in PRIMITIVE_TYPES:
+            if self._primitive(item, code, expr, run):
+                self._fixed_pattern(item, elem, expr, run)
+                if elem.binding and code == "code":
+                    self._binding(item, code, elem, expr, run)
+            return
+        if code == "Resource":
+            self._resource(item, expr, (), run)
+            return
+        if not isinstance(item, dict):
+            run.add("error", "structure", expr, f"{expr} must be a JSON object")
+            return
+        datatype = code not in ("", "BackboneElement", "Element")
+        profiles = [r for r in (self.root(p) for p in (tref.profiles if tref else ())) if r is not None]
+        type_root = self.root(CORE + code) if datatype else None
+        if profiles:
+            for root in profiles:
+                self._complex(item, root, code, expr, res, run)
+        elif elem.own:
+            self._complex(item, elem, code if datatype else (elem.content_ref or elem.path), expr, res, run)
+            if type_root is not None:
+                self._invariants(item, type_root.constraints, code, expr, res, run)
+        elif type_root is not None:
+            self._complex(item, type_root, code, expr, res, run)
+        else:
+            run.add("error", "structure", expr, f"Unknown data type '{code}'")
+            return
+        if not elem.own:
+            self._invariants(item, elem.constraints, code, expr, res, run)
+        self._fixed_pattern(item, elem, expr, run)
+        if code == "Coding":
+            self._coding(item, expr, run)
+        elif code == "CodeableConcept":
+            for i, coding in enumerate(
+                item.get("coding", []) if isinstance(item.get("coding"), list) else []
+            ):
+                if isinstance(coding, dict):
+                    self._coding(coding, f"{expr}.coding[{i}]", run)
+        elif code == "Reference":
+            self._reference(item, tref, expr, run)
+        if elem.binding and code in ("Coding", "CodeableConcept"):
+            self._binding(item, code, elem, expr, run)
+
+    def _primitive(self, item: Any, code: str, expr: str, run: _Run) -> bool:
+        ok: bool
+        if code == "boolean":
+            ok = isinstance(item, bool)
+        elif code in _INTEGERS:
+            low = _INTEGERS[code]
+            ok = isinstance(item, int) and not isinstance(item, bool) and (low is None or item >= low)
+        elif code == "decimal":
+            ok = isinstance(item, int | float) and not isinstance(item, bool)
+        else:
+            ok = isinstance(item, str) and item.strip() != ""
+            if ok and code != "xhtml":
+                regex = self._primitive_regex(code)
+                ok = regex is None or regex.fullmatch(item) is not None
+        if not ok:
+            run.add("error", "value", expr, f"The value {_show(item)} is not a valid {code}")
+        return ok
+
+    def _primitive_regex(self, code: str) -> re.Pattern[str] | None:
+        if code not in self._regex:
+            sd = self.defs.structure(CORE + code)
+            self._regex[code] = primitive_regex(sd) if sd else None
+        return self._regex[code]
+
+    # ---- slices ------------------------------------------------------------------------------------
+
+    def _sliced(
+        self, items: list[tuple[Any, str, TypeRef | None]], elem: Elem, res: dict[str, Any], run: _Run
+    ) -> None:
+        slicing = elem.slicing or {}
+        matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
+        for item, item_expr, tref in items:
+            target = next((s for s in elem.slices if self._matches(item, s, slicing)), None)
+            if target is not None:
+                matched[id(target)].append((item, item_expr, tref))
+                self._value(
+                    item, target, target.types[0] if len(target.types) == 1 else tref, item_expr, res, run
+                )
+            elif slicing.get("rules") == "closed":
+                run.add(
+                    "error", "structure", item_expr, f"{elem.path}: this element does not match any slice"
+                )
+            elif elem.name in _EXTENSIONS and isinstance(item, dict):
+                self._unsliced_extension(item, elem, tref, item_expr, res, run)
+            else:
+                self._value(item, elem, tref, item_expr, res, run)
+        for s in elem.slices:
+            got = matched[id(s)]
+            beyond = got[s.max][1] if s.max is not None and len(got) > s.max else None
+            self._cardinality(s, len(got), beyond or (got[0][1] if got else _parent(items, elem)), run)
+
+    def _unsliced_extension(
+        self,
+        item: dict[str, Any],
+        elem: Elem,
+        tref: TypeRef | None,
+        expr: str,
+        res: dict[str, Any],
+        run: _Run,
+    ) -> None:
+        url = item.get("url")
+        root = self.root(url) if isinstance(url, str) else None
+        if root is None:
+            if elem.name == "modifierExtension":
+                run.add("error", "structure", expr, f"Unknown modifier extension {url}")
+            else:
+                run.add("information", "informational", expr, f"Unknown extension {url}")
+            self._value(item, elem, tref, expr, res, run)
+            return
+        host = elem.path.rsplit(".", 1)[0]
+        if not self._in_context(str(url), host):
+            run.add("error", "structure", expr, f"The extension {url} is not allowed on {host}")
+        self._complex(item, root, "Extension", expr, res, run)
+
+    def _in_context(self, url: str, host: str) -> bool:
+        """Is the extension allowed on an element with this (base) path? Its ``context`` says."""
+        sd = self.defs.structure(url) or {}
+        contexts = [c.get("expression") for c in sd.get("context", []) if c.get("type") == "element"]
+        if not contexts:
+            return True
+        rtype = host.split(".", 1)[0]
+        resource_like = {"Element", "Resource", "DomainResource"}
+        return any(c == host or c in resource_like or (c == rtype and "." not in host) for c in contexts)
+
+    def _matches(self, item: Any, s: Elem, slicing: dict[str, Any]) -> bool:
+        if not isinstance(item, dict):
+            return False
+        for disc in slicing.get("discriminator", []):
+            path = disc.get("path")
+            if path == "url":
+                if item.get("url") != _slice_url(s):
+                    return False
+            elif disc.get("type") in ("value", "pattern") and isinstance(path, str) and "." not in path:
+                child = s.children.get(path)
+                want = (child[0].fixed or child[0].pattern) if child else None
+                if want is None or not _pattern_match(item.get(path), want):
+                    return False
+            else:
+                return False
+        return True
+
+    # ---- fixed, pattern, codes, references, invariants -------------------------------------------------
+
+    @staticmethod
+    def _fixed_pattern(item: Any, elem: Elem, expr: str, run: _Run) -> None:
+        if elem.fixed is not None and not _equal(item, elem.fixed):
+            run.add("error", "value", expr, f"Value must be exactly {_show(elem.fixed)}, found {_show(item)}")
+        if elem.pattern is not None and not _pattern_match(item, elem.pattern):
+            run.add(
+                "error",
+                "value",
+                expr,
+                f"Value must match the pattern {_show(elem.pattern)}, found {_show(item)}",
+            )
+
+    def _coding(self, coding: dict[str, Any], expr: str, run: _Run) -> None:
+        system, code = coding.get("system"), coding.get("code")
+        checkable = isinstance(system, str) and isinstance(code, str)
+        if checkable and self.terminology.code_known(str(system), str(code)) is False:
+            run.add("error", "code-invalid", expr, f"Unknown code '{code}' in the CodeSystem '{system}'")
+
+    def _binding(self, item: Any, code: str, elem: Elem, expr: str, run: _Run) -> None:
+        assert elem.binding is not None
+        strength, url = elem.binding
+        if strength not in ("required", "extensible"):
+            return
+        severity = "error" if strength == "required" else "warning"
+        expansion = self.terminology.expansion(url)
+        if expansion is None:
+            run.add("warning", "not-found", expr, f"ValueSet {url} is unknown; the code was not checked")
+            return
+        if code == "code":
+            if expansion.contains(None, item) is False:
+                run.add(severity, "code-invalid", expr, f"The code '{item}' is not in the value set {url}")
+            return
+        codings = [item] if code == "Coding" else item.get("coding", [])
+        codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+        found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
+        if any(f is not False for f in found):
+            return
+        if not found:
+            run.add(severity, "code-invalid", expr, f"No code provided, and a code from {url} is {strength}")
+        else:
+            shown = ", ".join(f"{c.get('system')}#{c.get('code')}" for c in codings)
+            run.add(
+                severity, "code-invalid", expr, f"None of the codings ({shown}) are in the value set {url}"
+            )
+
+    def _reference(self, item: dict[str, Any], tref: TypeRef | None, expr: str, run: _Run) -> None:
+        ref = item.get("reference")
+        if not isinstance(ref, str) or tref is None or not tref.targets:
+            return
+        allowed = {t: self.type_of(t) for t in tref.targets}
+        types = {t for t in allowed.values() if t}
+        if "Resource" in types:
+            return
+        target = self._resolve(ref, run)
+        if target is None:
+            literal = _LITERAL_REF.match(ref)
+            if literal and literal.group(1) not in types:
+                run.add("warning", "structure", expr, f"Reference {ref} is not to one of {sorted(types)}")
+            return
+        ttype = target.get("resourceType")
+        if ttype not in types:
+            run.add(
+                "error",
+                "structure",
+                expr,
+                f"Invalid Resource target type. Found {ttype}, expected {sorted(types)}",
+            )
+            return
+        wanted = [u for u, t in allowed.items() if t == ttype and not u.startswith(CORE)]
+        if wanted and not any(self._conforms(target, u, run) for u in wanted):
+            run.add(
+                "error",
+                "structure",
+                expr,
+                f"The referenced {ttype} does not conform to {' or '.join(wanted)}",
+            )
+
+    def _resolve(self, ref: str, run: _Run) -> dict[str, Any] | None:
+        if run.bundle is None:
+            return None
+        found = run.bundle.get(ref)
+        if found is None and _LITERAL_REF.match(ref):
+            found = next((r for u, r in run.bundle.items() if u.endswith("/" + ref)), None)
+        return found
+
+    def _conforms(self, target: dict[str, Any], profile: str, run: _Run) -> bool:
+        meta = target.get("meta")
+        if isinstance(meta, dict) and profile in meta.get("profile", []):
+            return True  # checked against it as an entry of its own
+        key = (id(target), profile)
+        if key not in run.conforms:
+            run.conforms[key] = not any(
+                i.severity in ("error", "fatal") for i in self.validate(target, [profile])
+            )
+        return run.conforms[key]
+
+    def _invariants(
+        self, node: Any, constraints: Sequence[Any], type_path: str, expr: str, res: dict[str, Any], run: _Run
+    ) -> None:
+        for c in constraints:
+            if c.key == _STRUCTURAL:
+                continue
+            if self.invariants.holds(c.expression, node, type_path, res) is False:
+                severity = "error" if c.severity == "error" else "warning"
+                run.add(severity, "invariant", expr, f"Constraint failed: {c.key}: '{c.human}'")
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _slice_url(s: Elem) -> str | None:
+    url = s.children.get("url")
+    if url is not None and url[0].fixed is not None:
+        return str(url[0].fixed)
+    for t in s.types:
+        if t.profiles:
+            return t.profiles[0]
+    return None
+
+
+def _parent(items: list[tuple[Any, str, TypeRef | None]], elem: Elem) -> str:
+    return items[0][1].rsplit("[", 1)[0] if items else elem.path
+
+
+def _equal(value: Any, fixed: Any) -> bool:
+    if isinstance(fixed, dict):
+        return (
+            isinstance(value, dict)
+            and value.keys() == fixed.keys()
+            and all(_equal(value[k], fixed[k]) for k in fixed)
+        )
+    if isinstance(fixed, list):
+        return isinstance(value, list) and len(value) == len(fixed) and all(map(_equal, value, fixed))
+    if isinstance(fixed, bool) or isinstance(value, bool):
+        return value is fixed
+    return bool(value == fixed)
+
+
+def _pattern_match(value: Any, pattern: Any) -> bool:
+    """FHIR pattern semantics: every property of the pattern is in the value; a list in the pattern
+    matches when each of its items matches some item of the value's list."""
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(
+            k in value and _pattern_match(value[k], v) for k, v in pattern.items()
+        )
+    if isinstance(pattern, list):
+        values = value if isinstance(value, list) else [value]
+        return all(any(_pattern_match(v, p) for v in values) for p in pattern)
+    return _equal(value, pattern)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _unique(issues: list[Issue]) -> list[Issue]:
+    return list(dict.fromkeys(issues))
+
+
+__all__ = ["Validator", "json_name"]
