@@ -205,6 +205,80 @@ def unmap_command(bundle_file: str) -> None:
     click.echo(dump_json(case), nl=False)
 
 
+@main.command("export")
+@click.option("--since", help="Only resources updated after this instant (2026-01-01T00:00:00Z).")
+@click.option("--type", "types", help="Resource types, comma-separated (default: all served types).")
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output directory."
+)
+def export_command(since: str | None, types: str | None, out: Path) -> None:
+    """Bulk export from this service's database to NDJSON files (one per type), as $export writes them."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from service import bulk_export
+    from service.errors import ServiceError
+    from service.search import RESOURCE_TYPES
+    from service.store.tables import resources
+
+    settings = _settings()
+    try:
+        chosen = bulk_export.parse_types(types, RESOURCE_TYPES)
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    except (ServiceError, ValueError) as error:
+        raise click.BadParameter(str(error)) from None
+    if moment is not None and moment.tzinfo is None:
+        raise click.BadParameter("--since needs a time zone, like 2026-01-01T00:00:00Z")
+    now = datetime.now(UTC)
+    job = bulk_export.Job(
+        id=str(uuid.uuid4()),
+        state="running",
+        level="system",
+        types=chosen,
+        since=moment,
+        request_url="ivclms export",
+        principal="cli",
+        transaction_time=now,
+        created_at=now,
+        finished_at=None,
+        expires_at=None,
+        progress=0,
+        manifest_json=None,
+        error=None,
+    )
+    engine = _engine(settings)
+    try:
+        with engine.connect() as conn:
+            query = (
+                select(func.count())
+                .select_from(resources)
+                .where(
+                    resources.c.resource_type.in_(chosen),
+                    resources.c.deleted == 0,
+                    resources.c.last_updated <= now,
+                )
+            )
+            if moment is not None:
+                query = query.where(resources.c.last_updated > moment)
+            total = int(conn.execute(query).scalar_one())
+        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+            done = [0]
+
+            def advance(written: int) -> bool:
+                bar.update(written - done[0])
+                done[0] = written
+                return True
+
+            outputs = bulk_export.write_files(engine, job, out, on_page=advance)
+    finally:
+        engine.dispose()
+    for output in outputs:
+        click.echo(f"{out / output['file']}: {output['count']} {output['type']}")
+    click.echo(f"{sum(o['count'] for o in outputs)} resources in {len(outputs)} files")
+
+
 @main.command("import")
 @click.argument("csv_file", metavar="CASES.csv")
 @click.option(

@@ -164,3 +164,25 @@ def test_in_process_runner_finishes_without_a_worker(settings):
         time.sleep(0.05)
     assert resp.status_code == 200 and resp.get_json()["output"]
     app.extensions["ivclms"].engine.dispose()
+
+
+def test_cli_export_writes_the_same_files(tmp_path, db_url):
+    from click.testing import CliRunner
+
+    from service.cli import main
+    from service.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, auth_disabled=True, db_url=db_url))
+    _load(app.test_client())
+    env = {"IVCLMS_AUTH_DISABLED": "true", "IVCLMS_DATA_DIR": str(tmp_path), "IVCLMS_DB_URL": db_url}
+    result = CliRunner().invoke(
+        main, ["export", "--type", "Patient,Condition", "--out", str(tmp_path / "out")], env=env
+    )
+    assert result.exit_code == 0, result.output
+    patients = (tmp_path / "out" / "Patient.ndjson").read_text().splitlines()
+    assert len(patients) == len(EXAMPLES)
+    assert {json.loads(line)["resourceType"] for line in patients} == {"Patient"}
+    assert not (tmp_path / "out" / "Observation.ndjson").exists()
+    bad = CliRunner().invoke(main, ["export", "--type", "Basic", "--out", str(tmp_path / "x")], env=env)
+    assert bad.exit_code == 2
+    app.extensions["ivclms"].engine.dispose()
