@@ -19,7 +19,7 @@ from service.validation.fetch import DEFAULT_DIR as DEFAULT_DEFINITIONS
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-_SECRET_WORDS = ("secret", "password", "token")
+_SECRET_WORDS = ("secret", "password", "token", "key")
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 

@@ -116,6 +116,11 @@ class Settings:
         "Empty: data/fhir-r4 in the installation.",
         "",
     )
+    registry_pseudonym_key: str = _env(
+        "REGISTRY_PSEUDONYM_KEY",
+        "HMAC key of the pseudonyms in de-identified registry extracts (empty: those answer 501).",
+        "",
+    )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
 
     @property

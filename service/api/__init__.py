@@ -16,6 +16,7 @@ from service.api import (
     health,
     metadata,
     openapi,
+    registry,
     security,
     sync,
     validate,
@@ -49,5 +50,6 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bulk.bp)
     app.register_blueprint(fhir_read.bp)
     app.register_blueprint(sync.bp)
+    app.register_blueprint(registry.bp)
     app.register_blueprint(validate.bp)
     return app

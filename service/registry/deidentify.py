@@ -1,0 +1,122 @@
+"""De-identification of a canonical case for registry extracts.
+
+Rules (each derived from the schema, so a field added later is handled by its type):
+
+- **Direct identifiers** are removed: ``patient.identifier`` (system and value) and
+  ``patient.birth_date``. ``case_id`` is replaced by a stable pseudonym: the first 32 hex digits of
+  HMAC-SHA256(key, ``source_system|case_id``); the same case gets the same pseudonym in every pull made
+  with the same key, and without the key it cannot be traced back to the case id.
+- **Dates** become intervals: every date field ``x`` is replaced by ``x_days``, the whole number of days
+  from ``diagnosis.date`` (negative before it); ``diagnosis.date`` itself (day 0) is removed.
+- **Ages** over 89 become the string ``"90+"``.
+- **Free text** is removed: every text field that is not a code (``FREE_TEXT``). Kept as structured
+  text: laboratory ``unit`` (UCUM) and care plan ``performed`` (``surgery[i]`` / ``therapies[i]``).
+  ``institution`` and ``reference`` are free text and go; ``source_system`` (a URI naming the
+  contributing system, not the patient) stays.
+
+The result is no longer a valid case (it has no identifier) and is not meant to be imported.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from service.model import fields as f
+from service.model.schema import ActivitySchema, CaseSchema, LabResultSchema
+
+DAYS_SUFFIX = "_days"
+AGE_CAP = 89
+"""Ages above this are grouped."""
+AGE_GROUP = "90+"
+REMOVED: frozenset[str] = frozenset({"patient.identifier", "patient.birth_date", "diagnosis.date"})
+"""Dotted schema paths (list indices left out) removed outright."""
+PSEUDONYMISED = "case_id"
+AGES: frozenset[str] = frozenset({"patient.age_at_diagnosis"})
+_STRUCTURED_TEXT: frozenset[tuple[type[Schema], str]] = frozenset(
+    {(LabResultSchema, "unit"), (ActivitySchema, "performed"), (CaseSchema, "case_id")}
+)
+
+
+def _nested(field: fields.Nested) -> Schema:
+    schema = field.schema
+    assert isinstance(schema, Schema)
+    return schema
+
+
+def _walk(schema: Schema, prefix: str) -> Iterator[tuple[str, Schema, str, fields.Field[Any]]]:
+    """(dotted path, owning schema, name, field) of every field, depth first, in schema order."""
+    for name, field in schema.fields.items():
+        path = f"{prefix}{name}"
+        yield path, schema, name, field
+        if isinstance(field, fields.Nested):
+            yield from _walk(_nested(field), f"{path}.")
+        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+            yield from _walk(_nested(field.inner), f"{path}.")
+
+
+@cache
+def free_text_paths() -> tuple[str, ...]:
+    """Dotted paths of every free-text field (type Text, not a URI, not structured text)."""
+    return tuple(
+        path
+        for path, schema, name, field in _walk(CaseSchema(), "")
+        if type(field) is f.Text and (type(schema), name) not in _STRUCTURED_TEXT
+    )
+
+
+@cache
+def date_paths() -> tuple[str, ...]:
+    """Dotted paths of every date field."""
+    return tuple(path for path, _s, _n, field in _walk(CaseSchema(), "") if isinstance(field, f.Date))
+
+
+def pseudonym(source_system: str, case_id: str, key: bytes) -> str:
+    message = f"{source_system}|{case_id}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def age(value: Any) -> Any:
+    """An age in years, or ``"90+"`` above 89."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > AGE_CAP:
+        return AGE_GROUP
+    return value
+
+
+def deidentify(case: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """The de-identified copy of a canonical case (the input is not changed)."""
+    if not key:
+        raise ValueError("a pseudonym key is required for de-identification")
+    origin = dt.date.fromisoformat(case["diagnosis"]["date"])
+    out = _copy(CaseSchema(), case, "", origin, frozenset(free_text_paths()))
+    out[PSEUDONYMISED] = pseudonym(case["source_system"], case["case_id"], key)
+    return out
+
+
+def _copy(
+    schema: Schema, data: Mapping[str, Any], prefix: str, origin: dt.date, free_text: frozenset[str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in schema.fields.items():
+        path = f"{prefix}{name}"
+        if path in REMOVED or path in free_text or name not in data:
+            continue
+        value = data[name]
+        if isinstance(field, f.Date):
+            out[name + DAYS_SUFFIX] = None if value is None else (dt.date.fromisoformat(value) - origin).days
+        elif isinstance(field, fields.Nested) and isinstance(value, Mapping):
+            out[name] = _copy(_nested(field), value, f"{path}.", origin, free_text)
+        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+            inner = _nested(field.inner)
+            out[name] = [_copy(inner, entry, f"{path}.", origin, free_text) for entry in value or []]
+        elif path in AGES:
+            out[name] = age(value)
+        else:
+            out[name] = value
+    return out

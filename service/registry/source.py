@@ -1,0 +1,116 @@
+"""The cases a registry pull reads: the current version of every active case, filtered, in pages.
+
+Cases withdrawn as entered-in-error are never read. The filters that are columns of ``cases``
+(``since``, explicit case refs) run in SQL; the ones inside the case JSON (institution, IVC segment,
+diagnosis date, registry consent) run in Python on each parsed case, so SQLite and PostgreSQL behave
+the same. Pages of ``page_size`` rows are read by keyset on the case ref, each page in its own short
+read-only transaction, so memory stays flat and a slow client never holds a transaction open.
+
+Consistency: a pull is not one snapshot. Each case appears at most once per pull (the keyset only moves
+forward), at the version that was current when its page was read. A registry that pulls incrementally
+passes the ``as_of`` instant of its previous pull as ``since``: a case changed while that pull ran has
+``updated_at >= as_of`` and comes again, so nothing is missed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, select
+
+from service.codes import table
+from service.db import READ_ONLY
+from service.store.cases import ACTIVE
+from service.store.tables import case_versions, cases
+
+PAGE_SIZE = 500
+MAX_REFS = 500
+"""Most case refs one pull may name (``Filters.refs``)."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a registry asks for; an empty tuple or None means "no restriction"."""
+
+    since: dt.datetime | None = None
+    """cases.updated_at >= since (aware datetime): incremental pulls."""
+    refs: tuple[str, ...] = ()
+    """Only these case refs (the ids of ``/cases/{id}``)."""
+    institutions: tuple[str, ...] = ()
+    """Case ``institution`` equal to one of these (case-insensitive, surrounding blanks ignored)."""
+    segments: tuple[str, ...] = ()
+    """The tumour involves one of these IVC segments (``ivc_segment_from`` <= s <= ``ivc_segment_to``)."""
+    diagnosed_from: dt.date | None = None
+    """diagnosis.date >= this date."""
+    diagnosed_to: dt.date | None = None
+    """diagnosis.date <= this date."""
+    consent: tuple[str, ...] = ()
+    """``registry_consent`` is one of these codes (``unknown`` does not match an absent value)."""
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    ref: str
+    version: int
+    updated_at: dt.datetime
+    case: dict[str, Any]
+
+
+def _fold(text: str) -> str:
+    return text.strip().casefold()
+
+
+def matches(case: Mapping[str, Any], filters: Filters) -> bool:
+    """Whether a canonical case passes the content filters (institution, segment, diagnosis, consent)."""
+    if filters.institutions:
+        institution = case.get("institution")
+        wanted = {_fold(i) for i in filters.institutions}
+        if not isinstance(institution, str) or _fold(institution) not in wanted:
+            return False
+    if filters.consent and case.get("registry_consent") not in filters.consent:
+        return False
+    diagnosis = case["diagnosis"]
+    if filters.segments:
+        order = table("ivc-segment").keys()
+        low, high = order.index(diagnosis["ivc_segment_from"]), order.index(diagnosis["ivc_segment_to"])
+        if not any(low <= order.index(s) <= high for s in filters.segments):
+            return False
+    date = dt.date.fromisoformat(diagnosis["date"])
+    if filters.diagnosed_from is not None and date < filters.diagnosed_from:
+        return False
+    return not (filters.diagnosed_to is not None and date > filters.diagnosed_to)
+
+
+def stream_cases(engine: Engine, filters: Filters, *, page_size: int = PAGE_SIZE) -> Iterator[SourceCase]:
+    """Every active case that passes ``filters``, ordered by case ref, read ``page_size`` at a time."""
+    after: str | None = None
+    while True:
+        query = (
+            select(cases.c.id, cases.c.version, cases.c.updated_at, case_versions.c.case_json)
+            .join(
+                case_versions,
+                (case_versions.c.case_ref == cases.c.id) & (case_versions.c.version == cases.c.version),
+            )
+            .where(cases.c.status == ACTIVE, case_versions.c.status == ACTIVE)
+            .order_by(cases.c.id)
+            .limit(page_size)
+        )
+        if filters.since is not None:
+            query = query.where(cases.c.updated_at >= filters.since)
+        if filters.refs:
+            query = query.where(cases.c.id.in_(filters.refs))
+        if after is not None:
+            query = query.where(cases.c.id > after)
+        with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            rows = conn.execute(query).all()
+        for row in rows:
+            case = orjson.loads(row.case_json)
+            if matches(case, filters):
+                yield SourceCase(row.id, row.version, row.updated_at, case)
+        if len(rows) < page_size:
+            return
+        after = rows[-1].id

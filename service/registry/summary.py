@@ -1,0 +1,469 @@
+"""The case-series table that papers on IVC-LMS report, with Kaplan-Meier survival estimates.
+
+``summarise(cases)`` reads canonical cases one at a time (a stream is fine: each case is reduced to a
+few numbers at once) and returns a JSON-serialisable dict; ``render_html`` prints it as one HTML page
+(no JavaScript; every text escaped). Definitions (also in docs/registry.md):
+
+- Counts by code list every value of the code table (zero included), in table order, plus
+  ``not_recorded`` where the element is optional.
+- Surgical figures (IVC management, renal veins, operative time, blood loss, transfusion, length of
+  stay, complications, margin) describe the operated cases, at their first (index) operation.
+- ``tumour_size_cm``: the largest dimension of the first tumour measurement at diagnosis (earliest
+  dated ``diagnosis.tumour_size[]``, else the first listed), i.e. before neoadjuvant therapy;
+  ``pathological_tumour_size_cm``: the largest dimension of ``pathology.tumour_size_cm``.
+- Continuous values: n, mean, median, min, max (rounded to 2 decimals); values that are not recorded
+  are left out and counted in ``missing``.
+- Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
+  grade; ``major`` = patients whose worst grade is IIIa or higher.
+- ``r0_rate`` = R0 / operated cases with a recorded margin.
+- Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
+- Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
+  last contact (death for the dead), over every case.
+- Kaplan-Meier (``lifelines``): product-limit estimate, 95% confidence interval by the exponential
+  Greenwood (log(-log)) formula; time in months (days / 30.4375).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.codes import table
+from service.registry import outcomes
+
+# The codes the summary names, per table of mappings/codes.yaml (a test checks that each exists).
+MAJOR_FROM = "IIIa"
+NEOADJUVANT, ADJUVANT = "neoadjuvant", "adjuvant"
+ONCOLOGIC_KINDS = ("radiotherapy", "chemotherapy", "targeted_therapy")
+R0 = "R0"
+SUMMARY_CODES: dict[str, tuple[str, ...]] = {
+    "clavien-dindo": (MAJOR_FROM,),
+    "therapy-timing": (NEOADJUVANT, ADJUVANT),
+    "therapy-kind": ONCOLOGIC_KINDS,
+    "margin": (R0,),
+}
+NOT_RECORDED = "not_recorded"
+LANDMARKS_MONTHS = (12, 36, 60)
+"""Survival is also reported at 1, 3 and 5 years."""
+DECIMALS = 2
+KM_DECIMALS = 4
+
+
+@dataclass
+class _Series:
+    """What the summary keeps of each case: numbers and codes, never the case."""
+
+    cases: int = 0
+    operated: int = 0
+    sex: Counter[str] = field(default_factory=Counter)
+    age: list[float] = field(default_factory=list)
+    size: list[float] = field(default_factory=list)
+    path_size: list[float] = field(default_factory=list)
+    segments: Counter[str] = field(default_factory=Counter)
+    ivc: Counter[str] = field(default_factory=Counter)
+    renal: dict[str, Counter[str]] = field(default_factory=dict)
+    surgical: dict[str, list[float]] = field(default_factory=dict)
+    missing: Counter[str] = field(default_factory=Counter)
+    transfused: int = 0
+    complications: Counter[str] = field(default_factory=Counter)
+    by_grade: Counter[str] = field(default_factory=Counter)
+    highest: Counter[str] = field(default_factory=Counter)
+    margin: Counter[str] = field(default_factory=Counter)
+    therapy: dict[str, Counter[str]] = field(default_factory=dict)
+    recurrences: int = 0
+    deaths: int = 0
+    lost: int = 0
+    follow_up: list[float] = field(default_factory=list)
+    os: list[tuple[float, int]] = field(default_factory=list)
+    dfs: list[tuple[float, int]] = field(default_factory=list)
+
+
+SURGICAL = {
+    "operative_time_min": ("surgery", "operative_time_min"),
+    "blood_loss_ml": ("surgery", "blood_loss_ml"),
+    "transfusion_units": ("surgery", "transfusion_units"),
+    "length_of_stay_days": ("postoperative", "length_of_stay_days"),
+}
+
+
+def _segment_span(diagnosis: Mapping[str, Any]) -> str:
+    low, high = diagnosis["ivc_segment_from"], diagnosis["ivc_segment_to"]
+    return low if low == high else f"{low}-{high}"
+
+
+def segment_spans() -> list[str]:
+    """Every span ``from-to`` (a single segment alone), in table order: I, I-II, I-III, II, ..."""
+    order = table("ivc-segment").keys()
+    return [a if a == b else f"{a}-{b}" for i, a in enumerate(order) for b in order[i:]]
+
+
+def _first_size(diagnosis: Mapping[str, Any]) -> float | None:
+    sizes = diagnosis["tumour_size"]
+    if not sizes:
+        return None
+    first = min(enumerate(sizes), key=lambda pair: (pair[1]["date"] is None, pair[1]["date"] or "", pair[0]))
+    largest: float = first[1]["dimensions_cm"][0]
+    return largest
+
+
+def _add(series: _Series, case: Mapping[str, Any]) -> None:
+    series.cases += 1
+    patient, diagnosis, outcome = case["patient"], case["diagnosis"], case["outcome"]
+    series.sex[patient["sex"]] += 1
+    if patient["age_at_diagnosis"] is not None:
+        series.age.append(patient["age_at_diagnosis"])
+    size = _first_size(diagnosis)
+    if size is not None:
+        series.size.append(size)
+    pathology = case["pathology"]
+    if pathology and pathology["tumour_size_cm"]:
+        series.path_size.append(pathology["tumour_size_cm"][0])
+    series.segments[_segment_span(diagnosis)] += 1
+    _add_surgery(series, case)
+    for timing in (NEOADJUVANT, ADJUVANT):
+        kinds = {t["kind"] for t in case["therapies"] if t["timing"] == timing}
+        counter = series.therapy.setdefault(timing, Counter())
+        for kind in ONCOLOGIC_KINDS:
+            counter[kind] += kind in kinds
+        counter["any"] += bool(kinds & set(ONCOLOGIC_KINDS))
+    if outcomes.recurrence(case):
+        series.recurrences += 1
+    series.deaths += outcomes.death_date(case) is not None
+    series.lost += bool(outcome["lost_to_follow_up"])
+    os_ = outcomes.overall_survival(case)
+    if os_ is not None:
+        series.os.append((os_.months, os_.event))
+        series.follow_up.append(os_.months)
+    dfs = outcomes.disease_free_survival(case)
+    if dfs is not None:
+        series.dfs.append((dfs.months, dfs.event))
+
+
+def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
+    surgery = outcomes.index_surgery(case)
+    if surgery is None:
+        return
+    series.operated += 1
+    series.ivc[surgery["ivc_management"]["method"]] += 1
+    handled = {rv["side"]: rv["management"] for rv in surgery["renal_veins"]}
+    sides = table("side").keys()
+    for side in sides:
+        series.renal.setdefault(side, Counter())[handled.get(side, NOT_RECORDED)] += 1
+    postoperative = case["postoperative"] or {}
+    groups = {"surgery": surgery, "postoperative": postoperative}
+    for name, (group, key) in SURGICAL.items():
+        value = groups[group].get(key)
+        if value is None:
+            series.missing[name] += 1
+        else:
+            series.surgical.setdefault(name, []).append(value)
+    if (surgery["transfusion_units"] or 0) > 0:
+        series.transfused += 1
+    listed = postoperative.get("complications") or []
+    had = postoperative.get("had_complications")
+    if listed or had:
+        series.complications["with"] += 1
+    elif had is False:
+        series.complications["without"] += 1
+    else:
+        series.complications[NOT_RECORDED] += 1
+    grades = table("clavien-dindo").keys()
+    graded = [c["clavien_dindo"] for c in listed if c["clavien_dindo"] is not None]
+    for c in listed:
+        series.by_grade[c["clavien_dindo"] or "ungraded"] += 1
+    if graded:
+        series.highest[max(graded, key=grades.index)] += 1
+    elif listed:
+        series.highest["ungraded"] += 1
+    margin = (case["pathology"] or {}).get("margin")
+    series.margin[margin or NOT_RECORDED] += 1
+
+
+def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, decimals)
+
+
+def describe(values: Sequence[float], missing: int = 0) -> dict[str, Any]:
+    """n, mean, median, min, max of the recorded values (None when there are none), and missing."""
+    if not values:
+        return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "missing": missing}
+    return {
+        "n": len(values),
+        "mean": _round(statistics.fmean(values)),
+        "median": _round(statistics.median(values)),
+        "min": _round(min(values)),
+        "max": _round(max(values)),
+        "missing": missing,
+    }
+
+
+def _counts(counter: Counter[str], keys: Iterable[str], *extra: str) -> dict[str, int]:
+    return {k: counter[k] for k in [*keys, *extra]}
+
+
+def kaplan_meier(durations: Sequence[float], events: Sequence[int]) -> dict[str, Any]:
+    """Product-limit estimate with ``lifelines``: a row per distinct time with an event or censoring.
+
+    ``table`` rows: time (months), at_risk (just before the time), events, censored, survival and the
+    95% CI (exponential Greenwood). ``median_months``: None when survival never falls to 0.5.
+    ``at_months``: survival at 12/36/60 months (None past the longest follow-up).
+    """
+    result: dict[str, Any] = {
+        "n": len(durations),
+        "events": int(sum(events)),
+        "median_months": None,
+        "table": [],
+        "at_months": {str(t): None for t in LANDMARKS_MONTHS},
+    }
+    if not durations:
+        return result
+    from lifelines import KaplanMeierFitter  # heavy (pandas, scipy): imported when first used
+
+    fitter = KaplanMeierFitter(alpha=0.05)
+    fitter.fit(list(durations), event_observed=list(events))
+    ci = fitter.confidence_interval_
+    lower, upper = ci.columns[0], ci.columns[1]
+    steps: list[tuple[float, dict[str, Any]]] = []
+    for time, entry in fitter.event_table.iterrows():
+        if int(entry["removed"]) == 0:
+            continue
+        row = {
+            "time_months": _round(float(time)),
+            "at_risk": int(entry["at_risk"]),
+            "events": int(entry["observed"]),
+            "censored": int(entry["censored"]),
+            "survival": _round(float(fitter.survival_function_.loc[time].iloc[0]), KM_DECIMALS),
+            "ci_lower": _round(float(ci.loc[time, lower]), KM_DECIMALS),
+            "ci_upper": _round(float(ci.loc[time, upper]), KM_DECIMALS),
+        }
+        steps.append((float(time), row))
+    result["table"] = [row for _, row in steps]
+    result["median_months"] = _round(float(fitter.median_survival_time_))
+    longest = max(durations)
+    for landmark in LANDMARKS_MONTHS:
+        if landmark > longest:
+            continue
+        point: dict[str, Any] = {"survival": 1.0, "ci_lower": 1.0, "ci_upper": 1.0}
+        for time, row in steps:
+            if time <= landmark:
+                point = {k: row[k] for k in ("survival", "ci_lower", "ci_upper")}
+        result["at_months"][str(landmark)] = point
+    return result
+
+
+def summarise(cases: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The case-series table of ``cases`` (canonical case dicts)."""
+    series = _Series()
+    for case in cases:
+        _add(series, case)
+    grades = table("clavien-dindo").keys()
+    highest_major = sum(
+        n for g, n in series.highest.items() if g in grades and grades.index(g) >= grades.index(MAJOR_FROM)
+    )
+    margins = table("margin").keys()
+    sides = table("side").keys()
+    recorded_margins = sum(series.margin[m] for m in margins)
+    return {
+        "cases": series.cases,
+        "operated": series.operated,
+        "sex": _counts(series.sex, table("sex").keys()),
+        "age_at_diagnosis_years": describe(series.age, series.cases - len(series.age)),
+        "tumour_size_cm": describe(series.size, series.cases - len(series.size)),
+        "pathological_tumour_size_cm": describe(series.path_size, series.operated - len(series.path_size)),
+        "segments": _counts(series.segments, segment_spans()),
+        "ivc_management": _counts(series.ivc, table("ivc-management").keys()),
+        "renal_veins": {
+            side: _counts(
+                series.renal.get(side, Counter()), table("renal-vein-management").keys(), NOT_RECORDED
+            )
+            for side in sides
+        },
+        **{name: describe(series.surgical.get(name, []), series.missing[name]) for name in SURGICAL},
+        "transfused": series.transfused,
+        "complications": {
+            "patients_with": series.complications["with"],
+            "patients_without": series.complications["without"],
+            NOT_RECORDED: series.complications[NOT_RECORDED],
+            "by_grade": _counts(series.by_grade, grades, "ungraded"),
+            "highest_grade": _counts(series.highest, grades, "ungraded"),
+            "major": highest_major,
+        },
+        "margin": {
+            **_counts(series.margin, margins, NOT_RECORDED),
+            "r0_rate": _round(series.margin[R0] / recorded_margins, 4) if recorded_margins else None,
+        },
+        "therapy": {
+            timing: _counts(series.therapy.get(timing, Counter()), ONCOLOGIC_KINDS, "any")
+            for timing in (NEOADJUVANT, ADJUVANT)
+        },
+        "recurrences": series.recurrences,
+        "deaths": series.deaths,
+        "lost_to_follow_up": series.lost,
+        "follow_up_months": describe(series.follow_up),
+        "kaplan_meier": {
+            "disease_free_survival": kaplan_meier([t for t, _ in series.dfs], [e for _, e in series.dfs]),
+            "overall_survival": kaplan_meier([t for t, _ in series.os], [e for _, e in series.os]),
+        },
+    }
+
+
+# ---- HTML -------------------------------------------------------------------------------------------
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:2em}"
+    "td,th{border-bottom:1px solid #ddd;padding:3px 10px;text-align:left}td.n{text-align:right}"
+    "th.group{background:#f3f3f3}"
+)
+
+
+def _display(table_name: str, key: str) -> str:
+    values = table(table_name).values
+    return values[key].display if key in values else key.replace("_", " ")
+
+
+def _pct(n: int, of: int) -> str:
+    return f"{n} ({100 * n / of:.1f}%)" if of else str(n)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _range(stats: Mapping[str, Any], centre: str) -> str:
+    if not stats["n"]:
+        return "-"
+    return f"{_num(stats[centre])} ({_num(stats['min'])}-{_num(stats['max'])}); n = {stats['n']}"
+
+
+def _ci(point: Mapping[str, Any] | None) -> str:
+    if point is None:
+        return "-"
+    return f"{_num(point['survival'])} (95% CI {_num(point['ci_lower'])}-{_num(point['ci_upper'])})"
+
+
+def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
+    """(label, value) rows and group headings (plain strings), not yet escaped."""
+    n, operated = summary["cases"], summary["operated"]
+    rows: list[tuple[str, str] | str] = ["Patients", ("Cases", str(n)), ("Operated", _pct(operated, n))]
+    rows += [(f"Sex: {_display('sex', k)}", _pct(v, n)) for k, v in summary["sex"].items() if v]
+    age = summary["age_at_diagnosis_years"]
+    rows += [("Age at diagnosis, years: mean (range)", _range(age, "mean"))]
+    rows += [("Age at diagnosis, years: median (range)", _range(age, "median"))]
+    rows += ["Tumour"]
+    rows += [("Size at diagnosis, cm: median (range)", _range(summary["tumour_size_cm"], "median"))]
+    rows += [
+        ("Pathological size, cm: median (range)", _range(summary["pathological_tumour_size_cm"], "median"))
+    ]
+    rows += [(f"IVC segment {k}", _pct(v, n)) for k, v in summary["segments"].items() if v]
+    rows += [f"Surgery (index operation, n = {operated})"]
+    rows += [
+        (_display("ivc-management", k), _pct(v, operated)) for k, v in summary["ivc_management"].items() if v
+    ]
+    for side, counts in summary["renal_veins"].items():
+        label = _display("side", side)
+        rows += [
+            (f"{label} renal vein: {_display('renal-vein-management', k)}", _pct(v, operated))
+            for k, v in counts.items()
+            if v
+        ]
+    rows += [
+        ("Operative time, min: median (range)", _range(summary["operative_time_min"], "median")),
+        ("Estimated blood loss, mL: median (range)", _range(summary["blood_loss_ml"], "median")),
+        ("Red cell transfusion, units: median (range)", _range(summary["transfusion_units"], "median")),
+        ("Patients transfused", _pct(summary["transfused"], operated)),
+        ("Length of stay, days: median (range)", _range(summary["length_of_stay_days"], "median")),
+    ]
+    complications = summary["complications"]
+    rows += [
+        "Complications (Clavien-Dindo)",
+        ("Patients with complications", _pct(complications["patients_with"], operated)),
+    ]
+    rows += [
+        (f"Worst: {_display('clavien-dindo', k)}", _pct(v, operated))
+        for k, v in complications["highest_grade"].items()
+        if v
+    ]
+    rows += [(f"Major (grade {MAJOR_FROM} or higher)", _pct(complications["major"], operated))]
+    rows += [
+        (f"Complications: {_display('clavien-dindo', k)}", str(v))
+        for k, v in complications["by_grade"].items()
+        if v
+    ]
+    margin = summary["margin"]
+    rows += ["Pathology"]
+    rows += [
+        (f"Margin {_display('margin', k)}", _pct(v, operated))
+        for k, v in margin.items()
+        if k != "r0_rate" and v
+    ]
+    rate = margin["r0_rate"]
+    rows += [("R0 rate (of recorded margins)", "-" if rate is None else f"{100 * rate:.1f}%")]
+    rows += ["Therapy"]
+    for timing, counts in summary["therapy"].items():
+        title = _display("therapy-timing", timing)
+        rows += [
+            (f"{title}: {'any' if k == 'any' else _display('therapy-kind', k)}", _pct(v, n))
+            for k, v in counts.items()
+        ]
+    rows += [
+        "Outcome",
+        ("Recurrence (operated)", _pct(summary["recurrences"], operated)),
+        ("Deaths", _pct(summary["deaths"], n)),
+        ("Lost to follow-up", _pct(summary["lost_to_follow_up"], n)),
+        ("Follow-up, months: median (range)", _range(summary["follow_up_months"], "median")),
+    ]
+    for key, title in (
+        ("disease_free_survival", "Disease-free survival"),
+        ("overall_survival", "Overall survival"),
+    ):
+        km = summary["kaplan_meier"][key]
+        rows += [
+            (
+                f"{title}: median, months",
+                "not reached" if km["median_months"] is None else _num(km["median_months"]),
+            )
+        ]
+        rows += [(f"{title} at {t} months", _ci(p)) for t, p in km["at_months"].items()]
+    return rows
+
+
+_KM_HEAD = ("months", "at risk", "events", "censored", "survival", "95% CI")
+
+
+def _km_table(title: str, km: Mapping[str, Any]) -> str:
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in _KM_HEAD) + "</tr>"
+    body = "".join(
+        f"<tr><td class=n>{_num(r['time_months'])}</td><td class=n>{r['at_risk']}</td>"
+        f"<td class=n>{r['events']}</td><td class=n>{r['censored']}</td>"
+        f"<td class=n>{_num(r['survival'])}</td>"
+        f"<td class=n>{_num(r['ci_lower'])}-{_num(r['ci_upper'])}</td></tr>"
+        for r in km["table"]
+    )
+    caption = f"{title} (Kaplan-Meier; n = {km['n']}, events = {km['events']})"
+    return f"<h2>{html.escape(caption)}</h2><table>{head}{body}</table>"
+
+
+def render_html(summary: Mapping[str, Any], title: str = "IVC-LMS case series") -> str:
+    """The summary as one HTML page: no script, every text escaped."""
+    cells = []
+    for row in _rows(summary):
+        if isinstance(row, str):
+            cells.append(f"<tr><th class=group colspan=2>{html.escape(row)}</th></tr>")
+        else:
+            cells.append(f"<tr><td>{html.escape(row[0])}</td><td class=n>{html.escape(row[1])}</td></tr>")
+    km = summary["kaplan_meier"]
+    return (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style><h1>{html.escape(title)}</h1>"
+        f"<table><tr><th>characteristic</th><th>n (%) or value</th></tr>{''.join(cells)}</table>"
+        + _km_table("Disease-free survival", km["disease_free_survival"])
+        + _km_table("Overall survival", km["overall_survival"])
+        + "</html>"
+    )
