@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.api.context import ctx
 from service.api.params import int_arg, parse_instant
 from service.api.responses import fhir_response
+from service.api.security import PUBLIC_ENDPOINTS
 from service.auth import require
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue
@@ -27,16 +28,8 @@ log = logging.getLogger("ivclms.audit")
 access = logging.getLogger("ivclms.access")
 bp = Blueprint("audit", __name__, url_prefix="/fhir")
 
-NOT_AUDITED = frozenset(
-    {
-        "health.healthz",
-        "health.readyz",
-        "metadata.capabilities",
-        "static",
-        "openapi.openapi_json",
-        "openapi.docs",
-    }
-)
+NOT_AUDITED = PUBLIC_ENDPOINTS
+"""Public endpoints touch no data; everything behind authentication is audited."""
 ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}
 ACTION_CODES = "http://hl7.org/fhir/audit-event-action"
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}

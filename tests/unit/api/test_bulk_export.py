@@ -10,6 +10,7 @@ import pytest
 
 from service import bulk_export, create_app
 from service.case_files import EXAMPLE_SERIES
+from service.search import RESOURCE_TYPES
 from tests.unit.api.test_cases import EXAMPLES, _auth
 from tests.unit.api.test_security import token
 
@@ -48,15 +49,7 @@ def _status_path(resp) -> str:
 
 def _index_counts(client) -> dict[str, int]:
     counts = {}
-    for kind in (
-        "Patient",
-        "Condition",
-        "Observation",
-        "Procedure",
-        "MedicationStatement",
-        "CarePlan",
-        "Device",
-    ):
+    for kind in RESOURCE_TYPES:
         counts[kind] = client.get(f"/fhir/{kind}?_summary=count", headers=_auth()).get_json()["total"]
     return {k: v for k, v in counts.items() if v}
 
