@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from service import package_build
 from service.fhir.client import FhirClient
@@ -32,6 +35,22 @@ def hapi_url() -> str:
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     return _required("IVCLMS_TEST_PG_URL")
+
+
+@pytest.fixture
+def db_url(pg_url: str) -> Iterator[str]:
+    """A fresh database on the real PostgreSQL server for one test, dropped after it."""
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    name = f"ivclms_it_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture

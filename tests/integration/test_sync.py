@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,8 +24,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, func, select
 
 from service.db import make_engine
 from service.fhir.client import FhirClient
@@ -132,21 +130,6 @@ def proxy(hapi_url: str) -> Iterator[Proxy]:
 
 
 # ---- a database per test ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db_url(pg_url: str) -> Iterator[str]:
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    name = f"ivclms_sync_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
