@@ -314,3 +314,25 @@ def test_delete_withdraws_as_entered_in_error_and_keeps_the_history(api, client)
     # Re-posting the content reinstates it only through PUT.
     assert api.post(_example()).status_code == 409
     assert api.put(ref, _example()).headers["X-Case-Status"] == "active"
+
+
+def test_database_down_is_503_with_retry_after_and_nothing_half_done(app, tmp_path):
+    from service.db import make_engine
+    from service.settings import Settings
+
+    ctx = app.extensions["ivclms"]
+    good = ctx.intake.engine
+    ctx.intake.engine = make_engine(
+        Settings(data_dir=tmp_path, auth_disabled=True, db_url=f"sqlite:///{tmp_path}/missing/dir/x.db")
+    )
+    try:
+        resp = app.test_client().post(
+            "/cases", data=json.dumps(_example()), headers=_auth(), content_type="application/json"
+        )
+    finally:
+        ctx.intake.engine.dispose()
+        ctx.intake.engine = good
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"].isdigit()
+    assert resp.get_json()["issue"][0]["code"] == "transient"
+    assert app.test_client().get("/cases", headers=_auth()).get_json()["cases"] == []
