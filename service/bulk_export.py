@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, and_, delete, or_, select, update
+from sqlalchemy import Engine, delete, or_, select, tuple_, update
 
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue, NotFound
@@ -168,14 +168,8 @@ def _pages(engine: Engine, job: Job, resource_type: str) -> Iterator[list[tuple[
             query = query.where(resources.c.last_updated > job.since)
         if job.level == "patient":
             query = query.where(resources.c.patient_id.is_not(None))
-        if after is not None:
-            stamp, rid = after
-            query = query.where(
-                or_(
-                    resources.c.last_updated > stamp,
-                    and_(resources.c.last_updated == stamp, resources.c.id > rid),
-                )
-            )
+        if after is not None:  # a row-value comparison the (type, last_updated, id) index serves directly
+            query = query.where(tuple_(resources.c.last_updated, resources.c.id) > tuple_(*after))
         with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
             rows = [(r.last_updated, r.id, r.json) for r in conn.execute(query)]
         if not rows:

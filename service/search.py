@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, func, or_, select, tuple_
 
 from service.errors import BadRequest, Issue
 from service.mapping.spec import spec
@@ -271,23 +271,12 @@ def query(search: Search) -> Select[Any]:
     )
     for condition in search.conditions:
         base = base.where(condition)
+    key = tuple_(resources.c.last_updated, resources.c.id)  # served by the (type, last_updated, id) index
     if search.before is not None:
-        stamp, rid = search.before
-        base = base.where(
-            or_(
-                resources.c.last_updated < stamp,
-                and_(resources.c.last_updated == stamp, resources.c.id < rid),
-            )
-        )
+        base = base.where(key < tuple_(*search.before))
         return base.order_by(resources.c.last_updated.desc(), resources.c.id.desc()).limit(search.count + 1)
     if search.after is not None:
-        stamp, rid = search.after
-        base = base.where(
-            or_(
-                resources.c.last_updated > stamp,
-                and_(resources.c.last_updated == stamp, resources.c.id > rid),
-            )
-        )
+        base = base.where(key > tuple_(*search.after))
     return base.order_by(resources.c.last_updated, resources.c.id).limit(search.count + 1)
 
 

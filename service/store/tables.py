@@ -167,7 +167,7 @@ resources = Table(
     Column("content_hash", String(64), nullable=False),
     Column("json", Text, nullable=False),
     PrimaryKeyConstraint("resource_type", "id"),
-    Index("ix_resources_updated", "last_updated", "resource_type", "id"),
+    Index("ix_resources_updated", "resource_type", "last_updated", "id"),  # search and export keyset order
     Index("ix_resources_patient", "patient_id"),
     Index("ix_resources_case", "case_ref"),
     Index("ix_resources_identifier", "identifier"),

@@ -39,7 +39,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["case_ref"], ["cases.id"], name="fk_resources_case_ref"),
         sa.PrimaryKeyConstraint("resource_type", "id", name="pk_resources"),
     )
-    op.create_index("ix_resources_updated", "resources", ["last_updated", "resource_type", "id"])
+    op.create_index("ix_resources_updated", "resources", ["resource_type", "last_updated", "id"])
     op.create_index("ix_resources_patient", "resources", ["patient_id"])
     op.create_index("ix_resources_case", "resources", ["case_ref"])
     op.create_index("ix_resources_identifier", "resources", ["identifier"])
