@@ -364,11 +364,20 @@ def db_upgrade() -> None:
     type=click.FloatRange(1, None),
     help="Seconds a claim is held before another worker may take it; must exceed the longest transaction.",
 )
-def worker_command(once: bool, batch_size: int | None, lease_s: float | None) -> None:
+@click.option(
+    "--pull-interval-s",
+    type=click.FloatRange(0, None),
+    help="Also pull from the FHIR server every this many seconds; 0: never "
+    "(default: IVCLMS_PULL_INTERVAL_S, else 0).",
+)
+def worker_command(
+    once: bool, batch_size: int | None, lease_s: float | None, pull_interval_s: float | None
+) -> None:
     """Deliver the outbox to the FHIR server (IVCLMS_FHIR_URL) until SIGTERM or SIGINT.
 
     Runs the database migrations first (unless IVCLMS_DB_MIGRATE=false). Several workers may run at
-    once against PostgreSQL; each case is sent by one worker at a time, in version order.
+    once against PostgreSQL; each case is sent by one worker at a time, in version order. With a pull
+    interval it also merges what changed on the server into the stored cases (`ivclms pull`).
     """
     import threading
 
@@ -405,10 +414,13 @@ def worker_command(once: bool, batch_size: int | None, lease_s: float | None) ->
                 poll_s=settings.sync_poll_s,
                 max_backoff_s=settings.sync_max_backoff_s,
             )
+        pull_every = _pull_interval(settings, pull_interval_s) if worker is not None else 0.0
         if once:
             sent = worker.run_once() if worker is not None else 0
             exported = _export_round(engine, settings) if exports else 0
             click.echo(f"{sent} entries processed, {exported} exports run")
+            if pull_every > 0:
+                click.echo(_pull_round(engine, settings).summary())
             return
         stop = threading.Event()
         restore = sync_worker.install_signal_handlers(stop)
@@ -419,6 +431,10 @@ def worker_command(once: bool, batch_size: int | None, lease_s: float | None) ->
             )
         if worker is not None:
             threads.append(threading.Thread(target=worker.run_forever, args=(stop,), name="sync"))
+        if pull_every > 0:
+            threads.append(
+                threading.Thread(target=_pull_loop, args=(engine, settings, stop, pull_every), name="pull")
+            )
         try:
             for thread in threads:
                 thread.start()
@@ -456,6 +472,120 @@ def _export_loop(engine: Any, settings: Settings, stop: Any) -> None:
         except Exception as exc:  # the loop outlives a failing round; the job is marked failed or retried
             log.error("export round failed: %s", type(exc).__name__)
         stop.wait(settings.sync_poll_s)
+
+
+def _pull_interval(settings: Settings, option: float | None) -> float:
+    """Seconds between pulls in the worker: the option, else IVCLMS_PULL_INTERVAL_S (0: off)."""
+    if option is not None:
+        return option
+    return float(settings.pull_interval_s or 0.0)
+
+
+def _pull_intake(engine: Any, settings: Settings) -> Any:
+    """Intake as the web service builds it: profile validation when IVCLMS_VALIDATE_INTAKE, queued for
+    sync when IVCLMS_FHIR_URL is set."""
+    from service.intake import Intake
+
+    check = None
+    if settings.validate_intake:
+        from service.validation.definitions import PROFILES_DIR
+        from service.validation.gate import bundle_check, shared_validator
+
+        base = Path(settings.validation_definitions_dir or DEFAULT_DEFINITIONS)
+        check = bundle_check(shared_validator(PROFILES_DIR, base))
+    return Intake(engine, enqueue=settings.sync_enabled, check_bundle=check)
+
+
+def _pull_round(
+    engine: Any, settings: Settings, since: dt.datetime | None = None, url: str | None = None
+) -> Any:
+    """One pull from ``url`` (default IVCLMS_FHIR_URL, with its credentials); versions it stores are
+    queued for sync only when IVCLMS_FHIR_URL is set."""
+    from service.fhir.client import FhirClient
+    from service.sync.pull import pull
+
+    client = FhirClient.from_settings(settings.replace(fhir_url=url) if url else settings)
+    try:
+        return pull(engine, client, _pull_intake(engine, settings), since=since)
+    finally:
+        client.close()
+
+
+def _pull_loop(engine: Any, settings: Settings, stop: Any, interval_s: float) -> None:
+    """Pull from the FHIR server every ``interval_s`` (IVCLMS_PULL_INTERVAL_S); a failed round is
+    logged by type and retried at the next interval, from the same cursor."""
+    import logging
+
+    from service.fhir.client import FhirClient
+    from service.sync.pull import pull
+
+    log = logging.getLogger("ivclms.pull")
+    client = FhirClient.from_settings(settings)  # its own Session: the sync thread has another
+    intake = _pull_intake(engine, settings)
+    try:
+        while not stop.is_set():
+            try:
+                pull(engine, client, intake)
+            except Exception as exc:  # the server or the database is down: the next round tries again
+                log.error("pull round failed: %s", type(exc).__name__)
+            stop.wait(interval_s)
+    finally:
+        client.close()
+
+
+@main.command("pull")
+@click.option(
+    "--from", "server", metavar="URL", help="Base URL of the FHIR server (default: IVCLMS_FHIR_URL)."
+)
+@click.option(
+    "--since",
+    metavar="INSTANT",
+    help="Only resources updated after this instant, like 2026-01-01T00:00:00Z (default: the last "
+    "successful pull from that server, less a minute; the first pull reads everything).",
+)
+def pull_command(server: str | None, since: str | None) -> None:
+    """Merge what changed on the hospital's FHIR server into the stored cases (new case versions).
+
+    Resources with the service's business identifiers replace the elements they carry; plain R4
+    resources of synced patients (a follow-up Observation written by the EHR) are recognised and added.
+    An element changed on both sides is recorded as a conflict, never overwritten (`ivclms sync status
+    --json`, GET /sync/status). Prints counts only. Exits 1 when a case failed (the cursor then stays),
+    2 when the server cannot be reached.
+    """
+    from service.fhir.client import FhirError
+    from service.logs import configure
+    from service.store import migrate
+    from service.sync.pull import instant
+
+    settings = _settings()
+    url = server or settings.fhir_url
+    if not url:
+        raise click.UsageError("give --from URL or set IVCLMS_FHIR_URL")
+    moment = None
+    if since is not None:
+        try:
+            moment = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+        if moment.tzinfo is None:
+            raise click.BadParameter("needs a time zone, like 2026-01-01T00:00:00Z", param_hint="--since")
+    configure(settings.log_level)
+    engine = _engine(settings)
+    try:
+        if settings.db_migrate:
+            migrate.upgrade(engine)
+        try:
+            report = _pull_round(engine, settings, moment, url)
+        except FhirError as exc:
+            click.echo(f"FHIR server: {type(exc).__name__} (status {exc.status})", err=True)
+            sys.exit(2)
+    finally:
+        engine.dispose()
+    click.echo(report.summary())
+    if report.cursor is None:
+        click.echo("cursor unchanged: a case failed; the next pull reads the same changes again")
+        sys.exit(1)
+    click.echo(f"cursor: {instant(report.cursor)}")
 
 
 @main.group("sync")

@@ -95,6 +95,9 @@ class Settings:
         "Cap of the retry backoff after a failed delivery (the server's Retry-After is always honoured).",
         300.0,
     )
+    pull_interval_s: float = _env(
+        "PULL_INTERVAL_S", "Seconds between pulls from the FHIR server in `ivclms worker` (0: off).", 0.0
+    )
     source_system: str = _env(
         "SOURCE_SYSTEM", "Default source-system URI for cases that do not name one.", "urn:ivclms:local"
     )

@@ -218,3 +218,5 @@ export_jobs = Table(
     Column("error", Text, nullable=True),
     Index("ix_export_jobs_state", "state", "created_at"),
 )
+
+from service.store import pull_tables as pull_tables  # noqa: E402  (registers the pull tables on metadata)

@@ -1,10 +1,11 @@
 """What an operator needs about the queue: depth per state, how long the oldest change has waited,
-the dead letters with the server's reasons, and retrying one after the cause is fixed."""
+the dead letters with the server's reasons, and retrying one after the cause is fixed; of the pull
+(``service.sync.pull``): the open conflicts and rejections, and each server's cursor."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from service.db import READ_ONLY
 from service.errors import Conflict, NotFound
+from service.store.pull_tables import pull_conflicts, pull_cursors
 from service.store.tables import outbox as table
 from service.sync import outbox
 from service.sync.worker import utcnow
@@ -31,12 +33,49 @@ class DeadEntry:
 
 
 @dataclass(frozen=True)
+class PullConflict:
+    """A server change the pull did not merge: ``conflict`` (the service changed the element too) or
+    ``rejected`` (the merged case failed the mapping or validation)."""
+
+    id: int
+    kind: str
+    case_ref: str | None
+    identifier: str | None
+    resource_type: str
+    server_id: str
+    server_version: str
+    case_version: int | None
+    reason: str
+    resource: dict[str, Any]
+    """The server's resource as pulled (patient data: shown to callers with a Patient read scope)."""
+    detected_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "case_ref": self.case_ref,
+            "identifier": self.identifier,
+            "resource": f"{self.resource_type}/{self.server_id}",
+            "server_version": self.server_version,
+            "case_version": self.case_version,
+            "reason": self.reason,
+            "server_resource": self.resource,
+            "detected_at": self.detected_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class SyncStatus:
     depth: dict[str, int]
     """Entries per state, every state present (zero included)."""
     oldest_pending_age_s: float | None
     """Age of the oldest change not yet delivered (``pending`` or ``sending``); None when none waits."""
     dead: list[DeadEntry]
+    conflicts: list[PullConflict] = field(default_factory=list)
+    """Open pull conflicts and rejections, oldest first."""
+    pulled_until: dict[str, datetime] = field(default_factory=dict)
+    """Server URL -> the cursor of its last successful pull."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,11 +93,16 @@ class SyncStatus:
                 }
                 for d in self.dead
             ],
+            "conflicts": [c.as_json() for c in self.conflicts],
+            "pulled_until": {url: moment.isoformat() for url, moment in self.pulled_until.items()},
         }
 
 
-def status(engine: Engine, *, now: datetime | None = None, dead_limit: int = 100) -> SyncStatus:
-    """``dead_limit`` bounds the listed dead entries (oldest first); ``depth`` counts all of them."""
+def status(
+    engine: Engine, *, now: datetime | None = None, dead_limit: int = 100, conflict_limit: int = 100
+) -> SyncStatus:
+    """``dead_limit`` bounds the listed dead entries (oldest first); ``depth`` counts all of them.
+    ``conflict_limit`` bounds the listed open pull conflicts likewise."""
     now = now or utcnow()
     with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
         counts: dict[str, int] = {
@@ -81,6 +125,13 @@ def status(engine: Engine, *, now: datetime | None = None, dead_limit: int = 100
             .order_by(table.c.id)
             .limit(dead_limit)
         ).all()
+        open_conflicts = conn.execute(
+            select(pull_conflicts)
+            .where(pull_conflicts.c.resolved_at.is_(None))
+            .order_by(pull_conflicts.c.id)
+            .limit(conflict_limit)
+        ).all()
+        cursors = conn.execute(select(pull_cursors.c.server_url, pull_cursors.c.pulled_until)).all()
     return SyncStatus(
         depth={state: int(counts.get(state, 0)) for state in outbox.STATES},
         oldest_pending_age_s=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
@@ -96,6 +147,23 @@ def status(engine: Engine, *, now: datetime | None = None, dead_limit: int = 100
             )
             for r in rows
         ],
+        conflicts=[
+            PullConflict(
+                id=c.id,
+                kind=c.kind,
+                case_ref=c.case_ref,
+                identifier=c.identifier,
+                resource_type=c.resource_type,
+                server_id=c.server_id,
+                server_version=c.server_version,
+                case_version=c.case_version,
+                reason=c.reason,
+                resource=orjson.loads(c.resource_json),
+                detected_at=c.detected_at,
+            )
+            for c in open_conflicts
+        ],
+        pulled_until={c.server_url: c.pulled_until for c in cursors},
     )
 
 

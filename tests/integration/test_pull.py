@@ -1,0 +1,124 @@
+"""``ivclms pull`` against the real HAPI FHIR server and a real PostgreSQL database.
+
+A case is posted and synced by the worker; then an EHR writes a plain R4 follow-up Observation for
+that patient directly on HAPI. The pull must add exactly that visit to the case as a new version, and
+pulling again must store nothing. Each test has its own database and case id (the ``tag``); the pulls
+are bounded by ``--since`` the test's start, so other tests' resources on the shared HAPI stay out.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, select
+
+from service.cli import main
+from service.db import make_engine
+from service.fhir.client import FhirClient
+from service.intake import Intake
+from service.mapping.spec import spec
+from service.settings import Settings
+from service.store import migrate
+from service.store.cases import find, find_version
+from service.store.tables import synced_resources
+from service.sync.worker import Worker
+from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
+
+pytestmark = pytest.mark.integration
+
+SCT = "http://snomed.info/sct"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(Settings(db_url=db_url, auth_disabled=True))
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def current(engine: Engine, ref: str) -> tuple[int, dict[str, Any]]:
+    with engine.connect() as conn:
+        row = find(conn, ref)
+        assert row is not None
+        version = find_version(conn, ref, row.version)
+        assert version is not None
+    return row.version, json.loads(version.case_json)
+
+
+def pull(db_url: str, hapi_url: str, data_dir: Path, since: datetime) -> str:
+    env = {
+        "IVCLMS_DB_URL": db_url,
+        "IVCLMS_FHIR_URL": hapi_url,
+        "IVCLMS_AUTH_DISABLED": "true",
+        "IVCLMS_DATA_DIR": str(data_dir),
+        "IVCLMS_FHIR_RETRIES": "1",
+    }
+    stamp = since.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    result = CliRunner().invoke(main, ["pull", "--from", hapi_url, "--since", stamp], env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_follow_up_observation_written_on_the_server_becomes_a_new_visit(
+    package_loaded, hapi, engine, db_url, hapi_url, tag, tmp_path
+):
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    intake = Intake(engine, enqueue=True)
+    (ref,) = submit(intake, [tagged(EXAMPLES[0], tag)])
+    client = FhirClient(hapi_url, timeout=60)
+    try:
+        drain(Worker(engine, client), engine)
+    finally:
+        client.close()
+    _, before = current(engine, ref)
+    with engine.connect() as conn:
+        (patient_id,) = conn.execute(
+            select(synced_resources.c.server_id).where(
+                synced_resources.c.case_ref == ref, synced_resources.c.identifier.like("%|patient")
+            )
+        ).scalars()
+
+    code = spec().codes["disease-status"]
+    observation = {  # plain R4, as an EHR writes it: no profile, no business identifier
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": code["system"], "code": code["code"]}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2024-10-01",
+        "valueCodeableConcept": {"coding": [{"system": SCT, "code": "271299001"}]},
+    }
+    created = hapi.create(observation)
+    assert created["id"]
+
+    output = pull(db_url, hapi_url, tmp_path, start)
+    assert "1 changed" in output and "0 conflicts" in output and "0 rejected" in output, output
+
+    version, after = current(engine, ref)
+    assert version == 2
+    expected = copy.deepcopy(before)
+    (visit,) = after["follow_up"][len(before["follow_up"]) :]
+    expected["follow_up"].append(visit)
+    assert after == expected  # the new visit and nothing else
+    assert (visit["date"], visit["disease_status"]) == ("2024-10-01", "progressive")
+
+    again = pull(db_url, hapi_url, tmp_path, start)
+    assert "0 changed" in again, again
+    assert current(engine, ref)[0] == 2
+
+    # the worker delivers version 2; the server's copy of the new visit is then the service's own
+    client = FhirClient(hapi_url, timeout=60)
+    try:
+        drain(Worker(engine, client), engine)
+    finally:
+        client.close()
+    third = pull(db_url, hapi_url, tmp_path, start)
+    assert "0 changed" in third and "0 conflicts" in third, third
+    assert current(engine, ref)[0] == 2
