@@ -80,6 +80,8 @@ def bundle_to_case(bundle: dict[str, Any]) -> dict[str, Any]:
             )
         source, case_id, key = split_identifier(value)
         ctx.keys[entry.get("fullUrl", "")] = key
+        if resource.get("id"):  # a relative reference (Type/id), as a FHIR server's search answers carry
+            ctx.keys[f"{resource['resourceType']}/{resource['id']}"] = key
         found.append((resource, template, key))
     if source is None:
         raise MappingError("the bundle holds no IVC-LMS resource")

@@ -52,9 +52,9 @@ def _posted(app: Flask) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
 
 
 def _case_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """The reverse mapping of read-side resources; their references are relative (Type/id), so the
-    entries are named the same way."""
-    entries = [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in resources]
+    """The reverse mapping of read-side resources (absolute fullUrls, relative Type/id references)."""
+    base = "http://localhost/fhir"
+    entries = [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources]
     return unmap_bundle({"resourceType": "Bundle", "type": "collection", "entry": entries})
 
 
