@@ -143,8 +143,11 @@ def _hapi_export(base: str, data_dir: Path, cases: int) -> tuple[int, float]:
             break
         time.sleep(0.2)
     count = 0
-    for output in manifest["output"]:
-        count += len(client.request("GET", output["url"], idempotent=True).text.splitlines())
+    for output in manifest["output"]:  # HAPI serves each file as a Binary: ask for its NDJSON content
+        body = client.request(
+            "GET", output["url"], headers={"Accept": "application/fhir+ndjson"}, idempotent=True
+        )
+        count += len(body.text.splitlines())
     return count, time.perf_counter() - start
 
 
