@@ -198,3 +198,27 @@ def test_everything_and_since(client, get):
 def test_read_needs_the_scope(client):
     assert client.get("/fhir/Observation", headers=_auth("system/Patient.rs")).status_code == 403
     assert client.get("/fhir/Patient", headers=_auth("system/Patient.rs")).status_code == 200
+
+
+def test_paging_while_cases_are_written_skips_nothing(client, get):
+    location, case, _ = _post(client, 0)
+    _post(client, 1)
+    before = set(_ids(get("/fhir/Observation?_count=500").get_json()))
+    first = get("/fhir/Observation?_count=5").get_json()
+    seen = _ids(first)
+    # Writes between pages: the first case changes (its smoking Observation, on the first page, moves
+    # to the end of the order: offset paging would now skip a resource) and a new case arrives.
+    _post(client, 2)
+    case["patient"]["smoking"]["pack_years"] = case["patient"]["smoking"]["pack_years"] + 1
+    assert (
+        client.put(
+            location, data=json.dumps(case), headers=_auth(), content_type="application/json"
+        ).status_code
+        == 200
+    )
+    url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    while url:
+        page = get(url).get_json()
+        seen += _ids(page)
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert before <= set(seen), "a resource that existed when paging began was skipped"
