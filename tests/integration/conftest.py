@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from service import package_build
+from service.db import make_engine
 from service.fhir.client import FhirClient
+from service.settings import Settings
+from service.store import migrate
 
 
 def _required(name: str) -> str:
@@ -51,6 +54,15 @@ def db_url(pg_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """The service's schema on that fresh database."""
+    eng = make_engine(Settings(db_url=db_url, auth_disabled=True))
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture

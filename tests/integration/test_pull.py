@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from service.cli import main
-from service.db import make_engine
 from service.fhir.client import FhirClient
 from service.intake import Intake
 from service.mapping.spec import spec
-from service.settings import Settings
-from service.store import migrate
 from service.store.cases import find, find_version
 from service.store.tables import synced_resources
 from service.sync.worker import Worker
@@ -34,14 +30,6 @@ from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
 pytestmark = pytest.mark.integration
 
 SCT = "http://snomed.info/sct"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(Settings(db_url=db_url, auth_disabled=True))
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def current(engine: Engine, ref: str) -> tuple[int, dict[str, Any]]:

@@ -31,7 +31,6 @@ from service.fhir.client import FhirClient
 from service.intake import Intake, OnChange
 from service.mapping.spec import IDENTIFIER_SYSTEM
 from service.settings import Settings
-from service.store import migrate
 from service.store.cases import find_version
 from service.store.tables import outbox, synced_resources
 from service.sync.verify import verify
@@ -130,14 +129,6 @@ def proxy(hapi_url: str) -> Iterator[Proxy]:
 
 
 # ---- a database per test ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = make_engine(Settings(db_url=db_url, auth_disabled=True))
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 # ---- helpers -------------------------------------------------------------------------------------
