@@ -28,7 +28,7 @@ log = logging.getLogger("ivclms")
 
 
 def build_app(settings: Settings | None = None) -> Flask:
-    settings = settings or Settings.from_env()
+    settings = (settings or Settings.from_env()).validated()  # a Settings() built in code is checked too
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.http_max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

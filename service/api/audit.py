@@ -100,7 +100,7 @@ def search_audit_events() -> Response:
     count = int_arg("_count", 100, 1, PAGE_MAX)
     assert count is not None
     after = request.args.get("_after")
-    if after is not None and not after.isdigit():
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise BadRequest([Issue("invalid", "_after: not a page this service gave out", "_after")])
     since = None
     date = request.args.get("date")

@@ -32,7 +32,7 @@ _ETAG = re.compile(r'^(?:W/)?"(\d+)"$')
 
 
 def _author() -> str:
-    return str(g.principal.subject)
+    return str(g.principal.subject)[:256]  # case_versions.author is 256 characters
 
 
 def _case_headers(case: CaseRow, version: VersionRow) -> dict[str, str]:

@@ -13,7 +13,9 @@ def int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only ("²".isdigit() is true) and no more of them than ``high`` has: int() of a
+    # 5000-digit string raises ValueError (Python's int_max_str_digits), which would be a 500.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or not low <= int(raw) <= high:
         raise BadRequest([Issue("invalid", f"{name}: must be a whole number from {low} to {high}", name)])
     return int(raw)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from service.api import openapi
 from service.api.body import FHIR_JSON_TYPES, json_body
 from service.api.context import ctx
 from service.api.responses import fhir_response
+from service.auth import require
 from service.errors import BadRequest, Issue
 from service.outcome import operation_outcome
 
@@ -39,6 +40,8 @@ def _resource(body: Any) -> dict[str, Any]:
 
 def _validate(resource_type: str | None) -> Response:
     resource = _resource(json_body(FHIR_JSON_TYPES))
+    # Validation stores nothing: a read scope on the posted type is enough, as for a search.
+    require(g.principal, str(resource["resourceType"]), "r")
     if resource_type is not None and resource.get("resourceType") != resource_type:
         message = f"resourceType: {resource.get('resourceType')!r} posted to {resource_type}/$validate"
         raise BadRequest([Issue("invalid", message, "resourceType")])

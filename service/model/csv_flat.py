@@ -253,8 +253,19 @@ def write_csv(cases: Iterable[Mapping[str, Any]]) -> str:
 
 def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
     """Each data row (1 = first) validated: the canonical case, or the Unprocessable with the problems,
-    each message prefixed ``row N: ``. Columns may be omitted (all empty); unknown columns raise."""
+    each message prefixed ``row N: ``. Columns may be omitted (all empty); unknown columns raise, and so
+    does text the csv module cannot read (a NUL, a field over its size limit): the whole file is refused."""
     reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    try:
+        return _read_rows(reader)
+    except csv.Error as error:
+        # The csv module's messages name the rule, never the data ("line contains NUL").
+        raise Unprocessable(
+            [Issue("invalid", f"line {reader.line_num}: not readable as CSV: {error}")]
+        ) from None
+
+
+def _read_rows(reader: csv.DictReader[str]) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
     known = set(column_names())
     unknown = [name for name in reader.fieldnames or [] if name not in known]
     if unknown:

@@ -23,9 +23,18 @@ from service.model.units import Dimension, convert
 REQUIRED = "required"
 NULL = "must not be null"
 
+# Identifier sizes, as the database stores them (service/store/tables.py: cases.case_id String(128),
+# cases.source_system and token systems String(512), token values String(1024)).
+CASE_ID_MAX = 128
+SYSTEM_MAX = 512
+VALUE_MAX = 1024
+
 _COMMON_ERRORS = {"required": REQUIRED, "null": NULL}
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+"""Characters below U+0020 but tab, CR and LF: FHIR strings should not hold them, PostgreSQL text cannot
+hold NUL."""
 
 
 def _options(required: bool, description: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -44,7 +53,12 @@ def _number(value: Any) -> float | int:
 
 
 class Text(fields.Field[str]):
-    """A non-empty string."""
+    """A non-empty string; ``max_length`` bounds identifiers (they are stored in bounded columns and
+    quoted into every resource's conditional URL, so their size multiplies)."""
+
+    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -53,6 +67,13 @@ class Text(fields.Field[str]):
             raise ValidationError("must be a string")
         if value == "":
             raise ValidationError("must not be empty (omit the field or use null)")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise ValidationError(f"must be at most {self.max_length} characters")
+        found = _CONTROL.search(value)
+        if found:
+            raise ValidationError(
+                f"must not contain control character U+{ord(found.group()):04X} (tab, CR and LF are allowed)"
+            )
         return value
 
 
@@ -217,12 +238,12 @@ class Code(fields.Field[str]):
 # Constructors used by the schemas: required-ness, description and metadata in one call.
 
 
-def text(description: str, *, required: bool = False) -> Text:
-    return Text(**_options(required, description))
+def text(description: str, *, required: bool = False, max_length: int | None = None) -> Text:
+    return Text(max_length=max_length, **_options(required, description))
 
 
-def uri(description: str, *, required: bool = False) -> Uri:
-    return Uri(**_options(required, description))
+def uri(description: str, *, required: bool = False, max_length: int | None = None) -> Uri:
+    return Uri(max_length=max_length, **_options(required, description))
 
 
 def date(description: str, *, required: bool = False) -> Date:

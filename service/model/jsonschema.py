@@ -103,10 +103,14 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(field, f.Date):
         return {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     if isinstance(field, f.Uri):
-        return {"type": "string", "format": "uri", "minLength": 1}
+        return {"type": "string", "format": "uri", "minLength": 1, **_max_length(field)}
     if isinstance(field, f.Text):
-        return {"type": "string", "minLength": 1}
+        return {"type": "string", "minLength": 1, **_max_length(field)}
     raise TypeError(f"no JSON Schema for field type {type(field).__name__}")
+
+
+def _max_length(field: f.Text) -> dict[str, Any]:
+    return {} if field.max_length is None else {"maxLength": field.max_length}
 
 
 def _number(field: f.Number) -> dict[str, Any]:

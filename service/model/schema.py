@@ -118,8 +118,8 @@ class MetastasisSchema(Base):
 
 
 class IdentifierSchema(Base):
-    system = f.uri("Identifier system (URI).", required=True)
-    value = f.text("Identifier value (MRN or registry pseudonym).", required=True)
+    system = f.uri("Identifier system (URI).", required=True, max_length=f.SYSTEM_MAX)
+    value = f.text("Identifier value (MRN or registry pseudonym).", required=True, max_length=f.VALUE_MAX)
 
 
 class SmokingSchema(Base):
@@ -382,8 +382,12 @@ class CarePlanSchema(Base):
 
 
 class CaseSchema(Base):
-    case_id = f.text("Case identifier, unique within the source system.", required=True)
-    source_system = f.uri("Source system URI (EHR, registry or literature source).", required=True)
+    case_id = f.text(
+        "Case identifier, unique within the source system.", required=True, max_length=f.CASE_ID_MAX
+    )
+    source_system = f.uri(
+        "Source system URI (EHR, registry or literature source).", required=True, max_length=f.SYSTEM_MAX
+    )
     institution = f.text("Institution.")
     reference = f.text("Reference for published cases (DOI or URL).")
     registry_consent = f.code("consent", "Consent for registry use.")

@@ -484,7 +484,7 @@ class Validator:
         self, node: Any, constraints: Sequence[Any], type_path: str, expr: str, res: dict[str, Any], run: _Run
     ) -> None:
         for c in constraints:
-            if c.key == _STRUCTURAL:
+            if c.key == _STRUCTURAL or _vacuous(c.key, node):
                 continue
             if self.invariants.holds(c.expression, node, type_path, res) is False:
                 severity = "error" if c.severity == "error" else "warning"
@@ -492,6 +492,19 @@ class Validator:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+_CONTAINED_RULES = frozenset({"dom-2", "dom-3", "dom-4", "dom-5"})
+"""Base R4 invariants that only constrain ``contained`` resources."""
+
+
+def _vacuous(key: str, node: Any) -> bool:
+    """True when an invariant holds by its own terms, so FHIRPath need not run (it costs most of the
+    time of a Bundle): ``ref-1`` speaks only of ``#`` references, ``dom-2..5`` only of contained ones."""
+    if not isinstance(node, dict):
+        return False
+    if key == "ref-1":
+        return not str(node.get("reference", "")).startswith("#")
+    return key in _CONTAINED_RULES and not node.get("contained")
 
 
 def _slice_url(s: Elem) -> str | None:
