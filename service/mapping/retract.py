@@ -7,10 +7,35 @@ identifiers and conditional requests, so the server updates the same resources i
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 from service.mapping import paths
 from service.mapping.spec import MappingError, fixed_value, spec
+
+
+def _holds(actual: Any, expected: Any) -> bool:
+    """``expected`` is in ``actual``: a CodeableConcept by system and code (servers add a display)."""
+    if isinstance(expected, dict) and "coding" in expected:
+        wanted = {(c.get("system"), c.get("code")) for c in expected["coding"]}
+        found = actual.get("coding", []) if isinstance(actual, dict) else []
+        return any((c.get("system"), c.get("code")) in wanted for c in found)
+    return bool(actual == expected)
+
+
+def withdrawn(resources: Iterable[dict[str, Any]]) -> bool:
+    """Every resource a retraction marks carries the marks ``retract`` sets (and there is one)."""
+    rules = spec().retraction
+    marked = [
+        (resource, changes)
+        for resource in resources
+        if (changes := rules.get(resource.get("resourceType", ""), {}).get("set"))
+    ]
+    return bool(marked) and all(
+        _holds(paths.get(resource, c["path"]), fixed_value(c["value"]))
+        for resource, changes in marked
+        for c in changes
+    )
 
 
 def retract(bundle: dict[str, Any], *, now: str) -> dict[str, Any]:

@@ -30,8 +30,9 @@ differs between the current version and the version recorded at the last sync or
 *conflict*: recorded in ``pull_conflicts`` and shown by ``/sync/status``, never merged, unless the
 server's content maps to exactly what one of the service's versions since then holds (its own write,
 or the same change on both sides). A case whose merge the mapping or the validation rejects is
-recorded there as ``rejected``. Plain resources no template recognises are not case data and are
-ignored (counted).
+recorded there as ``rejected``. A case the service does not have whose resources all carry the
+withdrawal marks (``retraction:``) was withdrawn where it came from: it is ignored, not imported.
+Plain resources no template recognises are not case data and are ignored (counted).
 
 Logs carry case refs (uuids), server ids of nothing, and counts: never resource content.
 """
@@ -57,6 +58,7 @@ from service.fhir.client import FhirClient, FhirError
 from service.intake import Accepted, Intake
 from service.mapping.forward import case_to_bundle
 from service.mapping.recognise import profile_bundle
+from service.mapping.retract import withdrawn
 from service.mapping.spec import (
     IDENTIFIER_SYSTEM,
     MappingError,
@@ -730,6 +732,10 @@ class Puller:
                     if found is not None and found.rsplit("|", 1)[0] == value.rsplit("|", 1)[0]:
                         resources[_name(resource)] = resource
         mine = [r for r in resources.values() if r.get("resourceType") not in NOT_DATA and business(r)]
+        if withdrawn(mine):
+            log.info("pull: case %s was withdrawn on the server; %d resources left", ref, len(mine))
+            report.ignored += len(mine)
+            return
         targets = {f"{r['resourceType']}/{r['id']}": full_url(str(business(r))) for r in mine}
         entries = {
             str(business(r)): {

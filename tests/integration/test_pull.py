@@ -3,7 +3,8 @@
 A case is posted and synced by the worker; then an EHR writes a plain R4 follow-up Observation for
 that patient directly on HAPI. The pull must add exactly that visit to the case as a new version, and
 pulling again must store nothing. Each test has its own database and case id (the ``tag``); the pulls
-are bounded by ``--since`` the test's start, so other tests' resources on the shared HAPI stay out.
+are bounded by ``--since`` the test's start; another test's case that falls in that window is new to
+this database (imported, or ignored when it was withdrawn) and never counts as changed.
 """
 
 from __future__ import annotations

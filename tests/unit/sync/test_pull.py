@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select
 from service.cli import main
 from service.fhir.client import FhirClient, FhirUnavailable
 from service.intake import Intake
+from service.mapping.retract import retract
 from service.mapping.spec import spec
 from service.store.cases import find, find_version
 from service.store.pull_tables import pull_conflicts, pulled_resources
@@ -391,3 +392,19 @@ def test_worker_once_with_a_pull_interval_also_pulls(engine, server, synced, clo
     assert "0 entries processed" in result.output and "1 changed" in result.output
     assert current(engine, synced)[0] == 2
     assert read_cursor(engine, BASE) is not None
+
+
+def test_a_case_withdrawn_on_the_server_is_not_imported(engine, server, synced, clock, fhir_client):
+    """Another installation withdrew a case (every resource marked entered-in-error): nothing to import."""
+    intake = Intake(engine, enqueue=False, clock=clock)
+    prepared = intake.prepare(example(1))
+    marked = retract(prepared.bundle, now="2026-01-01T00:00:00Z")
+    response = fhir_client.transaction(marked, idempotent=True)
+    assert response["type"] == "transaction-response"
+
+    report = run_pull(engine, fhir_client, clock)
+    assert (report.created, report.rejected) == (0, 0)
+    assert report.ignored == len(marked["entry"]) - 1  # all but the Provenance (not case data)
+    with engine.connect() as conn:
+        assert find(conn, prepared.ref) is None
+        assert conn.execute(select(pull_conflicts)).first() is None
