@@ -53,9 +53,14 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError) -> Response:
-        # The database is unreachable or locked past its timeout: retry later, nothing was applied.
+        # The database is unreachable or locked past its timeout. The write may still have committed
+        # (the connection dropped after COMMIT, or while the Idempotency-Key answer was being stored):
+        # a retry with the same key, or of the same case, is safe and returns it.
         log.error("database unavailable (%s)", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-        error = Unavailable("the database is unavailable; the request was not applied, retry later")
+        error = Unavailable(
+            "the database is unavailable; the request may not have been applied: retry it later "
+            "(with the same Idempotency-Key)"
+        )
         return fhir_response(operation_outcome(error.issues), 503, {"Retry-After": str(error.retry_after)})
 
     @app.errorhandler(Exception)
