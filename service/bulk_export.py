@@ -1,9 +1,12 @@
 """Bulk Data ``$export`` (FHIR Bulk Data Access v2): jobs queued by the API, run by a worker.
 
-A job snapshots ``transactionTime`` when it is queued and writes every non-deleted resource of the
-requested types updated up to then (and after ``_since``), one NDJSON file per type, read in keyset
-pages and written line by line, so memory stays flat whatever the size. Cancelling marks the job;
-the runner notices between pages and removes its files. Finished jobs expire after a set time.
+A job snapshots ``transactionTime`` when it is queued and writes every resource of the requested types
+as it was at that instant (its newest version up to then, unless that version is a deletion; and only
+when that version is after ``_since``), one NDJSON file per type, read in keyset pages and written line
+by line, so memory stays flat whatever the size. Resources written after the kick-off are exported from
+``resource_versions`` as they were, so what a job holds does not depend on when the worker runs it.
+Cancelling marks the job; the runner notices between pages and removes its files. Finished jobs
+expire after a set time.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, or_, select, tuple_, update
+from sqlalchemy import Engine, delete, func, or_, select, tuple_, update
 
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue, NotFound
 from service.search import RESOURCE_TYPES
-from service.store.tables import export_jobs, resources
+from service.store.tables import export_jobs, resource_versions, resources
 
 log = logging.getLogger("ivclms.export")
 
@@ -178,6 +181,55 @@ def _pages(engine: Engine, job: Job, resource_type: str) -> Iterator[list[tuple[
         after = (rows[-1][0], rows[-1][1])
 
 
+def _changed_after(engine: Engine, job: Job, resource_type: str) -> Iterator[list[tuple[str, str]]]:
+    """Resources written after ``transactionTime``: their newest version up to it, in keyset pages by id."""
+    current, past, earlier = resources, resource_versions, resource_versions.alias("earlier")
+    newest_then = (
+        select(func.max(earlier.c.version_id))
+        .where(
+            earlier.c.resource_type == current.c.resource_type,
+            earlier.c.id == current.c.id,
+            earlier.c.last_updated <= job.transaction_time,
+        )
+        .correlate(current)
+        .scalar_subquery()
+    )
+    after: str | None = None
+    while True:
+        query = (
+            select(current.c.id, past.c.json)
+            .join(past, (past.c.resource_type == current.c.resource_type) & (past.c.id == current.c.id))
+            .where(
+                current.c.resource_type == resource_type,
+                current.c.last_updated > job.transaction_time,
+                past.c.version_id == newest_then,
+                past.c.deleted == 0,
+            )
+            .order_by(current.c.id)
+            .limit(PAGE)
+        )
+        if job.since is not None:
+            query = query.where(past.c.last_updated > job.since)
+        if job.level == "patient":
+            query = query.where(current.c.patient_id.is_not(None))
+        if after is not None:
+            query = query.where(current.c.id > after)
+        with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            rows = [(r.id, r.json) for r in conn.execute(query)]
+        if not rows:
+            return
+        yield rows
+        after = rows[-1][0]
+
+
+def _texts(engine: Engine, job: Job, resource_type: str) -> Iterator[list[str]]:
+    """Pages of the JSON of every resource of the type as it was at ``transactionTime``."""
+    for rows in _pages(engine, job, resource_type):
+        yield [text for _, _, text in rows]
+    for changed in _changed_after(engine, job, resource_type):
+        yield [text for _, text in changed]
+
+
 def _still_running(engine: Engine, job_id: str, progress: int) -> bool:
     with engine.begin() as conn:
         moved = conn.execute(
@@ -203,12 +255,12 @@ def write_files(
         path = folder / f"{resource_type}.ndjson"
         count = 0
         with path.open("w", encoding="utf-8") as out:
-            for rows in _pages(engine, job, resource_type):
-                for _, _, text in rows:
+            for texts in _texts(engine, job, resource_type):
+                for text in texts:
                     out.write(text)
                     out.write("\n")
-                count += len(rows)
-                total += len(rows)
+                count += len(texts)
+                total += len(texts)
                 if on_page is not None and not on_page(total):
                     return []
         if count:

@@ -179,3 +179,38 @@ def test_cli_export_writes_the_same_files(tmp_path, db_url):
     bad = CliRunner().invoke(main, ["export", "--type", "Basic", "--out", str(tmp_path / "x")], env=env)
     assert bad.exit_code == 2
     app.extensions["ivclms"].engine.dispose()
+
+
+def _files(client, status_path: str) -> dict[str, set[str]]:
+    manifest = client.get(status_path, headers=_auth()).get_json()
+    files = {}
+    for output in manifest["output"]:
+        resp = client.get(output["url"].split("localhost", 1)[1], headers=_auth())
+        files[output["type"]] = set(resp.get_data(as_text=True).splitlines())
+        resp.close()
+    return files
+
+
+def test_a_job_holds_the_resources_as_they_were_at_its_transaction_time(app, client):
+    """Changed and removed after the kick-off, before the worker runs the job: exported as they were."""
+    moments = iter(datetime(2026, 3, 1, tzinfo=UTC) + timedelta(seconds=s) for s in range(1000))
+    app.extensions["ivclms"].intake.clock = lambda: next(moments)  # every write and kick-off its instant
+    case = next(c for c in map(json.loads, (p.read_text() for p in EXAMPLES)) if len(c["follow_up"]) > 1)
+    headers = {**_auth(), "Content-Type": "application/json"}
+    created = client.post("/cases", data=json.dumps(case), headers=headers)
+    assert created.status_code == 201
+    before = _kick(client)
+    assert _run(app) == 1
+    pending = _kick(client)  # queued; the worker has not run it yet
+
+    case["follow_up"] = case["follow_up"][:1]  # the later visits' resources leave the case
+    case["outcome"]["last_contact"] = "2024-02-01"  # the vital-status Observation changes
+    path = "/cases/" + created.headers["Location"].rsplit("/", 1)[1]
+    assert client.put(path, data=json.dumps(case), headers=headers).status_code == 200
+    after = _kick(client)
+    assert _run(app) == 2
+
+    then, queued, now = (_files(client, _status_path(k)) for k in (before, pending, after))
+    assert queued == then
+    assert now != then
+    assert sum(map(len, now.values())) < sum(map(len, then.values()))  # the removed visits are gone now
