@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, delete, func, or_, select, tuple_, update
 
+from service.clock import instant
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue, NotFound
 from service.search import RESOURCE_TYPES
@@ -292,7 +293,7 @@ def run(engine: Engine, job: Job, files: Path, *, now: Callable[[], datetime], t
         return
     finished = now()
     manifest = {
-        "transactionTime": job.transaction_time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "transactionTime": instant(job.transaction_time),
         "request": job.request_url,
         "requiresAccessToken": True,
         "output": [

@@ -22,6 +22,7 @@ from service.intake import Intake, Prepared
 from service.mapping.recognise import BUNDLE_TYPES, profile_bundle
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url
 from service.model import validate_case
+from service.references import references
 
 NOT_DATA = frozenset({"Provenance"})
 _ENTRY = re.compile(r"^Bundle\.entry\[(\d+)\]")
@@ -75,19 +76,6 @@ def _resources(bundle: Any) -> list[dict[str, Any]]:
     return resources
 
 
-def _references(node: Any) -> list[str]:
-    found: list[str] = []
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            found.append(node["reference"])
-        for value in node.values():
-            found += _references(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _references(value)
-    return found
-
-
 def _groups(bundle: dict[str, Any], resources: list[dict[str, Any]], skip: set[int]) -> list[list[int]]:
     """Positions grouped by the references between entries (connected components)."""
     names: dict[str, int] = {}
@@ -107,8 +95,8 @@ def _groups(bundle: dict[str, Any], resources: list[dict[str, Any]], skip: set[i
     for i, resource in enumerate(resources):
         if i in skip:
             continue
-        for ref in _references(resource):
-            j = names.get(ref)
+        for _, ref in references(resource):
+            j = names.get(ref["reference"])
             if j is not None and j not in skip:
                 parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}

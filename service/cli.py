@@ -552,10 +552,10 @@ def pull_command(server: str | None, since: str | None) -> None:
     --json`, GET /sync/status). Prints counts only. Exits 1 when a case failed (the cursor then stays),
     2 when the server cannot be reached.
     """
+    from service.clock import instant
     from service.fhir.client import FhirError
     from service.logs import configure
     from service.store import migrate
-    from service.sync.pull import instant
 
     settings = _settings()
     url = server or settings.fhir_url

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -23,6 +23,7 @@ import orjson
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from service.clock import instant, utcnow
 from service.db import READ_ONLY
 from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
 from service.mapping.forward import case_to_bundle
@@ -38,15 +39,6 @@ BundleCheck = Callable[[dict[str, Any]], None]
 
 _ATTEMPTS = 5
 """Optimistic retries when a concurrent writer got there first (same key inserted, version moved)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def instant(moment: datetime) -> str:
-    """A FHIR instant with millisecond precision (Provenance.recorded)."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class OnChange(Enum):

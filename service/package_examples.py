@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from service.case_files import EXAMPLES_DIR, map_case
 from service.mapping.spec import IDENTIFIER_SYSTEM
+from service.references import references
 
 EXAMPLE_DIR = "example"
 EXAMPLE_NOW = "2026-01-01T00:00:00Z"
@@ -50,17 +50,6 @@ def resource_id(case_id: str, resource: dict[str, Any]) -> str:
     return f"{slug[: _ID_MAX - 9].rstrip('-')}-{digest}"
 
 
-def _references(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for value in node.values():
-            yield from _references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _references(value)
-
-
 def _closure(start: str, entries: dict[str, dict[str, Any]]) -> list[str]:
     """``start`` and every full URL it references, directly or not, in a stable order."""
     seen: list[str] = []
@@ -70,7 +59,7 @@ def _closure(start: str, entries: dict[str, dict[str, Any]]) -> list[str]:
         if url in seen or url not in entries:
             continue
         seen.append(url)
-        todo.extend(ref["reference"] for ref in _references(entries[url]))
+        todo.extend(ref["reference"] for _, ref in references(entries[url]))
     return seen
 
 
@@ -106,7 +95,7 @@ def example_resources() -> list[dict[str, Any]]:
         }
         for url in wanted:
             resource = entries[url]
-            for ref in _references(resource):
+            for _, ref in references(resource):
                 ref["reference"] = ids[ref["reference"]]
             out = {"resourceType": resource["resourceType"], "id": ids[url].split("/", 1)[1]}
             out.update({k: v for k, v in resource.items() if k not in ("resourceType", "id")})

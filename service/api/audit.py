@@ -19,9 +19,9 @@ from service.api.params import int_arg, parse_instant
 from service.api.responses import fhir_response
 from service.api.security import PUBLIC_ENDPOINTS
 from service.auth import require
+from service.clock import instant
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue
-from service.intake import instant
 from service.store import audit as store
 
 log = logging.getLogger("ivclms.audit")

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Blueprint, Response, g, request, send_file
+from werkzeug.http import http_date
 
 from service import bulk_export
 from service.api.context import ctx
@@ -97,7 +98,7 @@ def export_status(job_id: str) -> Response:
     if job.state == "done" and job.manifest_json:
         headers = {}
         if job.expires_at is not None:
-            headers["Expires"] = job.expires_at.strftime("%a, %d %b %Y %H:%M:%S GMT")
+            headers["Expires"] = http_date(job.expires_at)
         return Response(job.manifest_json, status=200, content_type="application/json", headers=headers)
     if job.state == "cancelled":
         raise NotFound(f"export job {job_id} was cancelled")

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Response, g, request, url_for
+from werkzeug.http import http_date
 
 from service.api.body import CASE_JSON, CSV_TYPES, json_body, text_body
 from service.api.context import ctx
@@ -17,9 +18,10 @@ from service.api.idempotency import idempotent
 from service.api.params import int_arg, parse_instant
 from service.auth import require
 from service.case_files import import_rows
+from service.clock import instant
 from service.errors import BadRequest, Issue, Unprocessable
 from service.fhir.client import FHIR_JSON
-from service.intake import OnChange, instant
+from service.intake import OnChange
 from service.store.cases import CaseRow, VersionRow
 
 bp = Blueprint("cases", __name__)
@@ -40,7 +42,7 @@ def _case_headers(case: CaseRow, version: VersionRow) -> dict[str, str]:
         "Location": url_for("cases.read_case", ref=case.id),
         "ETag": f'W/"{case.version}"',
         "X-Case-Status": version.status,
-        "Last-Modified": version.recorded_at.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Last-Modified": http_date(version.recorded_at),
     }
 
 

@@ -7,14 +7,15 @@ from urllib.parse import urlencode
 
 import orjson
 from flask import Blueprint, Response, g, request
+from werkzeug.http import http_date
 
 from service import read_side
 from service import search as searching
 from service.api.context import ctx
 from service.api.params import parse_instant
 from service.auth import require
+from service.clock import instant
 from service.errors import Issue, NotFound
-from service.intake import instant
 from service.outcome import operation_outcome
 from service.store.resources import Indexed
 
@@ -37,7 +38,7 @@ def _resource_response(found: Indexed) -> Response:
         content_type="application/fhir+json",
         headers={
             "ETag": f'W/"{found.version_id}"',
-            "Last-Modified": found.last_updated.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+            "Last-Modified": http_date(found.last_updated),
             "Location": f"{_base()}/{found.resource_type}/{found.id}/_history/{found.version_id}",
         },
     )

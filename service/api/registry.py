@@ -23,9 +23,9 @@ from service.api.context import ctx
 from service.api.openapi import FHIR, JSON, OUTCOME, describe
 from service.api.params import parse_instant
 from service.auth import require
+from service.clock import instant
 from service.codes import table
 from service.errors import BadRequest, Issue, ServiceError
-from service.intake import instant
 from service.registry import extract, source, summary
 
 bp = Blueprint("registry", __name__)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,7 +18,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, delete, insert, select, update
 
+from service.clock import instant
 from service.mapping.spec import IDENTIFIER_SYSTEM
+from service.references import references
 from service.store.tables import resource_links, resource_versions, resources
 
 CODE_ELEMENTS = ("code", "medicationCodeableConcept", "type")
@@ -75,19 +76,6 @@ def _get(resource: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _references(node: Any, element: str = "") -> Iterator[tuple[str, str]]:
-    """(element name, reference) for every Reference, named by the element that holds it."""
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield element, node["reference"]
-        for key, value in node.items():
-            if key != "reference":
-                yield from _references(value, key if not isinstance(value, str) else element)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _references(value, element)
-
-
 def links(resource: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(param, system or target type, code or target id) rows for the token and reference parameters."""
     rows: list[tuple[str, str, str]] = [
@@ -99,7 +87,8 @@ def links(resource: dict[str, Any]) -> list[tuple[str, str, str]]:
         concept = resource.get(element)
         if isinstance(concept, dict):
             rows += [("code", c.get("system", ""), str(c.get("code", ""))) for c in concept.get("coding", [])]
-    for element, ref in _references(resource):
+    for element, reference in references(resource):
+        ref = reference["reference"]
         if "/" not in ref or ref.startswith(("urn:", "http")):
             continue
         target_type, target_id = ref.split("/", 1)
@@ -161,7 +150,7 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
         body["meta"] = {
             **body.get("meta", {}),
             "versionId": str(version),
-            "lastUpdated": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "lastUpdated": instant(now),
         }
         text = orjson.dumps(body).decode()
         values = {

@@ -43,7 +43,7 @@ import copy
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -52,6 +52,7 @@ from sqlalchemy import Connection, Engine, and_, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.case_files import CaseFileError, unmap_bundle
+from service.clock import instant, utcnow
 from service.db import READ_ONLY
 from service.errors import Conflict, PreconditionFailed, ServiceError
 from service.fhir.client import FhirClient, FhirError
@@ -94,14 +95,6 @@ REJECTED = "rejected"
 AUTHOR = "pull"
 _CANON_NOW = "2000-01-01T00:00:00Z"
 _SERVER_META = ("versionId", "lastUpdated", "source")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def instant(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -12,12 +12,12 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, func, select
 
+from service.clock import utcnow
 from service.db import READ_ONLY
 from service.errors import Conflict, NotFound
 from service.store.pull_tables import pull_conflicts, pull_cursors
 from service.store.tables import outbox as table
 from service.sync import outbox
-from service.sync.worker import utcnow
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from types import FrameType
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from service.clock import utcnow
 from service.fhir.client import FhirClient, FhirRejected, FhirUnavailable
 from service.sync import outbox
 from service.sync.bundles import synced
@@ -43,10 +44,6 @@ MAX_BACKOFF_S = 300.0
 RETRY_4XX = frozenset({401, 403, 407, 409})
 """4xx answers that are not about the Bundle (credentials, a concurrent write on the server): retried
 later like an outage instead of dead-lettered."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_worker_id() -> str:
