@@ -6,6 +6,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from service.mapping.spec import IDENTIFIER_SYSTEM
 from service.sync.outbox import Synced
 
 _LOCATION = re.compile(
@@ -21,12 +22,16 @@ class ResponseError(Exception):
 
 def entry_key(entry: dict[str, Any]) -> str:
     """How ``synced_resources`` names an entry: the business identifier value of a conditional update
-    (``Type?identifier=system|value``), else the ``Type/id`` the request addresses (Provenance)."""
+    (``Type?identifier=system|value``) or of the resource (an update by server id, ``service.sync.adopt``),
+    else the ``Type/id`` the request addresses (Provenance)."""
     path, _, query = str(entry["request"]["url"]).partition("?")
     for name, value in parse_qsl(query):
         if name == "identifier":
             _system, bar, identifier = value.partition("|")
             return identifier if bar else value
+    for identifier in entry.get("resource", {}).get("identifier", []):
+        if identifier.get("system") == IDENTIFIER_SYSTEM and identifier.get("value"):
+            return str(identifier["value"])
     return path
 
 

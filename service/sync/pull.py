@@ -33,6 +33,8 @@ or the same change on both sides). A case whose merge the mapping or the validat
 recorded there as ``rejected``. A case the service does not have whose resources all carry the
 withdrawal marks (``retraction:``) was withdrawn where it came from: it is ignored, not imported.
 Plain resources no template recognises are not case data and are ignored (counted).
+When the worker later sends the case, what the pull merged is updated where it lives on the server
+(``service.sync.adopt``), so a plain resource is not copied beside itself.
 
 Logs carry case refs (uuids), server ids of nothing, and counts: never resource content.
 """

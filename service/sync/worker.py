@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from service.clock import utcnow
 from service.fhir.client import FhirClient, FhirRejected, FhirUnavailable
 from service.sync import outbox
+from service.sync.adopt import addressed, pulled_ids
 from service.sync.bundles import synced
 
 log = logging.getLogger("ivclms.sync")
@@ -155,13 +156,14 @@ class Worker:
         with self.engine.begin() as conn:
             lease_until = self.clock() + timedelta(seconds=self.lease_s)
             bundle_json = outbox.renew(conn, entry.id, self.worker_id, lease_until)
+            pulled = pulled_ids(conn, self.client.base_url, entry.case_ref) if bundle_json else {}
         if bundle_json is None:
             log.warning(
                 "case %s v%d: claim lost (lease ran out and was taken over)", entry.case_ref, entry.version
             )
             return Result.LOST, None
         try:
-            bundle = orjson.loads(bundle_json)
+            bundle = addressed(orjson.loads(bundle_json), pulled)
             response = self.client.transaction(bundle, idempotent=True)
             resources, unknown = synced(bundle, response)
         except FhirUnavailable as exc:

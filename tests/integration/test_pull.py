@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from service.cli import main
 from service.fhir.client import FhirClient
 from service.intake import Intake
-from service.mapping.spec import spec
+from service.mapping.spec import IDENTIFIER_SYSTEM, spec
 from service.store.cases import find, find_version
 from service.store.tables import synced_resources
 from service.sync.worker import Worker
@@ -111,3 +111,14 @@ def test_a_follow_up_observation_written_on_the_server_becomes_a_new_visit(
     third = pull(db_url, hapi_url, tmp_path, start)
     assert "0 changed" in third and "0 conflicts" in third, third
     assert current(engine, ref)[0] == 2
+
+    # ... delivered onto the EHR's own Observation (updated in place), not as a second copy beside it
+    with engine.connect() as conn:
+        (merged,) = conn.execute(
+            select(synced_resources.c.identifier).where(
+                synced_resources.c.case_ref == ref, synced_resources.c.server_id == created["id"]
+            )
+        ).scalars()
+    found = hapi.search("Observation", {"identifier": f"{IDENTIFIER_SYSTEM}|{merged}"})
+    assert [e["resource"]["id"] for e in found.get("entry", [])] == [created["id"]]
+    assert hapi.read("Observation", created["id"])["meta"]["versionId"] == "2"

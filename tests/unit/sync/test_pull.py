@@ -24,6 +24,7 @@ from service.mapping.retract import retract
 from service.mapping.spec import spec
 from service.store.cases import find, find_version
 from service.store.pull_tables import pull_conflicts, pulled_resources
+from service.store.tables import synced_resources
 from service.sync import outbox
 from service.sync.pull import OVERLAP_S, PullReport, pull, read_cursor
 from service.sync.status import status
@@ -408,3 +409,30 @@ def test_a_case_withdrawn_on_the_server_is_not_imported(engine, server, synced, 
     with engine.connect() as conn:
         assert find(conn, prepared.ref) is None
         assert conn.execute(select(pull_conflicts)).first() is None
+
+
+def test_the_worker_updates_a_merged_plain_resource_in_place(engine, server, synced, clock, fhir_client):
+    """The EHR's Observation gains the business identifier and profile; no second copy beside it."""
+    name = server.create(disease_status(server.named("Patient", "patient"), "2024-10-01"))
+    assert run_pull(engine, fhir_client, clock).changed == 1
+    with engine.connect() as conn:
+        (merged,) = conn.execute(select(pulled_resources.c.identifier)).scalars()
+    count_before = len(server.resources)
+
+    assert Worker(engine, fhir_client, worker_id="w", clock=clock).run_once() == 1
+    clock.advance(60)
+
+    holders = [
+        n for n, r in server.resources.items() if merged in {i.get("value") for i in r.get("identifier", [])}
+    ]
+    assert holders == [name]
+    adopted = server.resources[name]
+    assert adopted["meta"]["versionId"] == "2" and adopted["meta"]["profile"]
+    assert len(server.resources) == count_before  # version 2 added no resource
+    with engine.connect() as conn:
+        (server_id,) = conn.execute(
+            select(synced_resources.c.server_id).where(synced_resources.c.identifier == merged)
+        ).scalars()
+    assert f"Observation/{server_id}" == name
+    again = run_pull(engine, fhir_client, clock)
+    assert (again.changed, again.conflicts, again.rejected) == (0, 0, 0)
