@@ -19,6 +19,8 @@ from service.validation.fetch import DEFAULT_DIR as DEFAULT_DEFINITIONS
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from service.fhir.client import FhirClient
+
 _SECRET_WORDS = ("secret", "password", "token", "key")
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
@@ -26,6 +28,16 @@ _Command = TypeVar("_Command", bound=Callable[..., Any])
 def _settings() -> Settings:
     try:
         return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration: {exc}") from exc
+
+
+def _fhir_client(settings: Settings) -> FhirClient:
+    """The FHIR client; its credentials (a signing key) are read here, once, and checked."""
+    from service.fhir.client import FhirClient
+
+    try:
+        return FhirClient.from_settings(settings)
     except SettingsError as exc:
         raise click.ClickException(f"configuration: {exc}") from exc
 
@@ -383,7 +395,6 @@ def worker_command(
 
     from sqlalchemy.exc import OperationalError
 
-    from service.fhir.client import FhirClient
     from service.logs import configure
     from service.store import migrate
     from service.sync import worker as sync_worker
@@ -397,7 +408,7 @@ def worker_command(
         )
     configure(settings.log_level)
     engine = _engine(settings)
-    client = FhirClient.from_settings(settings) if settings.sync_enabled else None
+    client = _fhir_client(settings) if settings.sync_enabled else None
     try:
         if settings.db_migrate:
             try:
@@ -501,10 +512,9 @@ def _pull_round(
 ) -> Any:
     """One pull from ``url`` (default IVCLMS_FHIR_URL, with its credentials); versions it stores are
     queued for sync only when IVCLMS_FHIR_URL is set."""
-    from service.fhir.client import FhirClient
     from service.sync.pull import pull
 
-    client = FhirClient.from_settings(settings.replace(fhir_url=url) if url else settings)
+    client = _fhir_client(settings.replace(fhir_url=url) if url else settings)
     try:
         return pull(engine, client, _pull_intake(engine, settings), since=since)
     finally:
@@ -516,11 +526,10 @@ def _pull_loop(engine: Any, settings: Settings, stop: Any, interval_s: float) ->
     logged by type and retried at the next interval, from the same cursor."""
     import logging
 
-    from service.fhir.client import FhirClient
     from service.sync.pull import pull
 
     log = logging.getLogger("ivclms.pull")
-    client = FhirClient.from_settings(settings)  # its own Session: the sync thread has another
+    client = _fhir_client(settings)  # its own Session: the sync thread has another
     intake = _pull_intake(engine, settings)
     try:
         while not stop.is_set():
@@ -653,14 +662,14 @@ def sync_verify(case_ref: str | None) -> None:
     Prints one line per missing, drifted, unrecorded or orphaned resource (element paths, no values)
     and a summary; exits 1 when anything is missing, drifted or unrecorded, 2 when the server is down.
     """
-    from service.fhir.client import FhirClient, FhirError
+    from service.fhir.client import FhirError
     from service.sync.verify import DRIFTED, MISSING, ORPHANED, UNRECORDED, verify
 
     settings = _settings()
     if not settings.sync_enabled:
         raise click.ClickException("IVCLMS_FHIR_URL is empty: there is no FHIR server to verify against")
     engine = _engine(settings)
-    client = FhirClient.from_settings(settings)
+    client = _fhir_client(settings)
     try:
         report = verify(engine, client, case_ref=case_ref)
     except FhirError as exc:

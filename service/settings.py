@@ -16,7 +16,9 @@ PREFIX = "IVCLMS_"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-FHIR_AUTH_MODES = ("none", "bearer", "basic", "oauth2")
+FHIR_AUTH_MODES = ("none", "bearer", "basic", "oauth2", "smart-backend")
+FHIR_JWT_ALGS = ("RS384", "ES384")
+"""The signing algorithms SMART Backend Services requires servers to support."""
 
 
 class SettingsError(ValueError):
@@ -64,13 +66,32 @@ class Settings:
     fhir_token: str = _env("FHIR_TOKEN", "Bearer token for `FHIR_AUTH_MODE=bearer`.", "")
     fhir_username: str = _env("FHIR_USERNAME", "User for `FHIR_AUTH_MODE=basic`.", "")
     fhir_password: str = _env("FHIR_PASSWORD", "Password for `FHIR_AUTH_MODE=basic`.", "")
-    fhir_token_url: str = _env("FHIR_TOKEN_URL", "OAuth2 token endpoint for `FHIR_AUTH_MODE=oauth2`.", "")
-    fhir_client_id: str = _env("FHIR_CLIENT_ID", "OAuth2 client id for `FHIR_AUTH_MODE=oauth2`.", "")
+    fhir_token_url: str = _env(
+        "FHIR_TOKEN_URL", "OAuth2 token endpoint for `FHIR_AUTH_MODE=oauth2` or `smart-backend`.", ""
+    )
+    fhir_client_id: str = _env(
+        "FHIR_CLIENT_ID", "OAuth2 client id for `FHIR_AUTH_MODE=oauth2` or `smart-backend`.", ""
+    )
     fhir_client_secret: str = _env(
         "FHIR_CLIENT_SECRET", "OAuth2 client secret for `FHIR_AUTH_MODE=oauth2`.", ""
     )
     fhir_scope: str = _env(
-        "FHIR_SCOPE", "OAuth2 scope requested for `FHIR_AUTH_MODE=oauth2`.", "system/*.cruds"
+        "FHIR_SCOPE",
+        "OAuth2 scope requested for `FHIR_AUTH_MODE=oauth2` or `smart-backend`.",
+        "system/*.cruds",
+    )
+    fhir_private_key_file: str = _env(
+        "FHIR_PRIVATE_KEY_FILE",
+        "PEM private key (RSA, or EC P-384) signing the client assertion, `FHIR_AUTH_MODE=smart-backend`.",
+        "",
+    )
+    fhir_key_id: str = _env(
+        "FHIR_KEY_ID", "`kid` of that key in the JWK Set registered with the server (`smart-backend`).", ""
+    )
+    fhir_jwt_alg: str = _env(
+        "FHIR_JWT_ALG",
+        "Client assertion signature for `smart-backend`: " + "|".join(FHIR_JWT_ALGS) + ".",
+        "RS384",
     )
     fhir_timeout_s: float = _env(
         "FHIR_TIMEOUT_S", "Connect and read timeout for FHIR server calls, seconds.", 30.0
@@ -156,6 +177,16 @@ class Settings:
         data.update(changes)
         return Settings(**data).validated()
 
+    def _check_smart_backend(self) -> None:
+        needed = ("fhir_token_url", "fhir_client_id", "fhir_private_key_file", "fhir_key_id")
+        missing = [f"{PREFIX}{name.upper()}" for name in needed if not getattr(self, name)]
+        if missing:
+            raise SettingsError(f"{', '.join(missing)} required for {PREFIX}FHIR_AUTH_MODE=smart-backend")
+        if self.fhir_jwt_alg not in FHIR_JWT_ALGS:
+            raise SettingsError(f"{PREFIX}FHIR_JWT_ALG must be one of {', '.join(FHIR_JWT_ALGS)}")
+        if not os.path.isfile(self.fhir_private_key_file):
+            raise SettingsError(f"{PREFIX}FHIR_PRIVATE_KEY_FILE is not a readable file")
+
     def validated(self) -> Settings:
         if self.fhir_auth_mode not in FHIR_AUTH_MODES:
             raise SettingsError(f"{PREFIX}FHIR_AUTH_MODE must be one of {', '.join(FHIR_AUTH_MODES)}")
@@ -172,6 +203,8 @@ class Settings:
                 f"{PREFIX}FHIR_TOKEN_URL, {PREFIX}FHIR_CLIENT_ID and {PREFIX}FHIR_CLIENT_SECRET are required "
                 "for oauth2"
             )
+        if self.fhir_auth_mode == "smart-backend":
+            self._check_smart_backend()
         if not self.auth_disabled and not (self.auth_jwt_secret or self.auth_jwt_public_key_file):
             raise SettingsError(
                 f"authentication is on by default: set {PREFIX}AUTH_JWT_SECRET or "

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import jwt
 import requests
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from service.settings import Settings
+from service.settings import PREFIX, Settings, SettingsError
 
 FHIR_JSON = "application/fhir+json"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -67,20 +73,56 @@ class BearerAuth(AuthBase):
         return request
 
 
+class _Unauthenticated(AuthBase):
+    """For the token request itself: None would fall back to the session's auth, which is this token."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+_NO_AUTH = _Unauthenticated()
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME_S = 300
+"""SMART Backend Services: ``exp`` no more than five minutes ahead."""
+
+
+def client_assertion(
+    client_id: str, token_url: str, key: Any, algorithm: str, key_id: str
+) -> Callable[[], str]:
+    """A signer of fresh SMART Backend Services client assertions (RFC 7523), one per token request."""
+
+    def sign() -> str:
+        claims = {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": token_url,
+            "exp": int(time.time()) + ASSERTION_LIFETIME_S,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": key_id, "typ": "JWT"})
+
+    return sign
+
+
 class ClientCredentialsAuth(AuthBase):
-    """OAuth2 client credentials; the token is fetched lazily and renewed a minute before it expires."""
+    """OAuth2 client credentials, with a secret (HTTP Basic) or a signed client assertion (SMART Backend
+    Services); the token is fetched lazily and renewed a minute before it expires."""
 
     def __init__(
         self,
         token_url: str,
-        client_id: str,
-        client_secret: str,
         scope: str,
         session: requests.Session,
         timeout: float,
+        *,
+        secret: tuple[str, str] | None = None,
+        assertion: Callable[[], str] | None = None,
     ) -> None:
+        if (secret is None) == (assertion is None):
+            raise ValueError("one of secret and assertion")
         self._token_url = token_url
-        self._client = (client_id, client_secret)
+        self._secret = secret
+        self._assertion = assertion
         self._scope = scope
         self._session = session
         self._timeout = timeout
@@ -94,11 +136,14 @@ class ClientCredentialsAuth(AuthBase):
         return request
 
     def _refresh(self) -> None:
+        form = {"grant_type": "client_credentials", "scope": self._scope}
+        if self._assertion is not None:
+            form.update(client_assertion_type=JWT_BEARER, client_assertion=self._assertion())
         try:
             resp = self._session.post(
                 self._token_url,
-                data={"grant_type": "client_credentials", "scope": self._scope},
-                auth=HTTPBasicAuth(*self._client),
+                data=form,
+                auth=HTTPBasicAuth(*self._secret) if self._secret is not None else _NO_AUTH,
                 timeout=self._timeout,
             )
         except requests.RequestException as exc:
@@ -110,6 +155,25 @@ class ClientCredentialsAuth(AuthBase):
         self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
 
 
+def signing_key(path: Path, algorithm: str) -> Any:
+    """The client-assertion key, checked once at start-up against the algorithm it must sign with."""
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        raise SettingsError(f"{PREFIX}FHIR_PRIVATE_KEY_FILE is not an unencrypted PEM private key") from None
+    fits = (
+        isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048
+        if algorithm == "RS384"
+        else isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    )
+    if not fits:
+        raise SettingsError(
+            f"{PREFIX}FHIR_PRIVATE_KEY_FILE does not fit {PREFIX}FHIR_JWT_ALG={algorithm} "
+            "(RS384: RSA of 2048 bits or more; ES384: EC P-384)"
+        )
+    return key
+
+
 def auth_from_settings(settings: Settings, session: requests.Session) -> AuthBase | None:
     mode = settings.fhir_auth_mode
     if mode == "bearer":
@@ -119,11 +183,18 @@ def auth_from_settings(settings: Settings, session: requests.Session) -> AuthBas
     if mode == "oauth2":
         return ClientCredentialsAuth(
             settings.fhir_token_url,
-            settings.fhir_client_id,
-            settings.fhir_client_secret,
             settings.fhir_scope,
             session,
             settings.fhir_timeout_s,
+            secret=(settings.fhir_client_id, settings.fhir_client_secret),
+        )
+    if mode == "smart-backend":
+        key = signing_key(Path(settings.fhir_private_key_file), settings.fhir_jwt_alg)
+        sign = client_assertion(
+            settings.fhir_client_id, settings.fhir_token_url, key, settings.fhir_jwt_alg, settings.fhir_key_id
+        )
+        return ClientCredentialsAuth(
+            settings.fhir_token_url, settings.fhir_scope, session, settings.fhir_timeout_s, assertion=sign
         )
     return None
 
