@@ -6,6 +6,7 @@ path, ``reverse`` reads it back from there. See ``mappings/README.md`` for the f
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -34,13 +35,15 @@ _TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+|\*)\]")
 
 def case_tokens(path: str) -> list[str | int]:
     """``surgery[0].renal_veins`` -> ``["surgery", 0, "renal_veins"]`` (``*`` kept as a string)."""
-    out: list[str | int] = []
-    for name, index in _TOKEN.findall(path):
-        if name:
-            out.append(name)
-        else:
-            out.append(int(index) if index != "*" else "*")
-    return out
+    return list(_tokens(path))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _tokens(path: str) -> tuple[str | int, ...]:
+    """Parsed once per path: a few hundred distinct paths recur in every case (a fresh list per call)."""
+    return tuple(
+        name if name else (int(index) if index != "*" else "*") for name, index in _TOKEN.findall(path)
+    )
 
 
 def case_path(tokens: list[str | int]) -> str:

@@ -35,6 +35,7 @@ from service.validation.model import (
     json_name,
     primitive_regex,
 )
+from service.validation.native import native_check
 from service.validation.snapshot import cached_snapshots
 from service.validation.terminology import Terminology
 
@@ -65,6 +66,8 @@ class Validator:
         self.snapshots = snapshots
         self.terminology = Terminology(defs)
         self.invariants = Invariants()
+        self.native = True
+        """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self._roots: dict[str, Elem | None] = {}
         self._regex: dict[str, re.Pattern[str] | None] = {}
 
@@ -486,7 +489,10 @@ class Validator:
         for c in constraints:
             if c.key == _STRUCTURAL or _vacuous(c.key, node):
                 continue
-            if self.invariants.holds(c.expression, node, type_path, res) is False:
+            verdict = native_check(c.key, c.expression, node) if self.native else None
+            if verdict is None:
+                verdict = self.invariants.holds(c.expression, node, type_path, res)
+            if verdict is False:
                 severity = "error" if c.severity == "error" else "warning"
                 run.add(severity, "invariant", expr, f"Constraint failed: {c.key}: '{c.human}'")
 

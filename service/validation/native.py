@@ -1,0 +1,186 @@
+"""The base R4 Bundle invariants in Python, with the exact meaning of their FHIRPath.
+
+A Bundle-level invariant reads every entry, so fhirpathpy's memo (keyed on what an expression names)
+misses on every Bundle and the evaluation costs most of the time of validating one. Each function
+here answers what the FHIRPath expression answers, including FHIRPath's three-valued logic (an
+empty result holds); ``None`` means "not a shape this function reads" and the caller falls back to
+fhirpathpy. Each is used only for the exact expression text it implements, so a changed definition
+falls back too. ``tests/unit/validation/test_native.py`` compares both on every example Bundle and
+mutations of each rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Check = Callable[[dict[str, Any]], bool | None]
+
+_REQUEST_TYPES = frozenset({"batch", "transaction", "history"})
+_RESPONSE_TYPES = frozenset({"batch-response", "transaction-response", "history"})
+
+
+def _exists(node: dict[str, Any], name: str) -> bool:
+    return node.get(name) not in (None, [], {})
+
+
+def _type(bundle: dict[str, Any]) -> str | None:
+    value = bundle.get("type")
+    return value if isinstance(value, str) else None
+
+
+def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]] | None:
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        return None
+    return entries
+
+
+def _bdl1(bundle: dict[str, Any]) -> bool | None:
+    kind = _type(bundle)
+    return not (_exists(bundle, "total") and kind is not None and kind not in ("searchset", "history"))
+
+
+def _bdl2(bundle: dict[str, Any]) -> bool | None:
+    entries = _entries(bundle)
+    if entries is None:
+        return None
+    kind = _type(bundle)
+    return not (any(_exists(e, "search") for e in entries) and kind is not None and kind != "searchset")
+
+
+def _all_match(bundle: dict[str, Any], name: str, types: frozenset[str]) -> bool | None:
+    """``entry.all(<name>.exists() = (%resource.type = ... or ...))``: an absent type makes every
+    comparison empty, and ``all()`` is false on an empty criterion."""
+    entries = _entries(bundle)
+    if entries is None:
+        return None
+    kind = _type(bundle)
+    if kind is None:
+        return not entries
+    return all(_exists(e, name) == (kind in types) for e in entries)
+
+
+def _bdl3(bundle: dict[str, Any]) -> bool | None:
+    return _all_match(bundle, "request", _REQUEST_TYPES)
+
+
+def _bdl4(bundle: dict[str, Any]) -> bool | None:
+    return _all_match(bundle, "response", _RESPONSE_TYPES)
+
+
+def _bdl7(bundle: dict[str, Any]) -> bool | None:
+    entries = _entries(bundle)
+    if entries is None:
+        return None
+    kind = _type(bundle)
+    if kind == "history":
+        return True
+    keys: list[str] = []
+    for entry in entries:
+        url = entry.get("fullUrl")
+        if url is None:
+            continue
+        resource = entry.get("resource")
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        if not isinstance(url, str) or not isinstance(version, str | None):
+            return None
+        keys.append(url + (version or ""))
+    distinct = len(set(keys)) == len(keys)
+    return distinct or kind is None  # `empty or false` is empty, which holds
+
+
+def _document(bundle: dict[str, Any], check: Callable[[], bool | None]) -> bool | None:
+    """``type = 'document' implies ...``: false only when the type is document and the rest false."""
+    return True if _type(bundle) != "document" else check()
+
+
+def _bdl9(bundle: dict[str, Any]) -> bool | None:
+    def rest() -> bool | None:
+        identifier = bundle.get("identifier")
+        if identifier is None:
+            return False
+        if not isinstance(identifier, dict):
+            return None
+        return _exists(identifier, "system") and _exists(identifier, "value")
+
+    return _document(bundle, rest)
+
+
+def _bdl10(bundle: dict[str, Any]) -> bool | None:
+    def rest() -> bool | None:
+        stamp = bundle.get("timestamp")
+        return stamp is not None and not isinstance(stamp, dict | list)
+
+    return _document(bundle, rest)
+
+
+def _first_is(bundle: dict[str, Any], kind: str, resource_type: str) -> bool | None:
+    """``type = '<kind>' implies entry.first().resource.is(<type>)``: no first resource is empty (holds)."""
+    if _type(bundle) != kind:
+        return True
+    entries = _entries(bundle)
+    if entries is None:
+        return None
+    if not entries or entries[0].get("resource") is None:
+        return True
+    resource = entries[0]["resource"]
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return None
+    return bool(resource["resourceType"] == resource_type)
+
+
+def _bdl11(bundle: dict[str, Any]) -> bool | None:
+    return _first_is(bundle, "document", "Composition")
+
+
+def _bdl12(bundle: dict[str, Any]) -> bool | None:
+    return _first_is(bundle, "message", "MessageHeader")
+
+
+def _bdl5(entry: dict[str, Any]) -> bool | None:
+    return _exists(entry, "resource") or _exists(entry, "request") or _exists(entry, "response")
+
+
+def _bdl8(entry: dict[str, Any]) -> bool | None:
+    url = entry.get("fullUrl")
+    if url is None:
+        return True
+    return "/_history/" not in url if isinstance(url, str) else None
+
+
+CHECKS: dict[tuple[str, str], Check] = {
+    ("bdl-1", "total.empty() or (type = 'searchset') or (type = 'history')"): _bdl1,
+    ("bdl-2", "entry.search.empty() or (type = 'searchset')"): _bdl2,
+    (
+        "bdl-3",
+        "entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or "
+        "%resource.type = 'history'))",
+    ): _bdl3,
+    (
+        "bdl-4",
+        "entry.all(response.exists() = (%resource.type = 'batch-response' or %resource.type = "
+        "'transaction-response' or %resource.type = 'history'))",
+    ): _bdl4,
+    (
+        "bdl-7",
+        "(type = 'history') or entry.where(fullUrl.exists()).select(fullUrl&resource.meta.versionId)"
+        ".isDistinct()",
+    ): _bdl7,
+    ("bdl-9", "type = 'document' implies (identifier.system.exists() and identifier.value.exists())"): _bdl9,
+    ("bdl-10", "type = 'document' implies (timestamp.hasValue())"): _bdl10,
+    ("bdl-11", "type = 'document' implies entry.first().resource.is(Composition)"): _bdl11,
+    ("bdl-12", "type = 'message' implies entry.first().resource.is(MessageHeader)"): _bdl12,
+    ("bdl-5", "resource.exists() or request.exists() or response.exists()"): _bdl5,
+    ("bdl-8", "fullUrl.contains('/_history/').not()"): _bdl8,
+}
+"""(constraint key, its exact R4 expression) -> the Python check of it."""
+
+
+def native_check(key: str, expression: str, node: Any) -> bool | None:
+    """The invariant's verdict from Python, or None when it has no Python form (or not for this node)."""
+    check = CHECKS.get((key, expression))
+    if check is None or not isinstance(node, dict):
+        return None
+    return check(node)
