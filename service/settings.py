@@ -6,6 +6,7 @@ README is checked against ``SETTINGS_DOC`` by a test so the two cannot drift apa
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -59,6 +60,12 @@ class Settings:
         "AUTH_AUDIENCE", "Required `aud` claim of access tokens (empty: not checked).", ""
     )
     auth_issuer: str = _env("AUTH_ISSUER", "Required `iss` claim of access tokens (empty: not checked).", "")
+    auth_client_sources: str = _env(
+        "AUTH_CLIENT_SOURCES",
+        "Source systems each OAuth client may write, as JSON: "
+        '`{"client-id": ["urn:hospital-a"]}` (added to the token\'s `ivclms_sources` claim).',
+        "",
+    )
     fhir_url: str = _env("FHIR_URL", "Base URL of the hospital's FHIR R4 server. Empty: sync is off.", "")
     fhir_auth_mode: str = _env(
         "FHIR_AUTH_MODE", "Authentication to the FHIR server: " + "|".join(FHIR_AUTH_MODES) + ".", "none"
@@ -155,6 +162,14 @@ class Settings:
         return f"sqlite:///{(self.data_dir / 'ivclms.sqlite3').resolve()}"
 
     @property
+    def client_sources(self) -> dict[str, frozenset[str]]:
+        """``IVCLMS_AUTH_CLIENT_SOURCES`` parsed (checked by ``validated``)."""
+        if not self.auth_client_sources.strip():
+            return {}
+        raw = json.loads(self.auth_client_sources)
+        return {str(k): frozenset(v) for k, v in raw.items()}
+
+    @property
     def sync_enabled(self) -> bool:
         return bool(self.fhir_url)
 
@@ -187,6 +202,20 @@ class Settings:
         if not os.path.isfile(self.fhir_private_key_file):
             raise SettingsError(f"{PREFIX}FHIR_PRIVATE_KEY_FILE is not a readable file")
 
+    def _check_client_sources(self) -> None:
+        if not self.auth_client_sources.strip():
+            return
+        name = f"{PREFIX}AUTH_CLIENT_SOURCES"
+        try:
+            raw = json.loads(self.auth_client_sources)
+        except ValueError as exc:
+            raise SettingsError(f"{name} is not JSON: {exc}") from None
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+            for k, v in raw.items()
+        ):
+            raise SettingsError(f'{name} must map client ids to lists of source systems: {{"c": ["urn:a"]}}')
+
     def validated(self) -> Settings:
         if self.fhir_auth_mode not in FHIR_AUTH_MODES:
             raise SettingsError(f"{PREFIX}FHIR_AUTH_MODE must be one of {', '.join(FHIR_AUTH_MODES)}")
@@ -210,6 +239,7 @@ class Settings:
                 f"authentication is on by default: set {PREFIX}AUTH_JWT_SECRET or "
                 f"{PREFIX}AUTH_JWT_PUBLIC_KEY_FILE, or {PREFIX}AUTH_DISABLED=true for a local trial"
             )
+        self._check_client_sources()
         if self.http_max_body_bytes <= 0:
             raise SettingsError(f"{PREFIX}HTTP_MAX_BODY_BYTES must be positive")
         return self

@@ -1,17 +1,9 @@
-import time
-
-import jwt
 import pytest
 from flask import Blueprint, g
 
 from service import create_app
 from service.auth import require
-from tests.conftest import TEST_SECRET
-
-
-def token(scope="system/*.cruds", secret=TEST_SECRET, exp_offset=300):
-    claims = {"sub": "registry-a", "scope": scope, "exp": int(time.time()) + exp_offset}
-    return jwt.encode(claims, secret, algorithm="HS256")
+from tests.tokens import token
 
 
 @pytest.fixture
