@@ -2,17 +2,24 @@
 
 Rules (each derived from the schema, so a field added later is handled by its type):
 
+- **Keys per recipient**: pseudonyms are keyed with ``recipient_key(master, recipient)``, an HMAC of
+  the recipient (the OAuth client) under the operator's master key, so two recipients' pseudonyms
+  cannot be linked and one recipient gets the same pseudonyms in every pull.
 - **Direct identifiers** are removed: ``patient.identifier`` (system and value) and
   ``patient.birth_date``. ``case_id`` is replaced by a stable pseudonym: the first 32 hex digits of
-  HMAC-SHA256(key, ``source_system|case_id``); the same case gets the same pseudonym in every pull made
-  with the same key, and without the key it cannot be traced back to the case id.
+  HMAC-SHA256(key, ``source_system|case_id``); without the key it cannot be traced back to the case
+  id. ``source_system`` (it names the hospital) is replaced by ``src-`` and 16 hex digits of
+  HMAC-SHA256(key, ``source-system|`` + source system): the same per recipient for every case of one
+  hospital, without naming it.
 - **Dates** become intervals: every date field ``x`` is replaced by ``x_days``, the whole number of days
-  from ``diagnosis.date`` (negative before it); ``diagnosis.date`` itself (day 0) is removed.
+  from ``diagnosis.date`` (negative before it); ``diagnosis.date`` itself (day 0) is replaced by its
+  year (``diagnosis.year``), the only absolute time left (HIPAA Safe Harbor keeps years).
 - **Ages** over 89 become the string ``"90+"``.
 - **Free text** is removed: every text field that is not a code (``FREE_TEXT``). Kept as structured
   text: laboratory ``unit`` (UCUM) and care plan ``performed`` (``surgery[i]`` / ``therapies[i]``).
-  ``institution`` and ``reference`` are free text and go; ``source_system`` (a URI naming the
-  contributing system, not the patient) stays.
+  ``institution`` and ``reference`` are free text and go.
+- **Incremental pulls** pass ``since`` as a cursor the service signed (``cursor``), never a chosen
+  instant: bisecting ``since`` would tell when each pseudonym's record changed.
 
 The result is no longer a valid case (it has no identifier) and is not meant to be imported.
 """
@@ -38,6 +45,14 @@ AGE_GROUP = "90+"
 REMOVED: frozenset[str] = frozenset({"patient.identifier", "patient.birth_date", "diagnosis.date"})
 """Dotted schema paths (list indices left out) removed outright."""
 PSEUDONYMISED = "case_id"
+SOURCE_PSEUDONYMISED = "source_system"
+SOURCE_PREFIX = "src-"
+YEAR_OF = "diagnosis.date"
+"""The one date whose year is kept (as ``YEAR``, a sibling of the date field)."""
+YEAR = "year"
+KEY_VERSION = "ivclms-pseudonym-v1"
+"""Domain of the per-recipient key derivation; a new version gives every recipient new pseudonyms."""
+CURSOR_SEPARATOR = "~"
 AGES: frozenset[str] = frozenset({"patient.age_at_diagnosis"})
 _STRUCTURED_TEXT: frozenset[tuple[type[Schema], str]] = frozenset(
     {(LabResultSchema, "unit"), (ActivitySchema, "performed"), (CaseSchema, "case_id")}
@@ -77,9 +92,37 @@ def date_paths() -> tuple[str, ...]:
     return tuple(path for path, _s, _n, field in _walk(CaseSchema(), "") if isinstance(field, f.Date))
 
 
+def _mac(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+def recipient_key(master: bytes, recipient: str) -> bytes:
+    """The pseudonym key of one recipient: HMAC-SHA256(master, ``ivclms-pseudonym-v1|<recipient>``)."""
+    if not master or not recipient:
+        raise ValueError("a master key and a recipient are required")
+    return hmac.new(master, f"{KEY_VERSION}|{recipient}".encode(), hashlib.sha256).digest()
+
+
 def pseudonym(source_system: str, case_id: str, key: bytes) -> str:
-    message = f"{source_system}|{case_id}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+    return _mac(key, f"{source_system}|{case_id}")[:32]
+
+
+def source_pseudonym(source_system: str, key: bytes) -> str:
+    """An opaque token for a source system (hospital): stable per recipient, unlinkable across them."""
+    return SOURCE_PREFIX + _mac(key, f"source-system|{source_system}")[:16]
+
+
+def cursor(as_of: str, key: bytes) -> str:
+    """The ``since`` a recipient may pass back: the instant and its MAC under the recipient's key."""
+    return f"{as_of}{CURSOR_SEPARATOR}{_mac(key, f'since|{as_of}')[:32]}"
+
+
+def cursor_instant(value: str, key: bytes) -> str | None:
+    """The instant of a cursor this service signed for this key; None for anything else."""
+    as_of, separator, _mac_text = value.rpartition(CURSOR_SEPARATOR)
+    if not separator or not as_of:
+        return None
+    return as_of if hmac.compare_digest(cursor(as_of, key), value) else None
 
 
 def age(value: Any) -> Any:
@@ -96,6 +139,7 @@ def deidentify(case: Mapping[str, Any], key: bytes) -> dict[str, Any]:
     origin = dt.date.fromisoformat(case["diagnosis"]["date"])
     out = _copy(CaseSchema(), case, "", origin, frozenset(free_text_paths()))
     out[PSEUDONYMISED] = pseudonym(case["source_system"], case["case_id"], key)
+    out[SOURCE_PSEUDONYMISED] = source_pseudonym(case["source_system"], key)
     return out
 
 
@@ -105,6 +149,8 @@ def _copy(
     out: dict[str, Any] = {}
     for name, field in schema.fields.items():
         path = f"{prefix}{name}"
+        if path == YEAR_OF:
+            out[YEAR] = origin.year
         if path in REMOVED or path in free_text or name not in data:
             continue
         value = data[name]

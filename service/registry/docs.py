@@ -10,14 +10,16 @@ from collections.abc import Iterable
 
 from marshmallow import Schema, fields
 
+from service.auth.gate import CASE_TYPES
+from service.auth.principal import ROLE_DEIDENTIFIED, ROLE_REGISTRY
 from service.codes import table
 from service.model import csv_flat
 from service.model import fields as f
 from service.model.docs import type_of
 from service.model.schema import CaseSchema
 from service.model.units import DAYS_PER_MONTH
+from service.registry import access, extract, source, summary
 from service.registry import deidentify as deid
-from service.registry import extract, source, summary
 
 INTRO = """\
 # Registry extract and case-series summary
@@ -30,33 +32,72 @@ withdrawn as entered-in-error are never included.
 
 {endpoints}
 
-All three need a bearer token with `system/Patient.s` (or broader). Errors are OperationOutcomes; a bad
-parameter is a 400 whose issue `expression` names the parameter. Unknown parameters are refused (a
-misspelt `consent` must not silently pull every case).
+Errors are OperationOutcomes; a bad parameter is a 400 whose issue `expression` names the parameter.
+Unknown parameters are refused (a misspelt `consent` must not silently pull other cases).
+
+## Who may pull what
+
+Rules of `service.registry.access`; roles come from the token's `ivclms_roles` claim, source systems
+from its `ivclms_sources` claim or the operator's `IVCLMS_AUTH_CLIENT_SOURCES` table.
+
+| pull | scopes | role |
+|---|---|---|
+| identified extract (`deidentified` absent or `false`) | `s` on every case type | `{registry}` |
+| de-identified extract (`deidentified=true`) | `s` on every case type | `{deidentified}` or `{registry}` |
+| summary | `s` on every case type | `{deidentified}` (de-identified rules below) or `{registry}` |
+
+- **Scopes.** A pull is a search over whole cases, which hold every case type
+  ({case_types}):
+  it needs `system/<type>.s` for each, i.e. `system/*.s` (or `*.rs`, `*.read`); `system/Patient.s`
+  alone is 403 naming the missing scopes.
+- **Roles.** A caller with only the `{deidentified}` role asking for an identified extract gets a 403
+  naming the `{registry}` role. No role: 403 for all three.
+- **Consent, privacy by default.** Only cases whose `registry_consent` is {consented} are included
+  unless the request names other `consent` values; naming any other value ({consent_values}) needs
+  the `{registry}` role (403 whose `expression` is `consent`). An absent consent counts as `unknown`.
+- **Source systems.** A caller without the `{registry}` role reads only the cases of its own source
+  systems (`ivclms_sources`; `*` for all); one bound to none reads none. The `{registry}` role reads
+  every hospital's cases.
+- **De-identified rules.** De-identified extracts, and the summary for a caller without the
+  `{registry}` role, select only on what the de-identified output shows, or a client could bisect a
+  filter to learn what de-identification removed (13 requests on `diagnosed_to` used to give a
+  pseudonym's exact diagnosis date):
+  - `diagnosed_from` / `diagnosed_to` take a year (`YYYY`, inclusive) and select on the diagnosis
+    year, which the output shows (`diagnosis.year`); a full date is a 400.
+  - `since` takes only a cursor the service signed for this client: the `X-Extract-As-Of` of an
+    earlier de-identified extract by the same client (`<instant>~<mac>`), passed back as it came. A
+    chosen instant (which could be bisected to learn when each pseudonym's record changed) or another
+    client's cursor is a 400. A client that pulls often still sees when a pseudonym appears or
+    changes between its own pulls; that is what incremental pulls are.
+  - `case` (it would tie pseudonyms to case ids) and `institution` (it would name the hospital behind
+    a source-system pseudonym) are a 400.
 
 ## Parameters
 
 {parameters}
 
-Without `consent` every case is included, whatever its consent: a registry that may only receive
-consented cases asks for `consent=yes`.
+Without `consent` only cases with `registry_consent` = {consented} are included (privacy by default);
+other values need the `{registry}` role.
 
-**Incremental pulls.** Every extract response carries `X-Extract-As-Of` (the instant the pull started).
-Pass it as `since` in the next pull: a case changed while a pull ran comes again in the next one, so
-nothing is missed (a case may come twice; the business key `source_system` + `case_id`, or the
-pseudonym, identifies it). A pull is not one database snapshot: cases are read in pages of
-{page_size} (ordered by case id, each page in its own short transaction), each case appears at most once,
-at the version current when its page was read.
+**Incremental pulls.** Every extract response carries `X-Extract-As-Of` (the instant the pull started;
+of a de-identified extract, that instant signed for the client). Pass it as `since` in the next
+pull: a case changed while a pull ran comes again in the next one, so nothing is missed (a case may
+come twice; the business key `source_system` + `case_id`, or the pseudonym, identifies it). A pull
+is not one database snapshot: cases are read in pages of {page_size} (ordered by case id, each page
+in its own short transaction), each case appears at most once, at the version current when its page was read.
 
 ## Examples
 
 ```sh
-TOKEN=...   # a JWT with scope system/Patient.s
-# everything, as CSV with the derived columns
+TOKEN=...   # a JWT with scope system/*.rs and ivclms_roles ["registry"]
+# the consented cases, as CSV with the derived columns
 curl -sf -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/registry/cases.csv -o cases.csv
-# consented cases of segment II diagnosed in 2021-2023, de-identified NDJSON
-curl -sf -H "Authorization: Bearer $TOKEN" \\
-  'http://127.0.0.1:8080/registry/cases.ndjson?consent=yes&segment=II&diagnosed_from=2021-01-01&diagnosed_to=2023-12-31&deidentified=true'
+# every case whatever its consent (registry role only)
+curl -sf -H "Authorization: Bearer $TOKEN" -o all.csv \\
+  'http://127.0.0.1:8080/registry/cases.csv?consent=yes&consent=no&consent=unknown'
+# consented cases of segment II diagnosed in 2021-2023, de-identified NDJSON (role deidentified)
+curl -sf -H "Authorization: Bearer $DEID_TOKEN" \\
+  'http://127.0.0.1:8080/registry/cases.ndjson?segment=II&diagnosed_from=2021&diagnosed_to=2023&deidentified=true'
 # what changed since the last pull (the X-Extract-As-Of of that pull)
 curl -sf -D headers.txt -H "Authorization: Bearer $TOKEN" \\
   'http://127.0.0.1:8080/registry/cases.csv?since=2026-01-01T00:00:00Z'
@@ -120,18 +161,29 @@ Months are days / {month} (the data set's convention); derived months are rounde
 
 The same extract, with:
 
+- **Keys per recipient**: the setting `IVCLMS_REGISTRY_PSEUDONYM_KEY` is a master key (without it,
+  de-identified pulls answer 501). Each recipient (the OAuth client: the token's `client_id`, else
+  `azp`, else `sub`) gets its own key, HMAC-SHA256(master, `{key_version}|<client>`), and every
+  pseudonym it receives is keyed with that. Two recipients' pseudonyms of the same case differ and
+  cannot be linked (pooling two extracts does not join them); one recipient gets the same pseudonyms
+  in every pull, whoever of its users asks. Changing the master key (or the version prefix) gives
+  every recipient new pseudonyms.
 - **Direct identifiers removed**: {removed}; `{pseudonymised}` is replaced by a stable pseudonym, the
-  first 32 hex digits of HMAC-SHA256(key, `source_system|case_id`) with the key of the setting
-  `IVCLMS_REGISTRY_PSEUDONYM_KEY` (without it, de-identified pulls answer 501). The same case keeps
-  its pseudonym across pulls made with the same key; without the key the case id cannot be recovered.
+  first 32 hex digits of HMAC-SHA256(recipient key, `source_system|case_id`); without the key the
+  case id cannot be recovered.
+- **Source system pseudonymised**: `{source_pseudonymised}` names the hospital, so it becomes
+  `{source_prefix}` and 16 hex digits of HMAC-SHA256(recipient key, `source-system|<source system>`):
+  the cases of one hospital share the token within one recipient's pulls, without naming it.
 - **Dates as intervals**: every date field `x` becomes `x{days}`, whole days from `diagnosis.date`
   (negative before diagnosis); in the CSV the column `..._x` becomes `..._x{days}`. `diagnosis.date`
-  itself (day 0) and `patient.birth_date` are removed. Intervals that are not dates
-  (`months_after_surgery`, durations) are kept.
+  itself (day 0) is replaced by its year (`diagnosis.{year}`, CSV `diagnosis_{year}`: the only
+  absolute time left, as HIPAA Safe Harbor allows), `patient.birth_date` is removed. Intervals that
+  are not dates (`months_after_surgery`, durations) are kept.
 - **Ages** over {cap} are given as `"{group}"` (`patient_age_at_diagnosis`, `{prefix}age_at_diagnosis_years`).
 - **Free text removed**: every text field that is not a code: {free_text}. Kept as structured text:
   laboratory `unit` (UCUM) and care plan `activities[].performed` (`surgery[i]` / `therapies[i]`).
-  `source_system` (a URI naming the contributing system, not the patient) is kept.
+- **Filters** follow the de-identified rules above (years, signed `since` cursors; no `case`, no
+  `institution`); `X-Extract-As-Of` of a de-identified extract is such a cursor.
 - The de-identified form is not a valid case (it has no patient identifier) and cannot be imported.
 
 ## Case-series summary (`GET /registry/summary`)
@@ -171,6 +223,14 @@ The HTML form (`Accept: text/html` or `format=html`) prints the same as one page
 (percent of all cases, or of operated cases for surgical rows) and the two Kaplan-Meier tables; no
 script, every text escaped.
 
+**Small cells.** The summary suppresses no small counts: a filter can narrow it to one case, and then
+its figures (age, survival times in the Kaplan-Meier table, surgical values) are that case's. For a
+caller without the `{registry}` role it therefore follows the de-identified rules (consented cases of
+its own source systems, year-only diagnosis filters, signed `since`, no `case` or `institution`) and
+counts ages over {cap} as {cap_plus}: it discloses nothing that caller's de-identified extract of the
+same cases does not already give row by row. It is not meant for publication as it is; apply the
+registry's own small-cell rule (e.g. suppress counts below 5) before publishing.
+
 ## Data dictionary
 
 Every column of the CSV extract, in order. `{{1..N}}` stands for the entry number of a repeating group
@@ -207,18 +267,22 @@ def _parameters() -> list[tuple[str, str, str]]:
         (
             "`since`",
             "all",
-            "cases whose stored version changed at or after this instant (`2026-01-01T00:00:00Z`)",
+            "cases whose stored version changed at or after this instant (`2026-01-01T00:00:00Z`); "
+            "de-identified pulls: only the signed `X-Extract-As-Of` of an earlier de-identified extract "
+            "by the same client",
         ),
         (
             "`consent`",
             "all",
-            f"`registry_consent` is one of these codes ({consent}); repeatable; "
-            "an absent consent matches no code",
+            f"`registry_consent` is one of these codes ({consent}); repeatable; an absent consent "
+            f"counts as `{source.UNKNOWN_CONSENT}`. Without it: `{access.CONSENTED[0]}` only; other "
+            f"values need the `{ROLE_REGISTRY}` role",
         ),
         (
             "`institution`",
             "all",
-            "`institution` equals one of these (case-insensitive, surrounding blanks ignored); repeatable",
+            "`institution` equals one of these (case-insensitive, surrounding blanks ignored); "
+            "repeatable; refused in de-identified pulls",
         ),
         (
             "`segment`",
@@ -229,14 +293,20 @@ def _parameters() -> list[tuple[str, str, str]]:
         (
             "`diagnosed_from`, `diagnosed_to`",
             "all",
-            "`diagnosis.date` within these dates (`YYYY-MM-DD`, inclusive)",
+            "`diagnosis.date` within these dates (`YYYY-MM-DD`, inclusive); de-identified pulls: the "
+            "diagnosis year within these years (`YYYY`, inclusive)",
         ),
         (
             "`case`",
             "all",
-            f"only these case ids (the `id` of `/cases/{{id}}`); repeatable, at most {source.MAX_REFS}",
+            f"only these case ids (the `id` of `/cases/{{id}}`); repeatable, at most {source.MAX_REFS}; "
+            "refused in de-identified pulls",
         ),
-        ("`deidentified`", "extracts", "`true`: the de-identified form (below); default `false`"),
+        (
+            "`deidentified`",
+            "extracts",
+            "`true`: the de-identified form (below); default `false`, the identified form",
+        ),
         ("`derived`", "extracts", "`false`: leave out the derived values; default `true`"),
         ("`format`", "summary", "`json` (default) or `html`"),
     ]
@@ -275,12 +345,16 @@ def _leaves(
 
 
 def _deidentified(column: str, dotted: str, field: fields.Field[object]) -> str:
+    if dotted == deid.YEAR_OF:
+        return f"`diagnosis_{deid.YEAR}`: the year only"
     if any(dotted == r or dotted.startswith(r + ".") for r in deid.REMOVED):
         return "removed"
     if dotted in deid.free_text_paths():
         return "removed (free text)"
     if dotted == deid.PSEUDONYMISED:
-        return "pseudonym"
+        return "pseudonym (per recipient)"
+    if dotted == deid.SOURCE_PSEUDONYMISED:
+        return f"`{deid.SOURCE_PREFIX}…` token (per recipient)"
     if isinstance(field, f.Date):
         return f"`{column}{deid.DAYS_SUFFIX}`: days from diagnosis"
     if dotted in deid.AGES:
@@ -322,6 +396,20 @@ def render() -> str:
         derived=derived,
         removed=", ".join(f"`{r}`" for r in sorted(deid.REMOVED - {"diagnosis.date"})),
         pseudonymised=deid.PSEUDONYMISED,
+        source_pseudonymised=deid.SOURCE_PSEUDONYMISED,
+        source_prefix=deid.SOURCE_PREFIX,
+        key_version=deid.KEY_VERSION,
+        year=deid.YEAR,
+        cap_plus=deid.AGE_CAP + 1,
+        registry=ROLE_REGISTRY,
+        deidentified=ROLE_DEIDENTIFIED,
+        case_types=", ".join(f"`{t}`" for t in sorted(CASE_TYPES)),
+        consented=" / ".join(f"`{c}`" for c in access.CONSENTED),
+        consent_values=", ".join(
+            f"`{k}`"
+            for k in table("consent").keys()  # noqa: SIM118 (not a dict)
+            if k not in access.CONSENTED
+        ),
         days=deid.DAYS_SUFFIX,
         cap=deid.AGE_CAP,
         group=deid.AGE_GROUP,

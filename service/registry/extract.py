@@ -10,7 +10,8 @@ derived columns, names without the prefix) with ``derived=True``. NDJSON is loss
 holds a fixed number of entries per repeating group (``csv_flat.MAX_ENTRIES``), and a case with more
 keeps the first ones in the CSV and names the cut groups in ``derived_csv_truncated``.
 
-De-identified (``service.registry.deidentify``): both forms drop the direct identifiers and free text
+De-identified (``service.registry.deidentify``): both forms drop the direct identifiers and free text,
+pseudonymise ``case_id`` and ``source_system`` with the recipient's key, keep the diagnosis year only
 and turn dates into ``<name>_days`` intervals from the diagnosis date; the CSV columns follow.
 
 Both writers are generators of text lines, so a streaming HTTP response sends row by row.
@@ -103,7 +104,7 @@ class Options:
     derived: bool = True
     deidentified: bool = False
     key: bytes = b""
-    """Pseudonym key (HMAC); required when ``deidentified``."""
+    """The recipient's pseudonym key (``deidentify.recipient_key``); required when ``deidentified``."""
 
     def __post_init__(self) -> None:
         if self.deidentified and not self.key:
@@ -187,6 +188,10 @@ def _deidentified_columns() -> tuple[_Column, ...]:
     out: list[_Column] = []
     for c in csv_flat.columns():
         dotted = _dotted(c.path)
+        if dotted == deid.YEAR_OF:
+            name = c.name.removesuffix(str(c.path[-1])) + deid.YEAR
+            out.append(_Column(name, (*c.path[:-1], deid.YEAR), "integer"))
+            continue
         if any(dotted == r or dotted.startswith(r + ".") for r in removed):
             continue
         if c.kind == "date":

@@ -1,10 +1,11 @@
 """The cases a registry pull reads: the current version of every active case, filtered, in pages.
 
 Cases withdrawn as entered-in-error are never read. The filters that are columns of ``cases``
-(``since``, explicit case refs) run in SQL; the ones inside the case JSON (institution, IVC segment,
-diagnosis date, registry consent) run in Python on each parsed case, so SQLite and PostgreSQL behave
-the same. Pages of ``page_size`` rows are read by keyset on the case ref, each page in its own short
-read-only transaction, so memory stays flat and a slow client never holds a transaction open.
+(``since``, explicit case refs, the caller's source systems) run in SQL; the ones inside the case
+JSON (institution, IVC segment, diagnosis date or year, registry consent) run in Python on each parsed
+case, so SQLite and PostgreSQL behave the same. Pages of ``page_size`` rows are read by keyset on the
+case ref, each page in its own short read-only transaction, so memory stays flat and a slow client
+never holds a transaction open.
 
 Consistency: a pull is not one snapshot. Each case appears at most once per pull (the keyset only moves
 forward), at the version that was current when its page was read. A registry that pulls incrementally
@@ -28,6 +29,8 @@ from service.store.cases import ACTIVE
 from service.store.tables import case_versions, cases
 
 PAGE_SIZE = 500
+UNKNOWN_CONSENT = "unknown"
+"""The consent code an absent ``registry_consent`` counts as."""
 MAX_REFS = 500
 """Most case refs one pull may name (``Filters.refs``)."""
 
@@ -48,8 +51,15 @@ class Filters:
     """diagnosis.date >= this date."""
     diagnosed_to: dt.date | None = None
     """diagnosis.date <= this date."""
+    diagnosed_from_year: int | None = None
+    """The year of diagnosis.date >= this (de-identified pulls filter on the year they show)."""
+    diagnosed_to_year: int | None = None
+    """The year of diagnosis.date <= this."""
     consent: tuple[str, ...] = ()
-    """``registry_consent`` is one of these codes (``unknown`` does not match an absent value)."""
+    """``registry_consent`` is one of these codes; an absent consent counts as ``unknown``. The
+    privacy default (only ``yes``) is set by ``service.registry.access``, not here."""
+    sources: frozenset[str] | None = None
+    """Only cases of these source systems (None: every one): the caller's readable sources."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ def matches(case: Mapping[str, Any], filters: Filters) -> bool:
         wanted = {_fold(i) for i in filters.institutions}
         if not isinstance(institution, str) or _fold(institution) not in wanted:
             return False
-    if filters.consent and case.get("registry_consent") not in filters.consent:
+    if filters.consent and (case.get("registry_consent") or UNKNOWN_CONSENT) not in filters.consent:
         return False
     diagnosis = case["diagnosis"]
     if filters.segments:
@@ -82,7 +92,11 @@ def matches(case: Mapping[str, Any], filters: Filters) -> bool:
     date = dt.date.fromisoformat(diagnosis["date"])
     if filters.diagnosed_from is not None and date < filters.diagnosed_from:
         return False
-    return not (filters.diagnosed_to is not None and date > filters.diagnosed_to)
+    if filters.diagnosed_to is not None and date > filters.diagnosed_to:
+        return False
+    if filters.diagnosed_from_year is not None and date.year < filters.diagnosed_from_year:
+        return False
+    return not (filters.diagnosed_to_year is not None and date.year > filters.diagnosed_to_year)
 
 
 def stream_cases(engine: Engine, filters: Filters, *, page_size: int = PAGE_SIZE) -> Iterator[SourceCase]:
@@ -103,6 +117,8 @@ def stream_cases(engine: Engine, filters: Filters, *, page_size: int = PAGE_SIZE
             query = query.where(cases.c.updated_at >= filters.since)
         if filters.refs:
             query = query.where(cases.c.id.in_(filters.refs))
+        if filters.sources is not None:
+            query = query.where(cases.c.source_system.in_(sorted(filters.sources)))
         if after is not None:
             query = query.where(cases.c.id > after)
         with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():

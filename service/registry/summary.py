@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.codes import table
+from service.registry import deidentify as deid
 from service.registry import outcomes
 
 # The codes the summary names, per table of mappings/codes.yaml (a test checks that each exists).
@@ -111,12 +112,13 @@ def _first_size(diagnosis: Mapping[str, Any]) -> float | None:
     return largest
 
 
-def _add(series: _Series, case: Mapping[str, Any]) -> None:
+def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> None:
     series.cases += 1
     patient, diagnosis, outcome = case["patient"], case["diagnosis"], case["outcome"]
     series.sex[patient["sex"]] += 1
-    if patient["age_at_diagnosis"] is not None:
-        series.age.append(patient["age_at_diagnosis"])
+    age = patient["age_at_diagnosis"]
+    if age is not None:
+        series.age.append(age if age_cap is None else min(age, age_cap))
     size = _first_size(diagnosis)
     if size is not None:
         series.size.append(size)
@@ -258,11 +260,13 @@ def kaplan_meier(durations: Sequence[float], events: Sequence[int]) -> dict[str,
     return result
 
 
-def summarise(cases: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The case-series table of ``cases`` (canonical case dicts)."""
+def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False) -> dict[str, Any]:
+    """The case-series table of ``cases`` (canonical case dicts). ``deidentified``: ages over 89
+    count as 90 (de-identified extracts show them as "90+"), so min, max and mean do not give them."""
     series = _Series()
+    age_cap = deid.AGE_CAP + 1 if deidentified else None
     for case in cases:
-        _add(series, case)
+        _add(series, case, age_cap)
     grades = table("clavien-dindo").keys()
     highest_major = sum(
         n for g, n in series.highest.items() if g in grades and grades.index(g) >= grades.index(MAJOR_FROM)

@@ -169,3 +169,39 @@ def test_the_input_case_is_not_changed(case):
     deid.deidentify(c, KEY)
     list(extract.csv_lines([c], DEID))
     assert json.dumps(c, sort_keys=True) == before
+
+
+def test_finding_12_keys_are_per_recipient_and_stable():
+    master = b"m" * 32
+    x, y = deid.recipient_key(master, "registry-x"), deid.recipient_key(master, "registry-y")
+    assert x == deid.recipient_key(master, "registry-x") and x != y and len(x) == 32
+    assert x != deid.recipient_key(b"n" * 32, "registry-x")
+    with pytest.raises(ValueError):
+        deid.recipient_key(master, "")
+
+
+def test_finding_12_source_system_is_an_opaque_token_per_recipient(case):
+    c = case("ivclms-001")
+    x, y = deid.deidentify(c, KEY), deid.deidentify(c, b"another-key")
+    assert re.fullmatch(r"src-[0-9a-f]{16}", x["source_system"])
+    assert x["source_system"] != y["source_system"]
+    assert x["source_system"] == deid.deidentify(case("ivclms-004"), KEY)["source_system"]  # also hospital A
+    assert x["source_system"] != deid.deidentify(case("ivclms-002"), KEY)["source_system"]
+    row = next(csv.DictReader(io.StringIO("".join(extract.csv_lines([c], DEID)))))
+    assert row["source_system"] == x["source_system"]
+
+
+def test_finding_12_the_diagnosis_date_is_kept_as_its_year_only(case):
+    record = json.loads(next(extract.ndjson_lines([case("ivclms-001")], DEID)))
+    assert record["diagnosis"]["year"] == 2021 and "date" not in record["diagnosis"]
+    header = next(csv.reader(io.StringIO("".join(extract.csv_lines([case("ivclms-001")], DEID)))))
+    assert "diagnosis_year" in header and "diagnosis_date" not in header
+
+
+def test_finding_12_cursors_verify_only_for_the_key_that_signed_them():
+    signed = deid.cursor("2026-01-01T00:00:00.000Z", KEY)
+    assert deid.cursor_instant(signed, KEY) == "2026-01-01T00:00:00.000Z"
+    assert deid.cursor_instant(signed, b"another-key") is None
+    assert deid.cursor_instant(signed.replace("2026", "2025", 1), KEY) is None
+    assert deid.cursor_instant("2026-01-01T00:00:00.000Z", KEY) is None
+    assert deid.cursor_instant("~", KEY) is None

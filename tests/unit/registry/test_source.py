@@ -107,3 +107,25 @@ def test_explicit_case_refs(stored):
     wanted = (refs["IVC-002"], refs["IVC-007"], "00000000-0000-0000-0000-000000000000")
     assert _ids(engine, Filters(refs=wanted)) == ["IVC-002", "IVC-007"]
     assert _ids(engine, Filters(refs=wanted, consent=("yes",))) == ["IVC-007"]
+
+
+def test_finding_12_a_pull_reads_only_the_given_source_systems(stored):
+    engine = stored[0]
+    hospital_a = frozenset({"urn:ivclms:example:hospital-a"})
+    assert _ids(engine, Filters(sources=hospital_a), page_size=2) == ["IVC-001", "IVC-004", "IVC-009"]
+    assert _ids(engine, Filters(sources=frozenset())) == []
+    assert _ids(engine, Filters(sources=None)) == ALL
+
+
+def test_finding_12_year_filters_select_on_the_diagnosis_year(stored):
+    engine = stored[0]
+    # 2021: IVC-001 (2021-02-20), IVC-009 (2021-05-27); 2017-2018: IVC-008, IVC-003.
+    assert _ids(engine, Filters(diagnosed_from_year=2021, diagnosed_to_year=2021)) == ["IVC-001", "IVC-009"]
+    assert _ids(engine, Filters(diagnosed_to_year=2018)) == ["IVC-003", "IVC-008"]
+
+
+def test_finding_13_an_absent_consent_counts_as_unknown(cases):
+    case = dict(cases[0])
+    case.pop("registry_consent", None)
+    assert source.matches(case, Filters(consent=("unknown",)))
+    assert not source.matches(case, Filters(consent=("yes",)))

@@ -191,3 +191,12 @@ def test_html_is_escaped_and_has_no_script(cases):
     assert "&lt;script&gt;" in page
     assert "Interposition graft" in page and "Overall survival" in page
     assert "337.5 (180-480)" in page
+
+
+def test_finding_12_deidentified_summaries_do_not_give_ages_over_89(cases):
+    old = [json.loads(json.dumps(c)) for c in cases[:3]]
+    old[0]["patient"]["age_at_diagnosis"] = 97
+    exact = summary.summarise(old)["age_at_diagnosis_years"]
+    capped = summary.summarise(old, deidentified=True)["age_at_diagnosis_years"]
+    assert exact["max"] == 97
+    assert capped["max"] == 90 and capped["min"] == exact["min"]
