@@ -119,7 +119,7 @@ def cursor(as_of: str, key: bytes) -> str:
 
 def cursor_instant(value: str, key: bytes) -> str | None:
     """The instant of a cursor this service signed for this key; None for anything else."""
-    as_of, separator, _mac_text = value.rpartition(CURSOR_SEPARATOR)
+    as_of, separator, _ = value.rpartition(CURSOR_SEPARATOR)
     if not separator or not as_of:
         return None
     return as_of if hmac.compare_digest(cursor(as_of, key), value) else None
