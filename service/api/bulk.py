@@ -120,8 +120,8 @@ def export_file(job_id: str, name: str) -> Response:
     resource_type = name.removesuffix(".ndjson")
     if job.state != "done" or resource_type not in job.types or not name.endswith(".ndjson"):
         raise NotFound(f"no file {name} in export {job_id}")
-    now = gate.limits(g.principal, resource_type)  # r on the type, as at kick-off
-    if not now.unlimited and now != job.limits(resource_type):
+    current = gate.limits(g.principal, resource_type)  # r on the type, as at kick-off
+    if not current.unlimited and current != job.limits(resource_type):
         raise Forbidden(
             f"{name} was exported under another grant than this access token's; kick off a new export"
         )
