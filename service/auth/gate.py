@@ -140,12 +140,13 @@ def visible(
 def visible_text(
     principal: Principal, resource_type: str, text: str, source: str | None, action: str = "r"
 ) -> bool:
-    """``visible`` for stored JSON text (parsed only when a restriction or source must be checked)."""
+    """``visible`` for stored JSON text, parsed only when a restriction must be checked (or the source
+    system is not given and must be read off the business identifier)."""
     granted = access(principal, resource_type, action)
     if not granted.granted:
         return False
-    if granted.scope is Scope.ALL and principal.readable_sources is None:
-        return True
+    if granted.scope is Scope.ALL and (principal.readable_sources is None or source is not None):
+        return source is None or principal.may_read_source(source)
     resource = orjson.loads(text)
     return resource.get("resourceType") == resource_type and visible(
         principal, resource, action, source=source
