@@ -16,7 +16,7 @@ from service.api.params import parse_instant
 from service.auth import gate
 from service.auth.principal import Principal
 from service.clock import instant
-from service.errors import Issue, NotFound
+from service.errors import Forbidden, Issue, NotFound
 from service.outcome import operation_outcome
 from service.store.resources import Indexed
 
@@ -27,7 +27,10 @@ def _keep(principal: Principal) -> read_side.Keep:
     """The gate, for rows of the read side: type, restriction and the source system of the case."""
 
     def keep(resource_type: str, text: str, source: str | None) -> bool:
-        return gate.visible_text(principal, resource_type, text, source)
+        try:
+            return gate.visible_text(principal, resource_type, text, source)
+        except Forbidden:  # a refused grant on another type (an include): withheld, never widened
+            return False
 
     return keep
 

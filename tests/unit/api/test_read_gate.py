@@ -392,3 +392,12 @@ def test_audit_events_of_others_need_the_registry_role(client, examples):
         e["resource"]["agent"][0]["who"]["display"] for e in body["entry"]
     }
     assert client.get("/fhir/AuditEvent", headers=bearer("system/AuditEvent.s")).status_code == 403
+
+
+def test_finding_3_refused_grant_on_an_included_type_withholds_it(client, examples):
+    # A v1 scope with a restriction is refused (never widened): its type never leaves, even included.
+    headers = bearer("system/Observation.rs system/Patient.read?identifier=x")
+    body = client.get("/fhir/Observation?_include=Observation:subject&_count=500", headers=headers)
+    assert body.status_code == 200
+    assert _types(body.get_json()) == {"Observation"} and _warnings(body.get_json())
+    assert client.get("/fhir/Patient", headers=headers).status_code == 403
