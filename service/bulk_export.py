@@ -7,6 +7,9 @@ by line, so memory stays flat whatever the size. Resources written after the kic
 ``resource_versions`` as they were, so what a job holds does not depend on when the worker runs it.
 Cancelling marks the job; the runner notices between pages and removes its files. Finished jobs
 expire after a set time.
+
+A job holds only what its owner may read: the caller's grant per type (SMART v2 ``?`` restrictions and
+readable source systems) is stored with the job at kick-off and applied to every page the runner reads.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, delete, func, or_, select, tuple_, update
 
+from service.auth.gate import within
 from service.clock import instant
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue, NotFound
-from service.search import RESOURCE_TYPES
+from service.search import RESOURCE_TYPES, Limits, limit_conditions
 from service.store.tables import export_jobs, resource_versions, resources
 
 log = logging.getLogger("ivclms.export")
@@ -58,6 +62,20 @@ class Job:
     progress: int
     manifest_json: str | None
     error: str | None
+    access_json: str | None = None
+    """Per type, the owner's grant as ``Limits`` JSON; a type absent (or None): unlimited."""
+
+    def limits(self, resource_type: str) -> Limits:
+        if self.access_json is None:
+            return Limits()
+        found = orjson.loads(self.access_json).get(resource_type)
+        return Limits() if found is None else Limits.from_json(found)
+
+
+def access_json(limits: dict[str, Limits]) -> str | None:
+    """What to store with a job: the limited types' grants (None when nothing is limited)."""
+    limited = {t: lim.as_json() for t, lim in limits.items() if not lim.unlimited}
+    return orjson.dumps(limited).decode() if limited else None
 
 
 def _job(row: Any) -> Job:
@@ -92,7 +110,9 @@ def kick_off(
     request_url: str,
     principal: str,
     now: datetime,
+    access: str | None = None,
 ) -> str:
+    """Queue a job owned by ``principal`` (the caller's owner key) holding what ``access`` allows."""
     job_id = str(uuid.uuid4())
     with engine.begin() as conn:
         conn.execute(
@@ -107,6 +127,7 @@ def kick_off(
                 transaction_time=now,
                 created_at=now,
                 progress=0,
+                access_json=access,
             )
         )
     return job_id
@@ -172,6 +193,8 @@ def _pages(engine: Engine, job: Job, resource_type: str) -> Iterator[list[tuple[
             query = query.where(resources.c.last_updated > job.since)
         if job.level == "patient":
             query = query.where(resources.c.patient_id.is_not(None))
+        for condition in limit_conditions(resource_type, job.limits(resource_type)):
+            query = query.where(condition)  # these rows' links are of the exported version: exact
         if after is not None:  # a row-value comparison the (type, last_updated, id) index serves directly
             query = query.where(tuple_(resources.c.last_updated, resources.c.id) > tuple_(*after))
         with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
@@ -213,13 +236,19 @@ def _changed_after(engine: Engine, job: Job, resource_type: str) -> Iterator[lis
             query = query.where(past.c.last_updated > job.since)
         if job.level == "patient":
             query = query.where(current.c.patient_id.is_not(None))
+        limits = job.limits(resource_type)
+        if limits.sources is not None:  # a case never changes source system
+            for condition in limit_conditions(resource_type, Limits((), limits.sources)):
+                query = query.where(condition)
         if after is not None:
             query = query.where(current.c.id > after)
         with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
             rows = [(r.id, r.json) for r in conn.execute(query)]
         if not rows:
             return
-        yield rows
+        # The index links are of the current version: restrictions are checked on the version exported.
+        restricted = Limits(limits.restrictions)
+        yield [row for row in rows if restricted.unlimited or within(restricted, orjson.loads(row[1]), None)]
         after = rows[-1][0]
 
 

@@ -257,10 +257,14 @@ class Intake:
         after: tuple[datetime, str] | None = None,
         since: datetime | None = None,
         sync_state: str | None = None,
+        sources: frozenset[str] | None = None,
     ) -> tuple[list[CaseRow], dict[str, str]]:
-        """A page of cases and the sync state of each (absent when never queued)."""
+        """A page of cases (of ``sources`` only, None: every source system) and the sync state of
+        each (absent when never queued)."""
         with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
-            rows = store.page(conn, limit=limit, after=after, since=since, sync_state=sync_state)
+            rows = store.page(
+                conn, limit=limit, after=after, since=since, sync_state=sync_state, sources=sources
+            )
             return rows, store.sync_states(conn, [r.id for r in rows])
 
 

@@ -6,7 +6,7 @@ into Bundles. No Flask, no HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +19,14 @@ from service.errors import Gone, NotFound
 from service.search import Search, count_query, query
 from service.store import resources as index
 from service.store.resources import Indexed
-from service.store.tables import resource_links, resources
+from service.store.tables import cases, resource_links, resources
+
+Keep = Callable[[str, str, str | None], bool]
+"""May a resource leave for the caller: (resource type, stored JSON, source system of its case)."""
+
+
+def keep_all(resource_type: str, text: str, source: str | None) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class Row:
     version_id: int
     last_updated: datetime
     json: str
+    source_system: str | None = None
 
 
 @dataclass
@@ -40,6 +48,8 @@ class Page:
     last_key: tuple[datetime, str] | None = None
     has_next: bool = False
     has_prev: bool = False
+    withheld: int = 0
+    """Included resources left out because the caller may not see them."""
 
 
 @contextmanager
@@ -49,32 +59,60 @@ def _reading(engine: Engine) -> Iterator[Connection]:
 
 
 def _row(r: Any) -> Row:
-    return Row(r.resource_type, r.id, r.version_id, r.last_updated, r.json)
+    return Row(r.resource_type, r.id, r.version_id, r.last_updated, r.json, r.source_system)
 
 
-def read(engine: Engine, resource_type: str, resource_id: str, version: int | None = None) -> Indexed:
+def _with_source() -> Any:
+    return select(resources, cases.c.source_system).join(cases, cases.c.id == resources.c.case_ref)
+
+
+def _current(conn: Connection, resource_type: str, resource_id: str) -> Row | None:
+    found = conn.execute(
+        _with_source().where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
+    ).first()
+    return None if found is None else _row(found)
+
+
+def read(
+    engine: Engine,
+    resource_type: str,
+    resource_id: str,
+    version: int | None = None,
+    keep: Keep = keep_all,
+) -> Indexed:
+    """A resource (or one of its versions) the caller may see; one it may not is unknown (404), so
+    that neither its existence nor its removal is revealed."""
+    unknown = NotFound(
+        f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "") + " is unknown"
+    )
     with _reading(engine) as conn:
+        current = _current(conn, resource_type, resource_id)
+        if current is None or not keep(resource_type, current.json, current.source_system):
+            raise unknown
         found = index.read(conn, resource_type, resource_id, version)
     if found is None:
-        raise NotFound(
-            f"{resource_type}/{resource_id}" + (f"/_history/{version}" if version else "") + " is unknown"
-        )
+        raise unknown
+    if not found.deleted and not keep(resource_type, found.json, current.source_system):
+        raise unknown
     if found.deleted:
         raise Gone(f"{resource_type}/{resource_id} was removed from its case (version {found.version_id})")
     return found
 
 
-def history(engine: Engine, resource_type: str, resource_id: str) -> list[Indexed]:
+def history(engine: Engine, resource_type: str, resource_id: str, keep: Keep = keep_all) -> list[Indexed]:
+    """The versions the caller may see (removals included) of a resource it may see now."""
     with _reading(engine) as conn:
+        current = _current(conn, resource_type, resource_id)
+        if current is None or not keep(resource_type, current.json, current.source_system):
+            raise NotFound(f"{resource_type}/{resource_id} is unknown")
         found = index.history(conn, resource_type, resource_id)
-    if not found:
-        raise NotFound(f"{resource_type}/{resource_id} is unknown")
-    return found
+    return [v for v in found if v.deleted or keep(resource_type, v.json, current.source_system)]
 
 
-def _includes(conn: Connection, search: Search, matches: list[Row]) -> list[Row]:
+def _includes(conn: Connection, search: Search, matches: list[Row], keep: Keep) -> tuple[list[Row], int]:
+    """Included resources the caller may see, and how many it may not (left out)."""
     if not matches or not (search.include or search.revinclude):
-        return []
+        return [], 0
     ids = [m.id for m in matches]
     seen = {(m.resource_type, m.id) for m in matches}
     out: list[Row] = []
@@ -89,7 +127,7 @@ def _includes(conn: Connection, search: Search, matches: list[Row]) -> list[Row]
         pairs = {(t.system, t.value) for t in conn.execute(targets) if target is None or t.system == target}
         for target_type, target_id in sorted(pairs):
             row = conn.execute(
-                select(resources).where(
+                _with_source().where(
                     resources.c.resource_type == target_type,
                     resources.c.id == target_id,
                     resources.c.deleted == 0,
@@ -100,7 +138,7 @@ def _includes(conn: Connection, search: Search, matches: list[Row]) -> list[Row]
                 out.append(_row(row))
     for source_type, param in search.revinclude:
         linked = (
-            select(resources)
+            _with_source()
             .join(
                 resource_links,
                 and_(
@@ -121,20 +159,23 @@ def _includes(conn: Connection, search: Search, matches: list[Row]) -> list[Row]
             if (row.resource_type, row.id) not in seen:
                 seen.add((row.resource_type, row.id))
                 out.append(_row(row))
-    return out
+    shown = [r for r in out if keep(r.resource_type, r.json, r.source_system)]
+    return shown, len(out) - len(shown)
 
 
-def search(engine: Engine, search: Search) -> Page:
+def search(engine: Engine, search: Search, keep: Keep = keep_all) -> Page:
+    """A page of matches (the caller's grant is in ``search``'s conditions, so the total is exact;
+    ``keep`` checks each match again and decides which included resources may leave)."""
     with _reading(engine) as conn:
         if search.summary_count:
             return Page([], total=int(conn.execute(count_query(search)).scalar_one()))
         rows = [_row(r) for r in conn.execute(query(search))]
         more = len(rows) > search.count
-        rows = rows[: search.count]
+        rows = [r for r in rows[: search.count] if keep(r.resource_type, r.json, r.source_system)]
         if search.before is not None:
             rows.reverse()
         page = Page(rows, total=int(conn.execute(count_query(search)).scalar_one()))
-        page.included = _includes(conn, search, rows)
+        page.included, page.withheld = _includes(conn, search, rows, keep)
     if rows:
         page.first_key = (rows[0].last_updated, rows[0].id)
         page.last_key = (rows[-1].last_updated, rows[-1].id)
@@ -145,14 +186,21 @@ def search(engine: Engine, search: Search) -> Page:
     return page
 
 
-def everything(engine: Engine, patient_id: str, since: datetime | None) -> list[Row]:
-    """The Patient and every resource of its case (not deleted), oldest update first."""
-    read(engine, "Patient", patient_id)
+def everything(
+    engine: Engine, patient_id: str, since: datetime | None, keep: Keep = keep_all
+) -> tuple[list[Row], int]:
+    """The Patient and every resource of its case (not deleted) the caller may see, oldest update
+    first, and how many it may not see (left out). A Patient it may not see is unknown (404)."""
+    read(engine, "Patient", patient_id, keep=keep)
     with _reading(engine) as conn:
-        query_ = select(resources).where(resources.c.patient_id == patient_id, resources.c.deleted == 0)
+        query_ = _with_source().where(resources.c.patient_id == patient_id, resources.c.deleted == 0)
         if since is not None:
             query_ = query_.where(resources.c.last_updated >= since)
-        rows = conn.execute(
-            query_.order_by(resources.c.last_updated, resources.c.resource_type, resources.c.id)
-        )
-        return [_row(r) for r in rows]
+        rows = [
+            _row(r)
+            for r in conn.execute(
+                query_.order_by(resources.c.last_updated, resources.c.resource_type, resources.c.id)
+            )
+        ]
+    shown = [r for r in rows if keep(r.resource_type, r.json, r.source_system)]
+    return shown, len(rows) - len(shown)

@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, or_, select, tuple_
+from sqlalchemy import Select, and_, exists, false, func, or_, select, true, tuple_
 
 from service.errors import BadRequest, Issue
 from service.mapping.spec import spec
-from service.store.tables import resource_links, resources
+from service.store.tables import cases, resource_links, resources
 
 RESOURCE_TYPES = (
     "Patient",
@@ -96,6 +96,66 @@ def search_params() -> dict[str, tuple[Param, ...]]:
     return out
 
 
+Restriction = tuple[tuple[str, str], ...]
+"""One SMART v2 ``?`` restriction: every (token or reference parameter, value) must match."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What of one resource type a caller may get, as query filters: a resource must meet one
+    restriction of each set in ``restrictions`` (sets are ANDed, e.g. the ``s`` and the ``r`` grant)
+    and belong to a case of ``sources`` (None: every source system)."""
+
+    restrictions: tuple[tuple[Restriction, ...], ...] = ()
+    sources: frozenset[str] | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return not self.restrictions and self.sources is None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "restrictions": [[[list(p) for p in r] for r in one] for one in self.restrictions],
+            "sources": None if self.sources is None else sorted(self.sources),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Limits:
+        restrictions = tuple(
+            tuple(tuple((str(n), str(v)) for n, v in r) for r in one) for one in data["restrictions"]
+        )
+        sources = data["sources"]
+        return cls(restrictions, None if sources is None else frozenset(str(s) for s in sources))
+
+
+def restriction_condition(resource_type: str, restrictions: Sequence[Restriction]) -> Any:
+    """Resources meeting one of ``restrictions``: the same token/reference rows ``search`` matches
+    (and the gate's ``matches`` reads off a resource)."""
+    kinds = {p.name: p.type for p in search_params()[resource_type]}
+    options = []
+    for restriction in restrictions:
+        parts = []
+        for name, value in restriction:
+            build = _token if kinds.get(name) == "token" else _reference
+            parts.append(build(resource_type, name, value))
+        options.append(and_(*parts) if parts else true())
+    return or_(*options) if options else false()
+
+
+def source_condition(sources: frozenset[str]) -> Any:
+    """Resources of cases from these source systems (hospitals)."""
+    if not sources:
+        return false()
+    return resources.c.case_ref.in_(select(cases.c.id).where(cases.c.source_system.in_(sorted(sources))))
+
+
+def limit_conditions(resource_type: str, limits: Limits) -> list[Any]:
+    out = [restriction_condition(resource_type, one) for one in limits.restrictions]
+    if limits.sources is not None:
+        out.append(source_condition(limits.sources))
+    return out
+
+
 @dataclass
 class Search:
     """A parsed search: filters to apply, page, includes, and the parameters that were ignored."""
@@ -111,6 +171,10 @@ class Search:
     ignored: list[str] = field(default_factory=list)
     used: list[tuple[str, str]] = field(default_factory=list)
     """The parameters applied, for the self link."""
+
+    def limit(self, limits: Limits) -> None:
+        """Apply the caller's grant as conditions of the query itself: totals and pages stay exact."""
+        self.conditions += limit_conditions(self.resource_type, limits)
 
 
 def _bad(name: str, message: str) -> BadRequest:
@@ -266,8 +330,10 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
 
 def query(search: Search) -> Select[Any]:
     """The page query (one more row than the page, to know whether there is a next page)."""
-    base = select(resources).where(
-        resources.c.resource_type == search.resource_type, resources.c.deleted == 0
+    base = (
+        select(resources, cases.c.source_system)
+        .join(cases, cases.c.id == resources.c.case_ref)
+        .where(resources.c.resource_type == search.resource_type, resources.c.deleted == 0)
     )
     for condition in search.conditions:
         base = base.where(condition)

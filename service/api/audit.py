@@ -18,7 +18,7 @@ from service.api.context import ctx
 from service.api.params import int_arg, parse_instant
 from service.api.responses import fhir_response
 from service.api.security import PUBLIC_ENDPOINTS
-from service.auth import require
+from service.auth import ROLE_REGISTRY, require
 from service.clock import instant
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue
@@ -96,7 +96,11 @@ def audit_event(event: store.AuditRecord, base: str) -> dict[str, Any]:
 
 @bp.get("/AuditEvent")
 def search_audit_events() -> Response:
+    # The trail names every caller and what it touched: the registry role reads all of it, any
+    # other caller only its own events (its subject, as recorded in AuditEvent.agent).
     require(g.principal, "AuditEvent", "s")
+    require(g.principal, "AuditEvent", "r")
+    own = None if g.principal.has_role(ROLE_REGISTRY) else str(g.principal.subject)
     count = int_arg("_count", 100, 1, PAGE_MAX)
     assert count is not None
     after = request.args.get("_after")
@@ -107,7 +111,9 @@ def search_audit_events() -> Response:
     if date is not None:
         since = parse_instant(date.removeprefix("ge"), "date")
     with ctx().engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
-        events = store.search(conn, since=since, after_id=int(after) if after else None, limit=count)
+        events = store.search(
+            conn, since=since, after_id=int(after) if after else None, limit=count, principal=own
+        )
     base = request.url_root.rstrip("/") + "/fhir"
     links = [{"relation": "self", "url": request.url}]
     if len(events) == count:

@@ -17,8 +17,8 @@ from service import bulk_export
 from service.api.context import ctx
 from service.api.params import parse_instant
 from service.api.responses import fhir_response
-from service.auth import require
-from service.errors import BadRequest, Issue, NotFound
+from service.auth import gate
+from service.errors import BadRequest, Forbidden, Issue, NotFound
 from service.outcome import operation_outcome
 from service.search import RESOURCE_TYPES
 
@@ -53,8 +53,8 @@ def _kick_off(level: str) -> Response:
         raise BadRequest([Issue("invalid", "Prefer: respond-async is required for $export", "Prefer")])
     bulk_export.check_format(request.args.get("_outputFormat"))
     types = bulk_export.parse_types(request.args.get("_type"), RESOURCE_TYPES)
-    for resource_type in types:
-        require(g.principal, resource_type, "r")
+    # r on each type (403 otherwise); the job keeps what of each the caller may read and holds no more.
+    limits = {resource_type: gate.limits(g.principal, resource_type) for resource_type in types}
     raw_since = request.args.get("_since")
     since = parse_instant(raw_since, "_since") if raw_since else None
     job_id = bulk_export.kick_off(
@@ -63,8 +63,9 @@ def _kick_off(level: str) -> Response:
         types=types,
         since=since,
         request_url=request.url,
-        principal=str(g.principal.subject),
+        principal=g.principal.owner,
         now=ctx().intake.clock(),
+        access=bulk_export.access_json(limits),
     )
     if ctx().settings.export_in_process:
         _run_in_background()
@@ -83,7 +84,7 @@ def export_patients() -> Response:
 
 
 def _own(job: bulk_export.Job) -> bulk_export.Job:
-    if job.principal != str(g.principal.subject):
+    if job.principal != g.principal.owner:
         raise NotFound(f"no export job {job.id}")  # another client's job does not exist for this one
     return job
 
@@ -119,7 +120,11 @@ def export_file(job_id: str, name: str) -> Response:
     resource_type = name.removesuffix(".ndjson")
     if job.state != "done" or resource_type not in job.types or not name.endswith(".ndjson"):
         raise NotFound(f"no file {name} in export {job_id}")
-    require(g.principal, resource_type, "r")
+    current = gate.limits(g.principal, resource_type)  # r on the type, as at kick-off
+    if not current.unlimited and current != job.limits(resource_type):
+        raise Forbidden(
+            f"{name} was exported under another grant than this access token's; kick off a new export"
+        )
     path = files_dir() / job_id / name
     if not path.is_file():
         raise NotFound(f"no file {name} in export {job_id}")

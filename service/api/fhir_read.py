@@ -13,13 +13,37 @@ from service import read_side
 from service import search as searching
 from service.api.context import ctx
 from service.api.params import parse_instant
-from service.auth import require
+from service.auth import gate
+from service.auth.principal import Principal
 from service.clock import instant
-from service.errors import Issue, NotFound
+from service.errors import Forbidden, Issue, NotFound
 from service.outcome import operation_outcome
 from service.store.resources import Indexed
 
 bp = Blueprint("fhir_read", __name__, url_prefix="/fhir")
+
+
+def _keep(principal: Principal) -> read_side.Keep:
+    """The gate, for rows of the read side: type, restriction and the source system of the case."""
+
+    def keep(resource_type: str, text: str, source: str | None) -> bool:
+        try:
+            return gate.visible_text(principal, resource_type, text, source)
+        except Forbidden:  # a refused grant on another type (an include): withheld, never widened
+            return False
+
+    return keep
+
+
+def _withheld(count: int) -> str:
+    """A warning entry saying how many included resources the caller's scopes left out (no ids)."""
+    issue = Issue(
+        "suppressed",
+        f"{count} included resource{'s were' if count != 1 else ' was'} withheld: "
+        "outside the scopes or source systems of this access token",
+        severity="warning",
+    )
+    return f'{{"resource":{orjson.dumps(operation_outcome([issue])).decode()},"search":{{"mode":"outcome"}}}}'
 
 
 def _type(resource_type: str) -> str:
@@ -46,14 +70,16 @@ def _resource_response(found: Indexed) -> Response:
 
 @bp.get("/<resource_type>/<resource_id>")
 def read(resource_type: str, resource_id: str) -> Response:
-    require(g.principal, _type(resource_type), "r")
-    return _resource_response(read_side.read(ctx().engine, resource_type, resource_id))
+    gate.require(g.principal, _type(resource_type), "r")
+    keep = _keep(g.principal)
+    return _resource_response(read_side.read(ctx().engine, resource_type, resource_id, keep=keep))
 
 
 @bp.get("/<resource_type>/<resource_id>/_history/<int:version>")
 def vread(resource_type: str, resource_id: str, version: int) -> Response:
-    require(g.principal, _type(resource_type), "r")
-    return _resource_response(read_side.read(ctx().engine, resource_type, resource_id, version))
+    gate.require(g.principal, _type(resource_type), "r")
+    found = read_side.read(ctx().engine, resource_type, resource_id, version, keep=_keep(g.principal))
+    return _resource_response(found)
 
 
 def _bundle(kind: str, entries: list[str], extra: dict[str, Any]) -> Response:
@@ -70,8 +96,8 @@ def _entry(base: str, resource_type: str, resource_id: str, json_text: str, mode
 
 @bp.get("/<resource_type>/<resource_id>/_history")
 def instance_history(resource_type: str, resource_id: str) -> Response:
-    require(g.principal, _type(resource_type), "r")
-    versions = read_side.history(ctx().engine, resource_type, resource_id)
+    gate.require(g.principal, _type(resource_type), "r")
+    versions = read_side.history(ctx().engine, resource_type, resource_id, keep=_keep(g.principal))
     base = _base()
     entries = []
     for v in versions:
@@ -96,10 +122,12 @@ def _link(search: searching.Search, cursor: str | None) -> str:
 
 @bp.get("/<resource_type>")
 def search_type(resource_type: str) -> Response:
-    require(g.principal, _type(resource_type), "s")
+    gate.require(g.principal, _type(resource_type), "s")
     strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
     search = searching.parse(resource_type, list(request.args.items(multi=True)), strict=strict)
-    page = read_side.search(ctx().engine, search)
+    # Matches are returned resources: the s and the r grant both filter them (a count needs only s).
+    search.limit(gate.limits(g.principal, resource_type, "s" if search.summary_count else "sr"))
+    page = read_side.search(ctx().engine, search, keep=_keep(g.principal))
     base = _base()
     links = [{"relation": "self", "url": _link(search, request.args.get("_cursor"))}]
     if page.has_next and page.last_key is not None:
@@ -120,15 +148,19 @@ def search_type(resource_type: str) -> Response:
         )
         outcome = orjson.dumps(operation_outcome([issue])).decode()
         entries.append(f'{{"resource":{outcome},"search":{{"mode":"outcome"}}}}')
+    if page.withheld:
+        entries.append(_withheld(page.withheld))
     return _bundle("searchset", entries, {"total": page.total, "link": links})
 
 
 @bp.get("/Patient/<patient_id>/$everything")
 def everything(patient_id: str) -> Response:
-    require(g.principal, "Patient", "r")
+    gate.require(g.principal, "Patient", "r")
     raw = request.args.get("_since")
     since = parse_instant(raw, "_since") if raw else None
-    rows = read_side.everything(ctx().engine, patient_id, since)
+    rows, withheld = read_side.everything(ctx().engine, patient_id, since, keep=_keep(g.principal))
     base = _base()
     entries = [_entry(base, r.resource_type, r.id, r.json, "match") for r in rows]
+    if withheld:
+        entries.append(_withheld(withheld))
     return _bundle("searchset", entries, {"total": len(rows)})

@@ -2,6 +2,11 @@
 
 The answer is stored after the write commits, in its own transaction: a crash between the two makes
 the retry run again, which the business key (source system + case id) already makes harmless.
+
+An answer is kept under its caller's owner key *and* the grant that authorized it (scopes, source
+systems, roles): a retry by the same owner with the same grant gets the answer, having passed the same
+authorization; with any other grant the key finds nothing and the route runs again, its own
+authorization first (a narrowed token gets 403, never the stored case).
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec
 
+import orjson
 from flask import Response, g, request
 
 from service.api.context import ctx
+from service.auth import Principal
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue, Unprocessable
 from service.store import idempotency as store
@@ -30,6 +37,18 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
+def answer_key(principal: Principal) -> str:
+    """Whose stored answers these are: the owner (never the bare subject, which a client id could
+    mimic) under this exact grant."""
+    grant = [
+        principal.owner,
+        sorted(principal.scopes),
+        None if principal.sources is None else sorted(principal.sources),
+        sorted(principal.roles),
+    ]
+    return "grant:" + hashlib.sha256(orjson.dumps(grant)).hexdigest()
+
+
 def idempotent(view: Callable[P, Response]) -> Callable[P, Response]:
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
@@ -38,7 +57,7 @@ def idempotent(view: Callable[P, Response]) -> Callable[P, Response]:
             return view(*args, **kwargs)
         if not 1 <= len(key) <= 255 or not key.isprintable():
             raise BadRequest([Issue("invalid", f"{HEADER}: 1 to 255 printable characters", HEADER)])
-        principal = str(g.principal.subject)
+        principal = answer_key(g.principal)
         fingerprint = _fingerprint()
         engine = ctx().engine
         with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():

@@ -64,6 +64,8 @@ TYPE = _param("resource_type", "path", "A served resource type", {"type": "strin
 JOB = _param("job_id", "path", "Export job id", {"type": "string"}, True)
 EXPORT = {
     "summary": "Bulk Data export kick-off (Prefer: respond-async); 202 + Content-Location",
+    "description": "Scope r on each exported type; the job holds only what the token may read (its SMART "
+    "v2 restrictions and source systems) and belongs to the token's owner.",
     "parameters": [
         _param("_type", "query", "Resource types, comma-separated", {"type": "string"}),
         _param("_since", "query", "Only resources updated after this instant", {"type": "string"}),
@@ -72,6 +74,26 @@ EXPORT = {
     ],
     "responses": {"202": {"description": "Accepted; poll Content-Location"}, **_errors(400, 401, 403)},
 }
+# What each read route needs and what of the data it returns (issue 12: one gate for what leaves).
+CASES_LIST = (
+    "Scopes: s on every case type (system/*.s); only cases of the token's source systems unless "
+    "it has the registry role."
+)
+CASE_READ = (
+    "Scopes: r on every case type (system/*.r); a case of a source system outside the token's "
+    "(without the registry role) is 404."
+)
+FHIR_SEARCH = (
+    "Scopes: s and r on the type (a _summary=count needs s); SMART v2 restrictions and the token's "
+    "source systems filter the matches (exact totals); included resources the token may not "
+    "read are left out, counted in a warning OperationOutcome entry."
+)
+FHIR_READ = "Scope r on the type; a resource outside the token's restriction or source systems is 404."
+EVERYTHING = (
+    "Scope Patient.r; other resources only as the token may read them (a warning entry counts "
+    "those left out)."
+)
+AUDIT = "Scopes AuditEvent.s and .r; the caller's own events unless it has the registry role."
 RID = _param("resource_id", "path", "Resource id", {"type": "string"}, True)
 BUNDLE = {"type": "object", "description": "FHIR R4 Bundle"}
 FHIR_BUNDLE = {"content": {FHIR: {"schema": BUNDLE}}}
@@ -94,6 +116,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             },
             "get": {
                 "summary": "Cases, oldest update first, paged with a cursor",
+                "description": CASES_LIST,
                 "parameters": [
                     _param("_count", "query", "Page size (1-500, default 50)", {"type": "integer"}),
                     _param("since", "query", "Updated at or after this instant", {"type": "string"}),
@@ -106,6 +129,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/cases/{id}": {
             "get": {
                 "summary": "The case JSON, or its FHIR Bundle with Accept: application/fhir+json",
+                "description": CASE_READ,
                 "parameters": [REF, _param("version", "query", "A past version", {"type": "integer"})],
                 "responses": {
                     "200": {"description": "The case", **case_answer},
@@ -140,6 +164,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/cases/{id}/history": {
             "get": {
                 "summary": "Every version of a case, newest first",
+                "description": CASE_READ,
                 "parameters": [REF],
                 "responses": {"200": {"description": "Versions"}, **_errors(401, 403, 404)},
             }
@@ -177,6 +202,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/{resource_type}": {
             "get": {
                 "summary": "FHIR search (parameters: /fhir/metadata); Prefer: handling=strict",
+                "description": FHIR_SEARCH,
                 "parameters": [TYPE],
                 "responses": {
                     "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
@@ -187,6 +213,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/{resource_type}/{resource_id}": {
             "get": {
                 "summary": "FHIR read",
+                "description": FHIR_READ,
                 "parameters": [TYPE, RID],
                 "responses": {
                     "200": {"description": "The resource"},
@@ -198,6 +225,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/{resource_type}/{resource_id}/_history": {
             "get": {
                 "summary": "FHIR instance history",
+                "description": FHIR_READ,
                 "parameters": [TYPE, RID],
                 "responses": {
                     "200": {"description": "history Bundle", **FHIR_BUNDLE},
@@ -208,6 +236,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/{resource_type}/{resource_id}/_history/{version}": {
             "get": {
                 "summary": "FHIR vread",
+                "description": FHIR_READ,
                 "parameters": [TYPE, RID, _param("version", "path", "versionId", {"type": "integer"}, True)],
                 "responses": {"200": {"description": "That version"}, **_errors(401, 403, 404)},
             }
@@ -215,6 +244,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/Patient/{patient_id}/$everything": {
             "get": {
                 "summary": "The patient's case: every resource",
+                "description": EVERYTHING,
                 "parameters": [
                     _param("patient_id", "path", "Patient id", {"type": "string"}, True),
                     _param("_since", "query", "Only resources updated at or after", {"type": "string"}),
@@ -258,6 +288,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/AuditEvent": {
             "get": {
                 "summary": "The audit trail as FHIR AuditEvents",
+                "description": AUDIT,
                 "parameters": [
                     _param("date", "query", "Recorded at or after (ge) this instant", {"type": "string"}),
                     _param("_count", "query", "Page size (1-500)", {"type": "integer"}),

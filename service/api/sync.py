@@ -7,21 +7,29 @@ from flask import Blueprint, Response, g
 
 from service.api import openapi
 from service.api.context import ctx
-from service.auth import require
+from service.auth import ROLE_REGISTRY, Principal, gate
+from service.errors import Forbidden
 from service.sync import status
 
 bp = Blueprint("sync", __name__)
 
 JSON = "application/json"
 
-SYNC_TYPE = "Patient"
-"""The SMART scope resource type that guards sync: dead entries carry the server's OperationOutcome,
-whose diagnostics may quote patient data."""
+
+def _operator(principal: Principal, action: str) -> None:
+    """The queue spans every hospital's cases, and dead entries carry the FHIR server's
+    OperationOutcome (whose diagnostics may quote patient data): whole-case ``action`` on every type,
+    and the registry role or every source system (an operator), not a client bound to one hospital."""
+    gate.require_case_types(principal, action)
+    if not (principal.has_role(ROLE_REGISTRY) or principal.sources is None):
+        raise Forbidden(
+            "the sync queue spans every source system: it needs the registry role or every source system"
+        )
 
 
 @bp.get("/sync/status")
 def sync_status() -> Response:
-    require(g.principal, SYNC_TYPE, "r")
+    _operator(g.principal, "r")
     report = status.status(ctx().engine)
     return Response(orjson.dumps(report.as_json()), content_type="application/json")
 
@@ -29,7 +37,7 @@ def sync_status() -> Response:
 @bp.post("/sync/retry/<int:entry_id>")
 def sync_retry(entry_id: int) -> Response:
     """404 for an unknown entry, 409 for one that is not dead (service.errors, via the error handler)."""
-    require(g.principal, SYNC_TYPE, "u")
+    _operator(g.principal, "u")
     state = status.retry(ctx().engine, entry_id)
     return Response(orjson.dumps({"id": entry_id, "state": state}), content_type="application/json")
 
@@ -53,7 +61,8 @@ openapi.describe(
     {
         "get": {
             "summary": "Outbox depth per state, age of the oldest undelivered change, dead entries",
-            "description": "Scope Patient.r. Dead entries carry the FHIR server's OperationOutcome.",
+            "description": "Scopes system/*.r (every case type), and the registry role or every source "
+            "system. Dead entries carry the FHIR server's OperationOutcome.",
             "responses": {
                 "200": {"description": "Sync status", "content": {JSON: {"schema": {"type": "object"}}}},
                 **_errors(401, 403, 503),
@@ -66,7 +75,8 @@ openapi.describe(
     {
         "post": {
             "summary": "Send a dead outbox entry again (after its cause was fixed)",
-            "description": "Scope Patient.u. The entry becomes pending, or superseded when a later version "
+            "description": "Scopes system/*.u (every case type), and the registry role or every source "
+            "system. The entry becomes pending, or superseded when a later version "
             "of its case was delivered since.",
             "parameters": [
                 {

@@ -8,18 +8,36 @@ in a Bundle that the caller may not see are left out (with a warning where a Bun
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from service.auth.principal import Access, Principal, Scope
 from service.errors import Forbidden, NotFound
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, split_identifier
-from service.search import READ_TYPES, search_params
+from service.search import READ_TYPES, Limits, Restriction, search_params
 from service.store.resources import links
 
 CASE_TYPES = READ_TYPES
 """A case is all of these: reading or writing it whole needs the action on each."""
 _RESTRICTABLE = ("token", "reference")
+
+
+def _enforceable(kind: str | None, value: str) -> bool:
+    """A token or reference restriction value the search index can match exactly (the same syntax
+    ``search`` accepts: token ``system|code``, ``|code`` or ``code``; reference ``Type/id`` or ``id``)."""
+    if kind not in _RESTRICTABLE or not value:
+        return False
+    for item in value.split(","):
+        if kind == "token":
+            if not item.partition("|")[2 if "|" in item else 0]:
+                return False
+        else:
+            target_type, slash, target_id = item.rpartition("/")
+            if not target_id or (slash and target_type not in READ_TYPES):
+                return False
+    return True
 
 
 def _checked(resource_type: str, access: Access) -> Access:
@@ -30,7 +48,7 @@ def _checked(resource_type: str, access: Access) -> Access:
     known = {p.name: p.type for p in search_params().get(resource_type, ())}
     for restriction in access.restrictions:
         for name, value in restriction:
-            if known.get(name) not in _RESTRICTABLE or not value:
+            if name == "_id" or not _enforceable(known.get(name), value):
                 raise Forbidden(
                     f"scope restriction {name}={value} on {resource_type} cannot be enforced by this "
                     "server (token and reference search parameters only); ask for a scope without it"
@@ -50,11 +68,12 @@ def require(principal: Principal, resource_type: str, action: str) -> Access:
     return found
 
 
-def _value_matches(rows: list[tuple[str, str, str]], name: str, raw: str) -> bool:
+def _value_matches(rows: list[tuple[str, str, str]], name: str, raw: str, kind: str | None) -> bool:
+    """The rows ``search`` would match for ``name=raw`` (service.search ``_token``/``_reference``)."""
     for item in raw.split(","):
-        if "|" in item:
-            system, _, code = item.partition("|")
-            if any(p == name and s == system and v == code for p, s, v in rows):
+        if kind == "token":
+            system, bar, code = item.partition("|") if "|" in item else ("", "", item)
+            if any(p == name and v == code and (not bar or s == system) for p, s, v in rows):
                 return True
         else:
             target_type, slash, target_id = item.rpartition("/")
@@ -63,11 +82,30 @@ def _value_matches(rows: list[tuple[str, str, str]], name: str, raw: str) -> boo
     return False
 
 
-def matches(resource: dict[str, Any], restriction: tuple[tuple[str, str], ...]) -> bool:
+def matches(resource: dict[str, Any], restriction: Restriction) -> bool:
     """A resource meets every parameter of one restriction (token: system|code or code; reference:
     Type/id or id), read off the same rows the search index stores."""
     rows = links(resource)
-    return all(_value_matches(rows, name, value) for name, value in restriction)
+    kinds = {p.name: p.type for p in search_params().get(str(resource.get("resourceType", "")), ())}
+    return all(_value_matches(rows, name, value, kinds.get(name)) for name, value in restriction)
+
+
+def within(limits: Limits, resource: dict[str, Any], source: str | None) -> bool:
+    """A resource meets ``limits`` (one restriction of each set, and its source system)."""
+    if limits.sources is not None and (source is None or source not in limits.sources):
+        return False
+    return all(any(matches(resource, r) for r in one) for one in limits.restrictions)
+
+
+def limits(principal: Principal, resource_type: str, actions: Sequence[str] = ("r",)) -> Limits:
+    """403 unless every action is granted on the type; else what of it the caller may get, as filters
+    a query applies (the restrictions of each action's grant, and the readable source systems)."""
+    restrictions = []
+    for action in actions:
+        granted = require(principal, resource_type, action)
+        if granted.scope is Scope.SOME:
+            restrictions.append(granted.restrictions)
+    return Limits(tuple(restrictions), principal.readable_sources)
 
 
 def source_of(resource: dict[str, Any]) -> str | None:
@@ -81,8 +119,12 @@ def source_of(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def visible(principal: Principal, resource: dict[str, Any], action: str = "r") -> bool:
-    """May this resource leave for this caller (type, restriction and source system)?"""
+def visible(
+    principal: Principal, resource: dict[str, Any], action: str = "r", *, source: str | None = None
+) -> bool:
+    """May this resource leave for this caller (type, restriction and source system)? ``source``:
+    the source system of its case when the caller knows it (a Provenance carries no business
+    identifier), else read off the resource's business identifier."""
     resource_type = str(resource.get("resourceType", ""))
     granted = access(principal, resource_type, action)
     if not granted.granted:
@@ -91,8 +133,24 @@ def visible(principal: Principal, resource: dict[str, Any], action: str = "r") -
         return False
     if principal.readable_sources is None:
         return True
-    source = source_of(resource)
-    return source is not None and principal.may_read_source(source)
+    found = source if source is not None else source_of(resource)
+    return found is not None and principal.may_read_source(found)
+
+
+def visible_text(
+    principal: Principal, resource_type: str, text: str, source: str | None, action: str = "r"
+) -> bool:
+    """``visible`` for stored JSON text, parsed only when a restriction must be checked (or the source
+    system is not given and must be read off the business identifier)."""
+    granted = access(principal, resource_type, action)
+    if not granted.granted:
+        return False
+    if granted.scope is Scope.ALL and (principal.readable_sources is None or source is not None):
+        return source is None or principal.may_read_source(source)
+    resource = orjson.loads(text)
+    return resource.get("resourceType") == resource_type and visible(
+        principal, resource, action, source=source
+    )
 
 
 def only_visible(principal: Principal, resources: Iterable[dict[str, Any]], action: str = "r") -> list[Any]:

@@ -28,10 +28,18 @@ def record(conn: Connection, event: AuditRecord) -> None:
 
 
 def search(
-    conn: Connection, *, since: datetime | None, after_id: int | None, limit: int
+    conn: Connection,
+    *,
+    since: datetime | None,
+    after_id: int | None,
+    limit: int,
+    principal: str | None = None,
 ) -> list[AuditRecord]:
-    """Oldest first, after a keyset id: pages stay correct while new events arrive."""
+    """Oldest first, after a keyset id: pages stay correct while new events arrive; only the events
+    of ``principal`` unless None."""
     query = select(audit_events).order_by(audit_events.c.id).limit(limit)
+    if principal is not None:
+        query = query.where(audit_events.c.principal == principal)
     if since is not None:
         query = query.where(audit_events.c.recorded >= since)
     if after_id is not None:

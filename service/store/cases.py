@@ -132,9 +132,13 @@ def page(
     after: tuple[datetime, str] | None = None,
     since: datetime | None = None,
     sync_state: str | None = None,
+    sources: frozenset[str] | None = None,
 ) -> list[CaseRow]:
-    """Cases ordered by (updated_at, id), after a keyset cursor: stable under concurrent writes."""
+    """Cases ordered by (updated_at, id), after a keyset cursor: stable under concurrent writes;
+    only those of ``sources`` (source systems) unless None."""
     query = select(cases).order_by(cases.c.updated_at, cases.c.id).limit(limit)
+    if sources is not None:
+        query = query.where(cases.c.source_system.in_(sorted(sources)))
     if since is not None:
         query = query.where(cases.c.updated_at >= since)
     if after is not None:

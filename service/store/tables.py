@@ -216,6 +216,12 @@ export_jobs = Table(
     Column("progress", Integer, nullable=False, comment="resources written so far"),
     Column("manifest_json", Text, nullable=True),
     Column("error", Text, nullable=True),
+    Column(
+        "access_json",
+        Text,
+        nullable=True,
+        comment="per type: the caller's restrictions and source systems (JSON); null: unlimited",
+    ),
     Index("ix_export_jobs_state", "state", "created_at"),
 )
 

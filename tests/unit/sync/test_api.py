@@ -16,8 +16,9 @@ from tests.conftest import TEST_SECRET
 from tests.unit.sync.conftest import example
 
 
-def token(scope: str) -> dict[str, str]:
-    claims = {"sub": "ops", "scope": scope, "exp": int(time.time()) + 300}
+def token(scope: str, roles: tuple[str, ...] = ("registry",)) -> dict[str, str]:
+    """An operator's token by default (the registry role reads across every source system)."""
+    claims = {"sub": "ops", "scope": scope, "exp": int(time.time()) + 300, "ivclms_roles": list(roles)}
     return {"Authorization": "Bearer " + jwt.encode(claims, TEST_SECRET, algorithm="HS256")}
 
 
@@ -48,7 +49,10 @@ def queue_one(engine, state: str) -> int:
 def test_status_needs_a_read_scope(client):
     assert client.get("/sync/status").status_code == 401
     assert client.get("/sync/status", headers=token("system/Observation.rs")).status_code == 403
-    answer = client.get("/sync/status", headers=token("system/Patient.r"))
+    # Dead letters quote any hospital's case: whole-case reads (every type) and an operator's reach.
+    assert client.get("/sync/status", headers=token("system/Patient.r")).status_code == 403
+    assert client.get("/sync/status", headers=token("system/*.r", roles=())).status_code == 403
+    answer = client.get("/sync/status", headers=token("system/*.r"))
     assert answer.status_code == 200
     assert answer.json["depth"]["pending"] == 0
     assert answer.json["dead"] == []
@@ -56,7 +60,7 @@ def test_status_needs_a_read_scope(client):
 
 def test_status_lists_dead_entries(client, engine):
     entry_id = queue_one(engine, "dead")
-    body = client.get("/sync/status", headers=token("system/Patient.r")).json
+    body = client.get("/sync/status", headers=token("system/*.r")).json
     assert body["depth"]["dead"] == 1
     (dead,) = body["dead"]
     assert (dead["id"], dead["version"], dead["attempts"], dead["last_error"]) == (
@@ -69,11 +73,12 @@ def test_status_lists_dead_entries(client, engine):
 
 def test_retry_a_dead_entry(client, engine):
     entry_id = queue_one(engine, "dead")
-    assert client.post(f"/sync/retry/{entry_id}", headers=token("system/Patient.r")).status_code == 403
-    answer = client.post(f"/sync/retry/{entry_id}", headers=token("system/Patient.u"))
+    assert client.post(f"/sync/retry/{entry_id}", headers=token("system/*.r")).status_code == 403
+    assert client.post(f"/sync/retry/{entry_id}", headers=token("system/Patient.u")).status_code == 403
+    answer = client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u"))
     assert answer.status_code == 200
     assert answer.json == {"id": entry_id, "state": "pending"}
-    again = client.post(f"/sync/retry/{entry_id}", headers=token("system/Patient.u"))
+    again = client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u"))
     assert again.status_code == 409
     assert again.json["resourceType"] == "OperationOutcome"
 
