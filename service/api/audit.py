@@ -32,7 +32,6 @@ from service.auth import require
 from service.clock import instant
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue
-from service.logs import escape
 from service.search import READ_TYPES
 from service.store import audit as store
 
@@ -72,9 +71,7 @@ def init_app(app: Flask) -> None:
         where = entity()
         request.environ[ENTITY_ENVIRON] = where or "-"
         # The access log names the endpoint, not the path or query: those can carry identifiers.
-        access.info(
-            "%s %s %d %.1fms", escape(request.method), request.endpoint, response.status_code, elapsed_ms
-        )
+        access.info("%s %s %d %.1fms", request.method, request.endpoint, response.status_code, elapsed_ms)
         principal = getattr(g, "principal", None)
         if request.endpoint in NOT_AUDITED or request.method == "OPTIONS" or principal is None:
             return response

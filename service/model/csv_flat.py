@@ -71,6 +71,7 @@ def restore(cell: str) -> str:
         return cell[1:]
     return cell
 
+
 Path = tuple[str | int, ...]
 
 
