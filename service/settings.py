@@ -70,9 +70,9 @@ class Settings:
     )
     http_trusted_hosts: str = _env(
         "HTTP_TRUSTED_HOSTS",
-        "Comma-separated Host names (port ignored; `.example.org` matches subdomains) accepted when "
-        "HTTP_PUBLIC_BASE_URL is empty; other hosts get 400.",
-        "localhost,127.0.0.1,[::1]",
+        "Comma-separated Host names (port ignored; `.example.org` matches subdomains; IPv6 literals "
+        "cannot be matched) accepted when HTTP_PUBLIC_BASE_URL is empty; other hosts get 400.",
+        "localhost,127.0.0.1",
     )
     auth_disabled: bool = _env(
         "AUTH_DISABLED", "Turn bearer-token authentication off (a warning is logged at start-up).", False

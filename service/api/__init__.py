@@ -49,6 +49,10 @@ def build_app(settings: Settings | None = None) -> Flask:
     # must then be a trusted one (Flask answers 400 for any other, before routing).
     app.config["TRUSTED_HOSTS"] = None if settings.http_public_base_url else settings.trusted_hosts
     app.url_map.converters["int"] = DbInteger
+    # No redirects from routing (``//`` merged, a trailing slash added): werkzeug answers them itself,
+    # in HTML, with a Location built from the Host header. Such paths are 404 OperationOutcomes instead.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ctx = AppContext.build(settings)
     app.extensions["ivclms"] = ctx

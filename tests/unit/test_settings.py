@@ -88,7 +88,7 @@ def test_finding_6_an_app_with_a_weak_secret_does_not_start(tmp_path):
 
 def test_public_base_url_and_trusted_hosts_are_checked():
     base = {"IVCLMS_AUTH_JWT_SECRET": "k" * 32}
-    assert Settings.from_env(base).trusted_hosts == ["localhost", "127.0.0.1", "[::1]"]
+    assert Settings.from_env(base).trusted_hosts == ["localhost", "127.0.0.1"]
     for bad in ("ivclms.example.org", "ftp://x/", "https://x/?a=1"):
         with pytest.raises(SettingsError, match="IVCLMS_HTTP_PUBLIC_BASE_URL"):
             Settings.from_env({**base, "IVCLMS_HTTP_PUBLIC_BASE_URL": bad})
