@@ -69,3 +69,34 @@ def test_finding_7_a_signed_token_with_a_scope_that_is_no_string_is_a_generic_40
     assert outcome["resourceType"] == "OperationOutcome"
     text = resp.get_data(as_text=True)
     assert "Traceback" not in text and "jwt" not in text.lower() and "TypeError" not in text
+
+
+def _example_bundle() -> dict:
+    import json as _json
+
+    from service.case_files import map_case
+    from tests.unit.api.test_cases import EXAMPLES
+
+    return map_case(_json.loads(EXAMPLES[0].read_text()), now="2026-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("where", ["coding system", "meta.profile", "referenced meta.profile"])
+def test_finding_7_malformed_elements_the_validator_met_are_422_not_500(client, where):
+    """Found by the hostile-input fuzz on this branch (they were 500s on main too): an unhashable
+    coding system, and ``meta.profile: null`` on an entry and on a referenced resource."""
+    import json as _json
+
+    bundle = _example_bundle()
+    entries = [e["resource"] for e in bundle["entry"]]
+    if where == "coding system":
+        coded = next(r for r in entries if r.get("code", {}).get("coding"))
+        coded["code"]["coding"][0]["system"] = []
+    elif where == "meta.profile":
+        entries[1]["meta"]["profile"] = None
+    else:
+        next(r for r in entries if r["resourceType"] == "Patient")["meta"]["profile"] = None
+    resp = client.post(
+        "/fhir", data=_json.dumps(bundle), headers=_auth(), content_type="application/fhir+json"
+    )
+    assert resp.status_code == 422, resp.get_data(as_text=True)[:300]
+    assert resp.get_json()["resourceType"] == "OperationOutcome"
