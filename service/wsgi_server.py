@@ -21,6 +21,7 @@ import orjson
 from flask import Flask
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
 from service.api.audit import ENTITY_ENVIRON
@@ -97,26 +98,27 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
 
     app = create_app(settings)
     install_outcome_pages()  # before the workers fork: each inherits it
-    _Server(
-        app,
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "threads": settings.http_threads,
-            "worker_class": "gthread",
-            "accesslog": "-",
-            "access_log_format": ACCESS_LOG_FORMAT,
-            "logger_class": EscapingLogger,
-            "limit_request_line": LIMIT_REQUEST_LINE,
-            "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
-            "limit_request_fields": LIMIT_REQUEST_FIELDS,
-            "loglevel": settings.log_level.lower(),
-            "timeout": 60,
-            "graceful_timeout": 20,
-            "preload_app": True,
-            "post_fork": _post_fork,
-        },
-    ).run()
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": settings.http_threads,
+        "worker_class": "gthread",
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": EscapingLogger,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+        "limit_request_fields": LIMIT_REQUEST_FIELDS,
+        "loglevel": settings.log_level.lower(),
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "preload_app": True,
+        "post_fork": _post_fork,
+    }
+    if "control_socket_disable" in Config().settings:
+        # gunicorn >= 25.1 opens a management socket in the user's home by default; nothing here uses it.
+        options["control_socket_disable"] = True
+    _Server(app, options).run()
 
 
 def _post_fork(_server: Any, worker: Any) -> None:

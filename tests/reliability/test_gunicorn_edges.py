@@ -136,3 +136,4 @@ def test_finding_8_and_11_a_crlf_path_forges_no_log_line_and_is_not_logged(serve
     assert '127.0.0.1 "GET /fhir/Patient/{resource_id}" 401' in "\n".join(access), text[-2000:]
     assert '127.0.0.1 "GET /fhir/Patient/{resource_id}" 404' in "\n".join(access), text[-2000:]
     assert "\x00" not in text
+    assert "Control socket listening" not in text  # gunicorn's management socket is not opened
