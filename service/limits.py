@@ -1,14 +1,15 @@
 """Cost limits: how much one request or one client may make the service do, checked before the work.
 
-Each check runs before the work it bounds: a case's repeating entries are counted on the parsed JSON
-before the schema, rules and mapping see it; a CSV import's data rows and a posted Bundle's entries
+Each check runs before the work it bounds: the items of a case's arrays are counted on the parsed JSON
+before the schema, rules and mapping see it (a case maps to about one resource per item: the
+examples hold 35-62 items and map to 37-60 resources), and the mapped Bundle's entries before it is
+validated and stored; a CSV import's data rows and a posted Bundle's entries
 and patients are counted before any row or resource is validated; an ``$export`` is refused at
 kick-off when its client already has too many jobs queued or running, or too many bytes of files
 kept. Every refusal names the limit and the setting that raises it (``docs/security.md``).
 
 Defaults fit a real case series with room to spare: the nine example cases map to 37-60 resources
-each (29-48 entries in repeating groups), and the largest published IVC-LMS series hold a few
-hundred cases.
+each, and the largest published IVC-LMS series hold a few hundred cases (``docs/hardening.md``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ class Limits:
         )
 
 
-def repeating_entries(data: Any, stop_after: int) -> int:
-    """Objects held in arrays anywhere in ``data`` (each becomes at most a few resources), counted
-    level by level without recursion; stops once past ``stop_after``."""
+def array_items(data: Any, stop_after: int) -> int:
+    """Items of the arrays anywhere in ``data`` (objects and values alike), counted level by level
+    without recursion; stops once past ``stop_after``."""
     count = 0
     level: list[Any] = [data]
     while level:
@@ -55,24 +56,21 @@ def repeating_entries(data: Any, stop_after: int) -> int:
             if isinstance(node, dict):
                 below.extend(v for v in node.values() if isinstance(v, dict | list))
             elif isinstance(node, list):
-                for item in node:
-                    if isinstance(item, dict):
-                        count += 1
-                    if isinstance(item, dict | list):
-                        below.append(item)
+                count += len(node)
                 if count > stop_after:
                     return count
+                below.extend(item for item in node if isinstance(item, dict | list))
         level = below
     return count
 
 
 def check_case(data: Any, limits: Limits) -> None:
-    """Before validation: a case whose repeating groups hold more entries than a case may have resources."""
+    """Before validation: a case whose arrays hold more items than a case may have resources."""
     most = limits.max_resources_per_case
-    if repeating_entries(data, most) > most:
+    if array_items(data, most) > most:
         raise TooLarge(
-            f"the case holds more than {most} entries in its repeating groups: a case may map to at most "
-            f"{most} resources ({RESOURCES_SETTING})"
+            f"the case's arrays hold more than {most} items: a case may map to at most {most} resources "
+            f"({RESOURCES_SETTING})"
         )
 
 

@@ -183,7 +183,7 @@ class Settings:
     limits_max_resources_per_case: int = _env(
         "LIMITS_MAX_RESOURCES_PER_CASE",
         "Most FHIR resources one case may map to, and most entries one patient may have in a posted "
-        "Bundle; checked before validation (entries of repeating groups) and after mapping (413).",
+        "Bundle; checked before validation (items of the case's arrays) and after mapping (413).",
         1000,
     )
     limits_max_cases_per_import: int = _env(

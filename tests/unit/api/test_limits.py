@@ -67,9 +67,18 @@ def test_finding_4_a_case_with_100000_labs_is_refused_before_mapping(client, for
     assert client.get("/cases", headers=_auth()).get_json()["cases"] == []  # nothing stored
 
 
+def test_finding_4_a_long_array_of_values_is_refused_before_validation(client, forbid_heavy_work):
+    case = json.loads(EXAMPLES[0].read_text())
+    case["diagnosis"]["tumour_size"][0]["dimensions_cm"] = [1.0] * 200_000
+    body = json.dumps(case)
+    resp = client.post("/cases", data=body, headers=_auth(), content_type="application/json")
+    _outcome(resp, 413, "IVCLMS_LIMITS_MAX_RESOURCES_PER_CASE")
+
+
 def test_finding_4_a_mapped_bundle_over_the_limit_is_refused(settings):
-    """39 resources mapped from 29 repeating entries: within the pre-check, over the exact count."""
-    app = _app(settings, limits_max_resources_per_case=30)
+    """Example 1 holds 36 array items and maps to 39 resources: within the pre-check, over the exact
+    count."""
+    app = _app(settings, limits_max_resources_per_case=37)
     client = app.test_client()
     resp = client.post(
         "/cases", data=EXAMPLES[0].read_text(), headers=_auth(), content_type="application/json"
