@@ -121,6 +121,10 @@ def kept_bytes(engine: Engine, principal: str, files: Path, now: datetime) -> in
 
 
 def _check_limits(conn: Connection, principal: str, limits: Limits, files: Path, now: datetime) -> None:
+    if conn.dialect.name == "postgresql":
+        # Kick-offs of one client one at a time until commit, so simultaneous ones cannot all count the
+        # same jobs (SQLite's BEGIN IMMEDIATE already serialises every writer).
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("ivclms-export:" + principal))))
     active = _active(conn, principal)
     if active >= limits.max_active_exports:
         raise TooMany(

@@ -143,6 +143,36 @@ def test_finding_4_a_client_has_at_most_the_configured_exports_at_once(settings)
     assert client.get("/fhir/$export", headers={**bearer(sub="b"), **ASYNC}).status_code == 202  # per client
 
 
+def test_finding_4_simultaneous_kick_offs_do_not_pass_the_limit(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = _app(settings, limits_max_active_exports=2)
+    ctx = app.extensions["ivclms"]
+    files = bulk_export.files_dir(ctx.settings.data_dir)
+
+    def kick(_: int) -> str:
+        try:
+            bulk_export.kick_off(
+                ctx.engine,
+                level="system",
+                types=("Patient",),
+                since=None,
+                request_url="http://localhost/fhir/$export",
+                principal="owner-a",
+                now=datetime.now(UTC),
+                limits=Limits(max_active_exports=2),
+                files=files,
+            )
+            return "accepted"
+        except TooMany:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(kick, range(16)))
+    assert answers.count("accepted") == 2, answers
+    ctx.engine.dispose()
+
+
 def test_finding_4_export_bytes_kept_per_client(settings):
     app = _app(settings)
     client = app.test_client()
