@@ -15,22 +15,24 @@ readable source systems) is stored with the job at kick-off and applied to every
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
-from sqlalchemy import Engine, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, delete, func, or_, select, tuple_, update
 
 from service.auth.gate import within
 from service.clock import instant
 from service.db import READ_ONLY
-from service.errors import BadRequest, Issue, NotFound
-from service.search import RESOURCE_TYPES, Limits, limit_conditions
+from service.errors import BadRequest, Gone, Issue, NotFound, TooMany
+from service.limits import EXPORT_BYTES_SETTING, EXPORTS_SETTING, Limits
+from service.search import RESOURCE_TYPES, Visibility, limit_conditions
 from service.store.tables import export_jobs, resource_versions, resources
 
 log = logging.getLogger("ivclms.export")
@@ -38,6 +40,8 @@ log = logging.getLogger("ivclms.export")
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = frozenset({NDJSON, "application/ndjson", "ndjson"})
 PAGE = 1000
+POLL_AFTER_S = 60
+"""Retry-After of a kick-off refused while the client's other exports run."""
 PATIENT_TYPES = RESOURCE_TYPES
 """Patient-level export: every type of the patient compartment the service holds (all but none)."""
 
@@ -63,16 +67,16 @@ class Job:
     manifest_json: str | None
     error: str | None
     access_json: str | None = None
-    """Per type, the owner's grant as ``Limits`` JSON; a type absent (or None): unlimited."""
+    """Per type, the owner's grant as ``Visibility`` JSON; a type absent (or None): unlimited."""
 
-    def limits(self, resource_type: str) -> Limits:
+    def visibility(self, resource_type: str) -> Visibility:
         if self.access_json is None:
-            return Limits()
+            return Visibility()
         found = orjson.loads(self.access_json).get(resource_type)
-        return Limits() if found is None else Limits.from_json(found)
+        return Visibility() if found is None else Visibility.from_json(found)
 
 
-def access_json(limits: dict[str, Limits]) -> str | None:
+def access_json(limits: dict[str, Visibility]) -> str | None:
     """What to store with a job: the limited types' grants (None when nothing is limited)."""
     limited = {t: lim.as_json() for t, lim in limits.items() if not lim.unlimited}
     return orjson.dumps(limited).decode() if limited else None
@@ -101,6 +105,62 @@ def check_format(raw: str | None) -> None:
         )
 
 
+def _active(conn: Connection, principal: str) -> int:
+    query = select(func.count()).where(
+        export_jobs.c.principal == principal, export_jobs.c.state.in_(("queued", "running"))
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def _kept(conn: Connection, principal: str, files: Path, now: datetime) -> tuple[int, datetime | None]:
+    """Bytes of files kept for the client's finished, unexpired jobs, and when the first of them expires."""
+    rows = conn.execute(
+        select(export_jobs.c.id, export_jobs.c.expires_at).where(
+            export_jobs.c.principal == principal,
+            export_jobs.c.state == "done",
+            or_(export_jobs.c.expires_at.is_(None), export_jobs.c.expires_at > now),
+        )
+    ).all()
+    size = sum(_folder_bytes(files / r.id) for r in rows)
+    ends = [r.expires_at for r in rows if r.expires_at is not None]
+    return size, min(ends) if ends else None
+
+
+def _folder_bytes(folder: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    except OSError:
+        return 0
+
+
+def kept_bytes(engine: Engine, principal: str, files: Path, now: datetime) -> int:
+    with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+        return _kept(conn, principal, files, now)[0]
+
+
+def _check_limits(conn: Connection, principal: str, limits: Limits, files: Path, now: datetime) -> None:
+    if conn.dialect.name == "postgresql":
+        # Kick-offs of one client one at a time until commit, so simultaneous ones cannot all count the
+        # same jobs (SQLite's BEGIN IMMEDIATE already serialises every writer).
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext("ivclms-export:" + principal))))
+    active = _active(conn, principal)
+    if active >= limits.max_active_exports:
+        raise TooMany(
+            f"this client has {active} exports queued or running; at most {limits.max_active_exports} "
+            f"at once ({EXPORTS_SETTING}): wait for one to finish, or cancel one",
+            retry_after=POLL_AFTER_S,
+        )
+    kept, first_expiry = _kept(conn, principal, files, now)
+    if kept >= limits.max_export_bytes:
+        wait = int((first_expiry - now).total_seconds()) + 1 if first_expiry is not None else POLL_AFTER_S
+        raise TooMany(
+            f"this client's export files take {kept} bytes; at most {limits.max_export_bytes} are kept "
+            f"({EXPORT_BYTES_SETTING}): delete finished exports (DELETE on their status URL) or wait "
+            "until they expire",
+            retry_after=max(wait, 1),
+        )
+
+
 def kick_off(
     engine: Engine,
     *,
@@ -111,10 +171,16 @@ def kick_off(
     principal: str,
     now: datetime,
     access: str | None = None,
+    limits: Limits | None = None,
+    files: Path | None = None,
 ) -> str:
-    """Queue a job owned by ``principal`` (the caller's owner key) holding what ``access`` allows."""
+    """Queue a job owned by ``principal`` (the caller's owner key) holding what ``access`` allows; with
+    ``limits``, refused (TooMany) while the owner has too many jobs queued or running, or too many bytes
+    of files kept in ``files``."""
     job_id = str(uuid.uuid4())
     with engine.begin() as conn:
+        if limits is not None and files is not None:
+            _check_limits(conn, principal, limits, files, now)
         conn.execute(
             export_jobs.insert().values(
                 id=job_id,
@@ -139,6 +205,13 @@ def get(engine: Engine, job_id: str) -> Job:
     if row is None:
         raise NotFound(f"no export job {job_id} (finished jobs expire)")
     return _job(row)
+
+
+def check_live(job: Job, now: datetime) -> Job:
+    """The job, unless it expired (410 Gone), whether or not its files were purged yet."""
+    if job.expires_at is not None and now >= job.expires_at:
+        raise Gone(f"export {job.id} expired at {instant(job.expires_at)}; kick off a new one")
+    return job
 
 
 def cancel(engine: Engine, job_id: str, files: Path) -> None:
@@ -193,7 +266,7 @@ def _pages(engine: Engine, job: Job, resource_type: str) -> Iterator[list[tuple[
             query = query.where(resources.c.last_updated > job.since)
         if job.level == "patient":
             query = query.where(resources.c.patient_id.is_not(None))
-        for condition in limit_conditions(resource_type, job.limits(resource_type)):
+        for condition in limit_conditions(resource_type, job.visibility(resource_type)):
             query = query.where(condition)  # these rows' links are of the exported version: exact
         if after is not None:  # a row-value comparison the (type, last_updated, id) index serves directly
             query = query.where(tuple_(resources.c.last_updated, resources.c.id) > tuple_(*after))
@@ -236,9 +309,9 @@ def _changed_after(engine: Engine, job: Job, resource_type: str) -> Iterator[lis
             query = query.where(past.c.last_updated > job.since)
         if job.level == "patient":
             query = query.where(current.c.patient_id.is_not(None))
-        limits = job.limits(resource_type)
+        limits = job.visibility(resource_type)
         if limits.sources is not None:  # a case never changes source system
-            for condition in limit_conditions(resource_type, Limits((), limits.sources)):
+            for condition in limit_conditions(resource_type, Visibility((), limits.sources)):
                 query = query.where(condition)
         if after is not None:
             query = query.where(current.c.id > after)
@@ -247,7 +320,7 @@ def _changed_after(engine: Engine, job: Job, resource_type: str) -> Iterator[lis
         if not rows:
             return
         # The index links are of the current version: restrictions are checked on the version exported.
-        restricted = Limits(limits.restrictions)
+        restricted = Visibility(limits.restrictions)
         yield [row for row in rows if restricted.unlimited or within(restricted, orjson.loads(row[1]), None)]
         after = rows[-1][0]
 
@@ -276,23 +349,31 @@ def write_files(
     folder: Path,
     *,
     on_page: Callable[[int], bool] | None = None,
+    max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Write one NDJSON file per type into ``folder``; ``on_page(total)`` False stops (cancelled)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write one NDJSON file per type into ``folder``; ``on_page(total)`` False stops (cancelled).
+
+    The files are the owner's only (0600, in a 0700 folder: they hold patient data); more than
+    ``max_bytes`` written raises ExportTooLarge."""
+    private_dir(folder)
     outputs: list[dict[str, Any]] = []
     total = 0
+    written = 0
     for resource_type in job.types:
         path = folder / f"{resource_type}.ndjson"
         count = 0
-        with path.open("w", encoding="utf-8") as out:
+        with private_file(path) as out:
             for texts in _texts(engine, job, resource_type):
                 for text in texts:
                     out.write(text)
                     out.write("\n")
                 count += len(texts)
                 total += len(texts)
+                if max_bytes is not None and written + out.tell() > max_bytes:
+                    raise ExportTooLarge(max_bytes)
                 if on_page is not None and not on_page(total):
                     return []
+            written += out.tell()
         if count:
             outputs.append({"type": resource_type, "file": path.name, "count": count})
         else:
@@ -300,24 +381,65 @@ def write_files(
     return outputs
 
 
+class ExportTooLarge(Exception):
+    """The files of a job would take its owner past ``IVCLMS_LIMITS_MAX_EXPORT_BYTES``."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(
+            f"the files would take this client past the export bytes it may keep ({EXPORT_BYTES_SETTING}; "
+            f"{budget} bytes were left): delete finished exports, or ask for fewer types or a _since"
+        )
+
+
+def private_dir(folder: Path) -> None:
+    """``folder`` and the exports folder above it, created readable by the service's user only (0700)."""
+    for path in (folder.parent, folder):
+        if not path.exists():
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(path, 0o700)
+
+
+def private_file(path: Path) -> TextIO:
+    """A file opened for writing, readable and writable by the service's user only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
 def base_of(request_url: str) -> str:
     """The FHIR base the kick-off was sent to (file URLs in the manifest live under it)."""
     return request_url.split("/$export", 1)[0].removesuffix("/Patient")
 
 
-def run(engine: Engine, job: Job, files: Path, *, now: Callable[[], datetime], ttl: timedelta) -> None:
-    """Run a claimed job to done, failed or (noticed between pages) cancelled."""
+def run(
+    engine: Engine,
+    job: Job,
+    files: Path,
+    *,
+    now: Callable[[], datetime],
+    ttl: timedelta,
+    limits: Limits | None = None,
+) -> None:
+    """Run a claimed job to done, failed or (noticed between pages) cancelled; with ``limits``, a job
+    whose files would take its owner past the bytes kept fails and leaves no file."""
     folder = files / job.id
     base_url = base_of(job.request_url)
+    budget = None
+    if limits is not None:
+        budget = max(limits.max_export_bytes - kept_bytes(engine, job.principal, files, now()), 0)
     try:
-        outputs = write_files(engine, job, folder, on_page=lambda n: _still_running(engine, job.id, n))
-    except OSError as error:
+        outputs = write_files(
+            engine, job, folder, on_page=lambda n: _still_running(engine, job.id, n), max_bytes=budget
+        )
+    except (OSError, ExportTooLarge) as error:
         log.error("export %s failed (%s)", job.id, type(error).__name__)
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = str(error) if isinstance(error, ExportTooLarge) else f"{type(error).__name__} writing files"
         with engine.begin() as conn:
             conn.execute(
                 update(export_jobs)
                 .where(export_jobs.c.id == job.id)
-                .values(state="failed", error=f"{type(error).__name__} writing files", finished_at=now())
+                .values(state="failed", error=reason, finished_at=now())
             )
         return
     finished = now()
@@ -366,11 +488,18 @@ def purge(engine: Engine, files: Path, now: datetime) -> int:
     return len(ids)
 
 
-def run_pending(engine: Engine, files: Path, *, now: Callable[[], datetime], ttl: timedelta) -> int:
+def run_pending(
+    engine: Engine,
+    files: Path,
+    *,
+    now: Callable[[], datetime],
+    ttl: timedelta,
+    limits: Limits | None = None,
+) -> int:
     """One worker pass: purge, then run every queued job; returns the number run."""
     purge(engine, files, now())
     done = 0
     while (job := claim(engine)) is not None:
-        run(engine, job, files, now=now, ttl=ttl)
+        run(engine, job, files, now=now, ttl=ttl, limits=limits)
         done += 1
     return done

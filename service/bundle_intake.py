@@ -19,6 +19,7 @@ from typing import Any
 from service.case_files import CaseFileError, unmap_bundle
 from service.errors import Issue, ServiceError, Unprocessable
 from service.intake import Intake, Prepared
+from service.limits import check_bundle_entries, check_cases, check_resources
 from service.mapping.recognise import BUNDLE_TYPES, profile_bundle
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url
 from service.model import validate_case
@@ -171,13 +172,19 @@ def read_bundle(
 
     ``check`` validates the Bundle as posted (base R4, and the profiles its resources claim), so a
     broken element is reported where the EHR put it, before recognition reads the resources."""
+    if isinstance(bundle, dict) and isinstance(bundle.get("entry"), list):
+        check_bundle_entries(len(bundle["entry"]), intake.limits)
     resources = _resources(bundle)
+    # Cost limits first (grouping is cheap): validation and mapping run only on a Bundle within them.
+    skipped = [i for i, r in enumerate(resources) if r["resourceType"] in NOT_DATA]
+    groups = [Group(g) for g in _groups(bundle, resources, set(skipped))]
+    check_cases(len(groups), intake.limits, "Bundle.entry")
+    for group in groups:
+        check_resources(len(group.entries), intake.limits, _where(group.entries[0]))
     problems = check(bundle) if check is not None else []
     batch = bundle["type"] == "batch"
     if problems and (not batch or any(_entry_of(p) is None for p in problems)):
         raise Unprocessable(problems)
-    skipped = [i for i, r in enumerate(resources) if r["resourceType"] in NOT_DATA]
-    groups = [Group(g) for g in _groups(bundle, resources, set(skipped))]
     if not groups:
         raise Unprocessable([Issue("required", "Bundle.entry: no Patient and no case data", "Bundle.entry")])
     for group in groups:

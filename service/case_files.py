@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from service.errors import Issue, Unprocessable
+from service.limits import Limits, check_csv_rows
 from service.mapping.forward import case_to_bundle
 from service.mapping.reverse import bundle_to_case
 from service.mapping.spec import MappingError
@@ -121,13 +122,16 @@ class ImportReport:
         return f"{len(self.imported)} cases imported, {len(self.rejected)} rows rejected"
 
 
-def import_rows(text: str, now: str) -> ImportReport:
+def import_rows(text: str, now: str, limits: Limits | None = None) -> ImportReport:
     """Validate and map every data row of a CSV case series (row 1 = the first row after the header).
 
     A row either yields its Bundle or only issues (``row N: path: rule``); one bad row never stops the
     others. A second row with the case_id of an already imported row is rejected, as it would replace
-    the first. An unknown header column rejects the whole file (Unprocessable).
+    the first. An unknown header column rejects the whole file (Unprocessable). With ``limits``, a file
+    of more data rows than a request may import is refused (TooLarge) before any row is validated.
     """
+    if limits is not None:
+        check_csv_rows(text, limits)
     results: list[RowResult] = []
     seen: dict[str, int] = {}
     for number, parsed in read_csv(text):

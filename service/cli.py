@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from service.fhir.client import FhirClient
 
 _SECRET_WORDS = ("secret", "password", "token", "key")
+_URL_SETTINGS = ("db_url", "fhir_url", "fhir_token_url", "http_public_base_url")
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
@@ -75,9 +76,24 @@ def show_config() -> None:
         value: Any = getattr(settings, f.name)
         if any(word in f.name for word in _SECRET_WORDS) and value:
             value = "****"
+        elif f.name in _URL_SETTINGS and value:
+            value = _masked_url(str(value))
         click.echo(f"{f.metadata['env']}={value}")
-    click.echo(f"# effective database: {settings.database_url}")
-    click.echo(f"# sync: {'on -> ' + settings.fhir_url if settings.sync_enabled else 'off'}")
+    click.echo(f"# effective database: {_masked_url(settings.database_url)}")
+    click.echo(f"# sync: {'on -> ' + _masked_url(settings.fhir_url) if settings.sync_enabled else 'off'}")
+
+
+def _masked_url(url: str) -> str:
+    """A URL with the password in its user part shown as ``***`` (database URLs carry one)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 # ---- case files: map, unmap, import -------------------------------------------------------------
@@ -466,10 +482,12 @@ def _export_round(engine: Any, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
     from service import bulk_export
+    from service.limits import Limits
 
     files = bulk_export.files_dir(settings.data_dir)
     ttl = timedelta(seconds=settings.export_ttl_s)
-    return bulk_export.run_pending(engine, files, now=lambda: datetime.now(UTC), ttl=ttl)
+    limits = Limits.from_settings(settings)
+    return bulk_export.run_pending(engine, files, now=lambda: datetime.now(UTC), ttl=ttl, limits=limits)
 
 
 def _export_loop(engine: Any, settings: Settings, stop: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -14,12 +16,22 @@ def make_engine(settings: Settings) -> Engine:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            _private_database(settings.data_dir, Path(url.database))
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def _private_database(data_dir: Path, database: Path) -> None:
+    """The data directory, when the service creates it, is its user's only (0700); a new SQLite file
+    is created 0600 (SQLite gives its -wal and -shm files the database file's permissions)."""
+    if not data_dir.exists():
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+    if database.parent.is_dir() and not database.exists():
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 READ_ONLY = {"ivclms_read_only": True}

@@ -85,3 +85,18 @@ class Gone(ServiceError):
 
     def __init__(self, message: str) -> None:
         super().__init__(issues=[Issue("deleted", message)], status=410)
+
+
+class TooLarge(ServiceError):
+    """A request over a configured cost limit (413): the message names the limit and its setting."""
+
+    def __init__(self, message: str, expression: str | None = None) -> None:
+        super().__init__(issues=[Issue("too-costly", message, expression)], status=413)
+
+
+class TooMany(ServiceError):
+    """Too many of something at once for this client (429); retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(issues=[Issue("throttled", message)], status=429)
+        self.retry_after = retry_after

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from service.clock import instant, utcnow
 from service.db import READ_ONLY
 from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
+from service.limits import Limits, check_case, check_resources
 from service.mapping.forward import case_to_bundle
 from service.mapping.retract import retract
 from service.mapping.spec import MappingError
@@ -81,8 +82,10 @@ class Intake:
         enqueue: bool,
         clock: Callable[[], datetime] = utcnow,
         check_bundle: BundleCheck | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.engine = engine
+        self.limits = limits or Limits()
         self.enqueue = enqueue
         self.clock = clock
         self.check_bundle = check_bundle
@@ -90,7 +93,9 @@ class Intake:
     # -- checks (no database) ---------------------------------------------------------------------
 
     def prepare(self, data: Any, *, now: datetime | None = None) -> Prepared:
-        """Validate and map; raises Unprocessable naming every problem."""
+        """Validate and map; raises Unprocessable naming every problem (TooLarge before any of it for a
+        case over the cost limit)."""
+        check_case(data, self.limits)
         case = validate_case(data)
         return self.prepare_valid(case, now=now)
 
@@ -103,6 +108,7 @@ class Intake:
 
     def prepared(self, case: dict[str, Any], bundle: dict[str, Any]) -> Prepared:
         """A canonical case and the Bundle already mapped from it, checked against the profiles."""
+        check_resources(len(bundle.get("entry", [])), self.limits)
         if self.check_bundle is not None:
             self.check_bundle(bundle)
         return Prepared(case, bundle, content_hash(case))

@@ -16,7 +16,7 @@ import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -101,7 +101,7 @@ Restriction = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
-class Limits:
+class Visibility:
     """What of one resource type a caller may get, as query filters: a resource must meet one
     restriction of each set in ``restrictions`` (sets are ANDed, e.g. the ``s`` and the ``r`` grant)
     and belong to a case of ``sources`` (None: every source system)."""
@@ -120,7 +120,7 @@ class Limits:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Limits:
+    def from_json(cls, data: dict[str, Any]) -> Visibility:
         restrictions = tuple(
             tuple(tuple((str(n), str(v)) for n, v in r) for r in one) for one in data["restrictions"]
         )
@@ -149,7 +149,7 @@ def source_condition(sources: frozenset[str]) -> Any:
     return resources.c.case_ref.in_(select(cases.c.id).where(cases.c.source_system.in_(sorted(sources))))
 
 
-def limit_conditions(resource_type: str, limits: Limits) -> list[Any]:
+def limit_conditions(resource_type: str, limits: Visibility) -> list[Any]:
     out = [restriction_condition(resource_type, one) for one in limits.restrictions]
     if limits.sources is not None:
         out.append(source_condition(limits.sources))
@@ -172,7 +172,7 @@ class Search:
     used: list[tuple[str, str]] = field(default_factory=list)
     """The parameters applied, for the self link."""
 
-    def limit(self, limits: Limits) -> None:
+    def limit(self, limits: Visibility) -> None:
         """Apply the caller's grant as conditions of the query itself: totals and pages stay exact."""
         self.conditions += limit_conditions(self.resource_type, limits)
 
@@ -181,24 +181,36 @@ def _bad(name: str, message: str) -> BadRequest:
     return BadRequest([Issue("invalid", f"{name}: {message}", name)])
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""A calendar day, ASCII digits only (``\\d`` also matches other scripts' digits)."""
+_ISO_TEXT = re.compile(r"[0-9T:.+\-Z]+")
+LAST_DAY = "9999-12-32"
+"""Compares after every real day string (``9999-12-31`` has no next day in ``datetime``)."""
+
+
 def _prefix(value: str) -> tuple[str, str]:
-    if value[:2] in PREFIXES and value[2:3].isdigit():
+    if value[:2] in PREFIXES and value[2:3] in tuple("0123456789"):
         return value[:2], value[2:]
     return "eq", value
 
 
 def parse_instant(name: str, value: str) -> tuple[datetime, datetime]:
-    """The interval a FHIR date/dateTime value covers, in UTC (a day, or an instant)."""
+    """The interval a FHIR date/dateTime value covers, in UTC (a day, or an instant); a day or time
+    that does not exist (``2021-02-30``), or one at the ends of the calendar that cannot be turned to
+    UTC or followed by the next instant, is a 400."""
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if not _ISO_TEXT.fullmatch(value):
+            raise ValueError(value)
+        if _DAY.fullmatch(value):
             start = datetime.fromisoformat(value).replace(tzinfo=UTC)
             return start, start + timedelta(days=1)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            raise _bad(name, f"{value!r} needs a time zone")
+        moment = moment.astimezone(UTC)
+        return moment, moment + timedelta(microseconds=1)
+    except (ValueError, OverflowError):
         raise _bad(name, f"{value!r} is not a date (YYYY-MM-DD) or an instant with a zone") from None
-    if moment.tzinfo is None:
-        raise _bad(name, f"{value!r} needs a time zone")
-    return moment, moment + timedelta(microseconds=1)
 
 
 def _compare(column: Any, prefix: str, low: Any, high: Any) -> Any:
@@ -250,8 +262,11 @@ def decode_cursor(raw: str) -> tuple[str, tuple[datetime, str]]:
         direction, stamp, rid = base64.urlsafe_b64decode(raw.encode()).decode().split("|", 2)
         if direction not in ("next", "prev"):
             raise ValueError(direction)
-        return direction, (datetime.fromisoformat(stamp), rid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:
+            raise ValueError(stamp)
+        return direction, (moment.astimezone(UTC), rid)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise _bad("_cursor", "not a page this service gave out") from None
 
 
@@ -266,7 +281,11 @@ def parse(resource_type: str, params: Sequence[tuple[str, str]], *, strict: bool
     for name, value in params:
         base = name.split(":", 1)[0]
         if name == "_count":
-            if not value.isdigit() or not 1 <= int(value) <= COUNT_MAX:
+            # ASCII digits only: "²".isdigit() is true and int("²") raises.
+            if (
+                not (value.isascii() and value.isdigit() and len(value) <= 4)
+                or not 1 <= int(value) <= COUNT_MAX
+            ):
                 raise _bad(name, f"must be a whole number from 1 to {COUNT_MAX}")
             search.count = int(value)
         elif name == "_summary":
@@ -317,10 +336,14 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
         return _compare(resources.c.last_updated, prefix, low, high)
     if name == "date":
         prefix, rest = _prefix(value)
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", rest[:10]):
-            raise _bad(name, f"{value!r} is not a date like ge2020-01-01")
         day = rest[:10]
-        next_day = (datetime.fromisoformat(day) + timedelta(days=1)).date().isoformat()
+        try:
+            if not _DAY.fullmatch(day):
+                raise ValueError(day)
+            first = date.fromisoformat(day)  # 2021-02-30 and 2020-13-45 are no days
+        except ValueError:
+            raise _bad(name, f"{value!r} is not a date like ge2020-01-01") from None
+        next_day = LAST_DAY if first == date.max else (first + timedelta(days=1)).isoformat()
         column = func.substr(resources.c.date, 1, 10)
         return and_(resources.c.date.is_not(None), _compare(column, prefix, day, next_day))
     if param.type == "token":

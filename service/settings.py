@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "IVCLMS_"
 
@@ -20,6 +21,17 @@ _FALSE = {"0", "false", "no", "off"}
 FHIR_AUTH_MODES = ("none", "bearer", "basic", "oauth2", "smart-backend")
 FHIR_JWT_ALGS = ("RS384", "ES384")
 """The signing algorithms SMART Backend Services requires servers to support."""
+
+
+MIN_KEY_BYTES = 32
+"""Shortest HS256 secret and pseudonym key accepted: RFC 7518 section 3.2 requires an HS256 key of at
+least the hash's size (256 bits); the same for the HMAC-SHA256 pseudonym key."""
+LIMIT_SETTINGS = (
+    "limits_max_resources_per_case",
+    "limits_max_cases_per_import",
+    "limits_max_active_exports",
+    "limits_max_export_bytes",
+)
 
 
 class SettingsError(ValueError):
@@ -49,10 +61,25 @@ class Settings:
     http_max_body_bytes: int = _env(
         "HTTP_MAX_BODY_BYTES", "Largest request body accepted; larger gets 413.", 10 * 1024 * 1024
     )
+    http_public_base_url: str = _env(
+        "HTTP_PUBLIC_BASE_URL",
+        "Public base URL of the service (`https://ivclms.example.org`): every absolute link it writes "
+        "(Content-Location, fullUrl, Location, next links, $export manifests) starts with it. Empty: the "
+        "request's Host, accepted only when it is one of HTTP_TRUSTED_HOSTS (else 400).",
+        "",
+    )
+    http_trusted_hosts: str = _env(
+        "HTTP_TRUSTED_HOSTS",
+        "Comma-separated Host names (port ignored; `.example.org` matches subdomains; IPv6 literals "
+        "cannot be matched) accepted when HTTP_PUBLIC_BASE_URL is empty; other hosts get 400.",
+        "localhost,127.0.0.1",
+    )
     auth_disabled: bool = _env(
         "AUTH_DISABLED", "Turn bearer-token authentication off (a warning is logged at start-up).", False
     )
-    auth_jwt_secret: str = _env("AUTH_JWT_SECRET", "Shared secret for HS256 access tokens.", "")
+    auth_jwt_secret: str = _env(
+        "AUTH_JWT_SECRET", f"Shared secret for HS256 access tokens (at least {MIN_KEY_BYTES} bytes).", ""
+    )
     auth_jwt_public_key_file: str = _env(
         "AUTH_JWT_PUBLIC_KEY_FILE", "PEM public key for RS256/ES256 access tokens.", ""
     )
@@ -149,8 +176,32 @@ class Settings:
     )
     registry_pseudonym_key: str = _env(
         "REGISTRY_PSEUDONYM_KEY",
-        "HMAC key of the pseudonyms in de-identified registry extracts (empty: those answer 501).",
+        f"HMAC key of the pseudonyms in de-identified registry extracts (at least {MIN_KEY_BYTES} bytes; "
+        "empty: those answer 501).",
         "",
+    )
+    limits_max_resources_per_case: int = _env(
+        "LIMITS_MAX_RESOURCES_PER_CASE",
+        "Most FHIR resources one case may map to, and most entries one patient may have in a posted "
+        "Bundle; checked before validation (items of the case's arrays) and after mapping (413).",
+        1000,
+    )
+    limits_max_cases_per_import: int = _env(
+        "LIMITS_MAX_CASES_PER_IMPORT",
+        "Most cases in one CSV import (data rows) or one posted Bundle (patients), counted before "
+        "validation (413).",
+        1000,
+    )
+    limits_max_active_exports: int = _env(
+        "LIMITS_MAX_ACTIVE_EXPORTS",
+        "Most $export jobs one client may have queued or running at once (more: 429 with Retry-After).",
+        2,
+    )
+    limits_max_export_bytes: int = _env(
+        "LIMITS_MAX_EXPORT_BYTES",
+        "Most bytes of $export files kept for one client until they expire or are deleted (more: 429 "
+        "at kick-off; a job that would pass it fails).",
+        1024**3,
     )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
 
@@ -242,7 +293,40 @@ class Settings:
         self._check_client_sources()
         if self.http_max_body_bytes <= 0:
             raise SettingsError(f"{PREFIX}HTTP_MAX_BODY_BYTES must be positive")
+        self._check_keys()
+        self._check_http()
+        for name in LIMIT_SETTINGS:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be positive")
         return self
+
+    def _check_keys(self) -> None:
+        for name in ("auth_jwt_secret", "registry_pseudonym_key"):
+            value: str = getattr(self, name)
+            if value and len(value.encode()) < MIN_KEY_BYTES:
+                raise SettingsError(
+                    f"{PREFIX}{name.upper()} is {len(value.encode())} bytes; at least {MIN_KEY_BYTES} "
+                    "random bytes are required (e.g. `openssl rand -base64 48`)"
+                )
+
+    def _check_http(self) -> None:
+        base = self.http_public_base_url
+        if base:
+            parts = urlsplit(base)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+                raise SettingsError(
+                    f"{PREFIX}HTTP_PUBLIC_BASE_URL must be an http(s) URL like https://ivclms.example.org"
+                )
+        elif not self.trusted_hosts:
+            raise SettingsError(
+                f"{PREFIX}HTTP_TRUSTED_HOSTS must name at least one host when {PREFIX}HTTP_PUBLIC_BASE_URL "
+                "is empty"
+            )
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """``IVCLMS_HTTP_TRUSTED_HOSTS`` as a list (Flask's TRUSTED_HOSTS)."""
+        return [h.strip() for h in self.http_trusted_hosts.split(",") if h.strip()]
 
 
 # Variables that belong to the test harness scripts, not to the service.

@@ -1,16 +1,81 @@
-"""gunicorn embedded behind `ivclms serve`, so one command runs the production server."""
+"""gunicorn embedded behind `ivclms serve`, so one command runs the production server.
+
+Hardened for what reaches it before the application does:
+- the access log writes the route pattern the application put in the WSGI environ (``ivclms.entity``,
+  see ``service.api.audit``), never the raw path or the query string (a client-chosen path segment
+  can be an identifier), and both of gunicorn's logs escape control characters (``service.logs``),
+  so a path with ``%0d%0a`` cannot forge a log line;
+- the answers gunicorn writes itself (400 malformed request, 414 request line too long, 431 header
+  too large) are FHIR OperationOutcome JSON instead of its HTML page: gunicorn has no setting for that
+  page, so ``install_outcome_pages`` replaces ``gunicorn.util.write_error``, the one function that
+  writes it; the limits are set at gunicorn's maximum so these answers stay rare.
+"""
 
 from __future__ import annotations
 
+import logging
+import socket
 from typing import Any
 
+import orjson
 from flask import Flask
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
 
+from service.api.audit import ENTITY_ENVIRON
+from service.errors import Issue
+from service.logs import EscapingFormatter
+from service.outcome import operation_outcome
 from service.settings import Settings
 
-# The access log leaves out query strings: search parameters can carry identifiers.
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+# The access log leaves out the path and the query string: both can carry identifiers.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %({' + ENTITY_ENVIRON + '}e)s" %(s)s %(B)s %(M)sms'
+LIMIT_REQUEST_LINE = 8190
+"""gunicorn's largest request line (its maximum): long search URLs fit; longer ones get 414."""
+LIMIT_REQUEST_FIELD_SIZE = 8190
+LIMIT_REQUEST_FIELDS = 100
+_ISSUE_CODES = {400: "invalid", 403: "forbidden", 414: "too-long", 417: "not-supported", 431: "too-long"}
+_MESSAGES = {
+    400: "the request is not well-formed HTTP (request line or a header)",
+    414: f"the request line is longer than {LIMIT_REQUEST_LINE} bytes: send fewer search parameters",
+    431: f"a request header is larger than {LIMIT_REQUEST_FIELD_SIZE} bytes, or there are more than "
+    f"{LIMIT_REQUEST_FIELDS} headers",
+}
+
+
+class EscapingLogger(Logger):  # type: ignore[misc]
+    """gunicorn's logger, whose handlers escape control characters like the application's."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                old = handler.formatter or logging.Formatter()
+                handler.setFormatter(EscapingFormatter(old._fmt, old.datefmt))
+
+
+def outcome_page(status: int, reason: str) -> bytes:
+    """The HTTP response gunicorn sends for a request it refused itself: an OperationOutcome whose
+    message is generic (gunicorn's own message quotes the request, which may carry identifiers)."""
+    message = _MESSAGES.get(status, reason.lower())
+    issue = Issue(_ISSUE_CODES.get(status, "processing" if status >= 500 else "invalid"), message)
+    body = orjson.dumps(operation_outcome([issue]))
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/fhir+json\r\n"
+        f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def write_outcome(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """Drop-in for ``gunicorn.util.write_error``; ``mesg`` (which quotes the request) is not sent."""
+    util.write_nonblock(sock, outcome_page(int(status_int), str(reason)))
+
+
+def install_outcome_pages() -> None:
+    util.write_error = write_outcome
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -32,22 +97,28 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
     from service import create_app
 
     app = create_app(settings)
-    _Server(
-        app,
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "threads": settings.http_threads,
-            "worker_class": "gthread",
-            "accesslog": "-",
-            "access_log_format": ACCESS_LOG_FORMAT,
-            "loglevel": settings.log_level.lower(),
-            "timeout": 60,
-            "graceful_timeout": 20,
-            "preload_app": True,
-            "post_fork": _post_fork,
-        },
-    ).run()
+    install_outcome_pages()  # before the workers fork: each inherits it
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "threads": settings.http_threads,
+        "worker_class": "gthread",
+        "accesslog": "-",
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": EscapingLogger,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+        "limit_request_fields": LIMIT_REQUEST_FIELDS,
+        "loglevel": settings.log_level.lower(),
+        "timeout": 60,
+        "graceful_timeout": 20,
+        "preload_app": True,
+        "post_fork": _post_fork,
+    }
+    if "control_socket_disable" in Config().settings:
+        # gunicorn >= 25.1 opens a management socket in the user's home by default; nothing here uses it.
+        options["control_socket_disable"] = True
+    _Server(app, options).run()
 
 
 def _post_fork(_server: Any, worker: Any) -> None:

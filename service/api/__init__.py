@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
 
 from service.api import (
     audit,
@@ -26,11 +28,31 @@ from service.settings import Settings
 
 log = logging.getLogger("ivclms")
 
+DB_INT_MAX = 2**31 - 1
+"""Largest integer a route takes (a PostgreSQL ``integer``: versions; outbox ids are far below it)."""
+
+
+class DbInteger(IntegerConverter):
+    """``<int:...>`` bounded to what the database holds: a larger number matches no route (404), instead
+    of overflowing the driver (``/_history/99999999999999999999999`` was a 500)."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", DB_INT_MAX)
+        super().__init__(map, *args, **kwargs)
+
 
 def build_app(settings: Settings | None = None) -> Flask:
     settings = (settings or Settings.from_env()).validated()  # a Settings() built in code is checked too
     app = Flask("service")
     app.config["MAX_CONTENT_LENGTH"] = settings.http_max_body_bytes
+    # Absolute links come from IVCLMS_HTTP_PUBLIC_BASE_URL; without it, from the request's Host, which
+    # must then be a trusted one (Flask answers 400 for any other, before routing).
+    app.config["TRUSTED_HOSTS"] = None if settings.http_public_base_url else settings.trusted_hosts
+    app.url_map.converters["int"] = DbInteger
+    # No redirects from routing (``//`` merged, a trailing slash added): werkzeug answers them itself,
+    # in HTML, with a Location built from the Host header. Such paths are 404 OperationOutcomes instead.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ctx = AppContext.build(settings)
     app.extensions["ivclms"] = ctx

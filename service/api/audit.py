@@ -1,19 +1,29 @@
 """Every request that reaches data leaves an audit record; ``GET /fhir/AuditEvent`` reads them back.
 
 Recorded after the response is decided, in its own transaction: an audit failure is logged and never
-turns a good answer into an error. Only the path is kept (ids are uuids, never patient data); query
-strings, which may carry identifiers, are not.
+turns a good answer into an error. Only authenticated requests are recorded: a request without a valid
+token (401), or one no route matched, touched no data and leaves only its access-log line, so a flood
+of them cannot fill the table.
+
+What is kept of the URL is the route pattern (``/fhir/<resource_type>/<resource_id>``) with each path
+value that the service itself generates filled in (uuids, served resource types, version numbers,
+export file names); any other value, which a client chose and may be an identifier
+(``/fhir/Patient/John-Smith-1968-03-14``), is kept as its placeholder only. Query strings, which may
+carry identifiers, are never kept.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from typing import Any
 
-from flask import Blueprint, Flask, Response, g, request, url_for
+from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.api import links
 from service.api.context import ctx
 from service.api.params import int_arg, parse_instant
 from service.api.responses import fhir_response
@@ -22,6 +32,7 @@ from service.auth import ROLE_REGISTRY, require
 from service.clock import instant
 from service.db import READ_ONLY
 from service.errors import BadRequest, Issue
+from service.search import READ_TYPES
 from service.store import audit as store
 
 log = logging.getLogger("ivclms.audit")
@@ -34,6 +45,9 @@ ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELE
 ACTION_CODES = "http://hl7.org/fhir/audit-event-action"
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}
 PAGE_MAX = 500
+ENTITY_ENVIRON = "ivclms.entity"
+"""WSGI environ key set to ``entity()``: gunicorn's access log writes it instead of the raw path."""
+_PLACEHOLDER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def _outcome(status: int) -> str:
@@ -54,17 +68,19 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _audit(response: Response) -> Response:
         elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        where = entity()
+        request.environ[ENTITY_ENVIRON] = where or "-"
         # The access log names the endpoint, not the path or query: those can carry identifiers.
         access.info("%s %s %d %.1fms", request.method, request.endpoint, response.status_code, elapsed_ms)
-        if request.endpoint in NOT_AUDITED or request.method == "OPTIONS":
-            return response
         principal = getattr(g, "principal", None)
+        if request.endpoint in NOT_AUDITED or request.method == "OPTIONS" or principal is None:
+            return response
         event = store.AuditRecord(
             recorded=ctx().intake.clock(),
-            principal=str(principal.subject) if principal is not None else "unauthenticated",
+            principal=str(principal.subject)[:256],
             action=_action(),
             operation=f"{request.method} {request.endpoint or 'unknown'}",
-            entity=request.path[:256],
+            entity=where[:256],
             outcome=_outcome(response.status_code),
             status=response.status_code,
         )
@@ -74,6 +90,34 @@ def init_app(app: Flask) -> None:
         except SQLAlchemyError as error:
             log.error("audit record not written (%s)", type(error).__name__)
         return response
+
+
+_SERVED_NAMES = frozenset({*READ_TYPES, *(f"{t}.ndjson" for t in READ_TYPES)})
+
+
+def _generated(value: object) -> bool:
+    """A path value the service generated (or a fixed name it serves), safe to keep verbatim."""
+    if isinstance(value, int):
+        return True
+    text = str(value)
+    if text in _SERVED_NAMES:
+        return True
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def entity() -> str:
+    """The request's route pattern, with the path values the service generated filled in."""
+    rule = request.url_rule
+    if rule is None:
+        return ""
+    values = request.view_args or {}
+    return _PLACEHOLDER.sub(
+        lambda m: str(values[m.group(1)]) if _generated(values.get(m.group(1))) else "{" + m.group(1) + "}",
+        rule.rule,
+    )
 
 
 def audit_event(event: store.AuditRecord, base: str) -> dict[str, Any]:
@@ -114,18 +158,16 @@ def search_audit_events() -> Response:
         events = store.search(
             conn, since=since, after_id=int(after) if after else None, limit=count, principal=own
         )
-    base = request.url_root.rstrip("/") + "/fhir"
-    links = [{"relation": "self", "url": request.url}]
+    base = links.fhir_base()
+    page_links = [{"relation": "self", "url": links.this_url()}]
     if len(events) == count:
         args = {k: v for k, v in request.args.items() if k != "_after"}
         args["_after"] = str(events[-1].id)
-        links.append(
-            {"relation": "next", "url": url_for("audit.search_audit_events", _external=True, **args)}
-        )
+        page_links.append({"relation": "next", "url": links.url_to("audit.search_audit_events", **args)})
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "link": links,
+        "link": page_links,
         "entry": [
             {
                 "fullUrl": f"{base}/AuditEvent/{e.id}",

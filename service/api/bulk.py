@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, request, send_file
 from werkzeug.http import http_date
 
 from service import bulk_export
+from service.api import links
 from service.api.context import ctx
 from service.api.params import parse_instant
 from service.api.responses import fhir_response
@@ -40,7 +41,11 @@ def _run_in_background() -> None:
         try:
             ttl = timedelta(seconds=app.settings.export_ttl_s)
             bulk_export.run_pending(
-                app.engine, bulk_export.files_dir(app.settings.data_dir), now=app.intake.clock, ttl=ttl
+                app.engine,
+                bulk_export.files_dir(app.settings.data_dir),
+                now=app.intake.clock,
+                ttl=ttl,
+                limits=app.intake.limits,
             )
         finally:
             _runner_lock.release()
@@ -62,14 +67,16 @@ def _kick_off(level: str) -> Response:
         level=level,
         types=types,
         since=since,
-        request_url=request.url,
+        request_url=links.this_url(),
         principal=g.principal.owner,
         now=ctx().intake.clock(),
         access=bulk_export.access_json(limits),
+        limits=ctx().intake.limits,
+        files=files_dir(),
     )
     if ctx().settings.export_in_process:
         _run_in_background()
-    status_url = request.url_root.rstrip("/") + f"/fhir/bulkstatus/{job_id}"
+    status_url = links.absolute(f"/fhir/bulkstatus/{job_id}")
     return Response(status=202, headers={"Content-Location": status_url})
 
 
@@ -89,9 +96,14 @@ def _own(job: bulk_export.Job) -> bulk_export.Job:
     return job
 
 
+def _live(job: bulk_export.Job) -> bulk_export.Job:
+    """An expired job is 410 on every read, whether or not a worker purged it yet."""
+    return bulk_export.check_live(job, ctx().intake.clock())
+
+
 @bp.get("/bulkstatus/<job_id>")
 def export_status(job_id: str) -> Response:
-    job = _own(bulk_export.get(ctx().engine, job_id))
+    job = _live(_own(bulk_export.get(ctx().engine, job_id)))
     if job.state in ("queued", "running"):
         return Response(
             status=202, headers={"X-Progress": f"{job.state}: {job.progress} resources", "Retry-After": "2"}
@@ -116,12 +128,12 @@ def export_cancel(job_id: str) -> Response:
 
 @bp.get("/bulkfiles/<job_id>/<name>")
 def export_file(job_id: str, name: str) -> Response:
-    job = _own(bulk_export.get(ctx().engine, job_id))
+    job = _live(_own(bulk_export.get(ctx().engine, job_id)))
     resource_type = name.removesuffix(".ndjson")
     if job.state != "done" or resource_type not in job.types or not name.endswith(".ndjson"):
         raise NotFound(f"no file {name} in export {job_id}")
     current = gate.limits(g.principal, resource_type)  # r on the type, as at kick-off
-    if not current.unlimited and current != job.limits(resource_type):
+    if not current.unlimited and current != job.visibility(resource_type):
         raise Forbidden(
             f"{name} was exported under another grant than this access token's; kick off a new export"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -130,8 +130,11 @@ def case_history(ref: str) -> Response:
 def _cursor(text: str) -> tuple[datetime, str]:
     try:
         stamp, ref = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(stamp), ref
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:
+            raise ValueError(stamp)  # the UTC column refuses a naive time (it was a 500)
+        return moment.astimezone(UTC), ref
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadRequest([Issue("invalid", "cursor: not a cursor this service gave out", "cursor")]) from None
 
 
@@ -186,7 +189,7 @@ def import_cases() -> Response:
     """A CSV case series, all rows or none: any bad row rejects the file with every row's problems."""
     require(g.principal, CASE_TYPE, "c")
     intake = ctx().intake
-    report = import_rows(text_body(CSV_TYPES), instant(intake.clock()))
+    report = import_rows(text_body(CSV_TYPES), instant(intake.clock()), intake.limits)
     if report.rejected:
         raise Unprocessable([issue for row in report.rejected for issue in row.issues])
     batch = [intake.prepared(row.case, row.bundle) for row in report.imported if row.case and row.bundle]

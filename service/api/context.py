@@ -12,6 +12,7 @@ from service.auth import TokenVerifier
 from service.db import make_engine
 from service.fhir.client import FhirClient
 from service.intake import Intake
+from service.limits import Limits
 from service.settings import Settings
 from service.store import migrate
 from service.validation import Validator
@@ -44,7 +45,12 @@ class AppContext:
             engine=engine,
             verifier=None if settings.auth_disabled else TokenVerifier(settings),
             fhir=FhirClient.from_settings(settings) if settings.sync_enabled else None,
-            intake=Intake(engine, enqueue=settings.sync_enabled, check_bundle=check),
+            intake=Intake(
+                engine,
+                enqueue=settings.sync_enabled,
+                check_bundle=check,
+                limits=Limits.from_settings(settings),
+            ),
             validator=validator,
         )
 

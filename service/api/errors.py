@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from service.api.responses import fhir_response
-from service.errors import Issue, ServiceError, Unavailable
+from service.errors import Issue, ServiceError, TooMany, Unavailable
 from service.outcome import operation_outcome
 
 log = logging.getLogger("ivclms.api")
@@ -35,7 +35,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="ivclms"'} if exc.status == 401 else {}
-        if isinstance(exc, Unavailable):
+        if isinstance(exc, Unavailable | TooMany):
             headers["Retry-After"] = str(exc.retry_after)
         return fhir_response(operation_outcome(exc.issues), exc.status, headers)
 

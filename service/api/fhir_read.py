@@ -11,6 +11,7 @@ from werkzeug.http import http_date
 
 from service import read_side
 from service import search as searching
+from service.api import links
 from service.api.context import ctx
 from service.api.params import parse_instant
 from service.auth import gate
@@ -53,7 +54,7 @@ def _type(resource_type: str) -> str:
 
 
 def _base() -> str:
-    return request.url_root.rstrip("/") + "/fhir"
+    return links.fhir_base()
 
 
 def _resource_response(found: Indexed) -> Response:

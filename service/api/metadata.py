@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
+from service.api import links
 from service.api.context import ctx
 from service.api.responses import fhir_response
 from service.capability import capability_statement
@@ -13,5 +14,5 @@ bp = Blueprint("metadata", __name__, url_prefix="/fhir")
 
 @bp.get("/metadata")
 def capabilities() -> Response:
-    base = request.url_root.rstrip("/") + "/fhir"
+    base = links.fhir_base()
     return fhir_response(capability_statement(base, auth_required=ctx().verifier is not None))

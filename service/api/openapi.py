@@ -41,8 +41,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "Not found",
         409: "Conflicts with what is stored",
         412: "If-Match is not the current version",
-        413: "Body over the configured size limit",
+        410: "Expired (the export's files are gone, or about to be)",
+        413: "Body, or its cases or resources, over a configured limit (the issue names the setting)",
         415: "Wrong Content-Type",
+        429: "Too many exports queued or running, or too many bytes kept, for this client; see Retry-After",
         422: "Breaks the case schema, a rule or a profile; nothing stored",
         503: "Database unavailable; retry after Retry-After",
     }
@@ -72,7 +74,7 @@ EXPORT = {
         _param("_outputFormat", "query", "application/fhir+ndjson", {"type": "string"}),
         _param("Prefer", "header", "respond-async", {"type": "string"}, True),
     ],
-    "responses": {"202": {"description": "Accepted; poll Content-Location"}, **_errors(400, 401, 403)},
+    "responses": {"202": {"description": "Accepted; poll Content-Location"}, **_errors(400, 401, 403, 429)},
 }
 # What each read route needs and what of the data it returns (issue 12: one gate for what leaves).
 CASES_LIST = (
@@ -266,7 +268,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": {"description": "Manifest"},
                     "202": {"description": "In progress"},
-                    **_errors(401, 404),
+                    **_errors(401, 404, 410),
                 },
             },
             "delete": {
@@ -282,7 +284,10 @@ def _paths() -> dict[str, dict[str, Any]]:
                     JOB,
                     _param("name", "path", "File name from the manifest", {"type": "string"}, True),
                 ],
-                "responses": {"200": {"description": "application/fhir+ndjson"}, **_errors(401, 403, 404)},
+                "responses": {
+                    "200": {"description": "application/fhir+ndjson"},
+                    **_errors(401, 403, 404, 410),
+                },
             }
         },
         "/fhir/AuditEvent": {

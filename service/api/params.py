@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import request
 
@@ -23,8 +23,11 @@ def int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
 def parse_instant(raw: str, name: str) -> datetime:
     """A client's instant (``2026-01-01T00:00:00Z``); a date without zone is ambiguous, so refused."""
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        moment: datetime | None = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if moment is not None and moment.tzinfo is not None:
+            # In UTC now: 0001-01-01T00:00:00+01:00 has no UTC instant (the database would overflow).
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         moment = None
     if moment is None or moment.tzinfo is None:
         message = f"{name}: must be an instant with a zone, like 2026-01-01T00:00:00Z"

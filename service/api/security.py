@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 from service.api.context import ctx
 from service.auth import ANONYMOUS
@@ -31,3 +31,11 @@ def init_app(app: Flask) -> None:
             g.principal = None
             return
         g.principal = verifier.verify(request.headers.get("Authorization"))
+
+    @app.after_request
+    def _no_store(response: Response) -> Response:
+        # Everything behind authentication may carry patient data (and errors quote what was asked):
+        # no cache, shared or private, may keep it. Public endpoints keep their own caching.
+        if request.endpoint not in PUBLIC_ENDPOINTS:
+            response.headers["Cache-Control"] = "no-store"
+        return response

@@ -16,7 +16,7 @@ import orjson
 from service.auth.principal import Access, Principal, Scope
 from service.errors import Forbidden, NotFound
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, split_identifier
-from service.search import READ_TYPES, Limits, Restriction, search_params
+from service.search import READ_TYPES, Restriction, Visibility, search_params
 from service.store.resources import links
 
 CASE_TYPES = READ_TYPES
@@ -90,14 +90,14 @@ def matches(resource: dict[str, Any], restriction: Restriction) -> bool:
     return all(_value_matches(rows, name, value, kinds.get(name)) for name, value in restriction)
 
 
-def within(limits: Limits, resource: dict[str, Any], source: str | None) -> bool:
+def within(limits: Visibility, resource: dict[str, Any], source: str | None) -> bool:
     """A resource meets ``limits`` (one restriction of each set, and its source system)."""
     if limits.sources is not None and (source is None or source not in limits.sources):
         return False
     return all(any(matches(resource, r) for r in one) for one in limits.restrictions)
 
 
-def limits(principal: Principal, resource_type: str, actions: Sequence[str] = ("r",)) -> Limits:
+def limits(principal: Principal, resource_type: str, actions: Sequence[str] = ("r",)) -> Visibility:
     """403 unless every action is granted on the type; else what of it the caller may get, as filters
     a query applies (the restrictions of each action's grant, and the readable source systems)."""
     restrictions = []
@@ -105,7 +105,7 @@ def limits(principal: Principal, resource_type: str, actions: Sequence[str] = ("
         granted = require(principal, resource_type, action)
         if granted.scope is Scope.SOME:
             restrictions.append(granted.restrictions)
-    return Limits(tuple(restrictions), principal.readable_sources)
+    return Visibility(tuple(restrictions), principal.readable_sources)
 
 
 def source_of(resource: dict[str, Any]) -> str | None:

@@ -49,6 +49,28 @@ MAX_ENTRIES: dict[str, int] = {
 }
 SEPARATOR = ";"
 _INTEGER = re.compile(r"^[+-]?\d+$")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+"""A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection": =, +, -, @,
+tab, carriage return; and line feed, which some spreadsheets also skip before a formula)."""
+_NUMERIC = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A plain number (``-1.5``, ``-3``, ``1e-05``): a spreadsheet reads it as that number, never a formula."""
+
+
+def neutralise(cell: str) -> str:
+    """A cell a spreadsheet cannot run: prefixed with a single quote (OWASP's remedy) when it starts with
+    a formula character, unless it is a plain number. A cell that only looks escaped (quotes, then a
+    formula character) gets one more quote, so ``restore`` gives every cell back exactly."""
+    if cell.lstrip("'").startswith(FORMULA_STARTS) and not _NUMERIC.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def restore(cell: str) -> str:
+    """The inverse of ``neutralise``: what the import reads from a cell the extract wrote."""
+    if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_STARTS):
+        return cell[1:]
+    return cell
+
 
 Path = tuple[str | int, ...]
 
@@ -194,7 +216,7 @@ def unflatten(row: Mapping[str, str | None]) -> dict[str, Any]:
         if cell is None or cell == "":
             continue
         column = known[name]
-        _put(case, column.path, _parse(cell, column.kind))
+        _put(case, column.path, _parse(restore(cell), column.kind))
     built: dict[str, Any] = _lists(case)
     return built
 
@@ -247,7 +269,7 @@ def write_csv(cases: Iterable[Mapping[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=column_names(), lineterminator="\n")
     writer.writeheader()
     for case in cases:
-        writer.writerow(flatten(case))
+        writer.writerow({name: neutralise(cell) for name, cell in flatten(case).items()})
     return out.getvalue()
 
 

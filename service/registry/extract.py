@@ -14,7 +14,10 @@ De-identified (``service.registry.deidentify``): both forms drop the direct iden
 pseudonymise ``case_id`` and ``source_system`` with the recipient's key, keep the diagnosis year only
 and turn dates into ``<name>_days`` intervals from the diagnosis date; the CSV columns follow.
 
-Both writers are generators of text lines, so a streaming HTTP response sends row by row.
+Both writers are generators of text lines, so a streaming HTTP response sends row by row. Every CSV
+cell a spreadsheet would run as a formula (a free text starting with ``=``, ``+``, ``-``, ``@``, tab,
+CR or LF) is neutralised with a leading single quote (``csv_flat.neutralise``); plain numbers such as
+``-1.5`` stay numbers, and the import reads every cell back as it was (``csv_flat.restore``).
 """
 
 from __future__ import annotations
@@ -276,7 +279,7 @@ def csv_lines(cases: Iterable[Mapping[str, Any]], options: Options) -> Iterator[
 
     yield line(columns(options))
     for case in cases:
-        yield line(csv_row(case, options))
+        yield line([csv_flat.neutralise(cell) for cell in csv_row(case, options)])
 
 
 def record(case: Mapping[str, Any], options: Options) -> dict[str, Any]:

@@ -123,7 +123,9 @@ class Validator:
             run.add("error", "structure", expr, f"Unknown resource type '{rtype}'")
             return
         meta = res.get("meta")
-        declared = meta.get("profile", []) if isinstance(meta, dict) else []
+        declared = meta.get("profile") if isinstance(meta, dict) else None
+        if not isinstance(declared, list):  # a wrong shape is reported by the type checks (None was a 500)
+            declared = []
         roots: list[Elem] = []
         for url in dict.fromkeys([*profiles, *[p for p in declared if isinstance(p, str)]]):
             root = self.root(url)
@@ -420,7 +422,13 @@ class Validator:
                 run.add(severity, "code-invalid", expr, f"The code '{item}' is not in the value set {url}")
             return
         codings = [item] if code == "Coding" else item.get("coding", [])
-        codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+        # A coding whose system is not a string is reported by the type checks; its membership is not
+        # looked up (a list or object as ``system`` is unhashable: that was a 500).
+        codings = (
+            [c for c in codings if isinstance(c, dict) and isinstance(c.get("system", ""), str)]
+            if isinstance(codings, list)
+            else []
+        )
         found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
         if any(f is not False for f in found):
             return
@@ -474,7 +482,8 @@ class Validator:
 
     def _conforms(self, target: dict[str, Any], profile: str, run: _Run) -> bool:
         meta = target.get("meta")
-        if isinstance(meta, dict) and profile in meta.get("profile", []):
+        declared = meta.get("profile") if isinstance(meta, dict) else None
+        if isinstance(declared, list) and profile in declared:
             return True  # checked against it as an entry of its own
         key = (id(target), profile)
         if key not in run.conforms:

@@ -55,7 +55,8 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
-    server = Live(build(tmp_path, db_url="", export_in_process=False))
+    # Six exports at once for one client: over the default per-client limit (tested in test_limits.py).
+    server = Live(build(tmp_path, db_url="", export_in_process=False, limits_max_active_exports=20))
     yield server
     server.close()
 

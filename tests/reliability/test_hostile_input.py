@@ -195,8 +195,6 @@ def test_csv_that_is_not_utf8_is_400(probe: Probe) -> None:
         ("source_system over 512 characters", {"source_system": "urn:" + "x" * 600}),
         ("NUL in a text", {"institution": "a\u0000b"}),
         ("bell in the case id", {"case_id": "a\u0007b"}),
-        ("2 000 000 lab results", {"labs": [0] * 2_000_000}),
-        ("a list for the patient", {"patient": [[]] * 1_000_000}),
     ],
 )
 def test_oversized_and_control_values_are_422(probe: Probe, name: str, edit: dict) -> None:
@@ -205,6 +203,23 @@ def test_oversized_and_control_values_are_422(probe: Probe, name: str, edit: dic
         "hand-listed values", "POST", "/cases", data=_json(body), content_type="application/json"
     )
     assert resp.status_code == 422, (name, resp.get_json())
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        ("2 000 000 lab results", {"labs": [0] * 2_000_000}),
+        ("a list for the patient", {"patient": [[]] * 1_000_000}),
+    ],
+)
+def test_arrays_over_the_cost_limit_are_413_before_validation(probe: Probe, name: str, edit: dict) -> None:
+    """Issue 12, finding 4: counted before the schema sees them (IVCLMS_LIMITS_MAX_RESOURCES_PER_CASE)."""
+    body = {**example(), **edit}
+    resp = probe.send(
+        "hand-listed values", "POST", "/cases", data=_json(body), content_type="application/json"
+    )
+    assert resp.status_code == 413, (name, resp.get_json())
+    assert "IVCLMS_LIMITS_MAX_RESOURCES_PER_CASE" in resp.get_json()["issue"][0]["diagnostics"]
 
 
 def test_huge_free_text_within_the_limit_is_accepted(probe: Probe) -> None:

@@ -61,3 +61,39 @@ def test_every_setting_is_documented_in_the_readme():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [env for env, _default, _doc in SETTINGS_DOC if f"`{env}`" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
+
+
+# ---- issue 12, finding 6: strong keys ------------------------------------------------------------
+# RFC 7518, section 3.2: "A key of the same size as the hash output (for instance, 256 bits for
+# "HS256") or larger MUST be used with this algorithm."
+
+
+@pytest.mark.parametrize("name", ["IVCLMS_AUTH_JWT_SECRET", "IVCLMS_REGISTRY_PSEUDONYM_KEY"])
+def test_finding_6_weak_keys_are_refused_at_start_up(name):
+    base = {"IVCLMS_AUTH_JWT_SECRET": "k" * 32}
+    for weak in ("a", "x" * 31, "é" * 15):  # "é" * 15 is 15 characters but 30 bytes: bytes count
+        with pytest.raises(SettingsError, match=f"{name} is {len(weak.encode())} bytes; at least 32"):
+            Settings.from_env({**base, name: weak})
+    assert getattr(Settings.from_env({**base, name: "é" * 16}), name.removeprefix("IVCLMS_").lower())
+    with pytest.raises(SettingsError, match=name):
+        Settings(auth_jwt_secret="k" * 32).replace(**{name.removeprefix("IVCLMS_").lower(): "short"})
+
+
+def test_finding_6_an_app_with_a_weak_secret_does_not_start(tmp_path):
+    from service import create_app
+
+    with pytest.raises(SettingsError, match="IVCLMS_AUTH_JWT_SECRET"):
+        create_app(Settings(data_dir=tmp_path, auth_jwt_secret="a", db_migrate=False))
+
+
+def test_public_base_url_and_trusted_hosts_are_checked():
+    base = {"IVCLMS_AUTH_JWT_SECRET": "k" * 32}
+    assert Settings.from_env(base).trusted_hosts == ["localhost", "127.0.0.1"]
+    for bad in ("ivclms.example.org", "ftp://x/", "https://x/?a=1"):
+        with pytest.raises(SettingsError, match="IVCLMS_HTTP_PUBLIC_BASE_URL"):
+            Settings.from_env({**base, "IVCLMS_HTTP_PUBLIC_BASE_URL": bad})
+    with pytest.raises(SettingsError, match="IVCLMS_HTTP_TRUSTED_HOSTS"):
+        Settings.from_env({**base, "IVCLMS_HTTP_TRUSTED_HOSTS": " , "})
+    assert Settings.from_env(
+        {**base, "IVCLMS_HTTP_TRUSTED_HOSTS": "", "IVCLMS_HTTP_PUBLIC_BASE_URL": "https://ivclms.example.org"}
+    )

@@ -21,12 +21,12 @@ def test_reads_and_writes_leave_audit_events(client):
     ).headers["Location"]
     client.get(ref, headers=_auth())
     client.get("/cases/nope", headers=_auth())
-    client.get("/cases")  # no token: 401, still audited
+    client.get("/cases")  # no token: 401, in the access log only (finding 11)
     events = _events(client)
     summary = [(e["action"], e["outcome"], e["entity"][0]["what"]["reference"]) for e in events]
-    assert summary == [("C", "0", "/cases"), ("R", "0", ref), ("R", "4", "/cases/nope"), ("R", "4", "/cases")]
+    # A case's uuid (service-generated) is kept; the client-chosen "nope" is kept as its placeholder.
+    assert summary == [("C", "0", "/cases"), ("R", "0", ref), ("R", "4", "/cases/{ref}")]
     assert events[0]["agent"][0]["who"]["display"] == "registry-a"
-    assert events[3]["agent"][0]["who"]["display"] == "unauthenticated"
     assert client.get("/healthz").status_code == 200
     assert len(_events(client)) == len(events) + 1  # the search itself, not the health check
 
@@ -64,3 +64,50 @@ def test_no_patient_data_in_the_logs_of_an_end_to_end_run(client, caplog):
     assert caplog.records, "the run logged nothing at all: the check would be empty"
     leaked = sorted(s for s in secrets if s and s in text)
     assert not leaked
+
+
+def _audit_rows(client) -> int:
+    from sqlalchemy import func, select
+
+    from service.store.tables import audit_events
+
+    engine = client.application.extensions["ivclms"].engine
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+
+
+def test_finding_11_unauthenticated_requests_write_no_audit_row(client, caplog):
+    caplog.set_level(logging.INFO, logger="ivclms.access")
+    before = _audit_rows(client)
+    for path in ("/cases", "/fhir/Patient", "/registry/cases.csv", "/fhir/$export", "/no/such/route"):
+        client.get(path)
+        client.get(path, headers={"Authorization": "Bearer not-a-token"})
+    assert _audit_rows(client) == before
+    lines = [r.getMessage() for r in caplog.records if r.name == "ivclms.access"]
+    assert sum(" 401 " in line for line in lines) == 8  # each one is in the access log
+    client.get("/cases", headers=_auth())
+    assert _audit_rows(client) == before + 1
+
+
+def test_finding_11_client_chosen_path_segments_are_not_stored_verbatim(client, caplog):
+    caplog.set_level(logging.INFO, logger="ivclms.access")
+    ref = client.post(
+        "/cases", data=EXAMPLES[0].read_text(), headers=_auth(), content_type="application/json"
+    ).headers["Location"]
+    patient = client.get("/fhir/Patient", headers=_auth()).get_json()["entry"][0]["resource"]["id"]
+    client.get("/fhir/Patient/John-Smith-1968-03-14", headers=_auth())
+    client.get("/fhir/Patient/John-Smith-1968-03-14/_history/2", headers=_auth())
+    client.get("/cases/John-Smith-1968-03-14/history", headers=_auth())
+    client.get(f"/fhir/Patient/{patient}", headers=_auth())
+    client.get(ref, headers=_auth())
+    events = _events(client)
+    text = json.dumps(events)
+    assert "John" not in text and "1968-03-14" not in text
+    entities = [e["entity"][0]["what"]["reference"] for e in events]
+    assert "/fhir/Patient/{resource_id}" in entities
+    assert "/fhir/Patient/{resource_id}/_history/2" in entities
+    assert "/cases/{ref}/history" in entities
+    assert f"/fhir/Patient/{patient}" in entities  # a service-generated id is kept
+    assert ref in entities
+    access = " ".join(r.getMessage() for r in caplog.records if r.name == "ivclms.access")
+    assert "John" not in access

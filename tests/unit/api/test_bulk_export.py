@@ -214,3 +214,42 @@ def test_a_job_holds_the_resources_as_they_were_at_its_transaction_time(app, cli
     assert queued == then
     assert now != then
     assert sum(map(len, now.values())) < sum(map(len, then.values()))  # the removed visits are gone now
+
+
+def test_finding_9_an_expired_export_is_gone_on_every_read_before_any_purge(app, client):
+    _load(client)
+    kick = _kick(client)
+    status = _status_path(kick)
+    _run(app)
+    manifest = client.get(status, headers=_auth()).get_json()
+    file_path = manifest["output"][0]["url"].split("localhost", 1)[1]
+    served = client.get(file_path, headers=_auth())
+    assert served.status_code == 200
+    served.close()
+    ctx = app.extensions["ivclms"]
+    job = bulk_export.get(ctx.engine, status.rsplit("/", 1)[1])
+    assert job.expires_at is not None
+    ctx.intake.clock = lambda: job.expires_at  # the instant it expires; no worker has purged it
+    for path in (status, file_path):
+        resp = client.get(path, headers=_auth())
+        assert resp.status_code == 410, path
+        assert resp.get_json()["issue"][0]["code"] == "deleted"
+    folder = bulk_export.files_dir(ctx.settings.data_dir) / job.id
+    assert folder.is_dir()  # still on disk: expiry alone answers 410
+    ctx.intake.clock = lambda: job.expires_at - timedelta(seconds=1)
+    assert client.get(status, headers=_auth()).status_code == 200
+
+
+def test_finding_17_export_files_are_0600_in_0700_folders(app, client):
+    _load(client)
+    status = _status_path(_kick(client))
+    _run(app)
+    files = bulk_export.files_dir(app.extensions["ivclms"].settings.data_dir)
+    job_id = status.rsplit("/", 1)[1]
+    assert files.stat().st_mode & 0o777 == 0o700
+    assert (files / job_id).stat().st_mode & 0o777 == 0o700
+    written = list((files / job_id).iterdir())
+    assert written and all(p.stat().st_mode & 0o777 == 0o600 for p in written)
+    db = app.extensions["ivclms"].settings.data_dir / "ivclms.sqlite3"
+    if db.exists():  # the embedded database (not on PostgreSQL)
+        assert db.stat().st_mode & 0o777 == 0o600

@@ -199,7 +199,7 @@ def test_deidentified_pull_needs_a_configured_key(api):
 
 
 def test_deidentified_pulls_carry_no_identifiers_or_dates(api, monkeypatch):
-    monkeypatch.setattr(registry, "pseudonym_key", lambda: b"registry-key-for-tests")
+    monkeypatch.setattr(registry, "pseudonym_key", lambda: b"registry-key-for-tests-0123456789abcdef")
     identified = api.get("/registry/cases.csv").get_data(as_text=True)
     assert "A-0001" in identified and "IVC-001" in identified and "1968-03-14" in identified
     for fmt in ("csv", "ndjson"):

