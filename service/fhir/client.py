@@ -231,6 +231,11 @@ def raise_for_status(resp: requests.Response) -> None:
     raise FhirRejected(message, resp.status_code, outcome)
 
 
+def normalized_base_url(url: str) -> str:
+    """The form of a server's base URL that sync records name it by (``outbox``, ``synced_resources``)."""
+    return url.rstrip("/")
+
+
 class FhirClient:
     def __init__(
         self,
@@ -244,7 +249,7 @@ class FhirClient:
         sleep: Callable[[float], None] = time.sleep,
         backoff_base: float = 0.5,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = normalized_base_url(base_url)
         self._session = session or requests.Session()
         self._session.verify = verify
         self._session.auth = auth

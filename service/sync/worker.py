@@ -130,7 +130,12 @@ class Worker:
         """
         with self.engine.begin() as conn:
             claims = outbox.claim(
-                conn, worker_id=self.worker_id, now=self.clock(), lease_s=self.lease_s, limit=self.batch_size
+                conn,
+                worker_id=self.worker_id,
+                now=self.clock(),
+                lease_s=self.lease_s,
+                limit=self.batch_size,
+                server_url=self.client.base_url,
             )
         attempted = 0
         for index, entry in enumerate(claims):
