@@ -403,7 +403,8 @@ def worker_command(
 ) -> None:
     """Deliver the outbox to the FHIR server (IVCLMS_FHIR_URL) until SIGTERM or SIGINT.
 
-    Runs the database migrations first (unless IVCLMS_DB_MIGRATE=false). Several workers may run at
+    Runs the database migrations first (unless IVCLMS_DB_MIGRATE=false), then the backfill (`ivclms
+    sync backfill`): cases the server has not had are queued once. Several workers may run at
     once against PostgreSQL; each case is sent by one worker at a time, in version order. With a pull
     interval it also merges what changed on the server into the stored cases (`ivclms pull`).
     """
@@ -414,6 +415,7 @@ def worker_command(
     from service.logs import configure
     from service.store import migrate
     from service.sync import worker as sync_worker
+    from service.sync.backfill import backfill
 
     settings = _settings()
     exports = not settings.export_in_process
@@ -432,7 +434,12 @@ def worker_command(
             except OperationalError as exc:
                 raise click.ClickException(f"database not reachable: {type(exc).__name__}") from None
         worker = None
+        queued = None
         if client is not None:
+            try:  # what was stored while sync was off, or before a move to this server
+                queued = backfill(engine, client.base_url)
+            except OperationalError as exc:
+                raise click.ClickException(f"database not reachable: {type(exc).__name__}") from None
             worker = sync_worker.Worker(
                 engine,
                 client,
@@ -445,6 +452,8 @@ def worker_command(
         if once:
             sent = worker.run_once() if worker is not None else 0
             exported = _export_round(engine, settings) if exports else 0
+            if queued is not None:
+                click.echo(f"backfill: {queued.queued} cases queued")
             click.echo(f"{sent} entries processed, {exported} exports run")
             if pull_every > 0:
                 click.echo(_pull_round(engine, settings).summary())
@@ -617,7 +626,35 @@ def pull_command(server: str | None, since: str | None) -> None:
 
 @main.group("sync")
 def sync_group() -> None:
-    """The outbox of changes for the FHIR server: status, retry, verify."""
+    """The outbox of changes for the FHIR server: status, retry, backfill, verify."""
+
+
+@sync_group.command("backfill")
+def sync_backfill() -> None:
+    """Queue, once, every case the FHIR server (IVCLMS_FHIR_URL) has no delivery record of.
+
+    Cases stored while sync was off, or delivered only to a server used before, get their current
+    version queued; a case already queued, delivered or dead-lettered for this server is left alone,
+    so running it again queues nothing. `ivclms worker` does the same at start. Prints the count.
+    """
+    from service.fhir.client import normalized_base_url
+    from service.store import migrate
+    from service.sync.backfill import backfill
+
+    settings = _settings()
+    if not settings.sync_enabled:
+        raise click.ClickException("IVCLMS_FHIR_URL is empty: sync is off, there is no server to queue for")
+    server = normalized_base_url(settings.fhir_url)
+    engine = _engine(settings)
+    try:
+        if settings.db_migrate:
+            migrate.upgrade(engine)
+        result = backfill(engine, server)
+    finally:
+        engine.dispose()
+    if result.adopted:
+        click.echo(f"{result.adopted} outbox entries older than server records attributed to {server}")
+    click.echo(f"{result.queued} cases queued for {server}")
 
 
 @sync_group.command("status")

@@ -330,7 +330,7 @@ class Settings:
 
 
 # Variables that belong to the test harness scripts, not to the service.
-_HARNESS = ("IVCLMS_HAPI_", "IVCLMS_PG_", "IVCLMS_TEST_")
+_HARNESS = ("IVCLMS_HAPI_", "IVCLMS_PG_", "IVCLMS_OAUTH_", "IVCLMS_TEST_")
 
 
 def _ignored(name: str) -> bool:

@@ -60,6 +60,11 @@ class FhirNotFound(FhirRejected):
     pass
 
 
+class FhirTokenRefused(FhirRejected):
+    """The token endpoint refused the client's credentials (``status`` is the token endpoint's): nothing
+    was sent to the FHIR server, so this says nothing about the request's content."""
+
+
 class FhirConflict(FhirRejected):
     """409 or 412: a concurrent change on the server."""
 
@@ -135,6 +140,10 @@ class ClientCredentialsAuth(AuthBase):
         request.headers["Authorization"] = f"Bearer {self._token}"
         return request
 
+    def invalidate(self) -> None:
+        """Forget the token (the server answered 401 to it): the next request fetches a new one."""
+        self._token = None
+
     def _refresh(self) -> None:
         form = {"grant_type": "client_credentials", "scope": self._scope}
         if self._assertion is not None:
@@ -148,11 +157,31 @@ class ClientCredentialsAuth(AuthBase):
             )
         except requests.RequestException as exc:
             raise FhirUnavailable(f"token endpoint not reachable: {type(exc).__name__}") from exc
+        if resp.status_code in RETRYABLE_STATUS:
+            raise FhirUnavailable(
+                f"token endpoint answered {resp.status_code}", resp.status_code, None, _retry_after(resp)
+            )
         if resp.status_code != 200:
-            raise FhirRejected(f"token endpoint answered {resp.status_code}", resp.status_code)
-        body = resp.json()
-        self._token = body["access_token"]
-        self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
+            raise FhirTokenRefused(
+                f"token endpoint answered {resp.status_code} {_oauth_error(resp)}".rstrip(), resp.status_code
+            )
+        try:
+            body = resp.json()
+            token = body["access_token"]
+            expires_in = float(body.get("expires_in", 300))
+        except (ValueError, KeyError, TypeError):
+            raise FhirTokenRefused("token endpoint answered 200 without an access_token", 200) from None
+        self._token = token
+        self._expires_at = time.monotonic() + expires_in
+
+
+def _oauth_error(resp: requests.Response) -> str:
+    """The RFC 6749 ``error`` code of a token endpoint's refusal (a code, never a secret), or ''."""
+    try:
+        error = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return error if isinstance(error, str) and error.isascii() and len(error) <= 64 else ""
 
 
 def signing_key(path: Path, algorithm: str) -> Any:
@@ -231,6 +260,11 @@ def raise_for_status(resp: requests.Response) -> None:
     raise FhirRejected(message, resp.status_code, outcome)
 
 
+def normalized_base_url(url: str) -> str:
+    """The form of a server's base URL that sync records name it by (``outbox``, ``synced_resources``)."""
+    return url.rstrip("/")
+
+
 class FhirClient:
     def __init__(
         self,
@@ -244,7 +278,7 @@ class FhirClient:
         sleep: Callable[[float], None] = time.sleep,
         backoff_base: float = 0.5,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = normalized_base_url(base_url)
         self._session = session or requests.Session()
         self._session.verify = verify
         self._session.auth = auth
@@ -301,14 +335,7 @@ class FhirClient:
                 backoff = self._backoff_base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
                 self._sleep(max(backoff, last.retry_after or 0.0))
             try:
-                resp = self._session.request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers=send_headers,
-                    timeout=timeout or self._timeout,
-                )
+                resp = self._send(method, url, json, params, send_headers, timeout or self._timeout)
                 raise_for_status(resp)
                 return resp
             except requests.RequestException as exc:
@@ -317,6 +344,29 @@ class FhirClient:
                 last = exc
         assert last is not None
         raise last
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        json: Any,
+        params: Mapping[str, Any] | None,
+        headers: dict[str, str],
+        timeout: float,
+    ) -> requests.Response:
+        """One request; a 401 to a token of our own (client credentials) renews the token once and sends
+        the request again. RFC 6750 section 3.1: ``invalid_token`` means "The access token provided is
+        expired, revoked, malformed, or invalid for other reasons"; the server did not act on the
+        request, so sending it again is safe whatever its method. A second 401 is the answer."""
+        resp = self._session.request(method, url, json=json, params=params, headers=headers, timeout=timeout)
+        auth = self._session.auth
+        if resp.status_code == 401 and isinstance(auth, ClientCredentialsAuth):
+            resp.close()
+            auth.invalidate()
+            resp = self._session.request(
+                method, url, json=json, params=params, headers=headers, timeout=timeout
+            )
+        return resp
 
     # -- FHIR interactions ----------------------------------------------------------------------------
 

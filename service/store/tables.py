@@ -104,6 +104,13 @@ outbox = Table(
     Column("outcome_json", Text, nullable=True, comment="the server's OperationOutcome of a failure"),
     Column("created_at", UtcDateTime, nullable=False),
     Column("done_at", UtcDateTime, nullable=True),
+    Column(
+        "server_url",
+        String(512),
+        nullable=True,
+        comment="FHIR server the entry is for, set when a worker claims it; NULL: queued by intake, "
+        "for whichever server is configured when it is sent",
+    ),
     ForeignKeyConstraint(["case_ref", "version"], ["case_versions.case_ref", "case_versions.version"]),
     Index("ix_outbox_state_due", "state", "next_attempt_at"),
     Index("ix_outbox_case", "case_ref", "id"),
@@ -112,6 +119,7 @@ outbox = Table(
 synced_resources = Table(
     "synced_resources",
     metadata,
+    Column("server_url", String(512), nullable=False, comment="base URL of the FHIR server it was sent to"),
     Column("case_ref", String(36), ForeignKey("cases.id"), nullable=False),
     Column("identifier", String(512), nullable=False, comment="business identifier value"),
     Column("resource_type", String(64), nullable=False),
@@ -119,7 +127,7 @@ synced_resources = Table(
     Column("server_version", String(64), nullable=True),
     Column("case_version", Integer, nullable=False),
     Column("synced_at", UtcDateTime, nullable=False),
-    PrimaryKeyConstraint("case_ref", "identifier"),
+    PrimaryKeyConstraint("server_url", "case_ref", "identifier"),
 )
 
 idempotency_keys = Table(

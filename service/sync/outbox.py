@@ -14,6 +14,11 @@ Two rules keep a case's resources on the server equal to its newest version:
 Claims are made under a row lock on the case (``cases``, ``FOR NO KEY UPDATE SKIP LOCKED`` on
 PostgreSQL): two workers never decide about the same case at once, and neither waits for the other.
 On SQLite the writer lock that ``BEGIN IMMEDIATE`` takes serialises claims instead.
+
+Entries are per FHIR server (``server_url``): intake queues without one (the server configured when
+the entry is sent), a claim stamps the worker's server, and only an entry ``done`` for *that* server
+makes an older one superseded. So after a move to another server, ``service.sync.backfill`` can queue
+what the new server has not had, and what the old one had does not count.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class Claim:
     case_ref: str
     version: int
     attempts: int
+    server_url: str
+    """The server the claim is for (the worker's ``FhirClient.base_url``)."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,10 @@ def _due(now: datetime) -> Any:
     )
 
 
-def claim(conn: Connection, *, worker_id: str, now: datetime, lease_s: float, limit: int) -> list[Claim]:
-    """Claim the newest due entry of up to ``limit`` cases, oldest waiting case first."""
+def claim(
+    conn: Connection, *, worker_id: str, now: datetime, lease_s: float, limit: int, server_url: str
+) -> list[Claim]:
+    """Claim the newest due entry of up to ``limit`` cases, oldest waiting case first, for ``server_url``."""
     busy = outbox.alias("busy")
     in_flight = exists().where(
         busy.c.case_ref == outbox.c.case_ref, busy.c.state == SENDING, busy.c.lease_until >= now
@@ -108,7 +117,7 @@ def claim(conn: Connection, *, worker_id: str, now: datetime, lease_s: float, li
     newest_done = dict(
         conn.execute(
             select(outbox.c.case_ref, func.max(outbox.c.version))
-            .where(outbox.c.case_ref.in_(locked), outbox.c.state == DONE)
+            .where(outbox.c.case_ref.in_(locked), outbox.c.state == DONE, outbox.c.server_url == server_url)
             .group_by(outbox.c.case_ref)
         ).all()
     )
@@ -131,12 +140,12 @@ def claim(conn: Connection, *, worker_id: str, now: datetime, lease_s: float, li
             newest.state == SENDING and newest.lease_until < now
         )
         if due:
-            claims.append(Claim(newest.id, ref, newest.version, newest.attempts))
+            claims.append(Claim(newest.id, ref, newest.version, newest.attempts, server_url))
     if stale:
         conn.execute(
             update(outbox)
             .where(outbox.c.id.in_(stale), outbox.c.state.in_((PENDING, SENDING)))
-            .values(state=SUPERSEDED, lease_until=None)
+            .values(state=SUPERSEDED, lease_until=None, server_url=server_url)
         )
     lease_until = now + timedelta(seconds=lease_s)
     taken = []
@@ -144,7 +153,7 @@ def claim(conn: Connection, *, worker_id: str, now: datetime, lease_s: float, li
         moved = conn.execute(
             update(outbox)
             .where(outbox.c.id == c.id, _due(now))
-            .values(state=SENDING, claimed_by=worker_id, lease_until=lease_until)
+            .values(state=SENDING, claimed_by=worker_id, lease_until=lease_until, server_url=server_url)
         )
         if moved.rowcount == 1:
             taken.append(c)
@@ -187,6 +196,7 @@ def mark_done(
         return False
     rows = [
         {
+            "server_url": entry.server_url,
             "case_ref": entry.case_ref,
             "identifier": s.identifier,
             "resource_type": s.resource_type,
@@ -203,7 +213,8 @@ def mark_done(
 
 
 def _upsert_synced(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert or update by (case_ref, identifier); an older case version never overwrites a newer one."""
+    """Insert or update by (server_url, case_ref, identifier); an older case version never overwrites a
+    newer one."""
     changing = ("resource_type", "server_id", "server_version", "case_version", "synced_at")
     t = synced_resources
     name = conn.dialect.name
@@ -211,14 +222,18 @@ def _upsert_synced(conn: Connection, rows: list[dict[str, Any]]) -> None:
         dialect_insert = postgresql.insert if name == "postgresql" else sqlite.insert
         stmt = dialect_insert(t)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.case_ref, t.c.identifier],
+            index_elements=[t.c.server_url, t.c.case_ref, t.c.identifier],
             set_={c: stmt.excluded[c] for c in changing},
             where=t.c.case_version <= stmt.excluded.case_version,
         )
         conn.execute(stmt, rows)
         return
     for row in rows:  # any other database: the portable two-step form
-        key = and_(t.c.case_ref == row["case_ref"], t.c.identifier == row["identifier"])
+        key = and_(
+            t.c.server_url == row["server_url"],
+            t.c.case_ref == row["case_ref"],
+            t.c.identifier == row["identifier"],
+        )
         found = conn.execute(select(t.c.case_version).where(key)).scalar_one_or_none()
         if found is None:
             conn.execute(insert(t).values(**row))
@@ -293,9 +308,10 @@ class NotDead(ValueError):
 
 def retry(conn: Connection, entry_id: int, *, now: datetime) -> str:
     """A dead entry back to ``pending`` with its attempts reset, or ``superseded`` when a later version
-    of the case was delivered since (sending this one would overwrite newer data). Returns the new state."""
+    of the case was delivered to the same server since (sending this one would overwrite newer data).
+    Returns the new state."""
     row = conn.execute(
-        select(outbox.c.case_ref, outbox.c.version, outbox.c.state)
+        select(outbox.c.case_ref, outbox.c.version, outbox.c.state, outbox.c.server_url)
         .where(outbox.c.id == entry_id)
         .with_for_update()
     ).first()
@@ -307,7 +323,10 @@ def retry(conn: Connection, entry_id: int, *, now: datetime) -> str:
     newer_done = conn.execute(
         select(
             exists().where(
-                later.c.case_ref == row.case_ref, later.c.version > row.version, later.c.state == DONE
+                later.c.case_ref == row.case_ref,
+                later.c.version > row.version,
+                later.c.state == DONE,
+                later.c.server_url.is_not_distinct_from(row.server_url),
             )
         )
     ).scalar_one()

@@ -233,12 +233,12 @@ def write_cursor(engine: Engine, server_url: str, moment: datetime, now: datetim
         )
 
 
-def _known_patients(engine: Engine) -> dict[str, str]:
-    """Server id of every synced Patient -> its case ref."""
+def _known_patients(engine: Engine, server_url: str) -> dict[str, str]:
+    """Server id of every Patient synced to this server -> its case ref."""
     with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
         rows = conn.execute(
             select(synced_resources.c.server_id, synced_resources.c.case_ref, synced_resources.c.identifier)
-            .where(synced_resources.c.resource_type == "Patient")
+            .where(synced_resources.c.resource_type == "Patient", synced_resources.c.server_url == server_url)
             .order_by(synced_resources.c.server_id)
         ).all()
     return {r.server_id: r.case_ref for r in rows if str(r.identifier).endswith("|patient")}
@@ -282,7 +282,11 @@ def _load(engine: Engine, server_url: str, ref: str) -> _Case | None:
         }
         synced = {
             r.identifier: r
-            for r in conn.execute(select(synced_resources).where(synced_resources.c.case_ref == ref))
+            for r in conn.execute(
+                select(synced_resources).where(
+                    synced_resources.c.case_ref == ref, synced_resources.c.server_url == server_url
+                )
+            )
         }
         pulled = {
             (r.resource_type, r.server_id): r
@@ -634,7 +638,7 @@ class Puller:
         report = PullReport(self.server_url, since)
         fetched = self._fetch(since)
         report.fetched = len(fetched)
-        patients = _known_patients(self.engine)
+        patients = _known_patients(self.engine, self.server_url)
         groups: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         for resource in fetched.values():
             value = business(resource)
@@ -670,7 +674,7 @@ class Puller:
         for rtype in resource_types():
             for resource in search(self.client, rtype, {"identifier": f"{IDENTIFIER_SYSTEM}|", **after}):
                 found[_name(resource)] = resource
-        patients = sorted(_known_patients(self.engine))
+        patients = sorted(_known_patients(self.engine, self.server_url))
         for rtype, param in patient_params():
             for start in range(0, len(patients), PATIENTS_PER_SEARCH):
                 chunk = patients[start : start + PATIENTS_PER_SEARCH]

@@ -100,7 +100,7 @@ def differences(expected: Any, actual: Any, path: str = "") -> Iterator[str]:
 def verify(engine: Engine, client: FhirClient, *, case_ref: str | None = None, max_paths: int = 10) -> Report:
     """Compare the server with the newest delivered version of every case (or of ``case_ref``)."""
     report = Report()
-    for ref, version, bundle, rows in _delivered(engine, case_ref):
+    for ref, version, bundle, rows in _delivered(engine, client.base_url, case_ref):
         report.cases += 1
         by_key = {r.identifier: r for r in rows}
         targets = {
@@ -135,10 +135,13 @@ def verify(engine: Engine, client: FhirClient, *, case_ref: str | None = None, m
     return report
 
 
-def _delivered(engine: Engine, case_ref: str | None) -> Iterator[tuple[str, int, dict[str, Any], list[Any]]]:
-    """(case ref, newest done version, its Bundle, the case's synced_resources rows), case by case."""
+def _delivered(
+    engine: Engine, server_url: str, case_ref: str | None
+) -> Iterator[tuple[str, int, dict[str, Any], list[Any]]]:
+    """(case ref, newest version done for this server, its Bundle, the case's synced_resources rows of
+    this server), case by case."""
     newest = select(table.c.case_ref, func.max(table.c.version).label("version")).where(
-        table.c.state == outbox.DONE
+        table.c.state == outbox.DONE, table.c.server_url == server_url
     )
     if case_ref is not None:
         newest = newest.where(table.c.case_ref == case_ref)
@@ -155,5 +158,9 @@ def _delivered(engine: Engine, case_ref: str | None) -> Iterator[tuple[str, int,
         cases = conn.execute(query).all()
     for ref, version, bundle_json in cases:
         with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
-            rows = conn.execute(select(synced_resources).where(synced_resources.c.case_ref == ref)).all()
+            rows = conn.execute(
+                select(synced_resources).where(
+                    synced_resources.c.case_ref == ref, synced_resources.c.server_url == server_url
+                )
+            ).all()
         yield ref, version, orjson.loads(bundle_json), list(rows)

@@ -27,7 +27,7 @@ import orjson
 from sqlalchemy import Engine
 
 from service.clock import utcnow
-from service.fhir.client import FhirClient, FhirRejected, FhirUnavailable
+from service.fhir.client import FhirClient, FhirRejected, FhirTokenRefused, FhirUnavailable
 from service.sync import outbox
 from service.sync.adopt import addressed, pulled_ids
 from service.sync.bundles import synced
@@ -44,7 +44,9 @@ MAX_BACKOFF_S = 300.0
 
 RETRY_4XX = frozenset({401, 403, 407, 409})
 """4xx answers that are not about the Bundle (credentials, a concurrent write on the server): retried
-later like an outage instead of dead-lettered."""
+later like an outage instead of dead-lettered. So is a token endpoint that refuses the credentials
+(``FhirTokenRefused``), whatever its status: the Bundle was never sent. A 401 reaches the worker only
+after the client renewed its token once and the server still refused (``FhirClient.request``)."""
 
 
 def default_worker_id() -> str:
@@ -130,7 +132,12 @@ class Worker:
         """
         with self.engine.begin() as conn:
             claims = outbox.claim(
-                conn, worker_id=self.worker_id, now=self.clock(), lease_s=self.lease_s, limit=self.batch_size
+                conn,
+                worker_id=self.worker_id,
+                now=self.clock(),
+                lease_s=self.lease_s,
+                limit=self.batch_size,
+                server_url=self.client.base_url,
             )
         attempted = 0
         for index, entry in enumerate(claims):
@@ -172,7 +179,7 @@ class Worker:
             return Result.UNAVAILABLE, next_at
         except FhirRejected as exc:
             summary = error_summary(exc.status, exc.outcome)
-            if exc.status in RETRY_4XX:
+            if exc.status in RETRY_4XX or isinstance(exc, FhirTokenRefused):
                 next_at = self._reschedule(entry, "refused: " + summary, exc.outcome, None)
                 return Result.UNAVAILABLE, next_at
             with self.engine.begin() as conn:

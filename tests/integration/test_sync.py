@@ -227,6 +227,15 @@ def assert_hapi_holds_exactly(hapi: FhirClient, bundles: list[dict[str, Any]], t
         assert hapi.read("Provenance", provenance["resource"]["id"])["id"] == provenance["resource"]["id"]
 
 
+def verify_through(engine: Engine, proxy: Proxy) -> Any:
+    """``verify`` against the server the worker delivered to: sync records are per server URL."""
+    client = FhirClient(proxy.url, timeout=60)
+    try:
+        return verify(engine, client)
+    finally:
+        client.close()
+
+
 def shifted_clock() -> tuple[Callable[[], datetime], Callable[[float], None]]:
     """Real time plus an offset the test moves forward (to pass a backoff without waiting it out)."""
     offset = [0.0]
@@ -261,7 +270,7 @@ def test_every_example_case_is_synced_and_hapi_holds_exactly_its_resources(
     with engine.connect() as conn:
         recorded = conn.execute(select(func.count()).select_from(synced_resources)).scalar()
     assert recorded == sum(len(b["entry"]) for b in bundles.values())
-    report = verify(engine, hapi)
+    report = verify_through(engine, proxy)
     assert (report.cases, report.findings) == (len(EXAMPLES), [])
     assert report.checked == recorded
 
@@ -303,7 +312,7 @@ def test_an_outage_does_not_stop_intake_and_every_case_arrives_once_after_it(
     for key, bundle in bundles.items():
         assert proxy.bodies[key] == [bundle]  # the first case went once, as its corrected version
     assert_hapi_holds_exactly(hapi, list(bundles.values()), tag)
-    assert verify(engine, hapi).findings == []
+    assert verify_through(engine, proxy).findings == []
 
 
 def _worker_env(db_url: str, fhir_url: str, data_dir: Path) -> dict[str, str]:
@@ -346,32 +355,32 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
         wait_for(lambda: states(engine) == Counter({"done": len(EXAMPLES)}), "the restarted worker to finish")
         second.send_signal(signal.SIGTERM)  # graceful: ends its round and exits 0
         assert second.wait(timeout=60) == 0, log.read_text()
+        bundles = newest_bundles(engine, refs)
+        assert set(slow.forwarded) == set(bundles)
+        # at most the transaction in flight at the kill is sent twice (harmlessly: conditional updates)
+        assert sum(slow.forwarded.values()) - len(bundles) <= 1, slow.forwarded
+        assert_hapi_holds_exactly(hapi, list(bundles.values()), tag)
+        with engine.connect() as conn:
+            claimed_by = set(conn.execute(select(outbox.c.claimed_by)).scalars())
+        assert len(claimed_by) == 2  # both processes delivered part of the queue
+
+        slow.delay_s = 0.0
+        verified = subprocess.run(  # against the server the workers delivered to (records are per server)
+            [sys.executable, "-m", "service.cli", "sync", "verify"],
+            cwd=ROOT,
+            env=_worker_env(db_url, slow.url, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert f"of {len(EXAMPLES)} cases checked: 0 missing, 0 drifted, 0 unrecorded" in verified.stdout
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
         slow.close()
-
-    bundles = newest_bundles(engine, refs)
-    assert set(slow.forwarded) == set(bundles)
-    # at most the transaction in flight at the kill is sent twice (harmlessly: conditional updates)
-    assert sum(slow.forwarded.values()) - len(bundles) <= 1, slow.forwarded
-    assert_hapi_holds_exactly(hapi, list(bundles.values()), tag)
-    with engine.connect() as conn:
-        claimed_by = set(conn.execute(select(outbox.c.claimed_by)).scalars())
-    assert len(claimed_by) == 2  # both processes delivered part of the queue
-
-    verified = subprocess.run(
-        [sys.executable, "-m", "service.cli", "sync", "verify"],
-        cwd=ROOT,
-        env=_worker_env(db_url, hapi_url, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "0 missing, 0 drifted, 0 unrecorded" in verified.stdout
 
 
 def test_two_workers_on_postgresql_drain_one_queue_without_sending_anything_twice(
@@ -447,5 +456,5 @@ def test_an_updated_case_gives_new_versions_of_the_same_resources(package_loaded
     assert patient not in bumped  # an unchanged resource is not rewritten
     (bundle,) = newest_bundles(engine, [ref]).values()
     assert_hapi_holds_exactly(hapi, [bundle], tag)
-    assert verify(engine, hapi).findings == []
+    assert verify_through(engine, proxy).findings == []
     assert proxy.forwarded == Counter({case_key(bundle): 2})

@@ -54,7 +54,8 @@ def test_bad_configuration_fails_at_start_up(env, message):
 
 
 def test_harness_variables_are_not_service_settings():
-    assert Settings.from_env({**OPEN, "IVCLMS_HAPI_PORT": "8090", "IVCLMS_PG_PORT": "1"}).http_port == 8080
+    harness = {"IVCLMS_HAPI_PORT": "8090", "IVCLMS_PG_PORT": "1", "IVCLMS_OAUTH_PORT": "8095"}
+    assert Settings.from_env({**OPEN, **harness}).http_port == 8080
 
 
 def test_every_setting_is_documented_in_the_readme():

@@ -29,3 +29,49 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
+
+
+def test_revision_0005_keeps_earlier_sync_records_for_the_first_server_backfilled(tmp_path, db_url):
+    """Rows written before sync records named their server survive the upgrade, unattributed, and the
+    first backfill (the worker's start) attributes them to the configured server instead of resending."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from service.sync.backfill import backfill
+
+    engine = make_engine(Settings(data_dir=tmp_path, auth_disabled=True, db_url=db_url, db_migrate=False))
+    migrate.upgrade(engine, "0004")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        stamp = now.replace(tzinfo=None) if conn.dialect.name == "sqlite" else now
+        conn.execute(
+            text("INSERT INTO cases VALUES ('c1', 'urn:a', 'A-1', 1, 'active', :now, :now)"), {"now": stamp}
+        )
+        conn.execute(
+            text("INSERT INTO case_versions VALUES ('c1', 1, 'active', 'h', '{}', '{}', 'me', :now)"),
+            {"now": stamp},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO outbox (case_ref, version, state, attempts, next_attempt_at, created_at, "
+                "done_at) VALUES ('c1', 1, 'done', 0, :now, :now, :now)"
+            ),
+            {"now": stamp},
+        )
+        conn.execute(
+            text("INSERT INTO synced_resources VALUES ('c1', 'x|A-1|patient', 'Patient', '7', '1', 1, :now)"),
+            {"now": stamp},
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT server_url FROM outbox")).scalar_one() is None
+        assert conn.execute(text("SELECT server_url, server_id FROM synced_resources")).one() == ("", "7")
+    result = backfill(engine, "http://fhir.test/fhir")
+    assert (result.queued, result.adopted) == (0, 1)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT server_url FROM outbox")).scalar_one() == "http://fhir.test/fhir"
+        assert conn.execute(text("SELECT server_url FROM synced_resources")).scalar_one() == (
+            "http://fhir.test/fhir"
+        )
+    engine.dispose()

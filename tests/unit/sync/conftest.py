@@ -55,6 +55,8 @@ class FakeFhir:
     transactions: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     next_id: int = 1000
+    http: Any = None
+    """The ``responses`` mock it answers in (to add other endpoints, such as a token endpoint)."""
 
     def fail(self, *failures: Failure) -> None:
         """The next transactions fail like this, in order."""
@@ -133,6 +135,7 @@ def _resolve(value: Any, targets: dict[str, str]) -> Any:
 def fhir() -> Iterator[FakeFhir]:
     fake = FakeFhir()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.http = mock
         mock.add_callback(responses.POST, BASE, callback=fake.transaction)
         mock.add_callback(
             responses.GET, re.compile(re.escape(BASE) + r"/[A-Za-z]+/[^/?]+$"), callback=fake.read

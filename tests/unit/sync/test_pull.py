@@ -291,7 +291,7 @@ def test_the_services_own_write_in_flight_is_not_a_conflict(
     changed["outcome"]["last_contact"] = "2024-12-24"
     submit(intake, changed)
     with engine.begin() as conn:
-        (claim,) = outbox.claim(conn, worker_id="w2", now=clock.now, lease_s=300, limit=1)
+        (claim,) = outbox.claim(conn, worker_id="w2", now=clock.now, lease_s=300, limit=1, server_url=BASE)
         bundle = json.loads(outbox.renew(conn, claim.id, "w2", clock.now + timedelta(seconds=300)))
     fhir_client.transaction(bundle, idempotent=True)  # sent, never recorded
 

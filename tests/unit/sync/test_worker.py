@@ -15,6 +15,7 @@ from service.sync import outbox
 from service.sync.status import retry, status
 from service.sync.worker import Result, backoff_s, error_summary, install_signal_handlers
 from tests.unit.sync.conftest import (
+    BASE,
     client,
     entries,
     example,
@@ -251,7 +252,7 @@ def test_a_version_never_overtakes_the_one_being_sent(intake, engine, fhir, make
     first = make_worker("w1")
     second = make_worker("w2")
     with engine.begin() as conn:  # w1 holds version 1 (sending, lease running)
-        (held,) = outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=300, limit=10)
+        (held,) = outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=300, limit=10, server_url=BASE)
     submit(intake, example(0, institution="Second"))
 
     assert second.run_once() == 0  # version 2 waits while version 1 is in flight
@@ -267,7 +268,7 @@ def test_a_version_never_overtakes_the_one_being_sent(intake, engine, fhir, make
 def test_other_cases_are_not_held_up_by_a_case_in_flight(intake, engine, fhir, make_worker, clock):
     ref_a, ref_b = submit(intake, example(0), example(1))
     with engine.begin() as conn:
-        outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=300, limit=1)
+        outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=300, limit=1, server_url=BASE)
     assert make_worker("w2").run_once() == 1
     states = {e.case_ref: e.state for e in entries(engine)}
     assert states == {ref_a: "sending", ref_b: "done"}
@@ -278,7 +279,7 @@ def test_a_crashed_workers_claim_is_taken_over_when_its_lease_runs_out(
 ):
     submit(intake, example(0))
     with engine.begin() as conn:  # w1 claims, then dies (SIGKILL): nothing more from it
-        (held,) = outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=60, limit=10)
+        (held,) = outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=60, limit=10, server_url=BASE)
     rescuer = make_worker("w2", lease_s=60)
 
     clock.advance(59)
@@ -301,7 +302,7 @@ def test_a_claim_that_expired_and_was_taken_over_is_not_sent_by_its_first_holder
     submit(intake, example(0))
     slow = make_worker("w1", lease_s=60)
     with engine.begin() as conn:
-        (held,) = outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=60, limit=10)
+        (held,) = outbox.claim(conn, worker_id="w1", now=clock.now, lease_s=60, limit=10, server_url=BASE)
     clock.advance(61)
     assert make_worker("w2", lease_s=60).run_once() == 1
     assert slow._process(held) == (Result.LOST, None)
