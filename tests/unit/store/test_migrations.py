@@ -31,7 +31,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     engine.dispose()
 
 
-def test_revision_0005_keeps_earlier_sync_records_for_the_first_server_backfilled(tmp_path, db_url):
+def test_revision_0006_keeps_earlier_sync_records_for_the_first_server_backfilled(tmp_path, db_url):
     """Rows written before sync records named their server survive the upgrade, unattributed, and the
     first backfill (the worker's start) attributes them to the configured server instead of resending."""
     from datetime import UTC, datetime

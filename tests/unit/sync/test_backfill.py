@@ -193,7 +193,7 @@ def test_finding_7_records_from_before_servers_were_named_belong_to_the_first_se
 ):
     submit(intake, example(0))
     drain(worker_for(engine, clock, BASE))
-    with engine.begin() as conn:  # as revision 0005 leaves rows written before it
+    with engine.begin() as conn:  # as revision 0006 leaves rows written before it
         conn.execute(update(outbox).values(server_url=None))
         conn.execute(update(synced_resources).values(server_url=""))
 

@@ -5,8 +5,8 @@ A hospital that moves to another FHIR server must get every case there, so "deli
 say which server they were for: outbox entries keep NULL and synced resources get '' until the first
 backfill attributes them to the server configured then (``backfill.adopt_legacy``).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
