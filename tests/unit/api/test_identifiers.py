@@ -151,3 +151,29 @@ def test_finding_16_examples_keep_their_ids():
         assert case_ref(case["source_system"], case["case_id"]) == case_ref(
             raw["source_system"], raw["case_id"]
         )
+
+
+def test_finding_16_bundle_answers_name_the_stored_resources(client):
+    """A profiled Bundle whose identifiers carry an upper-case source is stored under the lower-case
+    one, and the transaction-response locations name the resources as stored."""
+    case = validate_case(example())
+    made = case_to_bundle(case, now=NOW)
+    upper = case["source_system"].upper()
+    text = json.dumps(made).replace(case["source_system"], upper)
+    text = text.replace(case["source_system"].replace(":", "%3A"), upper.replace(":", "%3A"))
+    assert case["source_system"] not in text
+    resp = client.post("/fhir", data=text, headers=ADMIN, content_type=FHIR)
+    assert resp.status_code == 200, resp.get_json()
+    expected = [
+        e["fullUrl"].removeprefix("urn:uuid:")
+        for e in made["entry"]
+        if e["resource"]["resourceType"] != "Provenance"
+    ]
+    got = [
+        e["response"]["location"].split("/")[1]
+        for e, sent in zip(resp.get_json()["entry"], made["entry"], strict=True)
+        if sent["resource"]["resourceType"] != "Provenance"
+    ]
+    assert got == expected
+    (row,) = cases(client)
+    assert row["source_system"] == case["source_system"]
