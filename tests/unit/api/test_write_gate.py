@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from service import create_app
+from service.api.writes import case_writes
+from service.auth import Principal
 from service.errors import Forbidden
 from service.intake import Change, bundle_types
 from service.mapping.forward import case_to_bundle
@@ -394,3 +399,26 @@ def test_finding_2_intake_asks_with_what_the_write_really_does(app):
     results = intake.submit_each([allowed, other], "t", authorize=refuse_other)
     assert isinstance(results[1], Forbidden) and not isinstance(results[0], Forbidden)
     assert {r.case_id for r in intake.page(limit=50)[0]} == {case["case_id"], allowed.case["case_id"]}
+
+
+def test_finding_2_racing_create_only_writers_create_once_and_change_nothing(app):
+    """Create-only writers racing to import different content for one new case: exactly one creates
+    it, every other one finds it under the row lock (or on the retry after the unique key refused its
+    insert) and is refused as an update; one version is stored. Runs on PostgreSQL too
+    (IVCLMS_TEST_DB=postgres), where no lock serialises the inserts and the retry decides."""
+    intake = app.extensions["ivclms"].intake
+    writer = case_writes(Principal("ehr", frozenset({"system/*.c"}), sources=frozenset({HOSPITAL_A})))
+    variants = [intake.prepare({**example(), "institution": f"Hospital {i}"}) for i in range(6)]
+    barrier = threading.Barrier(len(variants))
+
+    def write(prepared: Any) -> str:
+        barrier.wait(30)
+        try:
+            return "created" if intake.submit_many([prepared], "ehr", authorize=writer)[0].created else "?"
+        except Forbidden:
+            return "refused"
+
+    with ThreadPoolExecutor(len(variants)) as pool:
+        outcomes = Counter(pool.map(write, variants))
+    assert outcomes == {"created": 1, "refused": len(variants) - 1}, outcomes
+    assert len(intake.history(variants[0].ref)) == 1
