@@ -421,7 +421,8 @@ class Validator:
             return
         codings = [item] if code == "Coding" else item.get("coding", [])
         codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
-        found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
+        # a system of the wrong JSON type is reported by the datatype check; here it must not raise
+        found = [expansion.contains(_text(c.get("system")), str(c["code"])) for c in codings if "code" in c]
         if any(f is not False for f in found):
             return
         if not found:
@@ -564,3 +565,7 @@ def _unique(issues: list[Issue]) -> list[Issue]:
 
 
 __all__ = ["Validator", "json_name"]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
