@@ -122,8 +122,7 @@ class Validator:
         if base is None or self.defs.structure(CORE + rtype).get("kind") != "resource":  # type: ignore[union-attr]
             run.add("error", "structure", expr, f"Unknown resource type '{rtype}'")
             return
-        meta = res.get("meta")
-        declared = meta.get("profile", []) if isinstance(meta, dict) else []
+        declared = _profiles(res)
         roots: list[Elem] = []
         for url in dict.fromkeys([*profiles, *[p for p in declared if isinstance(p, str)]]):
             root = self.root(url)
@@ -474,8 +473,7 @@ class Validator:
         return found
 
     def _conforms(self, target: dict[str, Any], profile: str, run: _Run) -> bool:
-        meta = target.get("meta")
-        if isinstance(meta, dict) and profile in meta.get("profile", []):
+        if profile in _profiles(target):
             return True  # checked against it as an entry of its own
         key = (id(target), profile)
         if key not in run.conforms:
@@ -569,3 +567,10 @@ __all__ = ["Validator", "json_name"]
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _profiles(resource: dict[str, Any]) -> list[Any]:
+    """``meta.profile`` when it is a list (anything else is reported by the structure check)."""
+    meta = resource.get("meta")
+    declared = meta.get("profile") if isinstance(meta, dict) else None
+    return declared if isinstance(declared, list) else []

@@ -133,3 +133,12 @@ def test_coding_system_of_the_wrong_json_type_is_an_error_not_a_crash(validator,
     obs["component"][index]["code"]["coding"][0]["system"] = system
     errors = _errors(validator.validate(obs))
     assert any(where == f"Observation.component[{index}].code.coding[0].system" for where, _ in errors)
+
+
+@pytest.mark.parametrize("profile", [None, "https://fhir.ivc-lms.org/StructureDefinition/ivclms-smoking", 3])
+def test_meta_profile_of_the_wrong_json_type_is_an_error_not_a_crash(validator, profile):
+    """Found by the same fuzzer: ``meta.profile`` null (or not a list) raised TypeError."""
+    obs = _resource("ivclms-smoking")
+    obs["meta"]["profile"] = profile
+    errors = _errors(validator.validate(obs))
+    assert ("Observation.meta.profile", "structure") in errors
