@@ -21,8 +21,9 @@ from service.errors import Issue, ServiceError, Unprocessable
 from service.intake import Intake, Prepared
 from service.limits import check_bundle_entries, check_cases, check_resources
 from service.mapping.recognise import BUNDLE_TYPES, profile_bundle
-from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url
+from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url, split_identifier
 from service.model import validate_case
+from service.model.fields import fold_source
 from service.references import references
 
 NOT_DATA = frozenset({"Provenance"})
@@ -119,9 +120,12 @@ def _is_profiled(resources: list[dict[str, Any]]) -> bool:
     )
 
 
-def _business_url(resource: dict[str, Any]) -> str:
+def _business_url(resource: dict[str, Any], case: dict[str, Any]) -> str:
+    """The full URL the resource is stored under: its business identifier's key, under the case's
+    normalised source system and case id (an upper-case source is stored lower-cased)."""
     value = next(i["value"] for i in resource["identifier"] if i.get("system") == IDENTIFIER_SYSTEM)
-    return full_url(str(value))
+    key = split_identifier(str(value))[2]
+    return full_url(f"{case['source_system']}|{case['case_id']}|{key}")
 
 
 def _read_group(
@@ -137,10 +141,10 @@ def _read_group(
         raise Unprocessable([Issue("invariant", message, where)])
     try:
         if _is_profiled(mine):
-            case = unmap_bundle(sub)
-            group.urls = {i: _business_url(resources[i]) for i in group.entries}
+            case = unmap_bundle(sub)  # validated: source and case id normalised
+            group.urls = {i: _business_url(resources[i], case) for i in group.entries}
         else:
-            profiled = profile_bundle(sub, source_system=source_system)
+            profiled = profile_bundle(sub, source_system=fold_source(source_system))
             if profiled.issues:
                 issues = [
                     Issue(

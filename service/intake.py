@@ -8,6 +8,11 @@ Idempotency comes from the business key (source system + case id): posting a cas
 content equals the current version returns that version; posting different content for an existing
 key is a conflict for ``POST /cases`` (use ``PUT`` with ``If-Match``) and a new version for batches,
 which is how EHRs and spreadsheets resend corrected cases.
+
+Authorization of a write is decided here, under the case's row lock, from what the write really does
+(create, new version, withdrawal, nothing): the caller passes ``authorize``, which sees a ``CaseWrite``
+and raises Forbidden (or NotFound) before anything is written. A pre-read outside the transaction
+would race with a concurrent writer (a "create" that lands on a case created a moment before).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.clock import instant, utcnow
 from service.db import READ_ONLY
-from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
+from service.errors import Conflict, Forbidden, Issue, NotFound, PreconditionFailed, Unprocessable
 from service.limits import Limits, check_case, check_resources
 from service.mapping.forward import case_to_bundle
 from service.mapping.retract import retract
@@ -37,6 +42,43 @@ from service.store.cases import ACTIVE, ENTERED_IN_ERROR, CaseRow, VersionRow
 
 BundleCheck = Callable[[dict[str, Any]], None]
 """Raises Unprocessable when a mapped Bundle breaks a profile (the local validator, when configured)."""
+
+
+class Change(Enum):
+    """What a write does to one case, as decided under its row lock."""
+
+    CREATE = "c"
+    """A case that did not exist."""
+    UPDATE = "u"
+    """A new version of an existing case, including reviving a withdrawn (entered-in-error) one."""
+    WITHDRAW = "d"
+    """Marking an existing case entered-in-error (DELETE)."""
+    NONE = "none"
+    """Nothing is written: the same content again (answered with the stored case), or a create that
+    finds other content (409)."""
+
+
+@dataclass(frozen=True)
+class CaseWrite:
+    """One write, for the caller's authorization: the change, the case's source system and every
+    resource type it touches (a new version: those of the stored and of the new Bundle)."""
+
+    change: Change
+    source_system: str
+    types: frozenset[str]
+    ref: str
+    existing: CaseRow | None
+
+
+Authorize = Callable[[CaseWrite], None]
+"""Raises Forbidden (or NotFound) when the caller may not make this write; None: a trusted caller
+(the operator's command line, the pull from the hospital's FHIR server)."""
+
+
+def bundle_types(bundle: dict[str, Any]) -> frozenset[str]:
+    """The resource types of a Bundle's entries."""
+    return frozenset(str(e["resource"]["resourceType"]) for e in bundle.get("entry", []) if "resource" in e)
+
 
 _ATTEMPTS = 5
 """Optimistic retries when a concurrent writer got there first (same key inserted, version moved)."""
@@ -115,49 +157,111 @@ class Intake:
 
     # -- writes -----------------------------------------------------------------------------------
 
-    def submit(self, prepared: Prepared, author: str, *, on_change: OnChange = OnChange.CONFLICT) -> Accepted:
-        return self.submit_many([prepared], author, on_change=on_change)[0]
+    def submit(
+        self,
+        prepared: Prepared,
+        author: str,
+        *,
+        on_change: OnChange = OnChange.CONFLICT,
+        authorize: Authorize | None = None,
+    ) -> Accepted:
+        return self.submit_many([prepared], author, on_change=on_change, authorize=authorize)[0]
 
     def submit_many(
-        self, batch: Sequence[Prepared], author: str, *, on_change: OnChange = OnChange.NEW_VERSION
+        self,
+        batch: Sequence[Prepared],
+        author: str,
+        *,
+        on_change: OnChange = OnChange.NEW_VERSION,
+        authorize: Authorize | None = None,
     ) -> list[Accepted]:
-        """All cases of ``batch`` in one transaction; a conflict in one rejects them all."""
+        """All cases of ``batch`` in one transaction; a conflict or a refusal in one rejects them all."""
+        results = self._submit(batch, author, on_change, authorize, each=False)
+        return [r for r in results if isinstance(r, Accepted)]
+
+    def submit_each(
+        self, batch: Sequence[Prepared], author: str, *, authorize: Authorize | None = None
+    ) -> list[Accepted | Forbidden]:
+        """Like ``submit_many`` (new versions, one transaction), but a case the caller may not write
+        is answered with its refusal and stores nothing, while the others are stored (a FHIR batch).
+        Safe in one transaction because ``authorize`` runs before anything of that case is written."""
+        return self._submit(batch, author, OnChange.NEW_VERSION, authorize, each=True)
+
+    def _submit(
+        self,
+        batch: Sequence[Prepared],
+        author: str,
+        on_change: OnChange,
+        authorize: Authorize | None,
+        *,
+        each: bool,
+    ) -> list[Accepted | Forbidden]:
         refs = [p.ref for p in batch]
         if len(set(refs)) != len(refs):
             raise Unprocessable([Issue("duplicate", "the same case (source_system + case_id) appears twice")])
         for attempt in range(_ATTEMPTS):
             try:
                 with self.engine.begin() as conn:
-                    return [self._upsert(conn, p, author, on_change, None) for p in batch]
+                    results: list[Accepted | Forbidden] = []
+                    for p in batch:
+                        try:
+                            results.append(self._upsert(conn, p, author, on_change, None, authorize))
+                        except Forbidden as refused:
+                            if not each:
+                                raise
+                            results.append(refused)
+                    return results
             except (IntegrityError, _Moved):
                 # A concurrent writer stored the same key first: read again, which finds it.
                 if attempt == _ATTEMPTS - 1:
                     raise Conflict("the case kept changing while it was stored; retry") from None
         raise AssertionError("unreachable")
 
-    def update(self, ref: str, prepared: Prepared, author: str, if_match: int | None) -> Accepted:
+    def update(
+        self,
+        ref: str,
+        prepared: Prepared,
+        author: str,
+        if_match: int | None,
+        *,
+        authorize: Authorize | None = None,
+    ) -> Accepted:
         """A new version of an existing case; ``if_match`` (the ETag's version) guards lost updates."""
         for attempt in range(_ATTEMPTS):
             try:
+                if prepared.ref != ref:  # before the lookup: the answer must not tell whether ref exists
+                    message = "case_id: source_system and case_id must be those of the case being updated"
+                    raise Unprocessable([Issue("invariant", message, "case_id")])
                 with self.engine.begin() as conn:
                     current = store.find(conn, ref)
                     if current is None:
                         raise NotFound(f"no case {ref}")
-                    if prepared.ref != ref:
-                        message = "case_id: source_system and case_id must be those of the case being updated"
-                        raise Unprocessable([Issue("invariant", message, "case_id")])
-                    return self._upsert(conn, prepared, author, OnChange.NEW_VERSION, if_match)
+                    return self._upsert(conn, prepared, author, OnChange.NEW_VERSION, if_match, authorize)
             except _Moved:
                 if attempt == _ATTEMPTS - 1:
                     raise Conflict("the case kept changing while this update was applied; retry") from None
         raise AssertionError("unreachable")
 
     def _upsert(
-        self, conn: Connection, p: Prepared, author: str, on_change: OnChange, if_match: int | None
+        self,
+        conn: Connection,
+        p: Prepared,
+        author: str,
+        on_change: OnChange,
+        if_match: int | None,
+        authorize: Authorize | None,
     ) -> Accepted:
         now = self.clock()
         current = store.find(conn, p.ref, lock=True)
+        source = str(p.case["source_system"])
+
+        def check(change: Change, types: frozenset[str]) -> None:
+            if authorize is not None:
+                authorize(CaseWrite(change, source, types, p.ref, current))
+
+        new_types = bundle_types(p.bundle)
         if current is None:
+            check(Change.CREATE, new_types)
             row = CaseRow(p.ref, p.case["source_system"], p.case["case_id"], 1, ACTIVE, now, now)
             first = self._version(p, 1, author, now)
             store.insert_case(conn, row, first)
@@ -171,13 +275,17 @@ class Intake:
         stored = store.find_version(conn, current.id, current.version)
         assert stored is not None
         if stored.content_hash == p.content_hash and stored.status == ACTIVE:
+            check(Change.NONE, new_types)
             return Accepted(current, stored, created=False, changed=False)
         if on_change is OnChange.CONFLICT:
+            check(Change.NONE, new_types)
             raise Conflict(
                 f"case {p.case['case_id']} of {p.case['source_system']} exists with other content: "
                 f'update it with PUT /cases/{current.id} (If-Match: W/"{current.version}")',
                 "case_id",
             )
+        # A new version (or a withdrawn case revived): an update of every type before and after.
+        check(Change.UPDATE, new_types | bundle_types(orjson.loads(stored.bundle_json)))
         new = self._version(p, current.version + 1, author, now)
         if not store.add_version(conn, current, new):
             raise _Moved
@@ -186,18 +294,23 @@ class Intake:
         updated = CaseRow(**{**current.__dict__, "version": new.version, "status": ACTIVE, "updated_at": now})
         return Accepted(updated, new, created=False, changed=True)
 
-    def retract(self, ref: str, author: str, if_match: int | None) -> Accepted:
+    def retract(
+        self, ref: str, author: str, if_match: int | None, *, authorize: Authorize | None = None
+    ) -> Accepted:
         """Withdraw a case as entered-in-error: a new version whose Bundle marks every resource so."""
         with self.engine.begin() as conn:
             current = store.find(conn, ref, lock=True)
             if current is None:
                 raise NotFound(f"no case {ref}")
+            last = store.find_version(conn, ref, current.version)
+            assert last is not None
+            if authorize is not None:
+                types = bundle_types(orjson.loads(last.bundle_json))
+                authorize(CaseWrite(Change.WITHDRAW, current.source_system, types, ref, current))
             if if_match is not None and if_match != current.version:
                 raise PreconditionFailed(
                     f'If-Match: version {if_match} is not current (ETag W/"{current.version}")'
                 )
-            last = store.find_version(conn, ref, current.version)
-            assert last is not None
             if last.status == ENTERED_IN_ERROR:
                 return Accepted(current, last, created=False, changed=False)
             now = self.clock()

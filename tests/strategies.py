@@ -7,12 +7,14 @@ within the CSV layout.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from hypothesis import strategies as st
 
 from service.codes import table
+from service.model.fields import case_id_problem
 from service.model.labs import canonical_unit
 from service.model.rules import date_after, full_years, months_between
 
@@ -33,6 +35,12 @@ texts = st.text(
     min_size=1,
     max_size=12,
 )
+case_ids = st.text(
+    alphabet=st.characters(categories=["L", "N"]) | st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+    min_size=1,
+    max_size=12,
+).filter(lambda s: unicodedata.normalize("NFC", s) == s and case_id_problem(s) is None)
+"""Case ids the model keeps as they are (NFC, no invisible or look-alike characters: finding 16)."""
 uris = st.from_regex(r"urn:ivclms:[a-z0-9]{1,8}(:[a-z0-9-]{1,8})?", fullmatch=True)
 booleans = st.booleans()
 
@@ -398,7 +406,7 @@ def valid_cases(draw: Draw) -> Case:
     surgery_days = sorted(day_between(draw, diagnosis, 365) for _ in range(draw(st.integers(0, 2))))
     first = surgery_days[0] if surgery_days else None
     case: Case = {
-        "case_id": draw(texts),
+        "case_id": draw(case_ids),
         "source_system": draw(uris),
         "institution": draw(opt(texts)),
         "reference": draw(opt(st.just("https://doi.org/10.1000/xyz123"))),

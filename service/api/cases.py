@@ -16,7 +16,9 @@ from service.api.body import CASE_JSON, CSV_TYPES, json_body, text_body
 from service.api.context import ctx
 from service.api.idempotency import idempotent
 from service.api.params import int_arg, parse_instant
-from service.auth import gate, require
+from service.api.writes import case_writes, require_writer
+from service.auth import gate
+from service.auth.gate import require_source_write
 from service.case_files import import_rows
 from service.clock import instant
 from service.errors import BadRequest, Issue, Unprocessable
@@ -60,9 +62,11 @@ def _case_response(case: CaseRow, version: VersionRow, status: int) -> Response:
 @bp.post("/cases")
 @idempotent
 def create_case() -> Response:
-    require(g.principal, CASE_TYPE, "c")
+    require_writer(g.principal, "c")
     prepared = ctx().intake.prepare(json_body(CASE_JSON))
-    accepted = ctx().intake.submit(prepared, _author(), on_change=OnChange.CONFLICT)
+    accepted = ctx().intake.submit(
+        prepared, _author(), on_change=OnChange.CONFLICT, authorize=case_writes(g.principal)
+    )
     return _case_response(accepted.case, accepted.version, 201 if accepted.created else 200)
 
 
@@ -79,18 +83,20 @@ def _if_match() -> int | None:
 @bp.put("/cases/<ref>")
 @idempotent
 def update_case(ref: str) -> Response:
-    require(g.principal, CASE_TYPE, "u")
+    require_writer(g.principal, "u")
     if_match = _if_match()
     prepared = ctx().intake.prepare(json_body(CASE_JSON))
-    accepted = ctx().intake.update(ref, prepared, _author(), if_match)
+    # The body names the source: refused before the case is looked up, whether or not it exists.
+    require_source_write(g.principal, prepared.case["source_system"])
+    accepted = ctx().intake.update(ref, prepared, _author(), if_match, authorize=case_writes(g.principal))
     return _case_response(accepted.case, accepted.version, 200)
 
 
 @bp.delete("/cases/<ref>")
 def retract_case(ref: str) -> Response:
     """Withdraw as entered-in-error: kept, versioned, and sent to the FHIR server marked so."""
-    require(g.principal, CASE_TYPE, "d")
-    accepted = ctx().intake.retract(ref, _author(), _if_match())
+    require_writer(g.principal, "d")
+    accepted = ctx().intake.retract(ref, _author(), _if_match(), authorize=case_writes(g.principal))
     return _case_response(accepted.case, accepted.version, 200)
 
 
@@ -186,8 +192,9 @@ def list_cases() -> Response:
 @bp.post("/cases/import")
 @idempotent
 def import_cases() -> Response:
-    """A CSV case series, all rows or none: any bad row rejects the file with every row's problems."""
-    require(g.principal, CASE_TYPE, "c")
+    """A CSV case series, all rows or none: any bad row, or one the caller may not write, rejects the
+    file (new cases need ``c``, changed ones ``u``: see ``service.api.writes``)."""
+    require_writer(g.principal, "c", "u")
     intake = ctx().intake
     report = import_rows(text_body(CSV_TYPES), instant(intake.clock()), intake.limits)
     if report.rejected:
@@ -195,7 +202,9 @@ def import_cases() -> Response:
     batch = [intake.prepared(row.case, row.bundle) for row in report.imported if row.case and row.bundle]
     if not batch:
         raise Unprocessable([Issue("required", "the file holds no data rows")])
-    accepted = intake.submit_many(batch, _author(), on_change=OnChange.NEW_VERSION)
+    accepted = intake.submit_many(
+        batch, _author(), on_change=OnChange.NEW_VERSION, authorize=case_writes(g.principal)
+    )
     body = {
         "imported": len(accepted),
         "created": sum(a.created for a in accepted),

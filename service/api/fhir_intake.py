@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Response, g, request
@@ -10,15 +11,15 @@ from service.api.body import FHIR_JSON_TYPES, json_body
 from service.api.context import ctx
 from service.api.idempotency import idempotent
 from service.api.responses import fhir_response
-from service.auth import require
+from service.api.writes import case_writes, require_writer
 from service.bundle_intake import ReadBundle, read_bundle
+from service.errors import Forbidden
 from service.intake import Accepted, OnChange
 from service.outcome import operation_outcome
 from service.validation.gate import errors
 
 bp = Blueprint("fhir_intake", __name__)
 
-CASE_TYPE = "Patient"
 SOURCE_PARAM = "source-system"
 """Who sent plain R4 resources (the business identifiers' namespace); default IVCLMS_SOURCE_SYSTEM."""
 
@@ -44,7 +45,7 @@ def _answer(bundle: dict[str, Any], read: ReadBundle, accepted: dict[int, Accept
             if group.error is not None:
                 entries[i] = {
                     "response": {
-                        "status": f"{group.error.status} Unprocessable Entity",
+                        "status": f"{group.error.status} {HTTPStatus(group.error.status).phrase}",
                         "outcome": operation_outcome(group.error.issues),
                     }
                 }
@@ -59,7 +60,9 @@ def _answer(bundle: dict[str, Any], read: ReadBundle, accepted: dict[int, Accept
 @bp.post("/fhir/")
 @idempotent
 def post_bundle() -> Response:
-    require(g.principal, CASE_TYPE, "c")
+    """Transactions and collections are all or nothing (a refused case: 403 for the request); in a
+    batch a patient's group the caller may not write fails only its own entries (403 in the answer)."""
+    require_writer(g.principal, "c", "u")
     bundle = json_body(FHIR_JSON_TYPES)
     intake = ctx().intake
     source = request.args.get(SOURCE_PARAM) or ctx().settings.source_system
@@ -67,8 +70,17 @@ def post_bundle() -> Response:
     check = (lambda b: errors(validator.validate_bundle(b))) if ctx().settings.validate_intake else None
     read = read_bundle(bundle, intake=intake, source_system=source, check=check)
     ready = [(n, g.prepared) for n, g in enumerate(read.groups) if g.prepared is not None]
-    stored = intake.submit_many(
-        [p for _, p in ready], str(g.principal.subject), on_change=OnChange.NEW_VERSION
-    )
-    accepted = {n: a for (n, _), a in zip(ready, stored, strict=True)}
+    author = str(g.principal.subject)
+    authorize = case_writes(g.principal)
+    batch = [p for _, p in ready]
+    if read.kind == "batch":
+        results = intake.submit_each(batch, author, authorize=authorize)
+    else:
+        results = list(intake.submit_many(batch, author, on_change=OnChange.NEW_VERSION, authorize=authorize))
+    accepted: dict[int, Accepted] = {}
+    for (n, _), result in zip(ready, results, strict=True):
+        if isinstance(result, Forbidden):
+            read.groups[n].error = result
+        else:
+            accepted[n] = result
     return fhir_response(_answer(bundle, read, accepted), 200)

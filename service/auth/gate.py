@@ -172,11 +172,17 @@ def require_case_read(principal: Principal, source_system: str, what: str) -> No
         raise NotFound(f"no case {what}")
 
 
-def require_case_write(principal: Principal, source_system: str, action: str, types: Iterable[str]) -> None:
-    """Writing one case: the action on every type written, and a source system the caller is bound to."""
-    require_case_types(principal, action, types)
+def require_source_write(principal: Principal, source_system: str) -> None:
+    """403 unless the caller is bound to ``source_system`` (checked first, before anything that
+    depends on whether a case exists, so a refusal never confirms one)."""
     if not principal.may_write_source(source_system):
         raise Forbidden(
             f"this client may not write cases of source system {source_system!r} "
             "(bind it with the ivclms_sources claim or IVCLMS_AUTH_CLIENT_SOURCES)"
         )
+
+
+def require_case_write(principal: Principal, source_system: str, action: str, types: Iterable[str]) -> None:
+    """Writing one case: a source system the caller is bound to, and the action on every type written."""
+    require_source_write(principal, source_system)
+    require_case_types(principal, action, types)

@@ -13,6 +13,7 @@ from enum import Enum
 
 from service.auth.scopes import Grant, parse_scopes
 from service.errors import Forbidden
+from service.model.fields import fold_source
 
 ROLE_REGISTRY = "registry"
 """Read every source system's cases (FHIR read side, /cases, identified registry extracts)."""
@@ -62,6 +63,8 @@ class Principal:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grants", parse_scopes(self.scopes))
+        if self.sources is not None:  # compared as cases store them (lower-cased)
+            object.__setattr__(self, "sources", frozenset(fold_source(s) for s in self.sources))
         if not self.owner:
             object.__setattr__(self, "owner", f"sub:{self.subject}")
 
@@ -91,11 +94,11 @@ class Principal:
         return None if self.has_role(ROLE_REGISTRY) else self.sources
 
     def may_write_source(self, source_system: str) -> bool:
-        return self.sources is None or source_system in self.sources
+        return self.sources is None or fold_source(source_system) in self.sources
 
     def may_read_source(self, source_system: str) -> bool:
         readable = self.readable_sources
-        return readable is None or source_system in readable
+        return readable is None or fold_source(source_system) in readable
 
 
 ANONYMOUS = Principal(

@@ -53,6 +53,14 @@ table in `mappings/codes.yaml`.
 - **Laboratory results** carry the unit of their test (column *unit* of table `lab-test`):
 {labs}
 - **Dates** are `YYYY-MM-DD`.
+- **Identifiers** (`source_system` + `case_id` name a case and its id, so look-alikes must not make a
+  second one): `case_id` is normalised to Unicode NFC and may hold letters, marks and digits of any
+  script and printable ASCII, with no leading or trailing space; invisible and format characters
+  (U+200B, bidi controls U+202A-202E and U+2066-2069, ...), control characters, other spaces and
+  non-ASCII punctuation or symbols (U+2010 HYPHEN, U+2212 MINUS SIGN: refused, not folded to `-`) are
+  errors naming the code point. `source_system` is an absolute URI of RFC 3986 characters, stored and
+  compared lower-cased (RFC 3986 makes scheme and host, RFC 8141 the `urn:` NID case-insensitive;
+  the whole URI is lower-cased for simplicity).
 
 ## Derived values
 

@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,52 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 """Characters below U+0020 but tab, CR and LF: FHIR strings should not hold them, PostgreSQL text cannot
 hold NUL."""
+
+
+# Identifiers (finding 16 of issue 12): the business key (source system + case id) names one patient's
+# case, so two spellings that look alike must not make two cases.
+_URI_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+"""RFC 3986, section 2: the characters a URI is made of (unreserved, reserved and percent-encoded)."""
+_INVISIBLE = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0}
+    | {*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)}
+)
+"""Default-ignorable code points (Unicode DerivedCoreProperties) that are letters or marks, not Cf:
+they render as nothing, like the format characters refused by category."""
+
+
+def case_id_problem(value: str) -> str | None:
+    """Why ``value`` (already NFC) cannot be a case id, or None. Allowed: letters, combining marks and
+    digits of any script, printable ASCII (so ASCII punctuation, symbols and inner spaces). Refused,
+    named by code point: format characters (category Cf: zero-width space U+200B, bidi embeddings
+    and overrides U+202A-202E and isolates U+2066-2069, ...), control characters, other spaces
+    (no-break space, ...), non-ASCII punctuation and symbols (U+2010 HYPHEN, U+2212 MINUS SIGN, ...:
+    they look like ASCII ``-``), private-use and unassigned code points, and leading or trailing
+    whitespace."""
+    if value != value.strip():
+        return "must not begin or end with whitespace"
+    for char in value:
+        point = ord(char)
+        if 0x20 <= point < 0x7F:
+            continue
+        category = unicodedata.category(char)
+        if category[0] in "LMN" and point not in _INVISIBLE:
+            continue
+        name = unicodedata.name(char, "unnamed")
+        return (
+            f"must not contain U+{point:04X} ({name}, category {category}): a case id holds letters, "
+            "marks and digits of any script and printable ASCII only (invisible, bidi, control, "
+            "space and non-ASCII punctuation characters look like other ids)"
+        )
+    return None
+
+
+def fold_source(value: str) -> str:
+    """A source system's comparison and storage form: lower-cased entirely. RFC 3986 (6.2.2.1) makes
+    only the scheme and host case-insensitive and RFC 8141 (3.1) the ``urn:`` NID; lower-casing the
+    whole URI is the simpler rule documented for this service (a hospital is never told apart by
+    letter case), and it matches every source the examples use."""
+    return value.lower()
 
 
 def _options(required: bool, description: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -87,6 +134,36 @@ class Uri(Text):
         if not _URI.match(text):
             raise ValidationError("must be an absolute URI (scheme:...)")
         return text
+
+
+class CaseId(Text):
+    """The case identifier: NFC-normalised, then checked by ``case_id_problem``."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        if isinstance(value, str):
+            value = unicodedata.normalize("NFC", value)
+        text = super()._deserialize(value, attr, data, **kwargs)
+        problem = case_id_problem(text)
+        if problem:
+            raise ValidationError(problem)
+        return text
+
+
+class SourceUri(Uri):
+    """The source system: an absolute URI of RFC 3986 characters, stored lower-cased (``fold_source``)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not _URI_CHARS.match(text):
+            raise ValidationError(
+                "must be made of URI characters only (RFC 3986: ASCII letters, digits and - . _ ~ : / ? # "
+                "[ ] @ ! $ & ' ( ) * + , ; = %; percent-encode others)"
+            )
+        return fold_source(text)
 
 
 class Date(fields.Field[str]):
@@ -244,6 +321,14 @@ def text(description: str, *, required: bool = False, max_length: int | None = N
 
 def uri(description: str, *, required: bool = False, max_length: int | None = None) -> Uri:
     return Uri(max_length=max_length, **_options(required, description))
+
+
+def case_id(description: str, *, max_length: int) -> CaseId:
+    return CaseId(max_length=max_length, **_options(True, description))
+
+
+def source_uri(description: str, *, max_length: int) -> SourceUri:
+    return SourceUri(max_length=max_length, **_options(True, description))
 
 
 def date(description: str, *, required: bool = False) -> Date:

@@ -382,11 +382,9 @@ class CarePlanSchema(Base):
 
 
 class CaseSchema(Base):
-    case_id = f.text(
-        "Case identifier, unique within the source system.", required=True, max_length=f.CASE_ID_MAX
-    )
-    source_system = f.uri(
-        "Source system URI (EHR, registry or literature source).", required=True, max_length=f.SYSTEM_MAX
+    case_id = f.case_id("Case identifier, unique within the source system.", max_length=f.CASE_ID_MAX)
+    source_system = f.source_uri(
+        "Source system URI (EHR, registry or literature source).", max_length=f.SYSTEM_MAX
     )
     institution = f.text("Institution.")
     reference = f.text("Reference for published cases (DOI or URL).")

@@ -122,10 +122,7 @@ class Validator:
         if base is None or self.defs.structure(CORE + rtype).get("kind") != "resource":  # type: ignore[union-attr]
             run.add("error", "structure", expr, f"Unknown resource type '{rtype}'")
             return
-        meta = res.get("meta")
-        declared = meta.get("profile") if isinstance(meta, dict) else None
-        if not isinstance(declared, list):  # a wrong shape is reported by the type checks (None was a 500)
-            declared = []
+        declared = _profiles(res)
         roots: list[Elem] = []
         for url in dict.fromkeys([*profiles, *[p for p in declared if isinstance(p, str)]]):
             root = self.root(url)
@@ -422,14 +419,9 @@ class Validator:
                 run.add(severity, "code-invalid", expr, f"The code '{item}' is not in the value set {url}")
             return
         codings = [item] if code == "Coding" else item.get("coding", [])
-        # A coding whose system is not a string is reported by the type checks; its membership is not
-        # looked up (a list or object as ``system`` is unhashable: that was a 500).
-        codings = (
-            [c for c in codings if isinstance(c, dict) and isinstance(c.get("system", ""), str)]
-            if isinstance(codings, list)
-            else []
-        )
-        found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
+        codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+        # a system of the wrong JSON type is reported by the datatype check; here it must not raise
+        found = [expansion.contains(_text(c.get("system")), str(c["code"])) for c in codings if "code" in c]
         if any(f is not False for f in found):
             return
         if not found:
@@ -481,9 +473,7 @@ class Validator:
         return found
 
     def _conforms(self, target: dict[str, Any], profile: str, run: _Run) -> bool:
-        meta = target.get("meta")
-        declared = meta.get("profile") if isinstance(meta, dict) else None
-        if isinstance(declared, list) and profile in declared:
+        if profile in _profiles(target):
             return True  # checked against it as an entry of its own
         key = (id(target), profile)
         if key not in run.conforms:
@@ -573,3 +563,14 @@ def _unique(issues: list[Issue]) -> list[Issue]:
 
 
 __all__ = ["Validator", "json_name"]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _profiles(resource: dict[str, Any]) -> list[Any]:
+    """``meta.profile`` when it is a list (anything else is reported by the structure check)."""
+    meta = resource.get("meta")
+    declared = meta.get("profile") if isinstance(meta, dict) else None
+    return declared if isinstance(declared, list) else []

@@ -9,6 +9,7 @@ import pytest
 
 from service import create_app
 from service.case_files import EXAMPLE_SERIES
+from service.store.cases import case_ref
 from tests.unit.api.test_security import token
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("ivclms-0*.json"))
@@ -123,7 +124,17 @@ def test_put_of_another_case_into_this_id_is_422(api):
 
 
 def test_put_to_an_unknown_case_is_404(api):
-    assert api.put("/cases/00000000-0000-0000-0000-000000000000", _example()).status_code == 404
+    case = _example()
+    ref = case_ref(case["source_system"], case["case_id"])
+    assert api.put(f"/cases/{ref}", case).status_code == 404
+
+
+def test_put_of_another_case_is_422_whether_or_not_the_id_exists(api):
+    """The body is checked against the URL before the lookup: the answer does not tell whether an
+    id (derived from another hospital's business key) exists."""
+    stored = api.post(_example(1)).headers["Location"]
+    for path in (stored, "/cases/00000000-0000-0000-0000-000000000000"):
+        assert api.put(path, _example()).status_code == 422
 
 
 def test_accept_fhir_json_gives_the_mapped_bundle(api):

@@ -122,3 +122,23 @@ def test_validating_does_not_change_the_resource(validator):
     before = copy.deepcopy(obs)
     validator.validate(obs)
     assert obs == before
+
+
+@pytest.mark.parametrize("system", [[], {}, 7])
+def test_coding_system_of_the_wrong_json_type_is_an_error_not_a_crash(validator, system):
+    """Found by tests/reliability/test_hostile_input.py (a 500 on POST /fhir): a coding bound to a
+    value set whose system is not a string raised TypeError in the value-set check."""
+    obs = _resource("ivclms-presentation")
+    index = next(i for i, c in enumerate(obs["component"]) if c["code"].get("coding"))
+    obs["component"][index]["code"]["coding"][0]["system"] = system
+    errors = _errors(validator.validate(obs))
+    assert any(where == f"Observation.component[{index}].code.coding[0].system" for where, _ in errors)
+
+
+@pytest.mark.parametrize("profile", [None, "https://fhir.ivc-lms.org/StructureDefinition/ivclms-smoking", 3])
+def test_meta_profile_of_the_wrong_json_type_is_an_error_not_a_crash(validator, profile):
+    """Found by the same fuzzer: ``meta.profile`` null (or not a list) raised TypeError."""
+    obs = _resource("ivclms-smoking")
+    obs["meta"]["profile"] = profile
+    errors = _errors(validator.validate(obs))
+    assert ("Observation.meta.profile", "structure") in errors
