@@ -67,6 +67,13 @@ def generate_all(defs: Definitions, profiles_dir: Path) -> dict[str, list[dict[s
     return done
 
 
+def generate_one(
+    defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The snapshot of one StructureDefinition (its own if it has one), its bases' put in ``done``."""
+    return _generate(defs, url, done)
+
+
 def _generate(defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     if url in done:
         return done[url]

@@ -36,7 +36,7 @@ from service.validation.model import (
     primitive_regex,
 )
 from service.validation.native import native_check
-from service.validation.snapshot import cached_snapshots
+from service.validation.snapshot import cached_snapshots, generate_one
 from service.validation.terminology import Terminology
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
@@ -77,6 +77,24 @@ class Validator:
         defs = definitions.load(profiles_dir, base_dir)
         snaps = cached_snapshots(defs, profiles_dir, base_dir / "cache")
         return cls(defs, snaps)
+
+    def with_resources(self, resources: Sequence[dict[str, Any]]) -> Validator:
+        """A validator that also knows ``resources`` (StructureDefinitions, ValueSets, CodeSystems of
+        another package, e.g. the profiles a test case comes with); snapshots of the StructureDefinitions
+        that have none are generated. This validator is left as it is."""
+        defs = definitions.Definitions(
+            structures=dict(self.defs.structures),
+            value_sets=dict(self.defs.value_sets),
+            code_systems=dict(self.defs.code_systems),
+            base_version=self.defs.base_version,
+        )
+        for resource in resources:
+            defs.add(resource)
+        snaps = dict(self.snapshots)
+        for resource in resources:
+            if resource.get("resourceType") == "StructureDefinition" and "url" in resource:
+                generate_one(defs, str(resource["url"]), snaps)
+        return Validator(defs, snaps)
 
     # ---- public API -------------------------------------------------------------------------------
 
