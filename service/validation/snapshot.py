@@ -96,10 +96,35 @@ def generate(
 ) -> list[dict[str, Any]]:
     """The snapshot of ``differential`` applied to a copy of ``base`` (see the module notes)."""
     elements = copy.deepcopy(base)
-    for diff in differential:
-        index = _ensure(defs, elements, diff["id"], url)
+    for diff, eid in zip(differential, _ids(differential), strict=True):
+        index = _ensure(defs, elements, eid, url)
         _apply(elements[index], diff)
     return elements
+
+
+def _ids(differential: list[dict[str, Any]]) -> list[str]:
+    """Each differential element's id; R4 makes ``id`` optional, so a missing one is built from the
+    path and the slices named on the way (``Patient.identifier`` after a ``sliceName: mrn`` element of
+    that path is inside the slice: ``Patient.identifier:mrn.system``)."""
+    ids: list[str] = []
+    open_slices: dict[str, str] = {}  # path -> slice name of the latest element on that path
+    for el in differential:
+        path = str(el.get("path", ""))
+        if "id" in el:
+            ids.append(str(el["id"]))
+        else:
+            parts = path.split(".")
+            out = []
+            for i, part in enumerate(parts):
+                prefix = ".".join(parts[: i + 1])
+                name = el.get("sliceName") if i == len(parts) - 1 else open_slices.get(prefix)
+                out.append(f"{part}:{name}" if name else part)
+            ids.append(".".join(out))
+        for known in [p for p in open_slices if p == path or p.startswith(path + ".")]:
+            del open_slices[known]
+        if el.get("sliceName"):
+            open_slices[path] = str(el["sliceName"])
+    return ids
 
 
 def _index(elements: list[dict[str, Any]], eid: str) -> int | None:
@@ -125,11 +150,27 @@ def _ensure(defs: Definitions, elements: list[dict[str, Any]], eid: str, url: st
     if not parent:
         raise SnapshotError(f"{url}: no element {eid}")
     pindex = _ensure(defs, elements, parent, url)
+    choice = _choice(elements, parent, last)
+    if choice is not None:
+        return choice
     _unfold(defs, elements, pindex, url)
     found = _index(elements, eid)
     if found is None:
         raise SnapshotError(f"{url}: no element {eid}")
     return found
+
+
+def _choice(elements: list[dict[str, Any]], parent: str, last: str) -> int | None:
+    """``Extension.valueIdentifier`` names ``Extension.value[x]`` when Identifier is one of its types."""
+    for i, el in enumerate(elements):
+        eid = el["id"]
+        if eid.startswith(parent + ".") and eid.endswith("[x]") and "." not in eid[len(parent) + 1 :]:
+            stem = eid[len(parent) + 1 : -3]
+            if last.startswith(stem) and last[len(stem) :] in {
+                t["code"][:1].upper() + t["code"][1:] for t in el.get("type", [])
+            }:
+                return i
+    return None
 
 
 def _add_slice(defs: Definitions, elements: list[dict[str, Any]], eid: str, url: str) -> int:
@@ -160,7 +201,15 @@ def _add_slice(defs: Definitions, elements: list[dict[str, Any]], eid: str, url:
 def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: str) -> None:
     """Insert the children of the element's (single) data type after it, renamed under it."""
     el = elements[index]
+    if any(e["id"].startswith(el["id"] + ".") for e in elements[index + 1 : index + 2]):
+        return  # already unfolded
+    ref = el.get("contentReference")
+    if ref:
+        _unfold_reference(elements, index, str(ref).split("#", 1)[-1], url)
+        return
     codes = {t["code"] for t in el.get("type", [])}
+    if not codes and "." not in el["path"]:
+        codes = {el["path"]}  # the root of a profile: its type is the profile's type
     if len(codes) != 1:
         raise SnapshotError(f"{url}: cannot unfold {el['id']} of types {sorted(codes)}")
     (code,) = codes
@@ -171,6 +220,23 @@ def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: 
     for c in children:
         c["id"] = el["id"] + c["id"][len(code) :]
         c["path"] = el["path"] + c["path"][len(code) :]
+    elements[index + 1 : index + 1] = children
+
+
+def _unfold_reference(elements: list[dict[str, Any]], index: int, target: str, url: str) -> None:
+    """Insert the children of the element a ``contentReference`` names (``Parameters.parameter.part``
+    -> ``Parameters.parameter``), renamed under the referring element."""
+    el = elements[index]
+    children = [
+        copy.deepcopy(e) for e in elements if e["id"].startswith(target + ".") and ":" not in e["id"]
+    ]
+    if not children:
+        raise SnapshotError(f"{url}: no element {target} for {el['id']}")
+    for c in children:
+        c["id"] = el["id"] + c["id"][len(target) :]
+        c["path"] = el["path"] + c["path"][len(target) :]
+    el.pop("contentReference", None)
+    el["type"] = [{"code": "BackboneElement"}]
     elements[index + 1 : index + 1] = children
 
 

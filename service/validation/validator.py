@@ -17,8 +17,11 @@ through FHIRPath: it sits on every element and fhirpathpy lacks ``hasValue()``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Sequence
+from datetime import date
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +38,8 @@ from service.validation.model import (
     json_name,
     primitive_regex,
 )
-from service.validation.native import native_check
-from service.validation.snapshot import cached_snapshots, generate_one
+from service.validation.native import native_check, required_check
+from service.validation.snapshot import SnapshotError, cached_snapshots, generate_one
 from service.validation.terminology import Terminology
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
@@ -44,6 +47,8 @@ _STRUCTURAL = "ele-1"
 _LITERAL_REF = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
 _EXTENSIONS = ("extension", "modifierExtension")
 _INTEGERS = {"integer": None, "positiveInt": 1, "unsignedInt": 0}
+_RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CALENDAR = frozenset({"date", "dateTime", "instant"})
 
 
 @dataclass
@@ -53,6 +58,11 @@ class _Run:
     issues: list[Issue] = field(default_factory=list)
     bundle: dict[str, dict[str, Any]] | None = None
     conforms: dict[tuple[int, str], bool] = field(default_factory=dict)
+    root: dict[str, Any] | None = None
+    """The resource ``%rootResource`` names: the container of a contained resource, else the resource."""
+    host: str | None = None
+    """Set for one ``_complex`` call: the path of the primitive whose ``_name`` element it walks, which
+    is where that element's extensions sit (their ``context`` is checked against it)."""
 
     def add(self, severity: str, code: str, expression: str, message: str) -> None:
         self.issues.append(Issue(code=code, diagnostics=message, expression=expression, severity=severity))
@@ -70,6 +80,10 @@ class Validator:
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self._roots: dict[str, Elem | None] = {}
         self._regex: dict[str, re.Pattern[str] | None] = {}
+        self.broken: dict[str, str] = {}
+        """StructureDefinitions given to ``with_resources`` whose snapshot could not be generated."""
+        self.global_profiles: dict[str, tuple[str, ...]] = {}
+        """Profiles every resource of a type is checked against (``ImplementationGuide.global``)."""
 
     @classmethod
     def load(cls, profiles_dir: Path = definitions.PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Validator:
@@ -91,10 +105,25 @@ class Validator:
         for resource in resources:
             defs.add(resource)
         snaps = dict(self.snapshots)
+        broken: dict[str, str] = {}
         for resource in resources:
             if resource.get("resourceType") == "StructureDefinition" and "url" in resource:
-                generate_one(defs, str(resource["url"]), snaps)
-        return Validator(defs, snaps)
+                try:
+                    generate_one(defs, str(resource["url"]), snaps)
+                except SnapshotError as error:
+                    broken[str(resource["url"])] = str(error)
+        for url in broken:
+            defs.structures.pop(url, None)
+        extended = Validator(defs, snaps)
+        extended.broken = {**self.broken, **broken}
+        extended.global_profiles = dict(self.global_profiles)
+        for resource in resources:
+            if resource.get("resourceType") == "ImplementationGuide":
+                for g in resource.get("global", []):
+                    if isinstance(g, dict) and isinstance(g.get("type"), str) and isinstance(g.get("profile"), str):
+                        have = extended.global_profiles.get(g["type"], ())
+                        extended.global_profiles[g["type"]] = (*have, g["profile"])
+        return extended
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -131,7 +160,9 @@ class Validator:
 
     # ---- resources -------------------------------------------------------------------------------
 
-    def _resource(self, res: Any, expr: str, profiles: tuple[str, ...], run: _Run) -> None:
+    def _resource(
+        self, res: Any, expr: str, profiles: tuple[str, ...], run: _Run, contained: bool = False
+    ) -> None:
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             run.add("error", "structure", expr, "A resource must be a JSON object with a resourceType")
             return
@@ -140,14 +171,50 @@ class Validator:
         if base is None or self.defs.structure(CORE + rtype).get("kind") != "resource":  # type: ignore[union-attr]
             run.add("error", "structure", expr, f"Unknown resource type '{rtype}'")
             return
+        outer = run.root
+        if not contained or run.root is None:
+            run.root = res
+        try:
+            self._resource_rules(res, expr, run)
+            self._profiles(res, rtype, base, expr, profiles, run)
+        finally:
+            run.root = outer
+
+    def _resource_rules(self, res: dict[str, Any], expr: str, run: _Run) -> None:
+        """Rules of the R4 specification that no invariant states (the reference validator has them in
+        code): the resource id's form, no extensions on it, unique ids of contained resources."""
+        rid = res.get("id")
+        if rid is not None and (not isinstance(rid, str) or not _RESOURCE_ID.fullmatch(rid)):
+            run.add("error", "value", f"{expr}.id", f"Invalid resource id {_show(rid)}: [A-Za-z0-9\\-.]{{1,64}}")
+        if "_id" in res:
+            run.add("error", "structure", f"{expr}.id", "Extensions are not allowed on Resource.id")
+        if res.get("resourceType") == "Bundle":
+            _bundle_rules(res, expr, run)
+        contained = res.get("contained")
+        if isinstance(contained, list):
+            seen: set[str] = set()
+            for i, item in enumerate(contained):
+                cid = item.get("id") if isinstance(item, dict) else None
+                if isinstance(cid, str):
+                    if cid in seen:
+                        run.add(
+                            "error", "structure", f"{expr}.contained[{i}]", f"Duplicate contained id {cid!r}"
+                        )
+                    seen.add(cid)
+
+    def _profiles(
+        self, res: dict[str, Any], rtype: str, base: Elem, expr: str, profiles: tuple[str, ...], run: _Run
+    ) -> None:
         meta = res.get("meta")
         declared = meta.get("profile", []) if isinstance(meta, dict) else []
         roots: list[Elem] = []
-        for url in dict.fromkeys([*profiles, *[p for p in declared if isinstance(p, str)]]):
+        wanted = [*profiles, *[p for p in declared if isinstance(p, str)], *self.global_profiles.get(rtype, ())]
+        for url in dict.fromkeys(wanted):
             root = self.root(url)
             if root is None:
                 severity = "error" if url in profiles else "warning"
-                run.add(severity, "not-found", expr, f"Profile {url} is unknown and was not checked")
+                why = f"its snapshot cannot be generated: {self.broken[url]}" if url in self.broken else "unknown"
+                run.add(severity, "not-found", expr, f"Profile {url} is {why}; it was not checked")
             elif self.type_of(url) != rtype:
                 run.add("error", "structure", expr, f"Profile {url} is for {self.type_of(url)}, not {rtype}")
             else:
@@ -170,7 +237,9 @@ class Validator:
         if not isinstance(value, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
-        if not any(k != "id" and k != "resourceType" for k in value):
+        host, run.host = run.host, None
+        if not is_resource and not any(k != "id" and k != "resourceType" for k in value):
+            # ele-1 sits on elements; a resource with only resourceType (and id) is valid
             run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
             return
         present: dict[int, tuple[Elem, list[tuple[str, TypeRef | None, Any]]]] = {}
@@ -178,7 +247,13 @@ class Validator:
             if key == "resourceType" and is_resource:
                 continue
             if key.startswith("_"):
+                if is_resource and key == "_id":
+                    continue  # reported by _resource_rules
                 self._primitive_extras(value, key, item, elem, expr, res, run)
+                found_primitive = elem.children.get(key[1:])
+                if found_primitive is not None and key[1:] not in value:
+                    # a primitive given only by its extensions (``_birthDate``) is present
+                    present.setdefault(id(found_primitive[0]), (found_primitive[0], []))
                 continue
             found = elem.children.get(key)
             if found is None:
@@ -189,6 +264,8 @@ class Validator:
         absent = [c for c in elem.required if id(c) not in present]
         for child in [*(entry[0] for entry in present.values()), *absent]:
             got = present[id(child)][1] if id(child) in present else []
+            if id(child) in present and not got:
+                continue  # only ``_name``: its extensions stand for the value
             if len(got) > 1:
                 names = ", ".join(k for k, _, _ in got)
                 run.add("error", "structure", f"{expr}.{child.name}", f"Only one of {names} is allowed")
@@ -199,7 +276,7 @@ class Validator:
                 child, len(items), f"{expr}.{child.name}" if not got else f"{expr}.{got[0][0]}", run
             )
             if child.slices or child.slicing or child.name in _EXTENSIONS:
-                self._sliced(items, child, res, run)
+                self._sliced(items, child, res, run, host)
             else:
                 for item, item_expr, tref in items:
                     self._value(item, child, tref, item_expr, res, run)
@@ -251,7 +328,9 @@ class Validator:
         for i, part in enumerate(item if isinstance(item, list) else [item]):
             if part is not None:
                 where = f"{expr}.{key[1:]}[{i}]" if isinstance(item, list) else f"{expr}.{key[1:]}"
+                run.host = found[0].path
                 self._complex(part, element, "Element", where, res, run)
+                run.host = None
 
     # ---- one value of an element -------------------------------------------------------------------
 
@@ -264,9 +343,14 @@ class Validator:
                 self._fixed_pattern(item, elem, expr, run)
                 if elem.binding and code == "code":
                     self._binding(item, code, elem, expr, run)
+                if len(elem.constraints) > 1 or (elem.constraints and elem.constraints[0].key != _STRUCTURAL):
+                    self._invariants(item, elem.constraints, code, expr, res, run)
             return
-        if code == "Resource":
-            self._resource(item, expr, (), run)
+        if code == "Resource" or self._is_resource_type(code):
+            profiles = tref.profiles if tref is not None and code != "Resource" else ()
+            if code != "Resource" and isinstance(item, dict) and item.get("resourceType") != code:
+                run.add("error", "structure", expr, f"Expected a {code}, found {item.get('resourceType')}")
+            self._resource(item, expr, tuple(profiles), run, contained=elem.path.endswith(".contained"))
             return
         if not isinstance(item, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
@@ -299,8 +383,14 @@ class Validator:
                     self._coding(coding, f"{expr}.coding[{i}]", run)
         elif code == "Reference":
             self._reference(item, tref, expr, run)
-        if elem.binding and code in ("Coding", "CodeableConcept"):
+        elif code == "Attachment":
+            _attachment_size(item, expr, run)
+        if elem.binding and code in ("Coding", "CodeableConcept", "Quantity"):
             self._binding(item, code, elem, expr, run)
+
+    def _is_resource_type(self, code: str) -> bool:
+        sd = self.defs.structure(CORE + code) if code and code[0].isupper() else None
+        return sd is not None and sd.get("kind") == "resource"
 
     def _primitive(self, item: Any, code: str, expr: str, run: _Run) -> bool:
         ok: bool
@@ -316,6 +406,8 @@ class Validator:
             if ok and code != "xhtml":
                 regex = self._primitive_regex(code)
                 ok = regex is None or regex.fullmatch(item) is not None
+                if ok and code in _CALENDAR:
+                    ok = _real_date(item)
         if not ok:
             run.add("error", "value", expr, f"The value {_show(item)} is not a valid {code}")
         return ok
@@ -329,7 +421,12 @@ class Validator:
     # ---- slices ------------------------------------------------------------------------------------
 
     def _sliced(
-        self, items: list[tuple[Any, str, TypeRef | None]], elem: Elem, res: dict[str, Any], run: _Run
+        self,
+        items: list[tuple[Any, str, TypeRef | None]],
+        elem: Elem,
+        res: dict[str, Any],
+        run: _Run,
+        host: str | None = None,
     ) -> None:
         slicing = elem.slicing or {}
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
@@ -345,7 +442,7 @@ class Validator:
                     "error", "structure", item_expr, f"{elem.path}: this element does not match any slice"
                 )
             elif elem.name in _EXTENSIONS and isinstance(item, dict):
-                self._unsliced_extension(item, elem, tref, item_expr, res, run)
+                self._unsliced_extension(item, elem, tref, item_expr, res, run, host)
             else:
                 self._value(item, elem, tref, item_expr, res, run)
         for s in elem.slices:
@@ -361,6 +458,7 @@ class Validator:
         expr: str,
         res: dict[str, Any],
         run: _Run,
+        host: str | None = None,
     ) -> None:
         url = item.get("url")
         root = self.root(url) if isinstance(url, str) else None
@@ -371,7 +469,7 @@ class Validator:
                 run.add("information", "informational", expr, f"Unknown extension {url}")
             self._value(item, elem, tref, expr, res, run)
             return
-        host = elem.path.rsplit(".", 1)[0]
+        host = host or elem.path.rsplit(".", 1)[0]
         if not self._in_context(str(url), host):
             run.add("error", "structure", expr, f"The extension {url} is not allowed on {host}")
         self._complex(item, root, "Extension", expr, res, run)
@@ -384,7 +482,15 @@ class Validator:
             return True
         rtype = host.split(".", 1)[0]
         resource_like = {"Element", "Resource", "DomainResource"}
+        if "." not in host and self._canonical_resource(rtype):
+            resource_like = {*resource_like, "CanonicalResource", "MetadataResource"}
         return any(c == host or c in resource_like or (c == rtype and "." not in host) for c in contexts)
+
+    def _canonical_resource(self, rtype: str) -> bool:
+        """R5's ``CanonicalResource`` (a context used by newer extensions) in R4 terms: a resource with
+        ``url``, ``version`` and ``status``."""
+        root = self.root(CORE + rtype)
+        return root is not None and all(k in root.children for k in ("url", "version", "status"))
 
     def _matches(self, item: Any, s: Elem, slicing: dict[str, Any]) -> bool:
         if not isinstance(item, dict):
@@ -437,7 +543,7 @@ class Validator:
             if expansion.contains(None, item) is False:
                 run.add(severity, "code-invalid", expr, f"The code '{item}' is not in the value set {url}")
             return
-        codings = [item] if code == "Coding" else item.get("coding", [])
+        codings = [item] if code in ("Coding", "Quantity") else item.get("coding", [])
         codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
         found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
         if any(f is not False for f in found):
@@ -504,12 +610,22 @@ class Validator:
     def _invariants(
         self, node: Any, constraints: Sequence[Any], type_path: str, expr: str, res: dict[str, Any], run: _Run
     ) -> None:
+        root = run.root if run.root is not None else res
         for c in constraints:
             if c.key == _STRUCTURAL or _vacuous(c.key, node):
                 continue
-            verdict = native_check(c.key, c.expression, node) if self.native else None
+            verdict = required_check(c.key, c.expression, node, root)
+            if verdict is None and self.native:
+                verdict = native_check(c.key, c.expression, node)
             if verdict is None:
-                verdict = self.invariants.holds(c.expression, node, type_path, res)
+                verdict = self.invariants.holds(c.expression, node, type_path, res, root)
+            if verdict is None and c.expression in self.invariants.unsupported:
+                run.add(
+                    "information",
+                    "informational",
+                    expr,
+                    f"Constraint {c.key} not evaluated: the FHIRPath engine cannot ({c.expression})",
+                )
             if verdict is False:
                 severity = "error" if c.severity == "error" else "warning"
                 run.add(severity, "invariant", expr, f"Constraint failed: {c.key}: '{c.human}'")
@@ -529,6 +645,54 @@ def _vacuous(key: str, node: Any) -> bool:
     if key == "ref-1":
         return not str(node.get("reference", "")).startswith("#")
     return key in _CONTAINED_RULES and not node.get("contained")
+
+
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+
+
+def _bundle_rules(bundle: dict[str, Any], expr: str, run: _Run) -> None:
+    """What R4 says of Bundle.link and Bundle.entry.fullUrl that no invariant states: "The link relation
+    'self' ... only one of each" (the reference validator: every relation at most once) and
+    "fullUrl ... SHALL be an absolute URL" (or a urn:uuid / urn:oid)."""
+    links = bundle.get("link")
+    seen: set[str] = set()
+    for i, link in enumerate(links if isinstance(links, list) else []):
+        relation = link.get("relation") if isinstance(link, dict) else None
+        if isinstance(relation, str):
+            if relation in seen:
+                run.add("error", "structure", f"{expr}.link[{i}]", f"The link relation '{relation}' occurs twice")
+            seen.add(relation)
+    entries = bundle.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(url, str) and not _ABSOLUTE.fullmatch(url):
+            run.add("error", "value", f"{expr}.entry[{i}].fullUrl", f"fullUrl {url!r} is not an absolute URL")
+
+
+def _attachment_size(item: dict[str, Any], expr: str, run: _Run) -> None:
+    """R4 Attachment.size: "The number of bytes of data that make up this attachment (before base64
+    encoding, if that is done)" -- it must match ``data`` when both are given."""
+    size, data = item.get("size"), item.get("data")
+    if not isinstance(size, int) or not isinstance(data, str):
+        return
+    try:
+        actual = len(base64.b64decode(data, validate=False))
+    except (binascii.Error, ValueError):
+        return
+    if size != actual:
+        run.add("error", "value", f"{expr}.size", f"Stated attachment size {size} is not the size of data, {actual}")
+
+
+def _real_date(text: str) -> bool:
+    """Is the day of a date/dateTime/instant one the calendar has (no 2020-02-30)? The R4 regex only
+    bounds the day by 31."""
+    if len(text) < 10:
+        return True
+    try:
+        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
 
 
 def _slice_url(s: Elem) -> str | None:
