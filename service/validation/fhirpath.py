@@ -108,7 +108,7 @@ class Invariants:
                 parsed = parse(expression)  # type: ignore[no-untyped-call]
                 self._parsed[expression] = parsed
             base = ResourceNode.create_node(node, type_path)  # type: ignore[no-untyped-call]
-            env = {"resource": resource, "rootResource": root, "context": node}
+            env = {"resource": _typed(resource), "rootResource": _typed(root), "context": base}
             result = apply_parsed_path(base, parsed, env, _MODEL, _OPTIONS)  # type: ignore[no-untyped-call]
         except Exception as error:  # fhirpathpy raises bare Exceptions for unimplemented functions
             self.unsupported[expression] = f"{type(error).__name__}: {error}"
@@ -116,6 +116,12 @@ class Invariants:
         if not result:
             return True  # an empty result is not a failure (FHIR invariants fail only on false)
         return all(r is True for r in result) if all(isinstance(r, bool) for r in result) else True
+
+
+def _typed(resource: dict[str, Any]) -> Any:
+    """A resource as a typed FHIRPath node, so ``%resource.type().name`` is its resource type."""
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    return ResourceNode.create_node(resource, rtype) if isinstance(rtype, str) else resource  # type: ignore[no-untyped-call]
 
 
 def _project(data: Any, names: frozenset[str]) -> Any:

@@ -77,6 +77,8 @@ class Elem:
     children: dict[str, tuple[Elem, TypeRef | None]] = field(default_factory=dict)
     own: list[Elem] = field(default_factory=list)
     required: list[Elem] = field(default_factory=list)  # own children with a minimum (or a slice with one)
+    min_value: Any = None
+    max_value: Any = None
 
     @property
     def type_codes(self) -> tuple[str, ...]:
@@ -136,6 +138,8 @@ def _elem(el: dict[str, Any]) -> Elem:
         ),
         content_ref=ref.split("#", 1)[1] if ref else None,
         slicing=el.get("slicing"),
+        min_value=_prefixed(el, "minValue"),
+        max_value=_prefixed(el, "maxValue"),
     )
 
 

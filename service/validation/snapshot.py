@@ -20,7 +20,7 @@ import orjson
 from service.validation.definitions import Definitions, package_files
 
 # Bump when generated snapshots change shape, so old caches are not read.
-SNAPSHOT_FORMAT = "1"
+SNAPSHOT_FORMAT = "2"
 _NOT_INHERITED = ("id", "path", "sliceName", "mapping")
 
 
@@ -111,6 +111,9 @@ def _ids(differential: list[dict[str, Any]]) -> list[str]:
     for el in differential:
         path = str(el.get("path", ""))
         if "id" in el:
+            plain = ".".join(part.split(":", 1)[0] for part in str(el["id"]).split("."))
+            if plain != path:
+                raise SnapshotError(f"element {el['id']}: its path is {path}, not {plain}")
             ids.append(str(el["id"]))
         else:
             parts = path.split(".")
@@ -205,7 +208,7 @@ def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: 
         return  # already unfolded
     ref = el.get("contentReference")
     if ref:
-        _unfold_reference(elements, index, str(ref).split("#", 1)[-1], url)
+        _unfold_reference(defs, elements, index, str(ref).split("#", 1)[-1], url)
         return
     codes = {t["code"] for t in el.get("type", [])}
     if not codes and "." not in el["path"]:
@@ -223,12 +226,17 @@ def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: 
     elements[index + 1 : index + 1] = children
 
 
-def _unfold_reference(elements: list[dict[str, Any]], index: int, target: str, url: str) -> None:
+def _unfold_reference(
+    defs: Definitions, elements: list[dict[str, Any]], index: int, target: str, url: str
+) -> None:
     """Insert the children of the element a ``contentReference`` names (``Parameters.parameter.part``
-    -> ``Parameters.parameter``), renamed under the referring element."""
+    -> ``Parameters.parameter``) as the base type defines them (not as this profile constrains
+    them), renamed under the referring element."""
     el = elements[index]
+    base = defs.structure("http://hl7.org/fhir/StructureDefinition/" + target.split(".", 1)[0])
+    source = base["snapshot"]["element"] if base and "snapshot" in base else elements
     children = [
-        copy.deepcopy(e) for e in elements if e["id"].startswith(target + ".") and ":" not in e["id"]
+        copy.deepcopy(e) for e in source if e["id"].startswith(target + ".") and ":" not in e["id"]
     ]
     if not children:
         raise SnapshotError(f"{url}: no element {target} for {el['id']}")

@@ -39,7 +39,7 @@ from service.validation.model import (
     primitive_regex,
 )
 from service.validation.native import native_check, required_check
-from service.validation.snapshot import SnapshotError, cached_snapshots, generate_one
+from service.validation.snapshot import SnapshotError, cached_snapshots, generate, generate_one
 from service.validation.terminology import Terminology
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
@@ -49,6 +49,7 @@ _EXTENSIONS = ("extension", "modifierExtension")
 _INTEGERS = {"integer": None, "positiveInt": 1, "unsignedInt": 0}
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CALENDAR = frozenset({"date", "dateTime", "instant"})
+_MAX_STRING = 1024 * 1024
 
 
 @dataclass
@@ -58,9 +59,13 @@ class _Run:
     issues: list[Issue] = field(default_factory=list)
     bundle: dict[str, dict[str, Any]] | None = None
     conforms: dict[tuple[int, str], bool] = field(default_factory=dict)
+    entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(fullUrl, resource) of every Bundle entry, duplicates included."""
+    history: bool = False
+    """The Bundle is a history (several versions of one resource are expected)."""
     root: dict[str, Any] | None = None
     """The resource ``%rootResource`` names: the container of a contained resource, else the resource."""
-    host: str | None = None
+    host: tuple[str, ...] | None = None
     """Set for one ``_complex`` call: the path of the primitive whose ``_name`` element it walks, which
     is where that element's extensions sit (their ``context`` is checked against it)."""
 
@@ -136,10 +141,11 @@ class Validator:
 
     def validate_bundle(self, bundle: dict[str, Any]) -> list[Issue]:
         """Issues of a Bundle and every entry resource; references resolve to entries by fullUrl."""
-        run = _Run(bundle={})
+        run = _Run(bundle={}, history=bundle.get("type") == "history")
         for entry in bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []:
             if isinstance(entry, dict) and isinstance(entry.get("resource"), dict) and "fullUrl" in entry:
                 run.bundle[str(entry["fullUrl"])] = entry["resource"]  # type: ignore[index]
+                run.entries.append((str(entry["fullUrl"]), entry["resource"]))
         self._resource(bundle, "Bundle", (), run)
         return _unique(run.issues)
 
@@ -190,6 +196,8 @@ class Validator:
             run.add("error", "structure", f"{expr}.id", "Extensions are not allowed on Resource.id")
         if res.get("resourceType") == "Bundle":
             _bundle_rules(res, expr, run)
+        elif res.get("resourceType") == "StructureDefinition":
+            self._differential(res, expr, run)
         contained = res.get("contained")
         if isinstance(contained, list):
             seen: set[str] = set()
@@ -201,6 +209,26 @@ class Validator:
                             "error", "structure", f"{expr}.contained[{i}]", f"Duplicate contained id {cid!r}"
                         )
                     seen.add(cid)
+
+    def _differential(self, sd: dict[str, Any], expr: str, run: _Run) -> None:
+        """A constraining StructureDefinition without a snapshot must have a differential a snapshot can
+        be generated from (the reference validator generates it and reports what fails)."""
+        differential = sd.get("differential")
+        base_url = sd.get("baseDefinition")
+        if sd.get("derivation") != "constraint" or "snapshot" in sd or not isinstance(base_url, str):
+            return
+        if not isinstance(differential, dict) or not isinstance(differential.get("element"), list):
+            return
+        base = self.snapshots.get(base_url.split("|", 1)[0])
+        base_sd = self.defs.structure(base_url)
+        if base is None and base_sd is not None and "snapshot" in base_sd:
+            base = base_sd["snapshot"]["element"]
+        if base is None:
+            return
+        try:
+            generate(self.defs, base, differential["element"], str(sd.get("url", "")))
+        except (SnapshotError, KeyError, TypeError) as error:
+            run.add("error", "structure", expr, f"Error generating the snapshot: {error}")
 
     def _profiles(
         self, res: dict[str, Any], rtype: str, base: Elem, expr: str, profiles: tuple[str, ...], run: _Run
@@ -238,6 +266,9 @@ class Validator:
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
         host, run.host = run.host, None
+        eid = value.get("id")
+        if not is_resource and isinstance(eid, str) and len(eid.encode()) > _MAX_STRING:
+            run.add("error", "value", f"{expr}.id", "An element id is longer than 1 MB")
         if not is_resource and not any(k != "id" and k != "resourceType" for k in value):
             # ele-1 sits on elements; a resource with only resourceType (and id) is valid
             run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
@@ -249,7 +280,7 @@ class Validator:
             if key.startswith("_"):
                 if is_resource and key == "_id":
                     continue  # reported by _resource_rules
-                self._primitive_extras(value, key, item, elem, expr, res, run)
+                self._primitive_extras(value, key, item, elem, expr, res, run, type_path)
                 found_primitive = elem.children.get(key[1:])
                 if found_primitive is not None and key[1:] not in value:
                     # a primitive given only by its extensions (``_birthDate``) is present
@@ -318,6 +349,7 @@ class Validator:
         expr: str,
         res: dict[str, Any],
         run: _Run,
+        type_path: str = "",
     ) -> None:
         """``_birthDate``: the id and extensions of a primitive, validated as an Element."""
         found = elem.children.get(key[1:])
@@ -328,7 +360,7 @@ class Validator:
         for i, part in enumerate(item if isinstance(item, list) else [item]):
             if part is not None:
                 where = f"{expr}.{key[1:]}[{i}]" if isinstance(item, list) else f"{expr}.{key[1:]}"
-                run.host = found[0].path
+                run.host = (found[0].path, f"{type_path}.{key[1:]}")
                 self._complex(part, element, "Element", where, res, run)
                 run.host = None
 
@@ -337,17 +369,28 @@ class Validator:
     def _value(
         self, item: Any, elem: Elem, tref: TypeRef | None, expr: str, res: dict[str, Any], run: _Run
     ) -> None:
+        if tref is None and len(elem.types) > 1 and isinstance(item, dict) and "resourceType" in item:
+            tref = next((t for t in elem.types if t.code == item["resourceType"]), None)
         code = tref.code if tref is not None else (elem.types[0].code if elem.types else "")
         if code in PRIMITIVE_TYPES:
             if self._primitive(item, code, expr, run):
                 self._fixed_pattern(item, elem, expr, run)
+                if elem.min_value is not None or elem.max_value is not None:
+                    _limits(item, elem, expr, run)
                 if elem.binding and code == "code":
                     self._binding(item, code, elem, expr, run)
                 if len(elem.constraints) > 1 or (elem.constraints and elem.constraints[0].key != _STRUCTURAL):
                     self._invariants(item, elem.constraints, code, expr, res, run)
             return
         if code == "Resource" or self._is_resource_type(code):
-            profiles = tref.profiles if tref is not None and code != "Resource" else ()
+            rtype = item.get("resourceType") if isinstance(item, dict) else None
+            profiles = tuple(
+                p for p in (tref.profiles if tref is not None else ()) if code != "Resource" or self.type_of(p) == rtype
+            )
+            if len(profiles) > 1 and isinstance(item, dict):
+                # "the resource SHALL conform to at least one of the profiles" (ElementDefinition.type.profile)
+                fits = [p for p in profiles if self._conforms(item, p, run)]
+                profiles = tuple(fits[:1]) or profiles[:1]
             if code != "Resource" and isinstance(item, dict) and item.get("resourceType") != code:
                 run.add("error", "structure", expr, f"Expected a {code}, found {item.get('resourceType')}")
             self._resource(item, expr, tuple(profiles), run, contained=elem.path.endswith(".contained"))
@@ -385,6 +428,8 @@ class Validator:
             self._reference(item, tref, expr, run)
         elif code == "Attachment":
             _attachment_size(item, expr, run)
+        elif code == "Quantity" and (elem.min_value is not None or elem.max_value is not None):
+            _limits(item, elem, expr, run)
         if elem.binding and code in ("Coding", "CodeableConcept", "Quantity"):
             self._binding(item, code, elem, expr, run)
 
@@ -426,12 +471,12 @@ class Validator:
         elem: Elem,
         res: dict[str, Any],
         run: _Run,
-        host: str | None = None,
+        host: tuple[str, ...] | None = None,
     ) -> None:
         slicing = elem.slicing or {}
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
         for item, item_expr, tref in items:
-            target = next((s for s in elem.slices if self._matches(item, s, slicing)), None)
+            target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
             if target is not None:
                 matched[id(target)].append((item, item_expr, tref))
                 self._value(
@@ -458,7 +503,7 @@ class Validator:
         expr: str,
         res: dict[str, Any],
         run: _Run,
-        host: str | None = None,
+        host: tuple[str, ...] | None = None,
     ) -> None:
         url = item.get("url")
         root = self.root(url) if isinstance(url, str) else None
@@ -469,9 +514,9 @@ class Validator:
                 run.add("information", "informational", expr, f"Unknown extension {url}")
             self._value(item, elem, tref, expr, res, run)
             return
-        host = host or elem.path.rsplit(".", 1)[0]
-        if not self._in_context(str(url), host):
-            run.add("error", "structure", expr, f"The extension {url} is not allowed on {host}")
+        hosts = host or (elem.path.rsplit(".", 1)[0],)
+        if not any(self._in_context(str(url), h) for h in hosts):
+            run.add("error", "structure", expr, f"The extension {url} is not allowed on {hosts[0]}")
         self._complex(item, root, "Extension", expr, res, run)
 
     def _in_context(self, url: str, host: str) -> bool:
@@ -492,18 +537,47 @@ class Validator:
         root = self.root(CORE + rtype)
         return root is not None and all(k in root.children for k in ("url", "version", "status"))
 
-    def _matches(self, item: Any, s: Elem, slicing: dict[str, Any]) -> bool:
+    def _matches(self, item: Any, s: Elem, slicing: dict[str, Any], run: _Run) -> bool:
         if not isinstance(item, dict):
             return False
         for disc in slicing.get("discriminator", []):
-            path = disc.get("path")
+            path, kind = disc.get("path"), disc.get("type")
+            if isinstance(path, str) and path.startswith("$this."):
+                path = path[len("$this.") :]
+            if path == "$this" and kind in ("value", "pattern"):
+                whole = s.fixed if s.fixed is not None else s.pattern
+                if whole is not None and not _pattern_match(item, whole):
+                    return False
+                continue
             if path == "url":
                 if item.get("url") != _slice_url(s):
                     return False
-            elif disc.get("type") in ("value", "pattern") and isinstance(path, str) and "." not in path:
+            elif kind in ("value", "pattern") and isinstance(path, str) and "." not in path:
                 child = s.children.get(path)
                 want = (child[0].fixed or child[0].pattern) if child else None
-                if want is None or not _pattern_match(item.get(path), want):
+                whole = s.fixed or s.pattern
+                if want is None and isinstance(whole, dict):
+                    want = whole.get(path)
+                if want is None:
+                    continue  # the slice leaves this discriminator open (the reference matches it)
+                got = item.get(path)
+                if isinstance(got, list) and not isinstance(want, list):
+                    if not any(_pattern_match(g, want) for g in got):
+                        return False
+                elif not _pattern_match(got, want):
+                    return False
+            elif kind in ("type", "profile") and isinstance(path, str) and path.isidentifier():
+                child = s.children.get(path)
+                value = item.get(path)
+                if child is None or not isinstance(value, dict):
+                    return False
+                types = child[0].types
+                if kind == "type" and value.get("resourceType") not in {t.code for t in types}:
+                    return False
+                if kind == "profile" and not any(
+                    value.get("resourceType") == t.code and any(self._conforms(value, p, run) for p in t.profiles)
+                    for t in types
+                ):
                     return False
             else:
                 return False
@@ -558,6 +632,8 @@ class Validator:
 
     def _reference(self, item: dict[str, Any], tref: TypeRef | None, expr: str, run: _Run) -> None:
         ref = item.get("reference")
+        if isinstance(ref, str) and run.bundle is not None and not run.history:
+            _bundle_reference(ref, expr, run)
         if not isinstance(ref, str) or tref is None or not tref.targets:
             return
         allowed = {t: self.type_of(t) for t in tref.targets}
@@ -667,6 +743,52 @@ def _bundle_rules(bundle: dict[str, Any], expr: str, run: _Run) -> None:
         url = entry.get("fullUrl") if isinstance(entry, dict) else None
         if isinstance(url, str) and not _ABSOLUTE.fullmatch(url):
             run.add("error", "value", f"{expr}.entry[{i}].fullUrl", f"fullUrl {url!r} is not an absolute URL")
+
+
+def _limits(item: Any, elem: Elem, expr: str, run: _Run) -> None:
+    """ElementDefinition.minValue[x]/maxValue[x] on numbers, dates, times and Quantities (a Quantity
+    only against a limit in the same unit: no UCUM conversion here)."""
+    for limit, low in ((elem.min_value, True), (elem.max_value, False)):
+        if limit is None:
+            continue
+        value: Any = item
+        if isinstance(limit, dict):
+            if not isinstance(item, dict) or item.get("code", item.get("unit")) != limit.get(
+                "code", limit.get("unit")
+            ):
+                continue
+            value, limit = item.get("value"), limit.get("value")
+        if isinstance(value, bool) or isinstance(limit, bool) or value is None or limit is None:
+            continue
+        if isinstance(value, int | float) and isinstance(limit, int | float):
+            broken = value < limit if low else value > limit
+        elif isinstance(value, str) and isinstance(limit, str):
+            if len(value) != len(limit) and (":" in value) != (":" in limit):
+                continue
+            broken = value < limit if low else value > limit
+        else:
+            continue
+        if broken:
+            word = "less than the minimum" if low else "greater than the maximum"
+            run.add("error", "value", expr, f"The value {_show(value)} is {word} {_show(limit)}")
+
+
+def _bundle_reference(ref: str, expr: str, run: _Run) -> None:
+    """A ``Type/id`` reference inside a Bundle must not match two entries, and a versioned one
+    (``Type/id/_history/3``) that matches entries by type and id must match one of that version."""
+    literal = _LITERAL_REF.match(ref)
+    if literal is None or run.bundle is None:
+        return
+    plain = ref.split("/_history/", 1)[0]
+    found = [r for u, r in run.entries if u.endswith("/" + plain)]
+    if literal.group(2):
+        version = ref.rsplit("/", 1)[1]
+        if found and not any(
+            isinstance(r.get("meta"), dict) and r["meta"].get("versionId") == version for r in found
+        ):
+            run.add("error", "not-found", expr, f"No entry of the Bundle is version {version} of {plain}")
+    elif len(found) > 1:
+        run.add("error", "structure", expr, f"Reference {ref} matches {len(found)} entries of the Bundle")
 
 
 def _attachment_size(item: dict[str, Any], expr: str, run: _Run) -> None:
