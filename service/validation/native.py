@@ -257,11 +257,11 @@ def _per1(period: Any, _root: Any) -> bool | None:
 def _date_le(start: str, end: str) -> bool:
     if "T" in start and "T" in end:
         try:
-            a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-            b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-            return bool(a <= b) if (a.tzinfo is None) == (b.tzinfo is None) else False
+            first = datetime.fromisoformat(start.replace("Z", "+00:00"))
+            last = datetime.fromisoformat(end.replace("Z", "+00:00"))
         except ValueError:
             return True  # not a dateTime: the type check reports it
+        return bool(first <= last) if (first.tzinfo is None) == (last.tzinfo is None) else False
     a, b = start.split("T", 1)[0], end.split("T", 1)[0]
     common = min(len(a), len(b))
     if a[:common] != b[:common]:
@@ -292,6 +292,25 @@ def _ref1(reference: Any, root: Any) -> bool | None:
     return ref[1:] in ids
 
 
+def _ctm1(participant: Any, root: Any) -> bool | None:
+    """ctm-1: ``onBehalfOf`` only when ``member`` is a Practitioner. ``resolve()`` is answered for
+    ``#id`` references to resources contained in the root resource; any other reference counts as
+    unresolved, which the expression itself lets hold (``iif(empty(), true, ...)``)."""
+    if not isinstance(participant, dict):
+        return None
+    if participant.get("onBehalfOf") is None:
+        return True
+    member = participant.get("member")
+    ref = member.get("reference") if isinstance(member, dict) else None
+    if not isinstance(ref, str) or not ref.startswith("#") or not isinstance(root, dict):
+        return True
+    contained = root.get("contained")
+    for item in contained if isinstance(contained, list) else []:
+        if isinstance(item, dict) and item.get("id") == ref[1:]:
+            return bool(item.get("resourceType") == "Practitioner")
+    return True
+
+
 RootCheck = Callable[[Any, Any], bool | None]
 
 ALWAYS: dict[tuple[str, str], RootCheck] = {
@@ -299,10 +318,11 @@ ALWAYS: dict[tuple[str, str], RootCheck] = {
     ("txt-2", "htmlChecks()"): _txt,
     (
         "dom-3",
-        "contained.where((('#'+id in (%resource.descendants().reference | %resource.descendants().as(canonical)"
-        " | %resource.descendants().as(uri) | %resource.descendants().as(url))) or descendants().where("
-        "reference = '#').exists() or descendants().where(as(canonical) = '#').exists() or descendants()."
-        "where(as(canonical) = '#').exists()).not()).trace('unmatched', id).empty()",
+        "contained.where((('#'+id in (%resource.descendants().reference | "
+        "%resource.descendants().as(canonical) | %resource.descendants().as(uri) | "
+        "%resource.descendants().as(url))) or descendants().where(reference = '#').exists() or "
+        "descendants().where(as(canonical) = '#').exists() or descendants().where(as(canonical) = '#')"
+        ".exists()).not()).trace('unmatched', id).empty()",
     ): _dom3,
     (
         "tim-9",
@@ -315,9 +335,13 @@ ALWAYS: dict[tuple[str, str], RootCheck] = {
         "reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
         "%rootResource.contained.id.trace('ids'))",
     ): _ref1,
+    (
+        "ctm-1",
+        "onBehalfOf.exists() implies (member.resolve().iif(empty(), true, ofType(Practitioner).exists()))",
+    ): _ctm1,
 }
 """Invariants always answered in Python: fhirpathpy cannot evaluate them (``htmlChecks()``, dom-3's
-``as(canonical)``, tim-9's ``in`` on a list) or they need the reference validator's reading (per-1 on
+``as(canonical)``, tim-9's ``in`` on a list, ctm-1's ``resolve()``) or they need the reference validator's reading (per-1 on
 mixed precision, que-12's R4 typo, ref-1 between contained resources)."""
 
 

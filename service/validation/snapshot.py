@@ -68,13 +68,20 @@ def generate_all(defs: Definitions, profiles_dir: Path) -> dict[str, list[dict[s
 
 
 def generate_one(
-    defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]
+    defs: Definitions,
+    url: str,
+    done: dict[str, list[dict[str, Any]]],
+    problems: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The snapshot of one StructureDefinition (its own if it has one), its bases' put in ``done``."""
-    return _generate(defs, url, done)
+    """The snapshot of one StructureDefinition (its own if it has one), its bases' put in ``done``.
+    With ``problems``, a differential element that cannot be applied is left out and described there
+    (what the reference validator does with another package's faulty profile) instead of raised."""
+    return _generate(defs, url, done, problems)
 
 
-def _generate(defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _generate(
+    defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]], problems: list[str] | None = None
+) -> list[dict[str, Any]]:
     if url in done:
         return done[url]
     sd = defs.structure(url)
@@ -86,18 +93,28 @@ def _generate(defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]
     base_url = sd["baseDefinition"]
     if defs.structure(base_url) is None:
         raise SnapshotError(f"{url}: unknown base {base_url}")
-    base = _generate(defs, base_url, done)
-    done[url] = generate(defs, base, sd["differential"]["element"], url)
+    base = _generate(defs, base_url, done, problems)
+    done[url] = generate(defs, base, sd["differential"]["element"], url, problems)
     return done[url]
 
 
 def generate(
-    defs: Definitions, base: list[dict[str, Any]], differential: list[dict[str, Any]], url: str = ""
+    defs: Definitions,
+    base: list[dict[str, Any]],
+    differential: list[dict[str, Any]],
+    url: str = "",
+    problems: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The snapshot of ``differential`` applied to a copy of ``base`` (see the module notes)."""
     elements = copy.deepcopy(base)
     for diff, eid in zip(differential, _ids(differential), strict=True):
-        index = _ensure(defs, elements, eid, url)
+        try:
+            index = _ensure(defs, elements, eid, url)
+        except SnapshotError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+            continue
         _apply(elements[index], diff)
     return elements
 
@@ -235,9 +252,7 @@ def _unfold_reference(
     el = elements[index]
     base = defs.structure("http://hl7.org/fhir/StructureDefinition/" + target.split(".", 1)[0])
     source = base["snapshot"]["element"] if base and "snapshot" in base else elements
-    children = [
-        copy.deepcopy(e) for e in source if e["id"].startswith(target + ".") and ":" not in e["id"]
-    ]
+    children = [copy.deepcopy(e) for e in source if e["id"].startswith(target + ".") and ":" not in e["id"]]
     if not children:
         raise SnapshotError(f"{url}: no element {target} for {el['id']}")
     for c in children:

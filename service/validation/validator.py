@@ -21,8 +21,8 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
-from datetime import date
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,9 @@ class Validator:
         self._roots: dict[str, Elem | None] = {}
         self._regex: dict[str, re.Pattern[str] | None] = {}
         self.broken: dict[str, str] = {}
+        self.faulty: dict[str, str] = {}
+        """Profiles given to ``with_resources`` used without the differential elements that could not be
+        applied (reported as a warning wherever the profile is used)."""
         """StructureDefinitions given to ``with_resources`` whose snapshot could not be generated."""
         self.global_profiles: dict[str, tuple[str, ...]] = {}
         """Profiles every resource of a type is checked against (``ImplementationGuide.global``)."""
@@ -111,21 +114,30 @@ class Validator:
             defs.add(resource)
         snaps = dict(self.snapshots)
         broken: dict[str, str] = {}
+        faulty: dict[str, str] = {}
         for resource in resources:
             if resource.get("resourceType") == "StructureDefinition" and "url" in resource:
+                problems: list[str] = []
                 try:
-                    generate_one(defs, str(resource["url"]), snaps)
+                    generate_one(defs, str(resource["url"]), snaps, problems)
                 except SnapshotError as error:
                     broken[str(resource["url"])] = str(error)
+                if problems:
+                    faulty[str(resource["url"])] = "; ".join(problems)
         for url in broken:
             defs.structures.pop(url, None)
         extended = Validator(defs, snaps)
         extended.broken = {**self.broken, **broken}
+        extended.faulty = {**self.faulty, **faulty}
         extended.global_profiles = dict(self.global_profiles)
         for resource in resources:
             if resource.get("resourceType") == "ImplementationGuide":
                 for g in resource.get("global", []):
-                    if isinstance(g, dict) and isinstance(g.get("type"), str) and isinstance(g.get("profile"), str):
+                    if (
+                        isinstance(g, dict)
+                        and isinstance(g.get("type"), str)
+                        and isinstance(g.get("profile"), str)
+                    ):
                         have = extended.global_profiles.get(g["type"], ())
                         extended.global_profiles[g["type"]] = (*have, g["profile"])
         return extended
@@ -191,7 +203,9 @@ class Validator:
         code): the resource id's form, no extensions on it, unique ids of contained resources."""
         rid = res.get("id")
         if rid is not None and (not isinstance(rid, str) or not _RESOURCE_ID.fullmatch(rid)):
-            run.add("error", "value", f"{expr}.id", f"Invalid resource id {_show(rid)}: [A-Za-z0-9\\-.]{{1,64}}")
+            run.add(
+                "error", "value", f"{expr}.id", f"Invalid resource id {_show(rid)}: [A-Za-z0-9\\-.]{{1,64}}"
+            )
         if "_id" in res:
             run.add("error", "structure", f"{expr}.id", "Extensions are not allowed on Resource.id")
         if res.get("resourceType") == "Bundle":
@@ -236,17 +250,27 @@ class Validator:
         meta = res.get("meta")
         declared = meta.get("profile", []) if isinstance(meta, dict) else []
         roots: list[Elem] = []
-        wanted = [*profiles, *[p for p in declared if isinstance(p, str)], *self.global_profiles.get(rtype, ())]
+        wanted = [
+            *profiles,
+            *[p for p in declared if isinstance(p, str)],
+            *self.global_profiles.get(rtype, ()),
+        ]
         for url in dict.fromkeys(wanted):
             root = self.root(url)
             if root is None:
                 severity = "error" if url in profiles else "warning"
-                why = f"its snapshot cannot be generated: {self.broken[url]}" if url in self.broken else "unknown"
+                why = (
+                    f"its snapshot cannot be generated: {self.broken[url]}"
+                    if url in self.broken
+                    else "unknown"
+                )
                 run.add(severity, "not-found", expr, f"Profile {url} is {why}; it was not checked")
             elif self.type_of(url) != rtype:
                 run.add("error", "structure", expr, f"Profile {url} is for {self.type_of(url)}, not {rtype}")
             else:
                 roots.append(root)
+                if url in self.faulty:
+                    run.add("warning", "structure", expr, f"Profile {url} used without: {self.faulty[url]}")
         for root in roots or [base]:
             self._complex(res, root, rtype, expr, res, run, is_resource=True)
 
@@ -384,16 +408,18 @@ class Validator:
             return
         if code == "Resource" or self._is_resource_type(code):
             rtype = item.get("resourceType") if isinstance(item, dict) else None
-            profiles = tuple(
-                p for p in (tref.profiles if tref is not None else ()) if code != "Resource" or self.type_of(p) == rtype
+            wanted = tuple(
+                p
+                for p in (tref.profiles if tref is not None else ())
+                if code != "Resource" or self.type_of(p) == rtype
             )
-            if len(profiles) > 1 and isinstance(item, dict):
-                # "the resource SHALL conform to at least one of the profiles" (ElementDefinition.type.profile)
-                fits = [p for p in profiles if self._conforms(item, p, run)]
-                profiles = tuple(fits[:1]) or profiles[:1]
+            if len(wanted) > 1 and isinstance(item, dict):
+                # R4 ElementDefinition.type.profile: "the resource SHALL conform to at least one profile"
+                fits = [p for p in wanted if self._conforms(item, p, run)]
+                wanted = tuple(fits[:1]) or wanted[:1]
             if code != "Resource" and isinstance(item, dict) and item.get("resourceType") != code:
                 run.add("error", "structure", expr, f"Expected a {code}, found {item.get('resourceType')}")
-            self._resource(item, expr, tuple(profiles), run, contained=elem.path.endswith(".contained"))
+            self._resource(item, expr, wanted, run, contained=elem.path.endswith(".contained"))
             return
         if not isinstance(item, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
@@ -575,7 +601,8 @@ class Validator:
                 if kind == "type" and value.get("resourceType") not in {t.code for t in types}:
                     return False
                 if kind == "profile" and not any(
-                    value.get("resourceType") == t.code and any(self._conforms(value, p, run) for p in t.profiles)
+                    value.get("resourceType") == t.code
+                    and any(self._conforms(value, p, run) for p in t.profiles)
                     for t in types
                 ):
                     return False
@@ -736,7 +763,9 @@ def _bundle_rules(bundle: dict[str, Any], expr: str, run: _Run) -> None:
         relation = link.get("relation") if isinstance(link, dict) else None
         if isinstance(relation, str):
             if relation in seen:
-                run.add("error", "structure", f"{expr}.link[{i}]", f"The link relation '{relation}' occurs twice")
+                run.add(
+                    "error", "structure", f"{expr}.link[{i}]", f"The link relation '{relation}' occurs twice"
+                )
             seen.add(relation)
     entries = bundle.get("entry")
     for i, entry in enumerate(entries if isinstance(entries, list) else []):
@@ -802,7 +831,12 @@ def _attachment_size(item: dict[str, Any], expr: str, run: _Run) -> None:
     except (binascii.Error, ValueError):
         return
     if size != actual:
-        run.add("error", "value", f"{expr}.size", f"Stated attachment size {size} is not the size of data, {actual}")
+        run.add(
+            "error",
+            "value",
+            f"{expr}.size",
+            f"Stated attachment size {size} is not the size of data, {actual}",
+        )
 
 
 def _real_date(text: str) -> bool:

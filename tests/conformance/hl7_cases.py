@@ -261,20 +261,24 @@ def matrix(results: list[Result]) -> str:
             f"{kind}: {len(rows)} cases, agreement {agree}/{len(rows)}"
             f" ({100 * agree / max(len(rows), 1):.1f}%), crashes {crashes}",
             "  reference \\ ours    errors  no errors",
-            f"  errors            {c[True, True, False] + c[True, True, True]:>7}  {c[True, False, False]:>9}",
-            f"  no errors         {c[False, True, False] + c[False, True, True]:>7}  {c[False, False, False]:>9}",
+            f"  errors            {c[True, True, False] + c[True, True, True]:>7}"
+            f"  {c[True, False, False]:>9}",
+            f"  no errors         {c[False, True, False] + c[False, True, True]:>7}"
+            f"  {c[False, False, False]:>9}",
         ]
     return "\n".join(lines)
 
 
-def run_all(suite: Suite | None = None) -> list[Result]:
+def run_all(suite: Suite | None = None, runner: Runner | None = None) -> list[Result]:
     suite = suite or Suite()
-    runner = Runner(suite)
+    runner = runner or Runner(suite)
     return [runner.run(case) for case in suite.cases()]
 
 
 def main(argv: list[str]) -> int:
-    results = run_all()
+    suite = Suite()
+    runner = Runner(suite)
+    results = run_all(suite, runner)
     verbose = "-q" not in argv
     if verbose:
         for r in results:
@@ -282,7 +286,8 @@ def main(argv: list[str]) -> int:
                 want = f"{r.case.expected_errors} errors" + (
                     f" (errorCount {r.case.error_count})" if r.case.error_count is not None else ""
                 )
-                print(f"{r.case.name}: reference {want}, ours {r.errors}{' CRASH ' + r.crash if r.crash else ''}")
+                crash = f" CRASH {r.crash}" if r.crash else ""
+                print(f"{r.case.name}: reference {want}, ours {r.errors}{crash}")
                 for m in r.messages[:6]:
                     print(f"    ours: {m}")
                 for i in r.case.expected:
@@ -290,6 +295,10 @@ def main(argv: list[str]) -> int:
                         text = i.get("details", {}).get("text", "")
                         print(f"    ref:  {(i.get('expression') or ['-'])[0]}: {text[:200]}")
     print(matrix(results))
+    skipped = {e for v in [runner.validator, *runner._with.values()] for e in v.invariants.unsupported}
+    print(f"invariants fhirpathpy could not evaluate: {len(skipped)}")
+    for expression in sorted(skipped):
+        print(f"    {expression}")
     return 0
 
 
