@@ -169,7 +169,14 @@ def map_command(case_file: str, now: str) -> None:
     show_default=True,
     help="Base R4 definitions (scripts/r4-definitions puts them there).",
 )
-def validate_command(files: tuple[str, ...], profile: str | None, definitions: Path) -> None:
+@click.option(
+    "--errors-only",
+    is_flag=True,
+    help="Print only errors (warnings and information are counted in the summary line, not printed).",
+)
+def validate_command(
+    files: tuple[str, ...], profile: str | None, definitions: Path, errors_only: bool
+) -> None:
     """Validate FHIR JSON files (resources or Bundles) against base R4 and the profiles in profiles/.
 
     Prints one line per issue (file, severity, FHIRPath, message); exit 1 when any file has errors.
@@ -187,9 +194,9 @@ def validate_command(files: tuple[str, ...], profile: str | None, definitions: P
             issues = validator.validate_bundle(data)
         else:
             issues = validator.validate(data, [profile] if profile else [])
-        for issue in issues:
-            click.echo(f"{_name(path)}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
         bad = errors(issues)
+        for issue in bad if errors_only else issues:
+            click.echo(f"{_name(path)}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
         failed += bool(bad)
         verdict = "INVALID" if bad else "valid"
         click.echo(f"{_name(path)}: {verdict} ({len(bad)} errors, {len(issues) - len(bad)} other issues)")

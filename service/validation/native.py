@@ -341,8 +341,8 @@ ALWAYS: dict[tuple[str, str], RootCheck] = {
     ): _ctm1,
 }
 """Invariants always answered in Python: fhirpathpy cannot evaluate them (``htmlChecks()``, dom-3's
-``as(canonical)``, tim-9's ``in`` on a list, ctm-1's ``resolve()``) or they need the reference validator's reading (per-1 on
-mixed precision, que-12's R4 typo, ref-1 between contained resources)."""
+``as(canonical)``, tim-9's ``in`` on a list, ctm-1's ``resolve()``) or they need the reference
+validator's reading (per-1 on mixed precision, que-12's R4 typo, ref-1 between contained resources)."""
 
 
 def required_check(key: str, expression: str, node: Any, root: Any) -> bool | None:

@@ -26,6 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from service.codes import CANONICAL
 from service.errors import Issue
 from service.validation import definitions
 from service.validation.fetch import DEFAULT_DIR
@@ -85,6 +86,9 @@ class Validator:
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self._roots: dict[str, Elem | None] = {}
         self._regex: dict[str, re.Pattern[str] | None] = {}
+        self.own_canonical: str | None = None
+        """Canonical base of this project's package: an extension under it is ours, so one that
+        profiles/ does not define is a defect of the package (a warning), not an unknown extension."""
         self.broken: dict[str, str] = {}
         self.faulty: dict[str, str] = {}
         """Profiles given to ``with_resources`` used without the differential elements that could not be
@@ -98,7 +102,9 @@ class Validator:
         """Read base R4 and the package, generate (or read cached) snapshots; once per process."""
         defs = definitions.load(profiles_dir, base_dir)
         snaps = cached_snapshots(defs, profiles_dir, base_dir / "cache")
-        return cls(defs, snaps)
+        validator = cls(defs, snaps)
+        validator.own_canonical = CANONICAL.rstrip("/") + "/"
+        return validator
 
     def with_resources(self, resources: Sequence[dict[str, Any]]) -> Validator:
         """A validator that also knows ``resources`` (StructureDefinitions, ValueSets, CodeSystems of
@@ -127,6 +133,7 @@ class Validator:
         for url in broken:
             defs.structures.pop(url, None)
         extended = Validator(defs, snaps)
+        extended.own_canonical = self.own_canonical
         extended.broken = {**self.broken, **broken}
         extended.faulty = {**self.faulty, **faulty}
         extended.global_profiles = dict(self.global_profiles)
@@ -536,6 +543,13 @@ class Validator:
         if root is None:
             if elem.name == "modifierExtension":
                 run.add("error", "structure", expr, f"Unknown modifier extension {url}")
+            elif self.own_canonical and isinstance(url, str) and url.startswith(self.own_canonical):
+                run.add(
+                    "warning",
+                    "not-found",
+                    expr,
+                    f"Extension {url} of this project is not defined in profiles/",
+                )
             else:
                 run.add("information", "informational", expr, f"Unknown extension {url}")
             self._value(item, elem, tref, expr, res, run)
