@@ -250,6 +250,20 @@ class Validator:
             generate(self.defs, base, differential["element"], str(sd.get("url", "")))
         except (SnapshotError, KeyError, TypeError) as error:
             run.add("error", "structure", expr, f"Error generating the snapshot: {error}")
+            return
+        inherited = {e.get("id"): e for e in base}
+        for i, diff in enumerate(differential["element"]):
+            was = inherited.get(diff.get("id")) if isinstance(diff, dict) else None
+            if was is None:
+                continue
+            for key, value in diff.items():
+                if key.startswith("fixed") and key in was and not _equal(value, was[key]):
+                    run.add(
+                        "error",
+                        "value",
+                        f"{expr}.differential.element[{i}]",
+                        f"{diff['id']}: {key} {_show(value)} overrides the fixed {_show(was[key])}",
+                    )
 
     def _profiles(
         self, res: dict[str, Any], rtype: str, base: Elem, expr: str, profiles: tuple[str, ...], run: _Run
