@@ -190,8 +190,8 @@ def validate_command(
         data = _load_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
             _fail([f"{_name(path)}: not a FHIR resource"])
-        if data["resourceType"] == "Bundle" and profile is None:
-            issues = validator.validate_bundle(data)
+        if data["resourceType"] == "Bundle":
+            issues = validator.validate_bundle(data, [profile] if profile else [])
         else:
             issues = validator.validate(data, [profile] if profile else [])
         bad = errors(issues)

@@ -158,14 +158,15 @@ class Validator:
         self._resource(resource, str(rtype), tuple(profiles), run)
         return _unique(run.issues)
 
-    def validate_bundle(self, bundle: dict[str, Any]) -> list[Issue]:
-        """Issues of a Bundle and every entry resource; references resolve to entries by fullUrl."""
+    def validate_bundle(self, bundle: dict[str, Any], profiles: Sequence[str] = ()) -> list[Issue]:
+        """Issues of a Bundle (against ``profiles`` too) and every entry resource; references resolve
+        to entries by fullUrl."""
         run = _Run(bundle={}, history=bundle.get("type") == "history")
         for entry in bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []:
             if isinstance(entry, dict) and isinstance(entry.get("resource"), dict) and "fullUrl" in entry:
                 run.bundle[str(entry["fullUrl"])] = entry["resource"]  # type: ignore[index]
                 run.entries.append((str(entry["fullUrl"]), entry["resource"]))
-        self._resource(bundle, "Bundle", (), run)
+        self._resource(bundle, "Bundle", tuple(profiles), run)
         return _unique(run.issues)
 
     def root(self, url: str) -> Elem | None:
@@ -810,11 +811,13 @@ def _limits(item: Any, elem: Elem, expr: str, run: _Run) -> None:
             continue
         value: Any = item
         if isinstance(limit, dict):
-            if not isinstance(item, dict) or item.get("code", item.get("unit")) != limit.get(
-                "code", limit.get("unit")
-            ):
+            if not isinstance(item, dict):
                 continue
-            value, limit = item.get("value"), limit.get("value")
+            unit, limit_unit = item.get("code", item.get("unit")), limit.get("code", limit.get("unit"))
+            scale = _ucum_scale(unit, limit_unit) if unit != limit_unit else 1.0
+            if scale is None or not isinstance(item.get("value"), int | float):
+                continue
+            value, limit = item["value"] * scale, limit.get("value")
         if isinstance(value, bool) or isinstance(limit, bool) or value is None or limit is None:
             continue
         if isinstance(value, int | float) and isinstance(limit, int | float):
@@ -846,6 +849,33 @@ def _bundle_reference(ref: str, expr: str, run: _Run) -> None:
             run.add("error", "not-found", expr, f"No entry of the Bundle is version {version} of {plain}")
     elif len(found) > 1:
         run.add("error", "structure", expr, f"Reference {ref} matches {len(found)} entries of the Bundle")
+
+
+_UCUM_PREFIXES = {
+    "": 1.0,
+    "k": 1e3,
+    "h": 1e2,
+    "da": 1e1,
+    "d": 1e-1,
+    "c": 1e-2,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+}
+_UCUM_ATOMS = ("g", "L", "l", "m", "s", "mol")
+
+
+def _ucum_scale(unit: Any, target: Any) -> float | None:
+    """Factor from ``unit`` to ``target`` when both are one metric prefix on the same UCUM atom (g and
+    kg, mL and L); None for anything else (no general UCUM conversion here)."""
+    if not isinstance(unit, str) or not isinstance(target, str):
+        return None
+    for atom in _UCUM_ATOMS:
+        if unit.endswith(atom) and target.endswith(atom):
+            a, b = _UCUM_PREFIXES.get(unit[: -len(atom)]), _UCUM_PREFIXES.get(target[: -len(atom)])
+            if a is not None and b is not None:
+                return a / b
+    return None
 
 
 def _attachment_size(item: dict[str, Any], expr: str, run: _Run) -> None:

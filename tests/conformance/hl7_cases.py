@@ -239,8 +239,8 @@ class Runner:
             except orjson.JSONDecodeError as error:
                 return Result(case, 1, [f"not JSON: {error}"])
             profiles = [str(self.suite.json(case.profile)["url"])] if case.profile else []
-            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle" and not profiles:
-                issues = validator.validate_bundle(resource)
+            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                issues = validator.validate_bundle(resource, profiles)
             else:
                 issues = validator.validate(resource, profiles)
         except Exception as error:  # a crash is a result of its own, counted and shown

@@ -307,3 +307,55 @@ def test_finding_23_validate_errors_only_prints_errors_and_the_summary(tmp_path:
     others = len(full.output.strip().splitlines()) - 2  # every issue line but the error, and the summary
     assert lines[-1].endswith(f"p.json: INVALID (1 errors, {others} other issues)")
     assert len(lines) == 2
+
+
+def test_finding_24_quantity_limits_across_metric_prefixes(validator: Validator) -> None:
+    # test cases obs-value-min-g / obs-value-max-g: -1 g is below a minValue of 0 kg
+    profile = {
+        "resourceType": "StructureDefinition",
+        "url": "http://example.org/StructureDefinition/weight-limits",
+        "name": "W",
+        "status": "draft",
+        "kind": "resource",
+        "abstract": False,
+        "type": "Observation",
+        "baseDefinition": CORE + "Observation",
+        "derivation": "constraint",
+        "differential": {
+            "element": [
+                {
+                    "path": "Observation.value[x]",
+                    "type": [{"code": "Quantity"}],
+                    "minValueQuantity": {"value": 0, "system": "http://unitsofmeasure.org", "code": "kg"},
+                    "maxValueQuantity": {"value": 2, "system": "http://unitsofmeasure.org", "code": "kg"},
+                }
+            ]
+        },
+    }
+    extended = validator.with_resources([profile])
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "weight"}}
+    ucum = "http://unitsofmeasure.org"
+    for value, code, bad in ((-1, "g", True), (1500, "g", False), (2500, "g", True), (1, "[lb_av]", False)):
+        observation["valueQuantity"] = {"value": value, "system": ucum, "code": code}
+        assert bool(_errors(extended.validate(observation, [profile["url"]]))) is bad, (value, code)
+
+
+def test_finding_25_bundle_against_a_profile_still_resolves_its_entries(validator: Validator) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "http://a/Patient/p1", "resource": copy.deepcopy(PATIENT)},
+            {
+                "fullUrl": "http://a/Observation/o1",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": "Observation/o1"},
+                },
+            },
+        ],
+    }
+    found = _errors(validator.validate_bundle(bundle, [CORE + "Bundle"]))
+    assert any(e == "Bundle.entry[1].resource.subject" for e, _ in found)
