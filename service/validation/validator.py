@@ -22,7 +22,7 @@ import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +425,8 @@ class Validator:
                     _limits(item, elem, expr, run)
                 if elem.binding and code == "code":
                     self._binding(item, code, elem, expr, run)
+                for url in elem.also_required if code == "code" else ():
+                    self._binding(item, code, elem, expr, run, ("required", url))
                 if len(elem.constraints) > 1 or (elem.constraints and elem.constraints[0].key != _STRUCTURAL):
                     self._invariants(item, elem.constraints, code, expr, res, run)
             return
@@ -480,6 +482,8 @@ class Validator:
             _limits(item, elem, expr, run)
         if elem.binding and code in ("Coding", "CodeableConcept", "Quantity"):
             self._binding(item, code, elem, expr, run)
+        for url in elem.also_required if code in ("Coding", "CodeableConcept") else ():
+            self._binding(item, code, elem, expr, run, ("required", url))
 
     def _is_resource_type(self, code: str) -> bool:
         sd = self.defs.structure(CORE + code) if code and code[0].isupper() else None
@@ -659,9 +663,12 @@ class Validator:
         if checkable and self.terminology.code_known(str(system), str(code)) is False:
             run.add("error", "code-invalid", expr, f"Unknown code '{code}' in the CodeSystem '{system}'")
 
-    def _binding(self, item: Any, code: str, elem: Elem, expr: str, run: _Run) -> None:
-        assert elem.binding is not None
-        strength, url = elem.binding
+    def _binding(
+        self, item: Any, code: str, elem: Elem, expr: str, run: _Run, binding: tuple[str, str] | None = None
+    ) -> None:
+        binding = binding or elem.binding
+        assert binding is not None
+        strength, url = binding
         if strength not in ("required", "extensible"):
             return
         severity = "error" if strength == "required" else "warning"
@@ -810,6 +817,12 @@ def _limits(item: Any, elem: Elem, expr: str, run: _Run) -> None:
         if limit is None:
             continue
         value: Any = item
+        if isinstance(limit, dict) and isinstance(item, str):
+            limit = _relative_limit(limit, low)  # a Duration: that long before / after now
+            if limit is None:
+                continue
+            item_cut = item[: len(limit)] if len(item) >= 4 else item
+            value, limit = item_cut, limit[: len(item_cut)]
         if isinstance(limit, dict):
             if not isinstance(item, dict):
                 continue
@@ -849,6 +862,21 @@ def _bundle_reference(ref: str, expr: str, run: _Run) -> None:
             run.add("error", "not-found", expr, f"No entry of the Bundle is version {version} of {plain}")
     elif len(found) > 1:
         run.add("error", "structure", expr, f"Reference {ref} matches {len(found)} entries of the Bundle")
+
+
+_DURATION_DAYS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0}
+
+
+def _relative_limit(duration: dict[str, Any], low: bool) -> str | None:
+    """A date limit given as a Duration (``minValueDuration``, as the reference validator reads it): the
+    date that long before now (a minimum) or after now (a maximum)."""
+    days = _DURATION_DAYS.get(str(duration.get("code", duration.get("unit"))))
+    amount = duration.get("value")
+    if days is None or not isinstance(amount, int | float) or isinstance(amount, bool):
+        return None
+    offset = timedelta(days=days * amount)
+    today = date.today()
+    return (today - offset if low else today + offset).isoformat()
 
 
 _UCUM_PREFIXES = {

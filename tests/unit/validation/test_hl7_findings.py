@@ -359,3 +359,72 @@ def test_finding_25_bundle_against_a_profile_still_resolves_its_entries(validato
     }
     found = _errors(validator.validate_bundle(bundle, [CORE + "Bundle"]))
     assert any(e == "Bundle.entry[1].resource.subject" for e, _ in found)
+
+
+def _profile(url: str, rtype: str, elements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "StructureDefinition",
+        "url": url,
+        "name": "T",
+        "status": "draft",
+        "kind": "resource",
+        "abstract": False,
+        "type": rtype,
+        "baseDefinition": CORE + rtype,
+        "derivation": "constraint",
+        "differential": {"element": elements},
+    }
+
+
+def test_finding_26_min_value_duration_is_relative_to_now(validator: Validator) -> None:
+    # test cases toplevel-minvalueduration-fail / toplevel-maxvalueduration-fail
+    years = {"system": "http://unitsofmeasure.org", "code": "a", "unit": "a"}
+    profile = _profile(
+        "http://example.org/StructureDefinition/birth-window",
+        "Patient",
+        [
+            {
+                "path": "Patient.birthDate",
+                "minValueDuration": {**years, "value": 100},
+                "maxValueDuration": {**years, "value": 10},
+            }
+        ],
+    )
+    extended = validator.with_resources([profile])
+    for day, bad in (("1850-01-01", True), ("2100-01-01", True), ("1990-05-01", False), ("1990", False)):
+        assert bool(_errors(extended.validate(_patient(birthDate=day), [profile["url"]]))) is bad, day
+
+
+def test_finding_27_additional_required_binding(validator: Validator) -> None:
+    # test case additional-bindings-observation-2: R5 binding.additional (purpose required) in R4
+    value_set = {
+        "resourceType": "ValueSet",
+        "url": "http://example.org/ValueSet/two-codes",
+        "status": "active",
+        "compose": {"include": [{"system": "http://loinc.org", "concept": [{"code": "8310-5"}]}]},
+    }
+    additional = "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.binding.additional"
+    binding = {
+        "strength": "example",
+        "valueSet": "http://hl7.org/fhir/ValueSet/observation-codes",
+        "extension": [
+            {
+                "url": additional,
+                "extension": [
+                    {"url": "purpose", "valueCode": "required"},
+                    {"url": "valueSet", "valueCanonical": value_set["url"]},
+                ],
+            }
+        ],
+    }
+    profile = _profile(
+        "http://example.org/StructureDefinition/obs-additional",
+        "Observation",
+        [{"path": "Observation.code", "binding": binding}],
+    )
+    extended = validator.with_resources([profile, value_set])
+    observation = {"resourceType": "Observation", "status": "final"}
+    observation["code"] = {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]}
+    assert _errors(extended.validate(observation, [profile["url"]])) == []
+    observation["code"] = {"coding": [{"system": "http://loinc.org", "code": "100066-0"}]}
+    assert _errors(extended.validate(observation, [profile["url"]]))
