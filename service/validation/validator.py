@@ -682,6 +682,8 @@ class Validator:
             return
         codings = [item] if code in ("Coding", "Quantity") else item.get("coding", [])
         codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+        # a system that is not a string is reported by its type check; it cannot be looked up
+        codings = [c for c in codings if isinstance(c.get("system"), str | None)]
         found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
         if any(f is not False for f in found):
             return

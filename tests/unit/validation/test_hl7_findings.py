@@ -428,3 +428,12 @@ def test_finding_27_additional_required_binding(validator: Validator) -> None:
     assert _errors(extended.validate(observation, [profile["url"]])) == []
     observation["code"] = {"coding": [{"system": "http://loinc.org", "code": "100066-0"}]}
     assert _errors(extended.validate(observation, [profile["url"]]))
+
+
+@pytest.mark.parametrize("system", [["http://x"], {"a": 1}, 5])
+def test_finding_28_coding_system_of_the_wrong_json_type_is_an_error_not_a_crash(
+    validator: Validator, system: Any
+) -> None:
+    # found by tests/reliability/test_hostile_input.py: the binding lookup hashed the system
+    patient = _patient(maritalStatus={"coding": [{"system": system, "code": "M"}]})
+    assert any(e == "Patient.maritalStatus.coding[0].system" for e, _ in _errors(validator.validate(patient)))
