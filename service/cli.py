@@ -185,7 +185,14 @@ def map_command(case_file: str, now: str) -> None:
     show_default=True,
     help="Base R4 definitions (scripts/r4-definitions puts them there).",
 )
-def validate_command(files: tuple[str, ...], profile: str | None, definitions: Path) -> None:
+@click.option(
+    "--errors-only",
+    is_flag=True,
+    help="Print only errors (warnings and information are counted in the summary line, not printed).",
+)
+def validate_command(
+    files: tuple[str, ...], profile: str | None, definitions: Path, errors_only: bool
+) -> None:
     """Validate FHIR JSON files (resources or Bundles) against base R4 and the profiles in profiles/.
 
     Prints one line per issue (file, severity, FHIRPath, message); exit 1 when any file has errors.
@@ -199,13 +206,13 @@ def validate_command(files: tuple[str, ...], profile: str | None, definitions: P
         data = _load_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
             _fail([f"{_name(path)}: not a FHIR resource"])
-        if data["resourceType"] == "Bundle" and profile is None:
-            issues = validator.validate_bundle(data)
+        if data["resourceType"] == "Bundle":
+            issues = validator.validate_bundle(data, [profile] if profile else [])
         else:
             issues = validator.validate(data, [profile] if profile else [])
-        for issue in issues:
-            click.echo(f"{_name(path)}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
         bad = errors(issues)
+        for issue in bad if errors_only else issues:
+            click.echo(f"{_name(path)}: {issue.severity} {issue.expression or '-'}: {issue.diagnostics}")
         failed += bool(bad)
         verdict = "INVALID" if bad else "valid"
         click.echo(f"{_name(path)}: {verdict} ({len(bad)} errors, {len(issues) - len(bad)} other issues)")

@@ -23,7 +23,7 @@ from service.validation.fetch import DEFAULT_DIR, jar_path
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = ROOT / "profiles"
 # Bump when the converted form changes, so an old cache is not read.
-BASE_FORMAT = "1"
+BASE_FORMAT = "2"
 _MODEL = "org/hl7/fhir/r4/model/"
 _BASE_FILES = (
     "profile/profiles-types.xml",
@@ -31,6 +31,7 @@ _BASE_FILES = (
     "extension/extension-definitions.xml",
     "valueset/valuesets.xml",
     "valueset/v3-codesystems.xml",
+    "valueset/v2-tables.xml",
 )
 _KINDS = ("StructureDefinition", "ValueSet", "CodeSystem")
 # Parts of the base definitions the validator never reads; dropped to keep the cache small.

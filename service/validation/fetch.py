@@ -6,6 +6,12 @@ integration tests run (``<hapi.fhir.version>`` in tests/hapi/pom.xml), so both v
 identical base definitions. A download is checked against the sha1 Maven Central publishes beside it.
 
     python -m service.validation.fetch [DIR]     # DIR defaults to <repo>/data/fhir-r4
+
+The same code places HL7's validator test cases (``org.hl7.fhir.testcases:fhir-test-cases``, pinned in
+``TEST_CASES_VERSION``) in ``data/fhir-test-cases/`` for the conformance test
+(tests/conformance/test_hl7_validator_cases.py):
+
+    python -m service.validation.fetch --test-cases [DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ POM = ROOT / "tests" / "hapi" / "pom.xml"
 GROUP = "ca/uhn/hapi/fhir"
 ARTIFACT = "hapi-fhir-validation-resources-r4"
 CENTRAL = "https://repo1.maven.org/maven2"
+TEST_CASES_GROUP = "org/hl7/fhir/testcases"
+TEST_CASES_ARTIFACT = "fhir-test-cases"
+TEST_CASES_VERSION = "1.7.69"
+TEST_CASES_DIR = ROOT / "data" / "fhir-test-cases"
 TIMEOUT_S = 120
 
 
@@ -39,8 +49,8 @@ def hapi_version(pom: Path = POM) -> str:
     return found.group(1)
 
 
-def jar_name(version: str) -> str:
-    return f"{ARTIFACT}-{version}.jar"
+def jar_name(version: str, artifact: str = ARTIFACT) -> str:
+    return f"{artifact}-{version}.jar"
 
 
 def jar_path(directory: Path = DEFAULT_DIR, version: str | None = None) -> Path:
@@ -63,15 +73,29 @@ def _download(url: str) -> bytes:
 
 
 def fetch(directory: Path = DEFAULT_DIR, version: str | None = None, m2: Path | None = None) -> Path:
+    """The definitions jar in ``directory`` (see ``fetch_artifact``)."""
+    return fetch_artifact(GROUP, ARTIFACT, version or hapi_version(), directory, m2)
+
+
+def test_cases_jar(directory: Path = TEST_CASES_DIR) -> Path:
+    """Where the HL7 validator test-case jar lives once fetched."""
+    return directory / jar_name(TEST_CASES_VERSION, TEST_CASES_ARTIFACT)
+
+
+def fetch_test_cases(directory: Path = TEST_CASES_DIR, m2: Path | None = None) -> Path:
+    """HL7's validator test cases (pinned version) in ``directory`` (see ``fetch_artifact``)."""
+    return fetch_artifact(TEST_CASES_GROUP, TEST_CASES_ARTIFACT, TEST_CASES_VERSION, directory, m2)
+
+
+def fetch_artifact(group: str, artifact: str, version: str, directory: Path, m2: Path | None = None) -> Path:
     """The jar in ``directory``: kept if its sha1 file matches, copied from the local Maven
     repository if there, else downloaded from Maven Central and verified against the published sha1."""
-    version = version or hapi_version()
-    target = jar_path(directory, version)
+    target = directory / jar_name(version, artifact)
     stamp = target.with_name(target.name + ".sha1")
     if target.is_file() and stamp.is_file() and stamp.read_text().split()[0] == _sha1(target):
         return target
     directory.mkdir(parents=True, exist_ok=True)
-    local = (m2 or Path.home() / ".m2" / "repository") / GROUP / ARTIFACT / version / jar_name(version)
+    local = (m2 or Path.home() / ".m2" / "repository") / group / artifact / version / target.name
     tmp = target.with_name(target.name + ".part")
     if local.is_file():
         shutil.copyfile(local, tmp)
@@ -79,7 +103,7 @@ def fetch(directory: Path = DEFAULT_DIR, version: str | None = None, m2: Path | 
         expected = sidecar.read_text().split()[0] if sidecar.is_file() else _sha1(tmp)
         source = str(local)
     else:
-        url = f"{CENTRAL}/{GROUP}/{ARTIFACT}/{version}/{jar_name(version)}"
+        url = f"{CENTRAL}/{group}/{artifact}/{version}/{target.name}"
         expected = _download(url + ".sha1").decode().split()[0]
         tmp.write_bytes(_download(url))
         source = url
@@ -94,14 +118,19 @@ def fetch(directory: Path = DEFAULT_DIR, version: str | None = None, m2: Path | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("directory", nargs="?", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--test-cases", action="store_true", help="HL7's validator test cases instead")
+    parser.add_argument("directory", nargs="?", type=Path, default=None)
     args = parser.parse_args(argv)
+    name = "fhir-test-cases" if args.test_cases else "r4-definitions"
     try:
-        path = fetch(args.directory)
+        if args.test_cases:
+            path = fetch_test_cases(args.directory or TEST_CASES_DIR)
+        else:
+            path = fetch(args.directory or DEFAULT_DIR)
     except (FetchError, OSError) as error:
-        print(f"r4-definitions: {error}", file=sys.stderr)
+        print(f"{name}: {error}", file=sys.stderr)
         return 1
-    print(f"r4-definitions: {path}")
+    print(f"{name}: {path}")
     return 0
 
 

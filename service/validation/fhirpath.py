@@ -49,13 +49,22 @@ class Invariants:
         self._lock = threading.Lock()
         self.unsupported: dict[str, str] = {}
 
-    def holds(self, expression: str, node: Any, type_path: str, resource: dict[str, Any]) -> bool | None:
-        """Does the invariant hold on ``node`` (an element of ``resource`` whose type is ``type_path``)?
-        None when fhirpathpy cannot evaluate it."""
-        key = self._key(expression, node, type_path, resource)
+    def holds(
+        self,
+        expression: str,
+        node: Any,
+        type_path: str,
+        resource: dict[str, Any],
+        root: dict[str, Any] | None = None,
+    ) -> bool | None:
+        """Does the invariant hold on ``node`` (an element of ``resource`` whose type is ``type_path``;
+        ``root`` is ``%rootResource``, the container of a contained ``resource``)? None when fhirpathpy
+        cannot evaluate it."""
+        root = resource if root is None else root
+        key = self._key(expression, node, type_path, resource, root)
         if key is not None and key in self._memo:
             return self._memo[key]
-        result = self._evaluate(expression, node, type_path, resource)
+        result = self._evaluate(expression, node, type_path, resource, root)
         if key is not None:
             with self._lock:
                 if len(self._memo) > _MEMO_LIMIT:
@@ -64,7 +73,7 @@ class Invariants:
         return result
 
     def _key(
-        self, expression: str, node: Any, type_path: str, resource: dict[str, Any]
+        self, expression: str, node: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
     ) -> tuple[str, bytes] | None:
         if expression not in self._names:
             names: frozenset[str] | None
@@ -78,11 +87,19 @@ class Invariants:
         names = self._names[expression]
         if names is None:
             return None
-        with_resource = "%resource" in expression or "%rootResource" in expression
-        parts = [type_path, _project(node, names), _project(resource, names) if with_resource else None]
+        with_resource = "%resource" in expression
+        with_root = "%rootResource" in expression
+        parts = [
+            type_path,
+            _project(node, names),
+            _project(resource, names) if with_resource else None,
+            _project(root, names) if with_root else None,
+        ]
         return expression, orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
 
-    def _evaluate(self, expression: str, node: Any, type_path: str, resource: dict[str, Any]) -> bool | None:
+    def _evaluate(
+        self, expression: str, node: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
+    ) -> bool | None:
         if expression in self.unsupported:
             return None
         try:
@@ -91,7 +108,7 @@ class Invariants:
                 parsed = parse(expression)  # type: ignore[no-untyped-call]
                 self._parsed[expression] = parsed
             base = ResourceNode.create_node(node, type_path)  # type: ignore[no-untyped-call]
-            env = {"resource": resource, "rootResource": resource, "context": node}
+            env = {"resource": _typed(resource), "rootResource": _typed(root), "context": base}
             result = apply_parsed_path(base, parsed, env, _MODEL, _OPTIONS)  # type: ignore[no-untyped-call]
         except Exception as error:  # fhirpathpy raises bare Exceptions for unimplemented functions
             self.unsupported[expression] = f"{type(error).__name__}: {error}"
@@ -99,6 +116,12 @@ class Invariants:
         if not result:
             return True  # an empty result is not a failure (FHIR invariants fail only on false)
         return all(r is True for r in result) if all(isinstance(r, bool) for r in result) else True
+
+
+def _typed(resource: dict[str, Any]) -> Any:
+    """A resource as a typed FHIRPath node, so ``%resource.type().name`` is its resource type."""
+    rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+    return ResourceNode.create_node(resource, rtype) if isinstance(rtype, str) else resource  # type: ignore[no-untyped-call]
 
 
 def _project(data: Any, names: frozenset[str]) -> Any:

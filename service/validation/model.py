@@ -77,6 +77,9 @@ class Elem:
     children: dict[str, tuple[Elem, TypeRef | None]] = field(default_factory=dict)
     own: list[Elem] = field(default_factory=list)
     required: list[Elem] = field(default_factory=list)  # own children with a minimum (or a slice with one)
+    min_value: Any = None
+    max_value: Any = None
+    also_required: tuple[str, ...] = ()  # value sets of additional bindings with purpose "required"
 
     @property
     def type_codes(self) -> tuple[str, ...]:
@@ -136,7 +139,33 @@ def _elem(el: dict[str, Any]) -> Elem:
         ),
         content_ref=ref.split("#", 1)[1] if ref else None,
         slicing=el.get("slicing"),
+        min_value=_prefixed(el, "minValue"),
+        max_value=_prefixed(el, "maxValue"),
+        also_required=_additional_required(binding),
     )
+
+
+_ADDITIONAL = (
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-ElementDefinition.binding.additional",
+    "http://hl7.org/fhir/tools/StructureDefinition/additional-binding",
+)
+
+
+def _additional_required(binding: Any) -> tuple[str, ...]:
+    """Value sets of the binding's additional bindings (R5 ``binding.additional``, carried in R4 by an
+    extension) whose purpose is ``required``: a code must be in each of them too."""
+    if not isinstance(binding, dict):
+        return ()
+    out = []
+    for ext in binding.get("extension", []):
+        if isinstance(ext, dict) and ext.get("url") in _ADDITIONAL:
+            parts = {e.get("url"): e for e in ext.get("extension", []) if isinstance(e, dict)}
+            purpose = parts.get("purpose", {}).get("valueCode")
+            vs = parts.get("valueSet", {})
+            url = vs.get("valueCanonical") or vs.get("valueUri")
+            if purpose == "required" and isinstance(url, str):
+                out.append(url.split("|", 1)[0])
+    return tuple(out)
 
 
 def json_name(stem: str, code: str) -> str:

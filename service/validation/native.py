@@ -12,7 +12,10 @@ mutations of each rule.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+from service.validation.xhtml import problems as xhtml_problems
 
 Check = Callable[[dict[str, Any]], bool | None]
 
@@ -184,3 +187,165 @@ def native_check(key: str, expression: str, node: Any) -> bool | None:
     if check is None or not isinstance(node, dict):
         return None
     return check(node)
+
+
+# ---- invariants fhirpathpy cannot evaluate, or evaluates otherwise than the reference validator ------
+
+
+def _txt(div: Any, _root: Any) -> bool | None:
+    """``htmlChecks()`` (txt-1, txt-2): FHIR's narrative rules (see ``xhtml.problems``)."""
+    return not xhtml_problems(div) if isinstance(div, str) else None
+
+
+def _dom3(resource: Any, _root: Any) -> bool | None:
+    """dom-3: every contained resource is referenced from elsewhere in the resource (``#id`` as a
+    reference, canonical or uri) or itself refers to its container (``#``)."""
+    if not isinstance(resource, dict):
+        return None
+    contained = resource.get("contained")
+    if not isinstance(contained, list):
+        return True
+    pointers = set(_strings(resource))
+    for item in contained:
+        if not isinstance(item, dict):
+            return None
+        cid = item.get("id")
+        if "#" in set(_strings(item)):
+            continue
+        if not isinstance(cid, str) or "#" + cid not in pointers:
+            return False
+    return True
+
+
+def _strings(data: Any) -> Any:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for value in data.values():
+            yield from _strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _strings(value)
+
+
+_EVENT_CODES = frozenset({"C", "CM", "CD", "CV"})
+
+
+def _tim9(repeat: Any, _root: Any) -> bool | None:
+    """tim-9: an offset needs a ``when`` that is not a meal code (C, CM, CD, CV)."""
+    if not isinstance(repeat, dict):
+        return None
+    if repeat.get("offset") is None:
+        return True
+    when = repeat.get("when")
+    when = when if isinstance(when, list) else [when] if when is not None else []
+    return bool(when) and not any(w in _EVENT_CODES for w in when)
+
+
+def _per1(period: Any, _root: Any) -> bool | None:
+    """per-1 ``start <= end``. Values of different precision that agree as far as both go (``2023-06-21``
+    and ``2023-06-21T06:20:00Z``) make FHIRPath's comparison empty; the reference validator counts an
+    empty result as a failure, and so does this."""
+    if not isinstance(period, dict):
+        return None
+    start, end = period.get("start"), period.get("end")
+    if not isinstance(start, str) or not isinstance(end, str):
+        return True
+    return _date_le(start, end)
+
+
+def _date_le(start: str, end: str) -> bool:
+    if "T" in start and "T" in end:
+        try:
+            first = datetime.fromisoformat(start.replace("Z", "+00:00"))
+            last = datetime.fromisoformat(end.replace("Z", "+00:00"))
+        except ValueError:
+            return True  # not a dateTime: the type check reports it
+        return bool(first <= last) if (first.tzinfo is None) == (last.tzinfo is None) else False
+    a, b = start.split("T", 1)[0], end.split("T", 1)[0]
+    common = min(len(a), len(b))
+    if a[:common] != b[:common]:
+        return a[:common] < b[:common]
+    return start == end  # equal as far as both go: comparable only when equal precision
+
+
+def _que12(item: Any, _root: Any) -> bool | None:
+    """que-12 as the reference validator evaluates it: R4 writes ``enableWhen.count() > 2``, the intent
+    (and R4's own text: "If there are more than one enableWhen") is ``> 1``."""
+    if not isinstance(item, dict):
+        return None
+    when = item.get("enableWhen")
+    count = len(when) if isinstance(when, list) else (0 if when is None else 1)
+    return count <= 1 or item.get("enableBehavior") is not None
+
+
+def _ref1(reference: Any, root: Any) -> bool | None:
+    """ref-1: a ``#id`` reference names a resource contained in the root resource (``#`` alone is the
+    container itself)."""
+    if not isinstance(reference, dict):
+        return None
+    ref = reference.get("reference")
+    if not isinstance(ref, str) or not ref.startswith("#") or ref == "#":
+        return True
+    contained = root.get("contained") if isinstance(root, dict) else None
+    ids = {c.get("id") for c in contained if isinstance(c, dict)} if isinstance(contained, list) else set()
+    return ref[1:] in ids
+
+
+def _ctm1(participant: Any, root: Any) -> bool | None:
+    """ctm-1: ``onBehalfOf`` only when ``member`` is a Practitioner. ``resolve()`` is answered for
+    ``#id`` references to resources contained in the root resource; any other reference counts as
+    unresolved, which the expression itself lets hold (``iif(empty(), true, ...)``)."""
+    if not isinstance(participant, dict):
+        return None
+    if participant.get("onBehalfOf") is None:
+        return True
+    member = participant.get("member")
+    ref = member.get("reference") if isinstance(member, dict) else None
+    if not isinstance(ref, str) or not ref.startswith("#") or not isinstance(root, dict):
+        return True
+    contained = root.get("contained")
+    for item in contained if isinstance(contained, list) else []:
+        if isinstance(item, dict) and item.get("id") == ref[1:]:
+            return bool(item.get("resourceType") == "Practitioner")
+    return True
+
+
+RootCheck = Callable[[Any, Any], bool | None]
+
+ALWAYS: dict[tuple[str, str], RootCheck] = {
+    ("txt-1", "htmlChecks()"): _txt,
+    ("txt-2", "htmlChecks()"): _txt,
+    (
+        "dom-3",
+        "contained.where((('#'+id in (%resource.descendants().reference | "
+        "%resource.descendants().as(canonical) | %resource.descendants().as(uri) | "
+        "%resource.descendants().as(url))) or descendants().where(reference = '#').exists() or "
+        "descendants().where(as(canonical) = '#').exists() or descendants().where(as(canonical) = '#')"
+        ".exists()).not()).trace('unmatched', id).empty()",
+    ): _dom3,
+    (
+        "tim-9",
+        "offset.empty() or (when.exists() and ((when in ('C' | 'CM' | 'CD' | 'CV')).not()))",
+    ): _tim9,
+    ("per-1", "start.hasValue().not() or end.hasValue().not() or (start <= end)"): _per1,
+    ("que-12", "enableWhen.count() > 2 implies enableBehavior.exists()"): _que12,
+    (
+        "ref-1",
+        "reference.startsWith('#').not() or (reference.substring(1).trace('url') in "
+        "%rootResource.contained.id.trace('ids'))",
+    ): _ref1,
+    (
+        "ctm-1",
+        "onBehalfOf.exists() implies (member.resolve().iif(empty(), true, ofType(Practitioner).exists()))",
+    ): _ctm1,
+}
+"""Invariants always answered in Python: fhirpathpy cannot evaluate them (``htmlChecks()``, dom-3's
+``as(canonical)``, tim-9's ``in`` on a list, ctm-1's ``resolve()``) or they need the reference
+validator's reading (per-1 on mixed precision, que-12's R4 typo, ref-1 between contained resources)."""
+
+
+def required_check(key: str, expression: str, node: Any, root: Any) -> bool | None:
+    """The verdict of an ``ALWAYS`` invariant, or None when the invariant is not one of them."""
+    check = ALWAYS.get((key, expression))
+    return None if check is None else check(node, root)

@@ -20,7 +20,7 @@ import orjson
 from service.validation.definitions import Definitions, package_files
 
 # Bump when generated snapshots change shape, so old caches are not read.
-SNAPSHOT_FORMAT = "1"
+SNAPSHOT_FORMAT = "2"
 _NOT_INHERITED = ("id", "path", "sliceName", "mapping")
 
 
@@ -67,7 +67,21 @@ def generate_all(defs: Definitions, profiles_dir: Path) -> dict[str, list[dict[s
     return done
 
 
-def _generate(defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def generate_one(
+    defs: Definitions,
+    url: str,
+    done: dict[str, list[dict[str, Any]]],
+    problems: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The snapshot of one StructureDefinition (its own if it has one), its bases' put in ``done``.
+    With ``problems``, a differential element that cannot be applied is left out and described there
+    (what the reference validator does with another package's faulty profile) instead of raised."""
+    return _generate(defs, url, done, problems)
+
+
+def _generate(
+    defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]], problems: list[str] | None = None
+) -> list[dict[str, Any]]:
     if url in done:
         return done[url]
     sd = defs.structure(url)
@@ -79,20 +93,58 @@ def _generate(defs: Definitions, url: str, done: dict[str, list[dict[str, Any]]]
     base_url = sd["baseDefinition"]
     if defs.structure(base_url) is None:
         raise SnapshotError(f"{url}: unknown base {base_url}")
-    base = _generate(defs, base_url, done)
-    done[url] = generate(defs, base, sd["differential"]["element"], url)
+    base = _generate(defs, base_url, done, problems)
+    done[url] = generate(defs, base, sd["differential"]["element"], url, problems)
     return done[url]
 
 
 def generate(
-    defs: Definitions, base: list[dict[str, Any]], differential: list[dict[str, Any]], url: str = ""
+    defs: Definitions,
+    base: list[dict[str, Any]],
+    differential: list[dict[str, Any]],
+    url: str = "",
+    problems: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The snapshot of ``differential`` applied to a copy of ``base`` (see the module notes)."""
     elements = copy.deepcopy(base)
-    for diff in differential:
-        index = _ensure(defs, elements, diff["id"], url)
+    for diff, eid in zip(differential, _ids(differential), strict=True):
+        try:
+            index = _ensure(defs, elements, eid, url)
+        except SnapshotError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+            continue
         _apply(elements[index], diff)
     return elements
+
+
+def _ids(differential: list[dict[str, Any]]) -> list[str]:
+    """Each differential element's id; R4 makes ``id`` optional, so a missing one is built from the
+    path and the slices named on the way (``Patient.identifier`` after a ``sliceName: mrn`` element of
+    that path is inside the slice: ``Patient.identifier:mrn.system``)."""
+    ids: list[str] = []
+    open_slices: dict[str, str] = {}  # path -> slice name of the latest element on that path
+    for el in differential:
+        path = str(el.get("path", ""))
+        if "id" in el:
+            plain = ".".join(part.split(":", 1)[0] for part in str(el["id"]).split("."))
+            if plain != path:
+                raise SnapshotError(f"element {el['id']}: its path is {path}, not {plain}")
+            ids.append(str(el["id"]))
+        else:
+            parts = path.split(".")
+            out = []
+            for i, part in enumerate(parts):
+                prefix = ".".join(parts[: i + 1])
+                name = el.get("sliceName") if i == len(parts) - 1 else open_slices.get(prefix)
+                out.append(f"{part}:{name}" if name else part)
+            ids.append(".".join(out))
+        for known in [p for p in open_slices if p == path or p.startswith(path + ".")]:
+            del open_slices[known]
+        if el.get("sliceName"):
+            open_slices[path] = str(el["sliceName"])
+    return ids
 
 
 def _index(elements: list[dict[str, Any]], eid: str) -> int | None:
@@ -118,11 +170,27 @@ def _ensure(defs: Definitions, elements: list[dict[str, Any]], eid: str, url: st
     if not parent:
         raise SnapshotError(f"{url}: no element {eid}")
     pindex = _ensure(defs, elements, parent, url)
+    choice = _choice(elements, parent, last)
+    if choice is not None:
+        return choice
     _unfold(defs, elements, pindex, url)
     found = _index(elements, eid)
     if found is None:
         raise SnapshotError(f"{url}: no element {eid}")
     return found
+
+
+def _choice(elements: list[dict[str, Any]], parent: str, last: str) -> int | None:
+    """``Extension.valueIdentifier`` names ``Extension.value[x]`` when Identifier is one of its types."""
+    for i, el in enumerate(elements):
+        eid = el["id"]
+        if eid.startswith(parent + ".") and eid.endswith("[x]") and "." not in eid[len(parent) + 1 :]:
+            stem = eid[len(parent) + 1 : -3]
+            if last.startswith(stem) and last[len(stem) :] in {
+                t["code"][:1].upper() + t["code"][1:] for t in el.get("type", [])
+            }:
+                return i
+    return None
 
 
 def _add_slice(defs: Definitions, elements: list[dict[str, Any]], eid: str, url: str) -> int:
@@ -153,7 +221,15 @@ def _add_slice(defs: Definitions, elements: list[dict[str, Any]], eid: str, url:
 def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: str) -> None:
     """Insert the children of the element's (single) data type after it, renamed under it."""
     el = elements[index]
+    if any(e["id"].startswith(el["id"] + ".") for e in elements[index + 1 : index + 2]):
+        return  # already unfolded
+    ref = el.get("contentReference")
+    if ref:
+        _unfold_reference(defs, elements, index, str(ref).split("#", 1)[-1], url)
+        return
     codes = {t["code"] for t in el.get("type", [])}
+    if not codes and "." not in el["path"]:
+        codes = {el["path"]}  # the root of a profile: its type is the profile's type
     if len(codes) != 1:
         raise SnapshotError(f"{url}: cannot unfold {el['id']} of types {sorted(codes)}")
     (code,) = codes
@@ -164,6 +240,26 @@ def _unfold(defs: Definitions, elements: list[dict[str, Any]], index: int, url: 
     for c in children:
         c["id"] = el["id"] + c["id"][len(code) :]
         c["path"] = el["path"] + c["path"][len(code) :]
+    elements[index + 1 : index + 1] = children
+
+
+def _unfold_reference(
+    defs: Definitions, elements: list[dict[str, Any]], index: int, target: str, url: str
+) -> None:
+    """Insert the children of the element a ``contentReference`` names (``Parameters.parameter.part``
+    -> ``Parameters.parameter``) as the base type defines them (not as this profile constrains
+    them), renamed under the referring element."""
+    el = elements[index]
+    base = defs.structure("http://hl7.org/fhir/StructureDefinition/" + target.split(".", 1)[0])
+    source = base["snapshot"]["element"] if base and "snapshot" in base else elements
+    children = [copy.deepcopy(e) for e in source if e["id"].startswith(target + ".") and ":" not in e["id"]]
+    if not children:
+        raise SnapshotError(f"{url}: no element {target} for {el['id']}")
+    for c in children:
+        c["id"] = el["id"] + c["id"][len(target) :]
+        c["path"] = el["path"] + c["path"][len(target) :]
+    el.pop("contentReference", None)
+    el["type"] = [{"code": "BackboneElement"}]
     elements[index + 1 : index + 1] = children
 
 

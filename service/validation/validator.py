@@ -17,12 +17,16 @@ through FHIRPath: it sits on every element and fhirpathpy lacks ``hasValue()``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from service.codes import CANONICAL
 from service.errors import Issue
 from service.validation import definitions
 from service.validation.fetch import DEFAULT_DIR
@@ -35,8 +39,8 @@ from service.validation.model import (
     json_name,
     primitive_regex,
 )
-from service.validation.native import native_check
-from service.validation.snapshot import cached_snapshots
+from service.validation.native import native_check, required_check
+from service.validation.snapshot import SnapshotError, cached_snapshots, generate, generate_one
 from service.validation.terminology import Terminology
 
 CORE = "http://hl7.org/fhir/StructureDefinition/"
@@ -44,6 +48,9 @@ _STRUCTURAL = "ele-1"
 _LITERAL_REF = re.compile(r"^([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?$")
 _EXTENSIONS = ("extension", "modifierExtension")
 _INTEGERS = {"integer": None, "positiveInt": 1, "unsignedInt": 0}
+_RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CALENDAR = frozenset({"date", "dateTime", "instant"})
+_MAX_STRING = 1024 * 1024
 
 
 @dataclass
@@ -53,6 +60,15 @@ class _Run:
     issues: list[Issue] = field(default_factory=list)
     bundle: dict[str, dict[str, Any]] | None = None
     conforms: dict[tuple[int, str], bool] = field(default_factory=dict)
+    entries: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(fullUrl, resource) of every Bundle entry, duplicates included."""
+    history: bool = False
+    """The Bundle is a history (several versions of one resource are expected)."""
+    root: dict[str, Any] | None = None
+    """The resource ``%rootResource`` names: the container of a contained resource, else the resource."""
+    host: tuple[str, ...] | None = None
+    """Set for one ``_complex`` call: the path of the primitive whose ``_name`` element it walks, which
+    is where that element's extensions sit (their ``context`` is checked against it)."""
 
     def add(self, severity: str, code: str, expression: str, message: str) -> None:
         self.issues.append(Issue(code=code, diagnostics=message, expression=expression, severity=severity))
@@ -70,13 +86,68 @@ class Validator:
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self._roots: dict[str, Elem | None] = {}
         self._regex: dict[str, re.Pattern[str] | None] = {}
+        self.own_canonical: str | None = None
+        """Canonical base of this project's package: an extension under it is ours, so one that
+        profiles/ does not define is a defect of the package (a warning), not an unknown extension."""
+        self.broken: dict[str, str] = {}
+        self.faulty: dict[str, str] = {}
+        """Profiles given to ``with_resources`` used without the differential elements that could not be
+        applied (reported as a warning wherever the profile is used)."""
+        """StructureDefinitions given to ``with_resources`` whose snapshot could not be generated."""
+        self.global_profiles: dict[str, tuple[str, ...]] = {}
+        """Profiles every resource of a type is checked against (``ImplementationGuide.global``)."""
 
     @classmethod
     def load(cls, profiles_dir: Path = definitions.PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Validator:
         """Read base R4 and the package, generate (or read cached) snapshots; once per process."""
         defs = definitions.load(profiles_dir, base_dir)
         snaps = cached_snapshots(defs, profiles_dir, base_dir / "cache")
-        return cls(defs, snaps)
+        validator = cls(defs, snaps)
+        validator.own_canonical = CANONICAL.rstrip("/") + "/"
+        return validator
+
+    def with_resources(self, resources: Sequence[dict[str, Any]]) -> Validator:
+        """A validator that also knows ``resources`` (StructureDefinitions, ValueSets, CodeSystems of
+        another package, e.g. the profiles a test case comes with); snapshots of the StructureDefinitions
+        that have none are generated. This validator is left as it is."""
+        defs = definitions.Definitions(
+            structures=dict(self.defs.structures),
+            value_sets=dict(self.defs.value_sets),
+            code_systems=dict(self.defs.code_systems),
+            base_version=self.defs.base_version,
+        )
+        for resource in resources:
+            defs.add(resource)
+        snaps = dict(self.snapshots)
+        broken: dict[str, str] = {}
+        faulty: dict[str, str] = {}
+        for resource in resources:
+            if resource.get("resourceType") == "StructureDefinition" and "url" in resource:
+                problems: list[str] = []
+                try:
+                    generate_one(defs, str(resource["url"]), snaps, problems)
+                except SnapshotError as error:
+                    broken[str(resource["url"])] = str(error)
+                if problems:
+                    faulty[str(resource["url"])] = "; ".join(problems)
+        for url in broken:
+            defs.structures.pop(url, None)
+        extended = Validator(defs, snaps)
+        extended.own_canonical = self.own_canonical
+        extended.broken = {**self.broken, **broken}
+        extended.faulty = {**self.faulty, **faulty}
+        extended.global_profiles = dict(self.global_profiles)
+        for resource in resources:
+            if resource.get("resourceType") == "ImplementationGuide":
+                for g in resource.get("global", []):
+                    if (
+                        isinstance(g, dict)
+                        and isinstance(g.get("type"), str)
+                        and isinstance(g.get("profile"), str)
+                    ):
+                        have = extended.global_profiles.get(g["type"], ())
+                        extended.global_profiles[g["type"]] = (*have, g["profile"])
+        return extended
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -87,13 +158,15 @@ class Validator:
         self._resource(resource, str(rtype), tuple(profiles), run)
         return _unique(run.issues)
 
-    def validate_bundle(self, bundle: dict[str, Any]) -> list[Issue]:
-        """Issues of a Bundle and every entry resource; references resolve to entries by fullUrl."""
-        run = _Run(bundle={})
+    def validate_bundle(self, bundle: dict[str, Any], profiles: Sequence[str] = ()) -> list[Issue]:
+        """Issues of a Bundle (against ``profiles`` too) and every entry resource; references resolve
+        to entries by fullUrl."""
+        run = _Run(bundle={}, history=bundle.get("type") == "history")
         for entry in bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []:
             if isinstance(entry, dict) and isinstance(entry.get("resource"), dict) and "fullUrl" in entry:
                 run.bundle[str(entry["fullUrl"])] = entry["resource"]  # type: ignore[index]
-        self._resource(bundle, "Bundle", (), run)
+                run.entries.append((str(entry["fullUrl"]), entry["resource"]))
+        self._resource(bundle, "Bundle", tuple(profiles), run)
         return _unique(run.issues)
 
     def root(self, url: str) -> Elem | None:
@@ -113,7 +186,9 @@ class Validator:
 
     # ---- resources -------------------------------------------------------------------------------
 
-    def _resource(self, res: Any, expr: str, profiles: tuple[str, ...], run: _Run) -> None:
+    def _resource(
+        self, res: Any, expr: str, profiles: tuple[str, ...], run: _Run, contained: bool = False
+    ) -> None:
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             run.add("error", "structure", expr, "A resource must be a JSON object with a resourceType")
             return
@@ -122,17 +197,101 @@ class Validator:
         if base is None or self.defs.structure(CORE + rtype).get("kind") != "resource":  # type: ignore[union-attr]
             run.add("error", "structure", expr, f"Unknown resource type '{rtype}'")
             return
-        declared = _profiles(res)
+        outer = run.root
+        if not contained or run.root is None:
+            run.root = res
+        try:
+            self._resource_rules(res, expr, run)
+            self._profiles(res, rtype, base, expr, profiles, run)
+        finally:
+            run.root = outer
+
+    def _resource_rules(self, res: dict[str, Any], expr: str, run: _Run) -> None:
+        """Rules of the R4 specification that no invariant states (the reference validator has them in
+        code): the resource id's form, no extensions on it, unique ids of contained resources."""
+        rid = res.get("id")
+        if rid is not None and (not isinstance(rid, str) or not _RESOURCE_ID.fullmatch(rid)):
+            run.add(
+                "error", "value", f"{expr}.id", f"Invalid resource id {_show(rid)}: [A-Za-z0-9\\-.]{{1,64}}"
+            )
+        if "_id" in res:
+            run.add("error", "structure", f"{expr}.id", "Extensions are not allowed on Resource.id")
+        if res.get("resourceType") == "Bundle":
+            _bundle_rules(res, expr, run)
+        elif res.get("resourceType") == "StructureDefinition":
+            self._differential(res, expr, run)
+        contained = res.get("contained")
+        if isinstance(contained, list):
+            seen: set[str] = set()
+            for i, item in enumerate(contained):
+                cid = item.get("id") if isinstance(item, dict) else None
+                if isinstance(cid, str):
+                    if cid in seen:
+                        run.add(
+                            "error", "structure", f"{expr}.contained[{i}]", f"Duplicate contained id {cid!r}"
+                        )
+                    seen.add(cid)
+
+    def _differential(self, sd: dict[str, Any], expr: str, run: _Run) -> None:
+        """A constraining StructureDefinition without a snapshot must have a differential a snapshot can
+        be generated from (the reference validator generates it and reports what fails)."""
+        differential = sd.get("differential")
+        base_url = sd.get("baseDefinition")
+        if sd.get("derivation") != "constraint" or "snapshot" in sd or not isinstance(base_url, str):
+            return
+        if not isinstance(differential, dict) or not isinstance(differential.get("element"), list):
+            return
+        base = self.snapshots.get(base_url.split("|", 1)[0])
+        base_sd = self.defs.structure(base_url)
+        if base is None and base_sd is not None and "snapshot" in base_sd:
+            base = base_sd["snapshot"]["element"]
+        if base is None:
+            return
+        try:
+            generate(self.defs, base, differential["element"], str(sd.get("url", "")))
+        except (SnapshotError, KeyError, TypeError) as error:
+            run.add("error", "structure", expr, f"Error generating the snapshot: {error}")
+            return
+        inherited = {e.get("id"): e for e in base}
+        for i, diff in enumerate(differential["element"]):
+            was = inherited.get(diff.get("id")) if isinstance(diff, dict) else None
+            if was is None:
+                continue
+            for key, value in diff.items():
+                if key.startswith("fixed") and key in was and not _equal(value, was[key]):
+                    run.add(
+                        "error",
+                        "value",
+                        f"{expr}.differential.element[{i}]",
+                        f"{diff['id']}: {key} {_show(value)} overrides the fixed {_show(was[key])}",
+                    )
+
+    def _profiles(
+        self, res: dict[str, Any], rtype: str, base: Elem, expr: str, profiles: tuple[str, ...], run: _Run
+    ) -> None:
+        declared = _declared_profiles(res)
         roots: list[Elem] = []
-        for url in dict.fromkeys([*profiles, *[p for p in declared if isinstance(p, str)]]):
+        wanted = [
+            *profiles,
+            *[p for p in declared if isinstance(p, str)],
+            *self.global_profiles.get(rtype, ()),
+        ]
+        for url in dict.fromkeys(wanted):
             root = self.root(url)
             if root is None:
                 severity = "error" if url in profiles else "warning"
-                run.add(severity, "not-found", expr, f"Profile {url} is unknown and was not checked")
+                why = (
+                    f"its snapshot cannot be generated: {self.broken[url]}"
+                    if url in self.broken
+                    else "unknown"
+                )
+                run.add(severity, "not-found", expr, f"Profile {url} is {why}; it was not checked")
             elif self.type_of(url) != rtype:
                 run.add("error", "structure", expr, f"Profile {url} is for {self.type_of(url)}, not {rtype}")
             else:
                 roots.append(root)
+                if url in self.faulty:
+                    run.add("warning", "structure", expr, f"Profile {url} used without: {self.faulty[url]}")
         for root in roots or [base]:
             self._complex(res, root, rtype, expr, res, run, is_resource=True)
 
@@ -151,7 +310,12 @@ class Validator:
         if not isinstance(value, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
-        if not any(k != "id" and k != "resourceType" for k in value):
+        host, run.host = run.host, None
+        eid = value.get("id")
+        if not is_resource and isinstance(eid, str) and len(eid.encode()) > _MAX_STRING:
+            run.add("error", "value", f"{expr}.id", "An element id is longer than 1 MB")
+        if not is_resource and not any(k != "id" and k != "resourceType" for k in value):
+            # ele-1 sits on elements; a resource with only resourceType (and id) is valid
             run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
             return
         present: dict[int, tuple[Elem, list[tuple[str, TypeRef | None, Any]]]] = {}
@@ -159,7 +323,13 @@ class Validator:
             if key == "resourceType" and is_resource:
                 continue
             if key.startswith("_"):
-                self._primitive_extras(value, key, item, elem, expr, res, run)
+                if is_resource and key == "_id":
+                    continue  # reported by _resource_rules
+                self._primitive_extras(value, key, item, elem, expr, res, run, type_path)
+                found_primitive = elem.children.get(key[1:])
+                if found_primitive is not None and key[1:] not in value:
+                    # a primitive given only by its extensions (``_birthDate``) is present
+                    present.setdefault(id(found_primitive[0]), (found_primitive[0], []))
                 continue
             found = elem.children.get(key)
             if found is None:
@@ -170,6 +340,8 @@ class Validator:
         absent = [c for c in elem.required if id(c) not in present]
         for child in [*(entry[0] for entry in present.values()), *absent]:
             got = present[id(child)][1] if id(child) in present else []
+            if id(child) in present and not got:
+                continue  # only ``_name``: its extensions stand for the value
             if len(got) > 1:
                 names = ", ".join(k for k, _, _ in got)
                 run.add("error", "structure", f"{expr}.{child.name}", f"Only one of {names} is allowed")
@@ -180,7 +352,7 @@ class Validator:
                 child, len(items), f"{expr}.{child.name}" if not got else f"{expr}.{got[0][0]}", run
             )
             if child.slices or child.slicing or child.name in _EXTENSIONS:
-                self._sliced(items, child, res, run)
+                self._sliced(items, child, res, run, host)
             else:
                 for item, item_expr, tref in items:
                     self._value(item, child, tref, item_expr, res, run)
@@ -222,6 +394,7 @@ class Validator:
         expr: str,
         res: dict[str, Any],
         run: _Run,
+        type_path: str = "",
     ) -> None:
         """``_birthDate``: the id and extensions of a primitive, validated as an Element."""
         found = elem.children.get(key[1:])
@@ -232,22 +405,44 @@ class Validator:
         for i, part in enumerate(item if isinstance(item, list) else [item]):
             if part is not None:
                 where = f"{expr}.{key[1:]}[{i}]" if isinstance(item, list) else f"{expr}.{key[1:]}"
+                run.host = (found[0].path, f"{type_path}.{key[1:]}")
                 self._complex(part, element, "Element", where, res, run)
+                run.host = None
 
     # ---- one value of an element -------------------------------------------------------------------
 
     def _value(
         self, item: Any, elem: Elem, tref: TypeRef | None, expr: str, res: dict[str, Any], run: _Run
     ) -> None:
+        if tref is None and len(elem.types) > 1 and isinstance(item, dict) and "resourceType" in item:
+            tref = next((t for t in elem.types if t.code == item["resourceType"]), None)
         code = tref.code if tref is not None else (elem.types[0].code if elem.types else "")
         if code in PRIMITIVE_TYPES:
             if self._primitive(item, code, expr, run):
                 self._fixed_pattern(item, elem, expr, run)
+                if elem.min_value is not None or elem.max_value is not None:
+                    _limits(item, elem, expr, run)
                 if elem.binding and code == "code":
                     self._binding(item, code, elem, expr, run)
+                for url in elem.also_required if code == "code" else ():
+                    self._binding(item, code, elem, expr, run, ("required", url))
+                if len(elem.constraints) > 1 or (elem.constraints and elem.constraints[0].key != _STRUCTURAL):
+                    self._invariants(item, elem.constraints, code, expr, res, run)
             return
-        if code == "Resource":
-            self._resource(item, expr, (), run)
+        if code == "Resource" or self._is_resource_type(code):
+            rtype = item.get("resourceType") if isinstance(item, dict) else None
+            wanted = tuple(
+                p
+                for p in (tref.profiles if tref is not None else ())
+                if code != "Resource" or self.type_of(p) == rtype
+            )
+            if len(wanted) > 1 and isinstance(item, dict):
+                # R4 ElementDefinition.type.profile: "the resource SHALL conform to at least one profile"
+                fits = [p for p in wanted if self._conforms(item, p, run)]
+                wanted = tuple(fits[:1]) or wanted[:1]
+            if code != "Resource" and isinstance(item, dict) and item.get("resourceType") != code:
+                run.add("error", "structure", expr, f"Expected a {code}, found {item.get('resourceType')}")
+            self._resource(item, expr, wanted, run, contained=elem.path.endswith(".contained"))
             return
         if not isinstance(item, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
@@ -280,8 +475,18 @@ class Validator:
                     self._coding(coding, f"{expr}.coding[{i}]", run)
         elif code == "Reference":
             self._reference(item, tref, expr, run)
-        if elem.binding and code in ("Coding", "CodeableConcept"):
+        elif code == "Attachment":
+            _attachment_size(item, expr, run)
+        elif code == "Quantity" and (elem.min_value is not None or elem.max_value is not None):
+            _limits(item, elem, expr, run)
+        if elem.binding and code in ("Coding", "CodeableConcept", "Quantity"):
             self._binding(item, code, elem, expr, run)
+        for url in elem.also_required if code in ("Coding", "CodeableConcept") else ():
+            self._binding(item, code, elem, expr, run, ("required", url))
+
+    def _is_resource_type(self, code: str) -> bool:
+        sd = self.defs.structure(CORE + code) if code and code[0].isupper() else None
+        return sd is not None and sd.get("kind") == "resource"
 
     def _primitive(self, item: Any, code: str, expr: str, run: _Run) -> bool:
         ok: bool
@@ -297,6 +502,8 @@ class Validator:
             if ok and code != "xhtml":
                 regex = self._primitive_regex(code)
                 ok = regex is None or regex.fullmatch(item) is not None
+                if ok and code in _CALENDAR:
+                    ok = _real_date(item)
         if not ok:
             run.add("error", "value", expr, f"The value {_show(item)} is not a valid {code}")
         return ok
@@ -310,12 +517,17 @@ class Validator:
     # ---- slices ------------------------------------------------------------------------------------
 
     def _sliced(
-        self, items: list[tuple[Any, str, TypeRef | None]], elem: Elem, res: dict[str, Any], run: _Run
+        self,
+        items: list[tuple[Any, str, TypeRef | None]],
+        elem: Elem,
+        res: dict[str, Any],
+        run: _Run,
+        host: tuple[str, ...] | None = None,
     ) -> None:
         slicing = elem.slicing or {}
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
         for item, item_expr, tref in items:
-            target = next((s for s in elem.slices if self._matches(item, s, slicing)), None)
+            target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
             if target is not None:
                 matched[id(target)].append((item, item_expr, tref))
                 self._value(
@@ -326,7 +538,7 @@ class Validator:
                     "error", "structure", item_expr, f"{elem.path}: this element does not match any slice"
                 )
             elif elem.name in _EXTENSIONS and isinstance(item, dict):
-                self._unsliced_extension(item, elem, tref, item_expr, res, run)
+                self._unsliced_extension(item, elem, tref, item_expr, res, run, host)
             else:
                 self._value(item, elem, tref, item_expr, res, run)
         for s in elem.slices:
@@ -342,19 +554,27 @@ class Validator:
         expr: str,
         res: dict[str, Any],
         run: _Run,
+        host: tuple[str, ...] | None = None,
     ) -> None:
         url = item.get("url")
         root = self.root(url) if isinstance(url, str) else None
         if root is None:
             if elem.name == "modifierExtension":
                 run.add("error", "structure", expr, f"Unknown modifier extension {url}")
+            elif self.own_canonical and isinstance(url, str) and url.startswith(self.own_canonical):
+                run.add(
+                    "warning",
+                    "not-found",
+                    expr,
+                    f"Extension {url} of this project is not defined in profiles/",
+                )
             else:
                 run.add("information", "informational", expr, f"Unknown extension {url}")
             self._value(item, elem, tref, expr, res, run)
             return
-        host = elem.path.rsplit(".", 1)[0]
-        if not self._in_context(str(url), host):
-            run.add("error", "structure", expr, f"The extension {url} is not allowed on {host}")
+        hosts = host or (elem.path.rsplit(".", 1)[0],)
+        if not any(self._in_context(str(url), h) for h in hosts):
+            run.add("error", "structure", expr, f"The extension {url} is not allowed on {hosts[0]}")
         self._complex(item, root, "Extension", expr, res, run)
 
     def _in_context(self, url: str, host: str) -> bool:
@@ -365,20 +585,58 @@ class Validator:
             return True
         rtype = host.split(".", 1)[0]
         resource_like = {"Element", "Resource", "DomainResource"}
+        if "." not in host and self._canonical_resource(rtype):
+            resource_like = {*resource_like, "CanonicalResource", "MetadataResource"}
         return any(c == host or c in resource_like or (c == rtype and "." not in host) for c in contexts)
 
-    def _matches(self, item: Any, s: Elem, slicing: dict[str, Any]) -> bool:
+    def _canonical_resource(self, rtype: str) -> bool:
+        """R5's ``CanonicalResource`` (a context used by newer extensions) in R4 terms: a resource with
+        ``url``, ``version`` and ``status``."""
+        root = self.root(CORE + rtype)
+        return root is not None and all(k in root.children for k in ("url", "version", "status"))
+
+    def _matches(self, item: Any, s: Elem, slicing: dict[str, Any], run: _Run) -> bool:
         if not isinstance(item, dict):
             return False
         for disc in slicing.get("discriminator", []):
-            path = disc.get("path")
+            path, kind = disc.get("path"), disc.get("type")
+            if isinstance(path, str) and path.startswith("$this."):
+                path = path[len("$this.") :]
+            if path == "$this" and kind in ("value", "pattern"):
+                whole = s.fixed if s.fixed is not None else s.pattern
+                if whole is not None and not _pattern_match(item, whole):
+                    return False
+                continue
             if path == "url":
                 if item.get("url") != _slice_url(s):
                     return False
-            elif disc.get("type") in ("value", "pattern") and isinstance(path, str) and "." not in path:
+            elif kind in ("value", "pattern") and isinstance(path, str) and "." not in path:
                 child = s.children.get(path)
                 want = (child[0].fixed or child[0].pattern) if child else None
-                if want is None or not _pattern_match(item.get(path), want):
+                whole = s.fixed or s.pattern
+                if want is None and isinstance(whole, dict):
+                    want = whole.get(path)
+                if want is None:
+                    continue  # the slice leaves this discriminator open (the reference matches it)
+                got = item.get(path)
+                if isinstance(got, list) and not isinstance(want, list):
+                    if not any(_pattern_match(g, want) for g in got):
+                        return False
+                elif not _pattern_match(got, want):
+                    return False
+            elif kind in ("type", "profile") and isinstance(path, str) and path.isidentifier():
+                child = s.children.get(path)
+                value = item.get(path)
+                if child is None or not isinstance(value, dict):
+                    return False
+                types = child[0].types
+                if kind == "type" and value.get("resourceType") not in {t.code for t in types}:
+                    return False
+                if kind == "profile" and not any(
+                    value.get("resourceType") == t.code
+                    and any(self._conforms(value, p, run) for p in t.profiles)
+                    for t in types
+                ):
                     return False
             else:
                 return False
@@ -404,9 +662,12 @@ class Validator:
         if checkable and self.terminology.code_known(str(system), str(code)) is False:
             run.add("error", "code-invalid", expr, f"Unknown code '{code}' in the CodeSystem '{system}'")
 
-    def _binding(self, item: Any, code: str, elem: Elem, expr: str, run: _Run) -> None:
-        assert elem.binding is not None
-        strength, url = elem.binding
+    def _binding(
+        self, item: Any, code: str, elem: Elem, expr: str, run: _Run, binding: tuple[str, str] | None = None
+    ) -> None:
+        binding = binding or elem.binding
+        assert binding is not None
+        strength, url = binding
         if strength not in ("required", "extensible"):
             return
         severity = "error" if strength == "required" else "warning"
@@ -418,10 +679,11 @@ class Validator:
             if expansion.contains(None, item) is False:
                 run.add(severity, "code-invalid", expr, f"The code '{item}' is not in the value set {url}")
             return
-        codings = [item] if code == "Coding" else item.get("coding", [])
+        codings = [item] if code in ("Coding", "Quantity") else item.get("coding", [])
         codings = [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
-        # a system of the wrong JSON type is reported by the datatype check; here it must not raise
-        found = [expansion.contains(_text(c.get("system")), str(c["code"])) for c in codings if "code" in c]
+        # a system that is not a string is reported by its type check; it cannot be looked up
+        codings = [c for c in codings if isinstance(c.get("system"), str | None)]
+        found = [expansion.contains(c.get("system"), str(c.get("code"))) for c in codings if "code" in c]
         if any(f is not False for f in found):
             return
         if not found:
@@ -434,6 +696,8 @@ class Validator:
 
     def _reference(self, item: dict[str, Any], tref: TypeRef | None, expr: str, run: _Run) -> None:
         ref = item.get("reference")
+        if isinstance(ref, str) and run.bundle is not None and not run.history:
+            _bundle_reference(ref, expr, run)
         if not isinstance(ref, str) or tref is None or not tref.targets:
             return
         allowed = {t: self.type_of(t) for t in tref.targets}
@@ -473,7 +737,7 @@ class Validator:
         return found
 
     def _conforms(self, target: dict[str, Any], profile: str, run: _Run) -> bool:
-        if profile in _profiles(target):
+        if profile in _declared_profiles(target):
             return True  # checked against it as an entry of its own
         key = (id(target), profile)
         if key not in run.conforms:
@@ -485,12 +749,22 @@ class Validator:
     def _invariants(
         self, node: Any, constraints: Sequence[Any], type_path: str, expr: str, res: dict[str, Any], run: _Run
     ) -> None:
+        root = run.root if run.root is not None else res
         for c in constraints:
             if c.key == _STRUCTURAL or _vacuous(c.key, node):
                 continue
-            verdict = native_check(c.key, c.expression, node) if self.native else None
+            verdict = required_check(c.key, c.expression, node, root)
+            if verdict is None and self.native:
+                verdict = native_check(c.key, c.expression, node)
             if verdict is None:
-                verdict = self.invariants.holds(c.expression, node, type_path, res)
+                verdict = self.invariants.holds(c.expression, node, type_path, res, root)
+            if verdict is None and c.expression in self.invariants.unsupported:
+                run.add(
+                    "information",
+                    "informational",
+                    expr,
+                    f"Constraint {c.key} not evaluated: the FHIRPath engine cannot ({c.expression})",
+                )
             if verdict is False:
                 severity = "error" if c.severity == "error" else "warning"
                 run.add(severity, "invariant", expr, f"Constraint failed: {c.key}: '{c.human}'")
@@ -510,6 +784,157 @@ def _vacuous(key: str, node: Any) -> bool:
     if key == "ref-1":
         return not str(node.get("reference", "")).startswith("#")
     return key in _CONTAINED_RULES and not node.get("contained")
+
+
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
+
+
+def _bundle_rules(bundle: dict[str, Any], expr: str, run: _Run) -> None:
+    """What R4 says of Bundle.link and Bundle.entry.fullUrl that no invariant states: "The link relation
+    'self' ... only one of each" (the reference validator: every relation at most once) and
+    "fullUrl ... SHALL be an absolute URL" (or a urn:uuid / urn:oid)."""
+    links = bundle.get("link")
+    seen: set[str] = set()
+    for i, link in enumerate(links if isinstance(links, list) else []):
+        relation = link.get("relation") if isinstance(link, dict) else None
+        if isinstance(relation, str):
+            if relation in seen:
+                run.add(
+                    "error", "structure", f"{expr}.link[{i}]", f"The link relation '{relation}' occurs twice"
+                )
+            seen.add(relation)
+    entries = bundle.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(url, str) and not _ABSOLUTE.fullmatch(url):
+            run.add("error", "value", f"{expr}.entry[{i}].fullUrl", f"fullUrl {url!r} is not an absolute URL")
+
+
+def _limits(item: Any, elem: Elem, expr: str, run: _Run) -> None:
+    """ElementDefinition.minValue[x]/maxValue[x] on numbers, dates, times and Quantities (a Quantity
+    only against a limit in the same unit: no UCUM conversion here)."""
+    for limit, low in ((elem.min_value, True), (elem.max_value, False)):
+        if limit is None:
+            continue
+        value: Any = item
+        if isinstance(limit, dict) and isinstance(item, str):
+            limit = _relative_limit(limit, low)  # a Duration: that long before / after now
+            if limit is None:
+                continue
+            item_cut = item[: len(limit)] if len(item) >= 4 else item
+            value, limit = item_cut, limit[: len(item_cut)]
+        if isinstance(limit, dict):
+            if not isinstance(item, dict):
+                continue
+            unit, limit_unit = item.get("code", item.get("unit")), limit.get("code", limit.get("unit"))
+            scale = _ucum_scale(unit, limit_unit) if unit != limit_unit else 1.0
+            if scale is None or not isinstance(item.get("value"), int | float):
+                continue
+            value, limit = item["value"] * scale, limit.get("value")
+        if isinstance(value, bool) or isinstance(limit, bool) or value is None or limit is None:
+            continue
+        if isinstance(value, int | float) and isinstance(limit, int | float):
+            broken = value < limit if low else value > limit
+        elif isinstance(value, str) and isinstance(limit, str):
+            if len(value) != len(limit) and (":" in value) != (":" in limit):
+                continue
+            broken = value < limit if low else value > limit
+        else:
+            continue
+        if broken:
+            word = "less than the minimum" if low else "greater than the maximum"
+            run.add("error", "value", expr, f"The value {_show(value)} is {word} {_show(limit)}")
+
+
+def _bundle_reference(ref: str, expr: str, run: _Run) -> None:
+    """A ``Type/id`` reference inside a Bundle must not match two entries, and a versioned one
+    (``Type/id/_history/3``) that matches entries by type and id must match one of that version."""
+    literal = _LITERAL_REF.match(ref)
+    if literal is None or run.bundle is None:
+        return
+    plain = ref.split("/_history/", 1)[0]
+    found = [r for u, r in run.entries if u.endswith("/" + plain)]
+    if literal.group(2):
+        version = ref.rsplit("/", 1)[1]
+        if found and not any(
+            isinstance(r.get("meta"), dict) and r["meta"].get("versionId") == version for r in found
+        ):
+            run.add("error", "not-found", expr, f"No entry of the Bundle is version {version} of {plain}")
+    elif len(found) > 1:
+        run.add("error", "structure", expr, f"Reference {ref} matches {len(found)} entries of the Bundle")
+
+
+_DURATION_DAYS = {"a": 365.25, "mo": 30.4375, "wk": 7.0, "d": 1.0}
+
+
+def _relative_limit(duration: dict[str, Any], low: bool) -> str | None:
+    """A date limit given as a Duration (``minValueDuration``, as the reference validator reads it): the
+    date that long before now (a minimum) or after now (a maximum)."""
+    days = _DURATION_DAYS.get(str(duration.get("code", duration.get("unit"))))
+    amount = duration.get("value")
+    if days is None or not isinstance(amount, int | float) or isinstance(amount, bool):
+        return None
+    offset = timedelta(days=days * amount)
+    today = date.today()
+    return (today - offset if low else today + offset).isoformat()
+
+
+_UCUM_PREFIXES = {
+    "": 1.0,
+    "k": 1e3,
+    "h": 1e2,
+    "da": 1e1,
+    "d": 1e-1,
+    "c": 1e-2,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+}
+_UCUM_ATOMS = ("g", "L", "l", "m", "s", "mol")
+
+
+def _ucum_scale(unit: Any, target: Any) -> float | None:
+    """Factor from ``unit`` to ``target`` when both are one metric prefix on the same UCUM atom (g and
+    kg, mL and L); None for anything else (no general UCUM conversion here)."""
+    if not isinstance(unit, str) or not isinstance(target, str):
+        return None
+    for atom in _UCUM_ATOMS:
+        if unit.endswith(atom) and target.endswith(atom):
+            a, b = _UCUM_PREFIXES.get(unit[: -len(atom)]), _UCUM_PREFIXES.get(target[: -len(atom)])
+            if a is not None and b is not None:
+                return a / b
+    return None
+
+
+def _attachment_size(item: dict[str, Any], expr: str, run: _Run) -> None:
+    """R4 Attachment.size: "The number of bytes of data that make up this attachment (before base64
+    encoding, if that is done)" -- it must match ``data`` when both are given."""
+    size, data = item.get("size"), item.get("data")
+    if not isinstance(size, int) or not isinstance(data, str):
+        return
+    try:
+        actual = len(base64.b64decode(data, validate=False))
+    except (binascii.Error, ValueError):
+        return
+    if size != actual:
+        run.add(
+            "error",
+            "value",
+            f"{expr}.size",
+            f"Stated attachment size {size} is not the size of data, {actual}",
+        )
+
+
+def _real_date(text: str) -> bool:
+    """Is the day of a date/dateTime/instant one the calendar has (no 2020-02-30)? The R4 regex only
+    bounds the day by 31."""
+    if len(text) < 10:
+        return True
+    try:
+        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
 
 
 def _slice_url(s: Elem) -> str | None:
@@ -569,7 +994,7 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _profiles(resource: dict[str, Any]) -> list[Any]:
+def _declared_profiles(resource: dict[str, Any]) -> list[Any]:
     """``meta.profile`` when it is a list (anything else is reported by the structure check)."""
     meta = resource.get("meta")
     declared = meta.get("profile") if isinstance(meta, dict) else None

@@ -43,3 +43,17 @@ def test_rejects_a_jar_whose_sha1_does_not_match(tmp_path):
 def test_version_is_the_one_pinned_for_the_hapi_server():
     pom = Path(__file__).resolve().parents[3] / "tests" / "hapi" / "pom.xml"
     assert f"<hapi.fhir.version>{fetch.hapi_version()}</hapi.fhir.version>" in pom.read_text()
+
+
+def test_hl7_test_cases_come_from_their_own_coordinates_and_are_checked_the_same_way(tmp_path):
+    version = fetch.TEST_CASES_VERSION
+    folder = tmp_path / "m2" / fetch.TEST_CASES_GROUP / fetch.TEST_CASES_ARTIFACT / version
+    folder.mkdir(parents=True)
+    name = fetch.jar_name(version, fetch.TEST_CASES_ARTIFACT)
+    (folder / name).write_bytes(b"cases")
+    (folder / (name + ".sha1")).write_text("0" * 40)
+    with pytest.raises(fetch.FetchError, match="sha1"):
+        fetch.fetch_test_cases(tmp_path / "out", m2=tmp_path / "m2")
+    (folder / (name + ".sha1")).write_text(hashlib.sha1(b"cases").hexdigest())
+    target = fetch.fetch_test_cases(tmp_path / "out", m2=tmp_path / "m2")
+    assert target.name == f"fhir-test-cases-{version}.jar" and target.read_bytes() == b"cases"
