@@ -77,7 +77,7 @@ def init_app(app: Flask) -> None:
             return response
         event = store.AuditRecord(
             recorded=ctx().intake.clock(),
-            principal=str(principal.subject)[:256],
+            principal=str(principal.owner)[:256],
             action=_action(),
             operation=f"{request.method} {request.endpoint or 'unknown'}",
             entity=where[:256],
@@ -144,7 +144,7 @@ def search_audit_events() -> Response:
     # other caller only its own events (its subject, as recorded in AuditEvent.agent).
     require(g.principal, "AuditEvent", "s")
     require(g.principal, "AuditEvent", "r")
-    own = None if g.principal.has_role(ROLE_REGISTRY) else str(g.principal.subject)
+    own = None if g.principal.has_role(ROLE_REGISTRY) else str(g.principal.owner)
     count = int_arg("_count", 100, 1, PAGE_MAX)
     assert count is not None
     after = request.args.get("_after")

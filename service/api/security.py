@@ -6,6 +6,7 @@ from flask import Flask, Response, g, request
 
 from service.api.context import ctx
 from service.auth import ANONYMOUS
+from service.errors import Forbidden
 
 PUBLIC_ENDPOINTS = frozenset(
     {
@@ -17,6 +18,11 @@ PUBLIC_ENDPOINTS = frozenset(
         "openapi.docs",
     }
 )
+
+DEIDENTIFIED_ENDPOINTS = frozenset(
+    {"registry.registry_csv", "registry.registry_ndjson", "registry.registry_summary"}
+)
+"""All a de-identified recipient's token reaches (issue 12: de-identified access as its own permission)."""
 
 
 def init_app(app: Flask) -> None:
@@ -31,6 +37,11 @@ def init_app(app: Flask) -> None:
             g.principal = None
             return
         g.principal = verifier.verify(request.headers.get("Authorization"))
+        if g.principal.deidentified_only and request.endpoint not in DEIDENTIFIED_ENDPOINTS:
+            raise Forbidden(
+                "this token has the role 'deidentified' without 'registry': it reaches de-identified "
+                "registry pulls only (/registry/cases.csv|.ndjson?deidentified=true, /registry/summary)"
+            )
 
     @app.after_request
     def _no_store(response: Response) -> Response:

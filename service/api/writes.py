@@ -26,9 +26,18 @@ CASE_TYPE = "Patient"
 """The type a request must hold some write scope on before its body is even read (cheap refusal)."""
 
 
+def _granted(principal: Principal, action: str) -> bool:
+    """Whether some grant allows ``action`` on Patient; a grant that cannot be enforced (refused, never
+    widened) counts as none, so it cannot hide another action's grant."""
+    try:
+        return access(principal, CASE_TYPE, action).granted
+    except Forbidden:
+        return False
+
+
 def require_writer(principal: Principal, *actions: str) -> None:
     """403 before any work unless one of ``actions`` is granted on Patient (a case is a patient's record)."""
-    if not any(access(principal, CASE_TYPE, action).granted for action in actions):
+    if not any(_granted(principal, action) for action in actions):
         wanted = " or ".join(f"system/{CASE_TYPE}.{a}" for a in actions)
         raise Forbidden(f"scope {wanted} (or broader) is required")
 

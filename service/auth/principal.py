@@ -58,7 +58,9 @@ class Principal:
     """Stable key of this caller for what it owns (exports, idempotency answers): issuer and the kind of
     claim included, so a client id can never pass for a user's subject."""
     client: str = ""
-    """The OAuth client (``client_id``/``azp``), the key of per-recipient pseudonyms."""
+    """The recipient: issuer and OAuth client (``iss#client_id:<id>``), or issuer and subject when the
+    token names no client (``iss#sub:<sub>``), so a subject can never pass for a client; the key of
+    per-recipient pseudonyms."""
     grants: tuple[Grant, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +89,12 @@ class Principal:
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
+
+    @property
+    def deidentified_only(self) -> bool:
+        """A de-identified recipient: its token reaches de-identified registry pulls and nothing else
+        (no FHIR read side, no /cases, no counts that could be bisected on identified values)."""
+        return self.has_role(ROLE_DEIDENTIFIED) and not self.has_role(ROLE_REGISTRY)
 
     @property
     def readable_sources(self) -> frozenset[str] | None:

@@ -68,7 +68,7 @@ def principal_from_claims(
         sources=None if EVERY_SOURCE in sources else frozenset(sources),
         roles=roles,
         owner=owner[:256],
-        client=client or subject,
+        client=f"{issuer}#client_id:{client}" if client else f"{issuer}#sub:{subject}",
     )
 
 

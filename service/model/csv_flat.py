@@ -263,13 +263,26 @@ def _parse_number(raw: str) -> Any:
 # ---- files --------------------------------------------------------------------------------------
 
 
+def write_row(out: io.StringIO, cells: list[str]) -> None:
+    """One ``\n``-terminated CSV record. The csv module quotes a cell only for the line terminator's
+    own characters, so a bare CR inside a cell would be written raw and split the record for readers
+    that take CR as a line break (a row injection); a record holding one is written fully quoted,
+    which every CSV reader reads back the same (RFC 4180: "Each field may or may not be enclosed in
+    double quotes")."""
+    if any("\r" in cell for cell in cells):
+        csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(cells)
+    else:
+        csv.writer(out, lineterminator="\n").writerow(cells)
+
+
 def write_csv(cases: Iterable[Mapping[str, Any]]) -> str:
     """A CSV text (header + one row per canonical case) with every column of the layout."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=column_names(), lineterminator="\n")
-    writer.writeheader()
+    names = column_names()
+    write_row(out, names)
     for case in cases:
-        writer.writerow({name: neutralise(cell) for name, cell in flatten(case).items()})
+        flat = flatten(case)
+        write_row(out, [neutralise(flat.get(name, "")) for name in names])
     return out.getvalue()
 
 

@@ -6,7 +6,8 @@
   cases, so it needs one of the two roles as well; a caller without the ``registry`` role gets it
   under the de-identified rules (below).
 - Every pull is a search over whole cases: it needs ``s`` on every case type (``system/*.s``,
-  ``system/*.rs``, ``system/*.read``), as ``GET /cases`` does; a scope on one type is not enough.
+  ``system/*.rs``, ``system/*.read``), as ``GET /cases`` does; a scope on one type is not enough. An
+  identified extract hands out whole records, so it needs ``r`` too (as a FHIR search does).
 - **Consent, privacy by default**: only cases whose ``registry_consent`` is ``yes`` leave, unless the
   request names other consent values, which only the ``registry`` role may do.
 - **Source systems**: a caller without the ``registry`` role reads only its own source systems
@@ -43,9 +44,19 @@ def _role_needed(what: str, *roles: str, hint: str = "") -> Forbidden:
     return Forbidden(f"{what} need the role {named} (ivclms_roles claim of the access token){hint}")
 
 
+def _bound(principal: Principal) -> None:
+    """A caller bound to no source system and without the registry role would get empty pulls; say so."""
+    if principal.readable_sources == frozenset():
+        raise Forbidden(
+            "this token is bound to no source system (ivclms_sources claim, or IVCLMS_AUTH_CLIENT_SOURCES "
+            "for its client) and has no 'registry' role: there is nothing it may pull"
+        )
+
+
 def extract_is_deidentified(principal: Principal, deidentified: bool) -> bool:
     """Check the caller may pull the asked form; returns whether it is the de-identified one."""
     require_case_types(principal, PULL_ACTION)
+    _bound(principal)
     if deidentified:
         if not (principal.has_role(ROLE_DEIDENTIFIED) or principal.has_role(ROLE_REGISTRY)):
             raise _role_needed("de-identified registry extracts", ROLE_DEIDENTIFIED, ROLE_REGISTRY)
@@ -53,12 +64,15 @@ def extract_is_deidentified(principal: Principal, deidentified: bool) -> bool:
     if not principal.has_role(ROLE_REGISTRY):
         hint = "; this token may ask for deidentified=true" if principal.has_role(ROLE_DEIDENTIFIED) else ""
         raise _role_needed("identified registry extracts", ROLE_REGISTRY, hint=hint)
+    # Identified rows are whole records read in full: read as well as search, like a FHIR search.
+    require_case_types(principal, "r")
     return False
 
 
 def summary_is_deidentified(principal: Principal) -> bool:
     """Check the caller may read the summary; True when the de-identified rules apply to it."""
     require_case_types(principal, PULL_ACTION)
+    _bound(principal)
     if principal.has_role(ROLE_REGISTRY):
         return False
     if not principal.has_role(ROLE_DEIDENTIFIED):

@@ -23,7 +23,6 @@ CR or LF) is neutralised with a leading single quote (``csv_flat.neutralise``); 
 from __future__ import annotations
 
 import copy
-import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -268,10 +267,9 @@ def csv_row(case: Mapping[str, Any], options: Options) -> list[str]:
 def csv_lines(cases: Iterable[Mapping[str, Any]], options: Options) -> Iterator[str]:
     """The CSV text, header first, one line (``\\n``-terminated) per case."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
 
     def line(cells: list[str]) -> str:
-        writer.writerow(cells)
+        csv_flat.write_row(buffer, cells)
         text = buffer.getvalue()
         buffer.seek(0)
         buffer.truncate(0)

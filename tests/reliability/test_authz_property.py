@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis import example as known_case
 from hypothesis import strategies as st
 from werkzeug.routing import Rule
 
@@ -127,6 +128,11 @@ class Caller:
 
     def may_whole(self, action: str) -> bool:
         return all(self.may(t, action) for t in CASE_TYPES)
+
+    @property
+    def deidentified_only(self) -> bool:
+        """docs/security.md: a de-identified recipient gets "de-identified extracts and summaries only"."""
+        return "deidentified" in self.roles and "registry" not in self.roles
 
     def reads_source(self, source: str | None) -> bool:
         if "registry" in self.roles or self.sources == "*":
@@ -332,6 +338,8 @@ def test_what_leaves_is_what_the_caller_may_see(
     check_answer(resp, path)
     if resp.status_code != 200:
         return
+    if caller.deidentified_only:
+        assert path.startswith("/registry/summary") or "deidentified=true" in path, (caller, path)
     for resource in _resources(resp):
         assert _may_see(caller, resource, world), (caller, path, resource["resourceType"], resource.get("id"))
     if path.startswith("/cases"):
@@ -371,6 +379,11 @@ WRITES = ("post", "import", "fhir", "put", "import-update", "delete", "revive")
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(caller=write_callers, kind=st.sampled_from(WRITES), source=st.sampled_from(SOURCES))
+@known_case(  # found: a refused restricted grant for c hid the plain u grant of the same token (403)
+    caller=Caller(("system/*.u", "system/*.cud?code=http://loinc.org|21889-1"), "*", ()),
+    kind="import-update",
+    source=SOURCES[0],
+)
 def test_no_write_beyond_the_grant(world: World, caller: Caller, kind: str, source: str):
     client = world.app.test_client()
     case = world.fresh(source)
@@ -398,7 +411,7 @@ def test_no_write_beyond_the_grant(world: World, caller: Caller, kind: str, sour
     event(f"{kind} {resp.status_code}")
     check_answer(resp, kind)
     action = {"post": "c", "import": "c", "fhir": "c", "delete": "d"}.get(kind, "u")
-    allowed = caller.may_whole(action) and caller.writes_source(source)
+    allowed = caller.may_whole(action) and caller.writes_source(source) and not caller.deidentified_only
     if ref is None:
         ref = case_ref(case["source_system"], case["case_id"])
     after = world.stored(ref)
@@ -421,6 +434,8 @@ def test_export_files_hold_only_what_the_caller_may_see(world: World, caller: Ca
     INPUTS["authz property (export)"] += 1
     event(f"export {kick.status_code}")
     check_answer(kick, level)
+    if kick.status_code == 202:
+        assert not caller.deidentified_only, caller
     if kick.status_code != 202:
         return
     status_path = kick.headers["Content-Location"].split("://", 1)[1].split("/", 1)[1]

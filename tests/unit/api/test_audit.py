@@ -26,7 +26,9 @@ def test_reads_and_writes_leave_audit_events(client):
     summary = [(e["action"], e["outcome"], e["entity"][0]["what"]["reference"]) for e in events]
     # A case's uuid (service-generated) is kept; the client-chosen "nope" is kept as its placeholder.
     assert summary == [("C", "0", "/cases"), ("R", "0", ref), ("R", "4", "/cases/{ref}")]
-    assert events[0]["agent"][0]["who"]["display"] == "registry-a"
+    assert (
+        events[0]["agent"][0]["who"]["display"] == "#sub:registry-a"
+    )  # the owner key: issuer (none here) and subject
     assert client.get("/healthz").status_code == 200
     assert len(_events(client)) == len(events) + 1  # the search itself, not the health check
 

@@ -188,8 +188,13 @@ def test_scopes(api):
         assert api.client.get(path).status_code == 401
         assert api.client.get(path, headers=_auth("system/Patient.r")).status_code == 403
         assert api.client.get(path, headers=_auth("system/*.r")).status_code == 403
-        assert api.client.get(path, headers=_auth("system/*.s")).status_code == 200
+        assert api.client.get(path, headers=_auth("system/*.rs")).status_code == 200
         assert api.client.get(path, headers=_auth("system/*.read")).status_code == 200
+    # An identified extract hands out whole records: search alone is not enough (a FHIR search needs r
+    # too); the summary aggregates and needs s.
+    for path in ("/registry/cases.csv", "/registry/cases.ndjson"):
+        assert api.client.get(path, headers=_auth("system/*.s")).status_code == 403
+    assert api.client.get("/registry/summary", headers=_auth("system/*.s")).status_code == 200
 
 
 def test_deidentified_pull_needs_a_configured_key(api):
@@ -483,7 +488,11 @@ def test_finding_12_callers_without_the_registry_role_read_their_own_source_syst
     hospital_a = pull(roles=("deidentified",), sources=[HOSPITAL_A], client_id="x")
     assert sorted(r["patient"]["age_at_diagnosis"] for r in hospital_a) == [52, 56, 61]  # IVC-001, 009, 004
     assert len({r["source_system"] for r in hospital_a}) == 1
-    assert pull(roles=("deidentified",), sources=None, client_id="x") == []  # bound to no source system
+    # Bound to no source system: refused with the reason, not an empty file that looks like "no cases".
+    unbound = keyed.client.get(
+        "/registry/cases.ndjson?deidentified=true", headers=_as(roles=("deidentified",), sources=None)
+    )
+    assert unbound.status_code == 403 and "bound to no source system" in unbound.get_data(as_text=True)
     summary = keyed.client.get(
         "/registry/summary", headers=_as(roles=("deidentified",), sources=[HOSPITAL_A], client_id="x")
     )
