@@ -13,6 +13,7 @@ from service.api.idempotency import idempotent
 from service.api.responses import fhir_response
 from service.api.writes import case_writes, require_writer
 from service.bundle_intake import ReadBundle, read_bundle
+from service.clock import instant
 from service.errors import Forbidden
 from service.intake import Accepted, OnChange
 from service.outcome import operation_outcome
@@ -25,15 +26,16 @@ SOURCE_PARAM = "source-system"
 
 
 def _entry(resource_type: str, url: str, accepted: Accepted) -> dict[str, Any]:
-    status = "201 Created" if accepted.created else "200 OK"
+    """The answer for one stored resource: its own version on the read side (not the case's), so
+    ``location`` can be read back; 201 when this request created the resource, 200 otherwise."""
     resource_id = url.removeprefix("urn:uuid:")
-    version = accepted.case.version
+    written = accepted.resources[resource_id]
     return {
         "response": {
-            "status": status,
-            "location": f"{resource_type}/{resource_id}/_history/{version}",
-            "etag": f'W/"{version}"',
-            "lastModified": accepted.version.recorded_at.isoformat(),
+            "status": "201 Created" if written.created else "200 OK",
+            "location": f"{resource_type}/{resource_id}/_history/{written.version_id}",
+            "etag": f'W/"{written.version_id}"',
+            "lastModified": instant(written.last_updated),
         }
     }
 
