@@ -12,7 +12,7 @@ one bad group fails only its own entries.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from service.case_files import CaseFileError, unmap_bundle
 from service.errors import Issue, ServiceError, Unprocessable
 from service.intake import Intake, Prepared
 from service.limits import check_bundle_entries, check_cases, check_resources
-from service.mapping.recognise import BUNDLE_TYPES, profile_bundle
+from service.mapping.recognise import BUNDLE_TYPES, is_primary_cancer, profile_bundle, what_a_case_is
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url, split_identifier
 from service.model import validate_case
 from service.model.fields import fold_source
@@ -28,6 +28,12 @@ from service.references import references
 
 NOT_DATA = frozenset({"Provenance"})
 _ENTRY = re.compile(r"^Bundle\.entry\[(\d+)\]")
+MOST_ISSUES = 20
+"""At most this many issues in a refusal (then one saying how many were left out): an EHR that posts a
+whole patient record must get an answer a person reads, not one issue per entry."""
+_WHERE = re.compile(r"^Bundle\.entry\[\d+\][^:\s]*: ")
+_LABEL = re.compile(r"^[A-Z][A-Za-z]*(?:/[^\s:]+| \S+)?: ")
+_DETAIL = re.compile(r" \(.*\)$")
 
 
 @dataclass
@@ -169,6 +175,66 @@ def _entry_of(issue: Issue) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _reason(issue: Issue) -> str:
+    """An issue's message without where it is, which resource, and its details: what entries share."""
+    text = _WHERE.sub("", issue.diagnostics, count=1)
+    return _DETAIL.sub("", _LABEL.sub("", text, count=1))
+
+
+def _cap(issues: list[Issue]) -> list[Issue]:
+    if len(issues) <= MOST_ISSUES + 1:
+        return issues
+    left = len(issues) - MOST_ISSUES
+    note = Issue(
+        "too-costly", f"{left} more issues left out (of {len(issues)})", "Bundle.entry", "information"
+    )
+    return [*issues[:MOST_ISSUES], note]
+
+
+def brief(
+    issues: list[Issue], resources: Sequence[dict[str, Any] | None], positions: list[int]
+) -> list[Issue]:
+    """The issues of a refusal as a person reads them (issue 13 item 8).
+
+    When the entries at ``positions`` hold no primary IVC leiomyosarcoma Condition, the data is not an
+    IVC-LMS case: the first issue says what the service takes and what was missing, and the others are
+    grouped per resource type and reason, with counts. Either way at most ``MOST_ISSUES`` (+1 saying
+    how many were left out)."""
+    mine = [resources[i] for i in positions if resources[i] is not None]
+    if any(is_primary_cancer(r) for r in mine if r is not None):
+        return _cap(issues)
+    types: dict[str, int] = {}
+    for r in mine:
+        if r is not None:
+            types[r["resourceType"]] = types.get(r["resourceType"], 0) + 1
+    held = ", ".join(f"{n} {t}" for t, n in sorted(types.items(), key=lambda x: (-x[1], x[0])))
+    lead = Issue(
+        "not-supported",
+        f"not an IVC-LMS case: {what_a_case_is()}. Missing: no Condition coded so among the "
+        f"{len(mine)} entries ({held}); nothing was stored",
+        "Bundle.entry",
+    )
+    groups: dict[tuple[str, str, str], list[int | None]] = {}
+    for issue in issues:
+        at = _entry_of(issue)
+        found = resources[at] if at is not None and at < len(resources) else None
+        kind = found["resourceType"] if found is not None else "Bundle"
+        groups.setdefault((kind, _reason(issue), issue.code), []).append(at)
+    grouped = []
+    for (kind, reason, code), where in sorted(groups.items(), key=lambda x: (-len(x[1]), x[0])):
+        known = [w for w in where if w is not None]
+        shown = ", ".join(f"Bundle.entry[{w}]" for w in known[:3]) + (", ..." if len(known) > 3 else "")
+        count = f"{len(where)} {kind} entr{'y' if len(where) == 1 else 'ies'}"
+        grouped.append(
+            Issue(
+                code,
+                f"{count}: {reason}" + (f" ({shown})" if shown else ""),
+                _where(known[0]) if known else None,
+            )
+        )
+    return _cap([lead, *grouped])
+
+
 def read_bundle(
     bundle: Any, *, intake: Intake, source_system: str, check: Callable[[Any], list[Issue]] | None = None
 ) -> ReadBundle:
@@ -187,8 +253,9 @@ def read_bundle(
         check_resources(len(group.entries), intake.limits, _where(group.entries[0]))
     problems = check(bundle) if check is not None else []
     batch = bundle["type"] == "batch"
+    everything = list(range(len(resources)))
     if problems and (not batch or any(_entry_of(p) is None for p in problems)):
-        raise Unprocessable(problems)
+        raise Unprocessable(brief(problems, resources, everything))
     if not groups:
         raise Unprocessable([Issue("required", "Bundle.entry: no Patient and no case data", "Bundle.entry")])
     for group in groups:
@@ -202,5 +269,10 @@ def read_bundle(
             group.error = error
     failed = [g.error for g in groups if g.error is not None]
     if failed and bundle["type"] != "batch":
-        raise Unprocessable([issue for error in failed for issue in error.issues])
+        raise Unprocessable(
+            brief([issue for error in failed for issue in error.issues], resources, everything)
+        )
+    for group in groups:
+        if isinstance(group.error, Unprocessable):
+            group.error = Unprocessable(brief(group.error.issues, resources, group.entries))
     return ReadBundle(bundle["type"], groups, skipped)

@@ -87,3 +87,117 @@ def test_item_1_every_location_in_the_answer_is_a_version_that_exists(client, po
 
     again = post(changed)
     assert _read_back(client, again.get_json()) == [("200 OK", r, v) for _, r, v in seen]
+
+
+def _general_record(entries: int = 300) -> dict:
+    """A general patient record as an EHR exports it (no IVC leiomyosarcoma anywhere): vitals and
+    labs, encounters, everyday conditions, medications, immunizations, allergies, reports."""
+    patient = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://ehr.example.org/mrn", "value": "MRN-4711"}],
+        "gender": "female",
+        "birthDate": "1961-04-02",
+    }
+    out = [{"fullUrl": "urn:uuid:p", "resource": patient, "request": {"method": "POST", "url": "Patient"}}]
+    subject = {"reference": "urn:uuid:p"}
+    loinc = [("8867-4", "Heart rate"), ("29463-7", "Body weight"), ("8310-5", "Body temperature")]
+    snomed = [("38341003", "Hypertension"), ("44054006", "Diabetes mellitus type 2"), ("195967001", "Asthma")]
+    makers = [
+        lambda n: {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc[n % 3][0]}]},
+            "subject": subject,
+            "effectiveDateTime": f"2020-01-{n % 28 + 1:02d}",
+            "valueQuantity": {"value": 60 + n % 40},
+        },
+        lambda n: {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": subject,
+        },
+        lambda n: {
+            "resourceType": "Condition",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": snomed[n % 3][0]}]},
+            "subject": subject,
+        },
+        lambda n: {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "medicationCodeableConcept": {
+                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "197361"}]
+            },
+            "subject": subject,
+        },
+        lambda n: {
+            "resourceType": "Immunization",
+            "status": "completed",
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+            "patient": subject,
+            "occurrenceDateTime": "2019-10-01",
+        },
+        lambda n: {
+            "resourceType": "AllergyIntolerance",
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005"}]},
+            "patient": subject,
+        },
+    ]
+    n = 0
+    while len(out) < entries:
+        resource = makers[n % len(makers)](n) if n % 5 else makers[0](n)  # Observations are the most
+        out.append(
+            {
+                "fullUrl": f"urn:uuid:r{n}",
+                "resource": resource,
+                "request": {"method": "POST", "url": resource["resourceType"]},
+            }
+        )
+        n += 1
+    return {"resourceType": "Bundle", "type": "transaction", "entry": out}
+
+
+def test_item_8_a_general_patient_record_is_told_briefly_what_the_service_takes(client, post):
+    record = _general_record(300)
+    resp = post(record)
+    assert resp.status_code == 422
+    text = resp.get_data(as_text=True)
+    issues = resp.get_json()["issue"]
+    assert 2 <= len(issues) <= 21
+    assert len(text) < 20_000  # was one issue per entry: ~300 issues
+    first = issues[0]["diagnostics"]
+    assert first.startswith("not an IVC-LMS case: this service takes IVC leiomyosarcoma cases")
+    assert "Condition" in first and "http://snomed.info/sct|443719001" in first  # leiomyosarcoma
+    assert "bodySite http://snomed.info/sct|64131007" in first  # inferior vena cava
+    assert "StructureDefinition/ivclms-primary-cancer" in first
+    assert "Missing: no Condition coded so among the 300 entries" in first
+    rest = [i["diagnostics"] for i in issues[1:]]
+    observations = next(d for d in rest if " Observation entries: " in d)
+    count = sum(1 for e in record["entry"] if e["resource"]["resourceType"] == "Observation")
+    assert observations.startswith(f"{count} Observation entries: fits none of the IVC-LMS profiles (")
+    for word in ("template", "case-fhir", ".yaml"):
+        assert word not in text
+    assert client.get("/cases", headers=_auth()).get_json()["cases"] == []
+
+
+def test_item_8_issues_are_capped_with_a_note_of_how_many_were_left_out():
+    from service.bundle_intake import MOST_ISSUES, brief
+    from service.errors import Issue
+
+    resources = [{"resourceType": "Patient"}] + [{"resourceType": f"T{i}"} for i in range(40)]
+    issues = [
+        Issue("not-supported", f"Bundle.entry[{i}]: T{i}/x: why", f"Bundle.entry[{i}]") for i in range(1, 41)
+    ]
+    out = brief(issues, resources, list(range(41)))
+    assert len(out) == MOST_ISSUES + 1
+    assert out[0].diagnostics.startswith("not an IVC-LMS case")
+    assert out[-1].diagnostics == f"{41 - MOST_ISSUES} more issues left out (of 41)"
