@@ -367,6 +367,11 @@ class Intake:
                 raise NotFound(f"case {ref} has no version {version}")
             return row, found
 
+    def case_of(self, resource_type: str, resource_id: str) -> str | None:
+        """The case a resource of the read side belongs to (None: no such resource)."""
+        with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            return index.case_of(conn, resource_type, resource_id)
+
     def history(self, ref: str) -> list[VersionRow]:
         with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
             if store.find(conn, ref) is None:

@@ -281,3 +281,13 @@ def history(conn: Connection, resource_type: str, resource_id: str) -> list[Inde
     return [
         Indexed(r.resource_type, r.id, r.version_id, r.last_updated, bool(r.deleted), r.json) for r in rows
     ]
+
+
+def case_of(conn: Connection, resource_type: str, resource_id: str) -> str | None:
+    """The case a resource belongs to (None: unknown here)."""
+    found = conn.execute(
+        select(resources.c.case_ref).where(
+            resources.c.resource_type == resource_type, resources.c.id == resource_id
+        )
+    ).first()
+    return None if found is None else str(found.case_ref)

@@ -201,3 +201,119 @@ def test_item_8_issues_are_capped_with_a_note_of_how_many_were_left_out():
     assert len(out) == MOST_ISSUES + 1
     assert out[0].diagnostics.startswith("not an IVC-LMS case")
     assert out[-1].diagnostics == f"{41 - MOST_ISSUES} more issues left out (of 41)"
+
+
+def _patient_entry(bundle: dict) -> dict:
+    return next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_item_2_put_with_a_client_chosen_id_is_refused_405_not_answered_at_another_id(client, post, kind):
+    """R4 http.html (update): "405 Method Not allowed - the resource did not exist prior to the
+    update, and the server does not allow client defined ids". HAPI (client ids allowed) creates
+    Patient/client-patient-0; this service assigns ids from business identifiers, so it refuses and
+    says how to send it, instead of answering 201 at another id."""
+    bundle = _plain(kind)
+    patient = _patient_entry(bundle)
+    patient["resource"]["id"] = "client-patient-0"
+    patient["request"] = {"method": "PUT", "url": "Patient/client-patient-0"}
+    resp = post(bundle)
+    if kind == "transaction":
+        assert resp.status_code == 405, resp.get_json()
+        (issue,) = resp.get_json()["issue"]
+    else:
+        assert resp.status_code == 200
+        answer = resp.get_json()["entry"][bundle["entry"].index(patient)]["response"]
+        assert answer["status"] == "405 Method Not Allowed"
+        assert "location" not in answer
+        (issue,) = answer["outcome"]["issue"]
+        statuses = {e["response"]["status"] for e in resp.get_json()["entry"]}
+        assert statuses == {"405 Method Not Allowed"}  # the case is one: none of its entries stored
+    assert "client-assigned ids are not supported" in issue["diagnostics"]
+    assert "PUT Patient?identifier=system|value" in issue["diagnostics"]
+    assert issue["expression"] == [f"Bundle.entry[{bundle['entry'].index(patient)}].request.url"]
+    assert client.get("/fhir/Patient/client-patient-0", headers=_auth()).status_code == 404
+    assert client.get("/cases", headers=_auth()).get_json()["cases"] == []
+
+
+def test_item_2_put_to_the_id_the_service_assigned_is_an_update(client, post):
+    bundle = _plain()
+    first = post(bundle).get_json()
+    at = bundle["entry"].index(_patient_entry(bundle))
+    type_and_id = first["entry"][at]["response"]["location"].rsplit("/_history/", 1)[0]
+    _patient_entry(bundle)["request"] = {"method": "PUT", "url": type_and_id}
+    again = post(bundle)
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["entry"][at]["response"]["status"] == "200 OK"
+
+
+def test_item_2_a_provenance_entry_is_answered_as_not_stored(client, post):
+    from tests.unit.api.test_fhir_intake import _bundle
+
+    bundle = _bundle(0)
+    resp = post(bundle, query="")
+    assert resp.status_code == 200, resp.get_json()
+    for sent, got in zip(bundle["entry"], resp.get_json()["entry"], strict=True):
+        if sent["resource"]["resourceType"] != "Provenance":
+            assert "location" in got["response"]
+            continue
+        assert "location" not in got["response"]
+        (issue,) = got["response"]["outcome"]["issue"]
+        assert issue["severity"] == "warning"
+        assert issue["diagnostics"].startswith("Provenance is not stored")
+
+
+def test_item_2_get_and_delete_entries_in_a_batch_are_answered_per_entry(client, post):
+    """R4 http.html (batch/transaction): entries may be reads ("GET") and deletes ("DELETE");
+    "the server SHALL process ... DELETE, POST, PUT or PATCH, GET or HEAD" in that order."""
+    first = post(_plain()).get_json()
+    patient = next(e for e in first["entry"] if e["response"]["location"].startswith("Patient/"))
+    patient_ref = patient["response"]["location"].rsplit("/_history/", 1)[0]
+    some = next(e for e in first["entry"] if not e["response"]["location"].startswith("Patient/"))
+    other_ref = some["response"]["location"].rsplit("/_history/", 1)[0]
+
+    def batch(*requests: tuple[str, str]) -> dict:
+        entries = [{"request": {"method": m, "url": u}} for m, u in requests]
+        return {"resourceType": "Bundle", "type": "batch", "entry": entries}
+
+    reads = post(
+        batch(
+            ("GET", patient_ref),
+            ("GET", f"{patient_ref}/_history/1"),
+            ("GET", "Observation/not-here"),
+            ("GET", "Observation?code=x"),
+        )
+    )
+    assert reads.status_code == 200, reads.get_json()
+    got = reads.get_json()["entry"]
+    assert got[0]["response"]["status"] == "200 OK"
+    assert got[0]["resource"]["resourceType"] == "Patient"
+    assert f"Patient/{got[0]['resource']['id']}" == patient_ref
+    assert got[1]["resource"]["meta"]["versionId"] == "1"
+    assert got[2]["response"]["status"] == "404 Not Found"
+    assert got[3]["response"]["status"] == "400 Bad Request"
+
+    # DELETE needs d (through the write gate): refused in its entry, nothing withdrawn.
+    refused = post(batch(("DELETE", patient_ref)), scope="system/*.cru")
+    assert refused.get_json()["entry"][0]["response"]["status"] == "403 Forbidden"
+    assert client.get("/cases", headers=_auth()).get_json()["cases"][0]["status"] == "active"
+    deleted = post(batch(("DELETE", other_ref), ("DELETE", patient_ref), ("DELETE", "Patient/not-here")))
+    answers = [e["response"]["status"] for e in deleted.get_json()["entry"]]
+    assert answers == ["405 Method Not Allowed", "200 OK", "404 Not Found"]
+    assert client.get("/cases", headers=_auth()).get_json()["cases"][0]["status"] == "entered-in-error"
+
+
+def test_item_2_a_transaction_takes_get_entries_after_its_writes_and_refuses_delete(client, post):
+    first = post(_plain()).get_json()
+    patient_ref = next(
+        e["response"]["location"] for e in first["entry"] if e["response"]["location"].startswith("Patient/")
+    ).rsplit("/_history/", 1)[0]
+    bundle = _plain()
+    bundle["entry"].append({"request": {"method": "GET", "url": patient_ref}})
+    resp = post(bundle)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["entry"][-1]["resource"]["resourceType"] == "Patient"
+    bundle["entry"][-1] = {"request": {"method": "DELETE", "url": patient_ref}}
+    refused = post(bundle)
+    assert refused.status_code == 422
+    assert "DELETE is taken in a batch only" in refused.get_json()["issue"][0]["diagnostics"]
