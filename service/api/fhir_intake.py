@@ -32,7 +32,11 @@ def _entry(resource_type: str, url: str, accepted: Accepted) -> dict[str, Any]:
     """The answer for one stored resource: its own version on the read side (not the case's), so
     ``location`` can be read back; 201 when this request created the resource, 200 otherwise."""
     resource_id = url.removeprefix("urn:uuid:")
-    written = accepted.resources[resource_id]
+    written = accepted.resources.get(resource_id)
+    if written is None:  # recognised, but nothing of it is kept by the case (never claim a location)
+        message = f"{resource_type}: not stored: nothing of it is part of the IVC-LMS case it belongs to"
+        issue = Issue("informational", message, severity="warning")
+        return {"response": {"status": "200 OK", "outcome": operation_outcome([issue])}}
     return {
         "response": {
             "status": "201 Created" if written.created else "200 OK",
