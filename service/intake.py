@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -110,6 +110,9 @@ class Accepted:
     """A case that did not exist before (201)."""
     changed: bool
     """A new version was stored (and queued)."""
+    resources: dict[str, index.Written] = field(default_factory=dict)
+    """Per resource id of the case's Bundle: its own version on the read side after this write
+    (what a FHIR answer's ``location`` and ``etag`` name), and whether this write created it."""
 
 
 def content_hash(case: dict[str, Any]) -> str:
@@ -265,9 +268,9 @@ class Intake:
             row = CaseRow(p.ref, p.case["source_system"], p.case["case_id"], 1, ACTIVE, now, now)
             first = self._version(p, 1, author, now)
             store.insert_case(conn, row, first)
-            index.write(conn, p.ref, p.bundle, now)
+            written = index.write(conn, p.ref, p.bundle, now)
             self._queue(conn, p.ref, 1, now)
-            return Accepted(row, first, created=True, changed=True)
+            return Accepted(row, first, created=True, changed=True, resources=written)
         if if_match is not None and if_match != current.version:
             raise PreconditionFailed(
                 f'If-Match: version {if_match} is not current (ETag W/"{current.version}")'
@@ -276,7 +279,8 @@ class Intake:
         assert stored is not None
         if stored.content_hash == p.content_hash and stored.status == ACTIVE:
             check(Change.NONE, new_types)
-            return Accepted(current, stored, created=False, changed=False)
+            now_as_is = index.current(conn, p.ref)
+            return Accepted(current, stored, created=False, changed=False, resources=now_as_is)
         if on_change is OnChange.CONFLICT:
             check(Change.NONE, new_types)
             raise Conflict(
@@ -289,10 +293,10 @@ class Intake:
         new = self._version(p, current.version + 1, author, now)
         if not store.add_version(conn, current, new):
             raise _Moved
-        index.write(conn, p.ref, p.bundle, now)
+        written = index.write(conn, p.ref, p.bundle, now)
         self._queue(conn, p.ref, new.version, now)
         updated = CaseRow(**{**current.__dict__, "version": new.version, "status": ACTIVE, "updated_at": now})
-        return Accepted(updated, new, created=False, changed=True)
+        return Accepted(updated, new, created=False, changed=True, resources=written)
 
     def retract(
         self, ref: str, author: str, if_match: int | None, *, authorize: Authorize | None = None
@@ -362,6 +366,11 @@ class Intake:
             if found is None:
                 raise NotFound(f"case {ref} has no version {version}")
             return row, found
+
+    def case_of(self, resource_type: str, resource_id: str) -> str | None:
+        """The case a resource of the read side belongs to (None: no such resource)."""
+        with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            return index.case_of(conn, resource_type, resource_id)
 
     def history(self, ref: str) -> list[VersionRow]:
         with self.engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():

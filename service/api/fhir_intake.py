@@ -5,16 +5,20 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, g, request
 
+from service.api import links
 from service.api.body import FHIR_JSON_TYPES, json_body
 from service.api.context import ctx
+from service.api.fhir_read import read_resource
 from service.api.idempotency import idempotent
 from service.api.responses import fhir_response
 from service.api.writes import case_writes, require_writer
-from service.bundle_intake import ReadBundle, read_bundle
-from service.errors import Forbidden
-from service.intake import Accepted, OnChange
+from service.bundle_intake import Operation, ReadBundle, read_bundle
+from service.clock import instant
+from service.errors import Forbidden, Issue, NotFound, ServiceError
+from service.intake import Accepted, Authorize, Intake, OnChange
 from service.outcome import operation_outcome
 from service.validation.gate import errors
 
@@ -25,30 +29,107 @@ SOURCE_PARAM = "source-system"
 
 
 def _entry(resource_type: str, url: str, accepted: Accepted) -> dict[str, Any]:
-    status = "201 Created" if accepted.created else "200 OK"
+    """The answer for one stored resource: its own version on the read side (not the case's), so
+    ``location`` can be read back; 201 when this request created the resource, 200 otherwise."""
     resource_id = url.removeprefix("urn:uuid:")
-    version = accepted.case.version
+    written = accepted.resources.get(resource_id)
+    if written is None:  # recognised, but nothing of it is kept by the case (never claim a location)
+        message = f"{resource_type}: not stored: nothing of it is part of the IVC-LMS case it belongs to"
+        issue = Issue("informational", message, severity="warning")
+        return {"response": {"status": "200 OK", "outcome": operation_outcome([issue])}}
     return {
         "response": {
-            "status": status,
-            "location": f"{resource_type}/{resource_id}/_history/{version}",
-            "etag": f'W/"{version}"',
-            "lastModified": accepted.version.recorded_at.isoformat(),
+            "status": "201 Created" if written.created else "200 OK",
+            "location": f"{resource_type}/{resource_id}/_history/{written.version_id}",
+            "etag": f'W/"{written.version_id}"',
+            "lastModified": instant(written.last_updated),
         }
     }
 
 
-def _answer(bundle: dict[str, Any], read: ReadBundle, accepted: dict[int, Accepted]) -> dict[str, Any]:
+NOT_STORED = Issue(
+    "informational",
+    "Provenance is not stored: this service writes its own Provenance for every case version it "
+    "stores (read it with GET Provenance?target=Patient/<id>)",
+    severity="warning",
+)
+
+
+def _failed(error: ServiceError) -> dict[str, Any]:
+    return {
+        "response": {
+            "status": f"{error.status} {HTTPStatus(error.status).phrase}",
+            "outcome": operation_outcome(error.issues),
+        }
+    }
+
+
+def _read(operation: Operation) -> dict[str, Any]:
+    """A GET entry: read or vread through the gate, answered like ``GET [base]/Type/id``."""
+    if operation.error is not None:
+        return _failed(operation.error)
+    try:
+        found = read_resource(g.principal, operation.resource_type, operation.resource_id, operation.version)
+    except ServiceError as error:
+        return _failed(error)
+    where = f"{found.resource_type}/{found.id}"
+    response = {
+        "status": "200 OK",
+        "location": f"{where}/_history/{found.version_id}",
+        "etag": f'W/"{found.version_id}"',
+        "lastModified": instant(found.last_updated),
+    }
+    if operation.method == "HEAD":
+        return {"response": response}
+    return {
+        "fullUrl": f"{links.fhir_base()}/{where}",
+        "resource": orjson.loads(found.json),
+        "response": response,
+    }
+
+
+def _delete(operation: Operation, intake: Intake, author: str, authorize: Authorize) -> dict[str, Any]:
+    """A DELETE entry (batch only): ``DELETE Patient/id`` withdraws the patient's whole case through
+    the write gate (``d`` on every type of the case), as ``DELETE /cases/{id}`` does."""
+    if operation.error is not None:
+        return _failed(operation.error)
+    try:
+        if operation.resource_type != "Patient":
+            message = (
+                f"{operation.resource_type}/{operation.resource_id}: a resource is withdrawn with its "
+                "case only; DELETE Patient/<id> withdraws the patient's whole case"
+            )
+            raise ServiceError([Issue("not-supported", message)], 405)
+        ref = intake.case_of("Patient", operation.resource_id)
+        if ref is None:
+            raise NotFound(f"Patient/{operation.resource_id} is unknown")
+        intake.retract(ref, author, None, authorize=authorize)
+    except ServiceError as error:
+        return _failed(error)
+    message = "the case was withdrawn: its resources are marked entered-in-error"
+    return {
+        "response": {
+            "status": "200 OK",
+            "outcome": operation_outcome([Issue("informational", message, severity="information")]),
+        }
+    }
+
+
+def _answer(
+    bundle: dict[str, Any],
+    read: ReadBundle,
+    accepted: dict[int, Accepted],
+    operated: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
     entries: list[dict[str, Any]] = [{"response": {"status": "200 OK"}} for _ in bundle["entry"]]
+    for i in read.skipped:
+        entries[i] = {"response": {"status": "200 OK", "outcome": operation_outcome([NOT_STORED])}}
+    for i, answered in operated.items():
+        entries[i] = answered
     for number, group in enumerate(read.groups):
         for i in group.entries:
             if group.error is not None:
-                entries[i] = {
-                    "response": {
-                        "status": f"{group.error.status} {HTTPStatus(group.error.status).phrase}",
-                        "outcome": operation_outcome(group.error.issues),
-                    }
-                }
+                entries[i] = _failed(group.error)
             else:
                 resource_type = bundle["entry"][i]["resource"]["resourceType"]
                 entries[i] = _entry(resource_type, group.urls[i], accepted[number])
@@ -61,7 +142,8 @@ def _answer(bundle: dict[str, Any], read: ReadBundle, accepted: dict[int, Accept
 @idempotent
 def post_bundle() -> Response:
     """Transactions and collections are all or nothing (a refused case: 403 for the request); in a
-    batch a patient's group the caller may not write fails only its own entries (403 in the answer)."""
+    batch a patient's group the caller may not write fails only its own entries (403 in the answer).
+    DELETE entries (batch only) run first, GET entries after the writes (R4's transaction order)."""
     require_writer(g.principal, "c", "u")
     bundle = json_body(FHIR_JSON_TYPES)
     intake = ctx().intake
@@ -72,8 +154,13 @@ def post_bundle() -> Response:
     ready = [(n, g.prepared) for n, g in enumerate(read.groups) if g.prepared is not None]
     author = str(g.principal.subject)
     authorize = case_writes(g.principal)
+    operated = {
+        o.position: _delete(o, intake, author, authorize) for o in read.operations if o.method == "DELETE"
+    }
     batch = [p for _, p in ready]
-    if read.kind == "batch":
+    if not batch:
+        results: list[Accepted | Forbidden] = []
+    elif read.kind == "batch":
         results = intake.submit_each(batch, author, authorize=authorize)
     else:
         results = list(intake.submit_many(batch, author, on_change=OnChange.NEW_VERSION, authorize=authorize))
@@ -83,4 +170,5 @@ def post_bundle() -> Response:
             read.groups[n].error = result
         else:
             accepted[n] = result
-    return fhir_response(_answer(bundle, read, accepted), 200)
+    operated |= {o.position: _read(o) for o in read.operations if o.method != "DELETE"}
+    return fhir_response(_answer(bundle, read, accepted, operated), 200)

@@ -57,6 +57,7 @@ from service.mapping import paths
 from service.mapping.spec import (
     CONVERTERS,
     IDENTIFIER_SYSTEM,
+    PROFILE_PREFIX,
     Context,
     Field,
     MappingError,
@@ -274,12 +275,47 @@ def recognise(resource: dict[str, Any]) -> Template | str:
             continue
         fits.append((matched, -verdicts.count(None), t))
     if not fits:
-        return f"no template of case-fhir.yaml recognises it ({_describe(resource)})"
+        return f"{UNRECOGNISED} ({_describe(resource)})"
     best = max((m, n) for m, n, _ in fits)
     top = [t.name for m, n, t in fits if (m, n) == best]
     if len(top) > 1:
-        return f"it fits several templates equally ({', '.join(top)}; {_describe(resource)})"
+        profiles = ", ".join(PROFILE_PREFIX + name for name in top)
+        return f"it fits several IVC-LMS profiles equally ({profiles}; {_describe(resource)})"
     return next(t for m, n, t in fits if (m, n) == best)
+
+
+UNRECOGNISED = "fits none of the IVC-LMS profiles"
+"""Why a resource is left out of a case (said to EHRs: profiles and codes, not our files)."""
+PRIMARY = "primary-cancer"
+"""The resource that makes a record an IVC-LMS case: the primary IVC leiomyosarcoma Condition."""
+
+
+def _coded(pairs: frozenset[tuple[str, str]]) -> str:
+    return " or ".join(f"{system}|{code}" for system, code in sorted(pairs))
+
+
+def what_a_case_is() -> str:
+    """What the service takes, in the words of FHIR (profiles, codes), for an EHR whose data is not a case."""
+    template = next(t for t in spec().templates if t.name == PRIMARY)
+    by_path = {p.path: p.codings for p in _patterns()[PRIMARY] if p.codings}
+    code = _coded(by_path.get("code", frozenset()))
+    site = _coded(by_path.get("bodySite[0]", frozenset()))
+    return (
+        "this service takes IVC leiomyosarcoma cases: one Patient with a Condition "
+        f"(profile {template.profile}) coded {code}"
+        + (f" with bodySite {site}" if site else "")
+        + f", and the resources linked to them that fit the IVC-LMS profiles ({PROFILE_PREFIX}*)"
+    )
+
+
+def is_primary_cancer(resource: dict[str, Any], maps: Translations | None = None) -> bool:
+    """Whether a resource (plain or profiled) is the primary IVC leiomyosarcoma Condition of a case."""
+    if resource.get("resourceType") != "Condition":
+        return False
+    resource = copy.deepcopy(resource)
+    translate(resource, local_concept_maps() if maps is None else maps)
+    found = recognise(resource)
+    return not isinstance(found, str) and found.name == PRIMARY
 
 
 def _describe(resource: dict[str, Any]) -> str:

@@ -114,8 +114,19 @@ def _identifier(resource: dict[str, Any]) -> str | None:
     return None
 
 
-def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime) -> None:
-    """Index the resources of a case version's Bundle; unchanged resources keep their version."""
+@dataclass(frozen=True)
+class Written:
+    """What became of one resource of a case's Bundle: its version now, and whether it is new."""
+
+    version_id: int
+    created: bool
+    last_updated: datetime
+
+
+def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime) -> dict[str, Written]:
+    """Index the resources of a case version's Bundle; unchanged resources keep their version.
+
+    Returns, per resource id (the uuid of its full URL), its version after the write."""
     names = {e["fullUrl"]: f"{e['resource']['resourceType']}/{_id(e['fullUrl'])}" for e in bundle["entry"]}
     current = {
         (r.resource_type, r.id): r
@@ -126,6 +137,7 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
                 resources.c.version_id,
                 resources.c.content_hash,
                 resources.c.deleted,
+                resources.c.last_updated,
             ).where(resources.c.case_ref == case_ref)
         )
     }
@@ -136,6 +148,7 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
     new_rows: list[dict[str, Any]] = []
     link_rows: list[dict[str, Any]] = []
     version_rows: list[dict[str, Any]] = []
+    written: dict[str, Written] = {}
     for entry in bundle["entry"]:
         body = _relative(entry["resource"], names)
         key = (body["resourceType"], _id(entry["fullUrl"]))
@@ -144,8 +157,10 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
         digest = hashlib.sha256(content).hexdigest()
         old = current.get(key)
         if old is not None and old.content_hash == digest and not old.deleted:
+            written[key[1]] = Written(old.version_id, False, old.last_updated)
             continue
         version = 1 if old is None else old.version_id + 1
+        written[key[1]] = Written(version, old is None, now)
         body["id"] = key[1]
         body["meta"] = {
             **body.get("meta", {}),
@@ -224,6 +239,17 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
     ):
         if batch:
             conn.execute(insert(table), batch)
+    return written
+
+
+def current(conn: Connection, case_ref: str) -> dict[str, Written]:
+    """The resources of a case as they stand (an unchanged re-post): id -> version, none created."""
+    rows = conn.execute(
+        select(resources.c.id, resources.c.version_id, resources.c.last_updated).where(
+            resources.c.case_ref == case_ref, resources.c.deleted == 0
+        )
+    )
+    return {r.id: Written(r.version_id, False, r.last_updated) for r in rows}
 
 
 def read(
@@ -255,3 +281,13 @@ def history(conn: Connection, resource_type: str, resource_id: str) -> list[Inde
     return [
         Indexed(r.resource_type, r.id, r.version_id, r.last_updated, bool(r.deleted), r.json) for r in rows
     ]
+
+
+def case_of(conn: Connection, resource_type: str, resource_id: str) -> str | None:
+    """The case a resource belongs to (None: unknown here)."""
+    found = conn.execute(
+        select(resources.c.case_ref).where(
+            resources.c.resource_type == resource_type, resources.c.id == resource_id
+        )
+    ).first()
+    return None if found is None else str(found.case_ref)
