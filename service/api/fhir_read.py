@@ -89,8 +89,10 @@ def vread(resource_type: str, resource_id: str, version: int) -> Response:
 
 
 def _bundle(kind: str, entries: list[str], extra: dict[str, Any]) -> Response:
+    """A Bundle of stored JSON texts; no ``entry`` when there is none (R4 json.html: arrays are
+    never empty; HAPI answers ``_count=0`` without one)."""
     head = orjson.dumps({"resourceType": "Bundle", "type": kind, **extra}).decode()[:-1]
-    body = f'{head},"entry":[{",".join(entries)}]}}'
+    body = f'{head},"entry":[{",".join(entries)}]}}' if entries else f"{head}}}"
     return Response(body, content_type="application/fhir+json")
 
 
