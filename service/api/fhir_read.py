@@ -67,7 +67,7 @@ def _resource_response(found: Indexed) -> Response:
         "Last-Modified": http_date(found.last_updated),
         "Location": f"{_base()}/{found.resource_type}/{found.id}/_history/{found.version_id}",
     }
-    # Conditional read (R4 http.html 3.1.0.4.1): "If-None-Match" with the current ETag -> 304, no body.
+    # Conditional read (R4 http.html): If-None-Match with the current ETag -> 304 Not Modified, no body.
     asked = {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}
     if etag in asked or etag.removeprefix("W/") in asked or "*" in asked:
         return Response(status=304, headers=headers)
@@ -150,8 +150,8 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def _form_params() -> list[tuple[str, str]]:
-    """POST search: the URL's parameters and the form body's (R4 http.html 3.1.0.8: "parameters may
-    be in the URL and the body"); a body of any other type is 415."""
+    """POST search (R4 http.html 3.1.0.8: servers that support search SHALL support POST): the URL's
+    parameters and the form body's, with the same meaning in either place; any other body is 415."""
     params = list(request.args.items(multi=True))
     if request.mimetype == FORM:
         params += list(request.form.items(multi=True))
@@ -167,7 +167,7 @@ def search_type(resource_type: str) -> Response:
 
 @bp.post("/<resource_type>/_search")
 def search_post(resource_type: str) -> Response:
-    _type(resource_type)
+    gate.require(g.principal, _type(resource_type), "s")  # refused before the body is read
     return _search(resource_type, _form_params())
 
 

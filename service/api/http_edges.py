@@ -2,8 +2,7 @@
 
 - ``_format=xml`` or an ``Accept`` that names XML and no JSON is 406 (an OperationOutcome in JSON):
   the service serves FHIR JSON only, and answering JSON to a client that asked for XML only misleads
-  it (R4 http.html 3.1.0.1.9: "If the server does not support the requested format, it SHOULD
-  return ... 406 Not Acceptable").
+  it (HTTP 406 Not Acceptable: no representation the client accepts).
 - CORS only for the origins of ``IVCLMS_HTTP_CORS_ORIGINS`` (empty: no CORS header at all). The
   origin is echoed, never ``*``, and ``Access-Control-Allow-Credentials`` is never sent: SMART apps
   send their token in ``Authorization``, not in cookies. A preflight ``OPTIONS`` is answered before

@@ -51,8 +51,9 @@ def _pages(client, url: str, scope: str = ALL) -> list[dict]:
 
 
 def test_item_3_post_search_takes_parameters_from_the_url_and_the_form_body(client):
-    """R4 http.html 3.1.0.8: "Servers that support search SHALL support the POST based search", and
-    the search parameters are carried "in the URL ... and/or in the body" (form-urlencoded)."""
+    """R4 http.html 3.1.0.8: "servers that support search SHALL support POST" (search by
+    ``POST [base]/[type]/_search`` with an ``application/x-www-form-urlencoded`` body; parameters may
+    be in the URL and in the body)."""
     _, _, first = _post(client, 0)
     _post(client, 1)
     (patient,) = _expected(first, "Patient")
@@ -248,8 +249,9 @@ def test_item_6_xml_only_is_406_unless_json_is_acceptable(client):
 
 
 def test_item_6_if_none_match_with_the_current_etag_is_304(client):
-    """R4 http.html 3.1.0.4.1 (conditional read): "If-None-Match" ... the server returns 304 Not
-    Modified when the resource has not changed."""
+    """R4 http.html, conditional read: a client sends If-None-Match with the ETag it holds, and a
+    server that supports it answers 304 Not Modified when that is still the current version (HAPI
+    does; see tests/integration/test_issue13_read_vs_hapi.py)."""
     _, _, first = _post(client, 0)
     (patient,) = _expected(first, "Patient")
     current = _get(client, f"/fhir/{patient}")
