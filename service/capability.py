@@ -7,6 +7,12 @@ from typing import Any
 from service import __version__, search
 from service.mapping.spec import spec
 
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+"""Bulk Data IG: the CapabilityStatement a Bulk Data server instantiates."""
+SYSTEM_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+PATIENT_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+PATIENT_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+
 
 def _resources() -> list[dict[str, Any]]:
     """One entry per served type, from the same declarations the search engine runs on."""
@@ -16,6 +22,7 @@ def _resources() -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
             "type": resource_type,
             "interaction": [{"code": c} for c in ("read", "vread", "history-instance", "search-type")],
+            "conditionalRead": "not-match",
             "versioning": "versioned",
             "readHistory": True,
             "searchParam": [
@@ -36,10 +43,8 @@ def _resources() -> list[dict[str, Any]]:
             )
         if resource_type == "Patient":
             entry["operation"] = [
-                {
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }
+                {"name": "everything", "definition": PATIENT_EVERYTHING},
+                {"name": "export", "definition": PATIENT_EXPORT},
             ]
         out.append(entry)
     out.append(
@@ -52,13 +57,13 @@ def _resources() -> list[dict[str, Any]]:
     return out
 
 
-def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any]:
+def capability_statement(base_url: str, *, auth_required: bool, cors: bool = False) -> dict[str, Any]:
     """What this instance serves: read side, intake of Bundles, audit; nothing it does not do."""
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "IVC-LMS interoperability service. Case intake, mapping and registry access.",
         "security": {
-            "cors": False,
+            "cors": cors,
             "service": [
                 {
                     "coding": [
@@ -77,15 +82,14 @@ def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any
         },
         "resource": _resources(),
         "interaction": [{"code": "transaction"}, {"code": "batch"}],
-        "operation": [
-            {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
-        ],
+        "operation": [{"name": "export", "definition": SYSTEM_EXPORT}],
     }
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": "2026-11-23",
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": {"name": "ivclms", "version": __version__},
         "implementation": {"description": "IVC-LMS FHIR interoperability service", "url": base_url},
         "fhirVersion": "4.0.1",

@@ -186,21 +186,69 @@ def search(engine: Engine, search: Search, keep: Keep = keep_all) -> Page:
     return page
 
 
+@dataclass(frozen=True)
+class EverythingQuery:
+    """What of a patient's record ``$everything`` returns: types, a clinical date window (days,
+    inclusive), resources updated since an instant, and a page after a key."""
+
+    since: datetime | None = None
+    types: frozenset[str] | None = None
+    start: str | None = None
+    end: str | None = None
+    count: int | None = None
+    after: tuple[datetime, str] | None = None
+    """(lastUpdated, "Type/id") of the last resource of the previous page."""
+
+
+@dataclass
+class EverythingPage:
+    rows: list[Row]
+    total: int
+    withheld: int
+    last_key: tuple[datetime, str] | None = None
+    has_next: bool = False
+
+
+def _in_window(resource_type: str, row_date: str | None, start: str | None, end: str | None) -> bool:
+    """Care dates within [start, end] (each YYYY, YYYY-MM or YYYY-MM-DD, inclusive at its precision).
+    The Patient is always in ("At a minimum, the patient resource itself is returned"; its date is a
+    birth date, not care), and so is a resource without a care date: it is not care in a date range."""
+    if resource_type == "Patient" or row_date is None:
+        return True
+    return (start is None or row_date[: len(start)] >= start) and (end is None or row_date[: len(end)] <= end)
+
+
 def everything(
-    engine: Engine, patient_id: str, since: datetime | None, keep: Keep = keep_all
-) -> tuple[list[Row], int]:
+    engine: Engine, patient_id: str, asked: EverythingQuery | None = None, keep: Keep = keep_all
+) -> EverythingPage:
     """The Patient and every resource of its case (not deleted) the caller may see, oldest update
-    first, and how many it may not see (left out). A Patient it may not see is unknown (404)."""
+    first, filtered and paged as ``asked``; with how many it may not see (left out). A Patient it
+    may not see is unknown (404)."""
+    asked = asked or EverythingQuery()
     read(engine, "Patient", patient_id, keep=keep)
     with _reading(engine) as conn:
         query_ = _with_source().where(resources.c.patient_id == patient_id, resources.c.deleted == 0)
-        if since is not None:
-            query_ = query_.where(resources.c.last_updated >= since)
-        rows = [
-            _row(r)
+        if asked.since is not None:
+            query_ = query_.where(resources.c.last_updated >= asked.since)
+        if asked.types is not None:
+            query_ = query_.where(resources.c.resource_type.in_(sorted(asked.types)))
+        found = [
+            (_row(r), r.date)
             for r in conn.execute(
                 query_.order_by(resources.c.last_updated, resources.c.resource_type, resources.c.id)
             )
         ]
+    # Python's order (not the database collation's), the same one the page key is compared in.
+    found.sort(key=lambda pair: (pair[0].last_updated, f"{pair[0].resource_type}/{pair[0].id}"))
+    rows = [r for r, day in found if _in_window(r.resource_type, day, asked.start, asked.end)]
     shown = [r for r in rows if keep(r.resource_type, r.json, r.source_system)]
-    return shown, len(rows) - len(shown)
+    page = EverythingPage(shown, len(shown), len(rows) - len(shown))
+    if asked.after is not None:
+        after = asked.after
+        page.rows = [r for r in shown if (r.last_updated, f"{r.resource_type}/{r.id}") > after]
+    if asked.count is not None and len(page.rows) > asked.count:
+        page.rows, page.has_next = page.rows[: asked.count], True
+    if page.rows:
+        last = page.rows[-1]
+        page.last_key = (last.last_updated, f"{last.resource_type}/{last.id}")
+    return page

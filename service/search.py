@@ -284,9 +284,9 @@ def parse(resource_type: str, params: Sequence[tuple[str, str]], *, strict: bool
             # ASCII digits only: "²".isdigit() is true and int("²") raises.
             if (
                 not (value.isascii() and value.isdigit() and len(value) <= 4)
-                or not 1 <= int(value) <= COUNT_MAX
+                or not 0 <= int(value) <= COUNT_MAX
             ):
-                raise _bad(name, f"must be a whole number from 1 to {COUNT_MAX}")
+                raise _bad(name, f"must be a whole number from 0 to {COUNT_MAX}")
             search.count = int(value)
         elif name == "_summary":
             if value != "count":
@@ -319,6 +319,8 @@ def parse(resource_type: str, params: Sequence[tuple[str, str]], *, strict: bool
             search.ignored.append(name)
             continue
         search.used.append((name, value))
+    if search.count == 0:
+        search.summary_count = True  # the total and no entries, as HAPI answers (fhirpy's count())
     return search
 
 

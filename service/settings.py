@@ -74,6 +74,13 @@ class Settings:
         "cannot be matched) accepted when HTTP_PUBLIC_BASE_URL is empty; other hosts get 400.",
         "localhost,127.0.0.1",
     )
+    http_cors_origins: str = _env(
+        "HTTP_CORS_ORIGINS",
+        "Comma-separated origins (`https://app.example.org`) of browser apps (SMART) allowed by CORS; each "
+        "listed origin is echoed in Access-Control-Allow-Origin (never `*`, never with credentials). "
+        "Empty: no CORS headers.",
+        "",
+    )
     auth_disabled: bool = _env(
         "AUTH_DISABLED", "Turn bearer-token authentication off (a warning is logged at start-up).", False
     )
@@ -295,6 +302,7 @@ class Settings:
             raise SettingsError(f"{PREFIX}HTTP_MAX_BODY_BYTES must be positive")
         self._check_keys()
         self._check_http()
+        self._check_cors()
         for name in LIMIT_SETTINGS:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive")
@@ -322,6 +330,20 @@ class Settings:
                 f"{PREFIX}HTTP_TRUSTED_HOSTS must name at least one host when {PREFIX}HTTP_PUBLIC_BASE_URL "
                 "is empty"
             )
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        """``IVCLMS_HTTP_CORS_ORIGINS`` as a set of origins (scheme://host[:port])."""
+        return frozenset(o.strip().rstrip("/") for o in self.http_cors_origins.split(",") if o.strip())
+
+    def _check_cors(self) -> None:
+        for origin in self.cors_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise SettingsError(
+                    f"{PREFIX}HTTP_CORS_ORIGINS: {origin!r} is not an origin like https://app.example.org "
+                    "(`*` is not accepted: list each origin)"
+                )
 
     @property
     def trusted_hosts(self) -> list[str]:

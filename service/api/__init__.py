@@ -16,6 +16,7 @@ from service.api import (
     fhir_intake,
     fhir_read,
     health,
+    http_edges,
     metadata,
     openapi,
     registry,
@@ -61,7 +62,9 @@ def build_app(settings: Settings | None = None) -> Flask:
     if not settings.sync_enabled:
         log.warning("no FHIR server configured (IVCLMS_FHIR_URL is empty): sync to a FHIR server is off")
     errors.init_app(app)
+    http_edges.init_cors(app)  # before authentication: a CORS preflight carries no token
     security.init_app(app)
+    http_edges.init_format(app)
     audit.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(metadata.bp)

@@ -55,6 +55,8 @@ def _outcome(status: int) -> str:
 
 
 def _action() -> str:
+    if request.path.endswith("/_search"):
+        return "R"  # POST search reads
     if "$" in request.path:
         return "E"  # an operation ($validate, $export, ...)
     return ACTIONS.get(request.method, "E")
@@ -154,6 +156,16 @@ def search_audit_events() -> Response:
     date = request.args.get("date")
     if date is not None:
         since = parse_instant(date.removeprefix("ge"), "date")
+    summary = request.args.get("_summary")
+    if summary is not None and summary != "count":
+        raise BadRequest([Issue("invalid", "_summary: only _summary=count is supported", "_summary")])
+    if summary == "count":
+        with ctx().engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+            total = store.count(conn, since=since, principal=own)
+        self_link = [{"relation": "self", "url": links.this_url()}]
+        return fhir_response(
+            {"resourceType": "Bundle", "type": "searchset", "total": total, "link": self_link}
+        )
     with ctx().engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
         events = store.search(
             conn, since=since, after_id=int(after) if after else None, limit=count, principal=own

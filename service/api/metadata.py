@@ -15,4 +15,8 @@ bp = Blueprint("metadata", __name__, url_prefix="/fhir")
 @bp.get("/metadata")
 def capabilities() -> Response:
     base = links.fhir_base()
-    return fhir_response(capability_statement(base, auth_required=ctx().verifier is not None))
+    settings = ctx().settings
+    statement = capability_statement(
+        base, auth_required=ctx().verifier is not None, cors=bool(settings.cors_origins)
+    )
+    return fhir_response(statement)

@@ -39,6 +39,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "No valid bearer token",
         403: "The token lacks the scope",
         404: "Not found",
+        406: "Asked for a format other than JSON (_format=xml, Accept: application/fhir+xml only)",
         409: "Conflicts with what is stored",
         412: "If-Match is not the current version",
         410: "Expired (the export's files are gone, or about to be)",
@@ -97,6 +98,14 @@ EVERYTHING = (
 )
 AUDIT = "Scopes AuditEvent.s and .r; the caller's own events unless it has the registry role."
 RID = _param("resource_id", "path", "Resource id", {"type": "string"}, True)
+IF_NONE_MATCH = _param(
+    "If-None-Match", "header", 'The ETag held (W/"3"): 304 without a body when current', {"type": "string"}
+)
+FORMAT = _param("_format", "query", "json (the only format served; xml is 406)", {"type": "string"})
+SEARCH_COUNT = _param(
+    "_count", "query", "Page size (0-500, default 50; 0: the total only, no entries)", {"type": "integer"}
+)
+PREFER = _param("Prefer", "header", "handling=strict: unknown parameters are 400", {"type": "string"})
 BUNDLE = {"type": "object", "description": "FHIR R4 Bundle"}
 FHIR_BUNDLE = {"content": {FHIR: {"schema": BUNDLE}}}
 WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503)
@@ -205,20 +214,40 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "FHIR search (parameters: /fhir/metadata); Prefer: handling=strict",
                 "description": FHIR_SEARCH,
-                "parameters": [TYPE],
+                "parameters": [TYPE, SEARCH_COUNT, FORMAT, PREFER],
                 "responses": {
                     "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
-                    **_errors(400, 401, 403, 404),
+                    **_errors(400, 401, 403, 404, 406),
+                },
+            }
+        },
+        "/fhir/{resource_type}/_search": {
+            "post": {
+                "summary": "FHIR search by POST: parameters in the URL and the form body (next links: GET)",
+                "description": FHIR_SEARCH,
+                "parameters": [TYPE, SEARCH_COUNT, FORMAT, PREFER],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
+                    **_errors(400, 401, 403, 404, 406, 415),
                 },
             }
         },
         "/fhir/{resource_type}/{resource_id}": {
             "get": {
-                "summary": "FHIR read",
+                "summary": "FHIR read (If-None-Match: conditional read)",
                 "description": FHIR_READ,
-                "parameters": [TYPE, RID],
+                "parameters": [TYPE, RID, IF_NONE_MATCH],
                 "responses": {
                     "200": {"description": "The resource"},
+                    "304": {"description": "If-None-Match named the current version"},
                     "410": {"description": "Removed"},
                     **_errors(401, 403, 404),
                 },
@@ -239,8 +268,17 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": {
                 "summary": "FHIR vread",
                 "description": FHIR_READ,
-                "parameters": [TYPE, RID, _param("version", "path", "versionId", {"type": "integer"}, True)],
-                "responses": {"200": {"description": "That version"}, **_errors(401, 403, 404)},
+                "parameters": [
+                    TYPE,
+                    RID,
+                    _param("version", "path", "versionId", {"type": "integer"}, True),
+                    IF_NONE_MATCH,
+                ],
+                "responses": {
+                    "200": {"description": "That version"},
+                    "304": {"description": "If-None-Match named this version"},
+                    **_errors(401, 403, 404),
+                },
             }
         },
         "/fhir/Patient/{patient_id}/$everything": {
@@ -250,6 +288,22 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "parameters": [
                     _param("patient_id", "path", "Patient id", {"type": "string"}, True),
                     _param("_since", "query", "Only resources updated at or after", {"type": "string"}),
+                    _param("_count", "query", "Page size (1-500); next links page on", {"type": "integer"}),
+                    _param("_type", "query", "Resource types, comma-separated", {"type": "string"}),
+                    _param(
+                        "start",
+                        "query",
+                        "Care dates on or after (YYYY, YYYY-MM, YYYY-MM-DD); undated resources stay",
+                        {"type": "string"},
+                    ),
+                    _param(
+                        "end",
+                        "query",
+                        "Care dates on or before (YYYY, YYYY-MM, YYYY-MM-DD); undated resources stay",
+                        {"type": "string"},
+                    ),
+                    _param("_cursor", "query", "The next link's page", {"type": "string"}),
+                    PREFER,
                 ],
                 "responses": {
                     "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
@@ -297,6 +351,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "parameters": [
                     _param("date", "query", "Recorded at or after (ge) this instant", {"type": "string"}),
                     _param("_count", "query", "Page size (1-500)", {"type": "integer"}),
+                    _param("_summary", "query", "count: the total only", {"type": "string"}),
                 ],
                 "responses": {"200": {"description": "searchset Bundle"}, **_errors(400, 401, 403)},
             }

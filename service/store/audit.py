@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from service.store.tables import audit_events
 
@@ -45,3 +45,13 @@ def search(
     if after_id is not None:
         query = query.where(audit_events.c.id > after_id)
     return [AuditRecord(**row._mapping) for row in conn.execute(query)]
+
+
+def count(conn: Connection, *, since: datetime | None, principal: str | None = None) -> int:
+    """How many events ``search`` would page through (``_summary=count``)."""
+    query = select(func.count()).select_from(audit_events)
+    if principal is not None:
+        query = query.where(audit_events.c.principal == principal)
+    if since is not None:
+        query = query.where(audit_events.c.recorded >= since)
+    return int(conn.execute(query).scalar_one())

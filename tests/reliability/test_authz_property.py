@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from flask import Flask
@@ -292,6 +293,7 @@ write_callers = st.builds(
 # ---- reads -------------------------------------------------------------------------------------
 
 
+FORM = "application/x-www-form-urlencoded"
 READS = (
     "/fhir/{rtype}/{rid}",
     "/fhir/{rtype}/{rid}/_history",
@@ -304,7 +306,12 @@ READS = (
     "/fhir/{rtype}",
     "/fhir/Condition?_include=Condition:subject&_count=3",
     "/fhir/Patient/{patient}/$everything",
+    "/fhir/Patient/{patient}/$everything?_type=Observation,Condition,Provenance&_count=3",
+    "/fhir/Patient/{patient}/$everything?start=2020&end=2024-06",
+    "POST /fhir/{rtype}/_search?_count=5",
+    "POST /fhir/Observation/_search?_include=Observation:subject&code=http://loinc.org|21889-1",
     "/fhir/AuditEvent?_count=5",
+    "/fhir/AuditEvent?_summary=count",
     "/cases",
     "/cases/{ref}",
     "/cases/{ref}/history",
@@ -332,7 +339,14 @@ def test_what_leaves_is_what_the_caller_may_see(
     path = template.format(
         rtype=rtype, rid=ids[pick % len(ids)], patient=patients[pick % len(patients)], ref=ref
     )
-    resp = world.app.test_client().get(path, headers=_headers(caller))
+    if path.startswith("POST "):  # POST search: the query's parameters sent as the form body
+        where, _, form = path.removeprefix("POST ").partition("?")
+        resp = world.app.test_client().post(
+            where, data=dict(parse_qsl(form)), headers=_headers(caller), content_type=FORM
+        )
+        path = where
+    else:
+        resp = world.app.test_client().get(path, headers=_headers(caller))
     INPUTS["authz property (reads)"] += 1
     event(f"status {resp.status_code}")
     check_answer(resp, path)
@@ -467,6 +481,7 @@ COVERED = {
     "fhir_read.instance_history": "/fhir/{rtype}/{rid}/_history",
     "fhir_read.vread": "/fhir/{rtype}/{rid}/_history/1",
     "fhir_read.search_type": "/fhir/{rtype}",
+    "fhir_read.search_post": "POST /fhir/{rtype}/_search?_count=5",
     "fhir_read.everything": "/fhir/Patient/{patient}/$everything",
     "audit.search_audit_events": "/fhir/AuditEvent?_count=5",
     "cases.list_cases": "/cases",

@@ -38,8 +38,9 @@ TOKENS = {
 }
 OTHER_TYPE = "system/Questionnaire.cruds"
 """A system scope with every action on a type that guards nothing here."""
-READ_OPERATIONS = {"validate.validate_any", "validate.validate_type"}
-"""$validate is a POST that stores nothing: it needs a read scope on the posted type."""
+READ_OPERATIONS = {"validate.validate_any", "validate.validate_type", "fhir_read.search_post"}
+"""POSTs that store nothing: $validate needs a read scope on the posted type, POST _search (issue 13)
+the search scopes of GET search."""
 OWNED = {"bulk.export_status", "bulk.export_cancel", "bulk.export_file"}
 """Guarded by the job's owner: another client's (or no) job is 404 whatever the scope."""
 

@@ -132,7 +132,7 @@ def test_unknown_parameters_lenient_or_strict(get):
     assert all("colour" not in link["url"] for link in lenient["link"])
     strict = get("/fhir/Observation?colour=blue", {"Prefer": "handling=strict"})
     assert strict.status_code == 400
-    assert get("/fhir/Observation?_count=0").status_code == 400
+    assert get("/fhir/Observation?_count=-1").status_code == 400
     assert get("/fhir/Observation?date=yesterday").status_code == 400
     assert get("/fhir/Observation?_lastUpdated=gt2020-13-45").status_code == 400
 
@@ -191,7 +191,7 @@ def test_everything_and_since(client, get):
         f"{e['resource']['resourceType']}/{e['fullUrl'].removeprefix('urn:uuid:')}" for e in first["entry"]
     }
     assert set(_ids(everything)) == expected
-    assert get(f"/fhir/{patient}/$everything?_since=2999-01-01T00:00:00Z").get_json()["entry"] == []
+    assert get(f"/fhir/{patient}/$everything?_since=2999-01-01T00:00:00Z").get_json().get("entry") is None
     assert get("/fhir/Patient/nope/$everything").status_code == 404
 
 
