@@ -84,16 +84,20 @@ def show_config() -> None:
 
 
 def _masked_url(url: str) -> str:
-    """A URL with the password in its user part shown as ``***`` (database URLs carry one)."""
+    """A URL with the password in its user part and every query value shown as ``***`` (database URLs
+    carry a password; server URLs sometimes a token in the query)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    rest, question, query = rest.partition("?")
+    if question:
+        masked = "&".join(f"{part.partition('=')[0]}=***" for part in query.split("&") if part)
+        query = masked
     authority, slash, path = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{authority}{slash}{path}{question}{query}"
 
 
 # ---- case files: map, unmap, import -------------------------------------------------------------

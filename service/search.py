@@ -343,6 +343,10 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
             if not _DAY.fullmatch(day):
                 raise ValueError(day)
             first = date.fromisoformat(day)  # 2021-02-30 and 2020-13-45 are no days
+            if len(rest) > 10 and not (rest.isascii() and rest[10] == "T"):
+                raise ValueError(rest)
+            if len(rest) > 10:  # a time is checked (25:00 is none), then searched at day precision
+                datetime.fromisoformat(rest.replace("Z", "+00:00"))
         except ValueError:
             raise _bad(name, f"{value!r} is not a date like ge2020-01-01") from None
         next_day = LAST_DAY if first == date.max else (first + timedelta(days=1)).isoformat()

@@ -39,8 +39,8 @@ case_ids = st.text(
     alphabet=st.characters(categories=["L", "N"]) | st.characters(min_codepoint=0x21, max_codepoint=0x7E),
     min_size=1,
     max_size=12,
-).filter(lambda s: unicodedata.normalize("NFC", s) == s and case_id_problem(s) is None)
-"""Case ids the model keeps as they are (NFC, no invisible or look-alike characters: finding 16)."""
+).filter(lambda s: unicodedata.normalize("NFKC", s) == s and case_id_problem(s) is None)
+"""Case ids the model keeps as they are (NFC and NFKC, no invisible or look-alike characters: finding 16)."""
 uris = st.from_regex(r"urn:ivclms:[a-z0-9]{1,8}(:[a-z0-9-]{1,8})?", fullmatch=True)
 booleans = st.booleans()
 

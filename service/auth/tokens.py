@@ -82,8 +82,10 @@ class TokenVerifier:
             self._key: Any = Path(settings.auth_jwt_public_key_file).read_text()
             self._algorithms = ["RS256", "RS384", "ES256", "ES384"]
         else:
+            # HS256 only: the start-up check guarantees 32 bytes, which RFC 7518 3.2 allows for HS256 but
+            # not for HS384/HS512 (48/64 bytes).
             self._key = settings.auth_jwt_secret
-            self._algorithms = ["HS256", "HS384", "HS512"]
+            self._algorithms = ["HS256"]
         self._audience = settings.auth_audience or None
         self._issuer = settings.auth_issuer or None
         self._client_sources = client_sources if client_sources is not None else settings.client_sources
@@ -105,6 +107,7 @@ class TokenVerifier:
             raise Unauthorized("the access token has expired") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise Unauthorized(_NOT_VALID) from None
-        if not isinstance(claims, dict):
-            raise Unauthorized(_NOT_VALID)
+        exp = claims.get("exp") if isinstance(claims, dict) else None
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            raise Unauthorized(_NOT_VALID)  # RFC 7519 4.1.4: exp is a NumericDate, not a string
         return principal_from_claims(claims, self._client_sources)

@@ -54,7 +54,8 @@ table in `mappings/codes.yaml`.
 {labs}
 - **Dates** are `YYYY-MM-DD`.
 - **Identifiers** (`source_system` + `case_id` name a case and its id, so look-alikes must not make a
-  second one): `case_id` is normalised to Unicode NFC and may hold letters, marks and digits of any
+  second one): `case_id` is normalised to Unicode NFC
+  (then NFKC: fullwidth letters fold to plain ones) and may hold letters, marks and digits of any
   script and printable ASCII, with no leading or trailing space; invisible and format characters
   (U+200B, bidi controls U+202A-202E and U+2066-2069, ...), control characters, other spaces and
   non-ASCII punctuation or symbols (U+2010 HYPHEN, U+2212 MINUS SIGN: refused, not folded to `-`) are

@@ -51,7 +51,7 @@ they render as nothing, like the format characters refused by category."""
 
 
 def case_id_problem(value: str) -> str | None:
-    """Why ``value`` (already NFC) cannot be a case id, or None. Allowed: letters, combining marks and
+    """Why ``value`` (NFC, later NFKC) cannot be a case id, or None. Allowed: letters, combining marks and
     digits of any script, printable ASCII (so ASCII punctuation, symbols and inner spaces). Refused,
     named by code point: format characters (category Cf: zero-width space U+200B, bidi embeddings
     and overrides U+202A-202E and isolates U+2066-2069, ...), control characters, other spaces
@@ -137,7 +137,8 @@ class Uri(Text):
 
 
 class CaseId(Text):
-    """The case identifier: NFC-normalised, then checked by ``case_id_problem``."""
+    """The case identifier: NFC-normalised and checked by ``case_id_problem``, then NFKC-normalised
+    (compatibility forms such as fullwidth letters fold to the plain ones) and checked again."""
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -145,7 +146,9 @@ class CaseId(Text):
         if isinstance(value, str):
             value = unicodedata.normalize("NFC", value)
         text = super()._deserialize(value, attr, data, **kwargs)
-        problem = case_id_problem(text)
+        # Refused as typed (a no-break space or U+2011 is named, not folded to a space or U+2010),
+        # then compatibility forms folded: fullwidth letters (U+FF21...) are the plain ones.
+        problem = case_id_problem(text) or case_id_problem(text := unicodedata.normalize("NFKC", text))
         if problem:
             raise ValidationError(problem)
         return text

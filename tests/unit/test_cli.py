@@ -39,14 +39,15 @@ def test_finding_17_config_masks_the_password_inside_database_and_server_urls():
     env = {
         "IVCLMS_AUTH_JWT_SECRET": "super-secret-value-0123456789abcdef",
         "IVCLMS_DB_URL": "postgresql+psycopg://ivclms:db-pass-w0rd@db.example:5432/ivclms",
-        "IVCLMS_FHIR_URL": "https://sync:fhir-pass-w0rd@fhir.example/fhir",
+        "IVCLMS_FHIR_URL": "https://sync:fhir-pass-w0rd@fhir.example/fhir?token=query-t0ken",
     }
     result = CliRunner().invoke(main, ["config"], env=env)
     assert result.exit_code == 0, result.output
     assert "db-pass-w0rd" not in result.output and "fhir-pass-w0rd" not in result.output
+    assert "query-t0ken" not in result.output and "?token=***" in result.output  # outside review
     assert "IVCLMS_DB_URL=postgresql+psycopg://ivclms:***@db.example:5432/ivclms" in result.output
     assert "# effective database: postgresql+psycopg://ivclms:***@db.example:5432/ivclms" in result.output
-    assert "# sync: on -> https://sync:***@fhir.example/fhir" in result.output
+    assert "# sync: on -> https://sync:***@fhir.example/fhir?token=***" in result.output
 
 
 def test_bad_configuration_is_a_clean_error_not_a_traceback():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+import warnings
 
 import jwt
 import pytest
@@ -29,6 +30,9 @@ def _cursor(text: str) -> str:
         ("GET", "/fhir/Observation?date=ge9999-12-31", 200),
         ("GET", "/fhir/Observation?date=\u0662\u0660\u0662\u0660-01-01", 400),  # Arabic-Indic digits
         ("GET", "/fhir/Observation?date=ge\u0662020-01-01", 400),
+        ("GET", "/fhir/Observation?date=eq2021-01-01T25:00", 400),  # outside review: the time was dropped
+        ("GET", "/fhir/Observation?date=2021-01-01X", 400),
+        ("GET", "/fhir/Observation?date=2021-01-01T10:00:00Z", 200),
         ("GET", "/fhir/Observation?_count=\u00b2", 400),  # "²".isdigit() is True
         ("GET", "/fhir/Observation?_count=00000000000000000000001", 400),
         ("GET", "/fhir/Observation?_lastUpdated=9999-12-31", 400),
@@ -100,3 +104,25 @@ def test_finding_7_malformed_elements_the_validator_met_are_422_not_500(client, 
     )
     assert resp.status_code == 422, resp.get_data(as_text=True)[:300]
     assert resp.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    ("claims", "algorithm"),
+    [
+        ({"exp": "9999999999"}, "HS256"),  # RFC 7519 4.1.4: exp is a NumericDate (a number)
+        ({"exp": True}, "HS256"),
+        ({}, "HS384"),  # RFC 7518 3.2: HS384 needs a 48-byte key; the service guarantees 32 (HS256)
+        ({}, "HS512"),
+    ],
+)
+def test_outside_review_tokens_with_a_string_exp_or_another_hmac_are_401(client, claims, algorithm):
+    body = {"sub": "x", "scope": "system/*.rs", "exp": int(time.time()) + 300, **claims}
+    with warnings.catch_warnings():  # PyJWT warns that the test secret is short for HS512: the point
+        warnings.simplefilter("ignore")
+        signed = jwt.encode(body, TEST_SECRET, algorithm=algorithm)
+    resp = client.get("/fhir/Patient", headers={"Authorization": f"Bearer {signed}"})
+    assert resp.status_code == 401
+    assert resp.get_json()["issue"][0]["diagnostics"] in (
+        "the access token is not valid",
+        "the access token has expired",  # exp true is read as 1 (1970) by the JWT library
+    )

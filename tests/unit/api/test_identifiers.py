@@ -1,7 +1,7 @@
 """Issue 12, finding 16: identifier variants made a second case for the same patient.
 
 The business key (source system + case id) names a case and its public id (``case_ref``). Case ids
-are NFC-normalised and refused (422 naming ``case_id`` and the rule) when they hold invisible, bidi,
+are NFKC-normalised and refused (422 naming ``case_id`` and the rule) when they hold invisible, bidi,
 control, space-other-than-U+0020 or non-ASCII punctuation characters (U+2010 HYPHEN is refused, not
 folded: a client learns its id is not what it thinks), or leading/trailing whitespace. Source systems
 are URIs of RFC 3986 characters, stored and compared lower-cased. On every intake path: case JSON,
@@ -98,6 +98,18 @@ def test_finding_16_case_id_is_nfc_normalised(client):
     assert first.headers["Location"] == f"/cases/{case_ref('urn:ivclms:example:hospital-a', composed)}"
     again = client.post("/cases", json=example(case_id=composed), headers=ADMIN)
     assert again.status_code == 200
+    assert len(cases(client)) == 1
+
+
+def test_finding_16_fullwidth_case_id_is_the_same_case(client):
+    """Found by the outside review: IVC-001 in fullwidth forms (U+FF29 ...) made a second case for
+    ``IVC-001``. Unicode compatibility normalisation (NFKC, UAX #15: "compatibility equivalence ...
+    fullwidth and halfwidth forms") folds them."""
+    plain, fullwidth = "IVC-7001", "\uff29\uff36\uff23-7001"
+    assert unicodedata.normalize("NFKC", fullwidth) == plain != fullwidth
+    assert client.post("/cases", json=example(case_id=plain), headers=ADMIN).status_code == 201
+    again = client.post("/cases", json=example(case_id=fullwidth), headers=ADMIN)
+    assert again.status_code == 200, again.get_json()
     assert len(cases(client)) == 1
 
 
