@@ -7,6 +7,8 @@ from typing import Any
 from service import __version__, search
 from service.mapping.spec import spec
 
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+
 
 def _resources() -> list[dict[str, Any]]:
     """One entry per served type, from the same declarations the search engine runs on."""
@@ -39,9 +41,22 @@ def _resources() -> list[dict[str, Any]]:
                 {
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }
+                },
+                {"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/patient-export"},
             ]
         out.append(entry)
+    out.append(
+        {
+            "type": "Group",
+            "documentation": (
+                "Groups the service maintains: one per source system (id source-<uuid5 of the source "
+                "system>) and one for the whole cohort (id ivclms-cohort); members are the Patients."
+            ),
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "_id", "type": "token", "documentation": "Logical id"}],
+            "operation": [{"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/group-export"}],
+        }
+    )
     out.append(
         {
             "type": "AuditEvent",
@@ -78,7 +93,16 @@ def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any
         "resource": _resources(),
         "interaction": [{"code": "transaction"}, {"code": "batch"}],
         "operation": [
-            {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
+            {
+                "name": "export",
+                "definition": f"{BULK_DATA}/OperationDefinition/export",
+                "documentation": (
+                    "Bulk Data v2: _type (Provenance included), _since, _outputFormat, _typeFilter (search "
+                    "parameters declared here), _elements, patient (POST, Patient- and Group-level); "
+                    "includeAssociatedData is not supported (400 with Prefer: handling=strict, else a "
+                    "warning in the manifest's error files)"
+                ),
+            }
         ],
     }
     return {
@@ -86,6 +110,7 @@ def capability_statement(base_url: str, *, auth_required: bool) -> dict[str, Any
         "status": "active",
         "date": "2026-11-23",
         "kind": "instance",
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "software": {"name": "ivclms", "version": __version__},
         "implementation": {"description": "IVC-LMS FHIR interoperability service", "url": base_url},
         "fhirVersion": "4.0.1",
