@@ -54,6 +54,7 @@ def _resources() -> list[dict[str, Any]]:
             ),
             "interaction": [{"code": "read"}, {"code": "search-type"}],
             "searchParam": [{"name": "_id", "type": "token", "documentation": "Logical id"}],
+            "searchInclude": [],
             "operation": [{"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/group-export"}],
         }
     )
