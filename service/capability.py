@@ -11,6 +11,7 @@ BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 """Bulk Data IG: the CapabilityStatement a Bulk Data server instantiates."""
 SYSTEM_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 PATIENT_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+GROUP_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
 PATIENT_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 
 
@@ -49,6 +50,19 @@ def _resources() -> list[dict[str, Any]]:
         out.append(entry)
     out.append(
         {
+            "type": "Group",
+            "documentation": (
+                "Groups the service maintains: one per source system (id source-<uuid5 of the source "
+                "system>) and one for the whole cohort (id ivclms-cohort); members are the Patients."
+            ),
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": "_id", "type": "token", "documentation": "Logical id"}],
+            "searchInclude": [],
+            "operation": [{"name": "export", "definition": GROUP_EXPORT}],
+        }
+    )
+    out.append(
+        {
             "type": "AuditEvent",
             "interaction": [{"code": "search-type"}],
             "searchParam": [{"name": "date", "type": "date", "documentation": "Recorded at or after (ge)"}],
@@ -82,7 +96,18 @@ def capability_statement(base_url: str, *, auth_required: bool, cors: bool = Fal
         },
         "resource": _resources(),
         "interaction": [{"code": "transaction"}, {"code": "batch"}],
-        "operation": [{"name": "export", "definition": SYSTEM_EXPORT}],
+        "operation": [
+            {
+                "name": "export",
+                "definition": SYSTEM_EXPORT,
+                "documentation": (
+                    "Bulk Data v2: _type (Provenance included), _since, _outputFormat, _typeFilter (search "
+                    "parameters declared here), _elements, patient (POST, Patient- and Group-level); "
+                    "includeAssociatedData is not supported (400 with Prefer: handling=strict, else a "
+                    "warning in the manifest's error files)"
+                ),
+            }
+        ],
     }
     return {
         "resourceType": "CapabilityStatement",

@@ -73,10 +73,37 @@ EXPORT = {
         _param("_type", "query", "Resource types, comma-separated", {"type": "string"}),
         _param("_since", "query", "Only resources updated after this instant", {"type": "string"}),
         _param("_outputFormat", "query", "application/fhir+ndjson", {"type": "string"}),
-        _param("Prefer", "header", "respond-async", {"type": "string"}, True),
+        _param(
+            "_typeFilter",
+            "query",
+            "[type]?[search parameters], comma-separated (ORed per type)",
+            {"type": "string"},
+        ),
+        _param(
+            "_elements", "query", "Root elements to keep ([type].[element] or [element])", {"type": "string"}
+        ),
+        _param(
+            "Prefer",
+            "header",
+            "respond-async; handling=strict refuses what is not honoured",
+            {"type": "string"},
+            True,
+        ),
     ],
     "responses": {"202": {"description": "Accepted; poll Content-Location"}, **_errors(400, 401, 403, 429)},
 }
+EXPORT_POST = {
+    **EXPORT,
+    "summary": "Bulk Data export kick-off with a FHIR Parameters body (patient: Patient- and Group-level)",
+    "requestBody": {"content": {"application/fhir+json": {"schema": {"type": "object"}}}},
+}
+GROUP = _param(
+    "group_id",
+    "path",
+    "Group id (ivclms-cohort, or source-<uuid> of a source system)",
+    {"type": "string"},
+    True,
+)
 # What each read route needs and what of the data it returns (issue 12: one gate for what leaves).
 CASES_LIST = (
     "Scopes: s on every case type (system/*.s); only cases of the token's source systems unless "
@@ -311,9 +338,32 @@ def _paths() -> dict[str, dict[str, Any]]:
                 },
             }
         },
-        "/fhir/$export": {"get": EXPORT},
+        "/fhir/$export": {"get": EXPORT, "post": EXPORT_POST},
         "/fhir/Patient/$export": {
-            "get": {**EXPORT, "summary": "Bulk Data export of the patients' resources"}
+            "get": {**EXPORT, "summary": "Bulk Data export of the patients' resources"},
+            "post": EXPORT_POST,
+        },
+        "/fhir/Group/{group_id}/$export": {
+            "get": {
+                **EXPORT,
+                "summary": "Bulk Data export of a Group's patients",
+                "parameters": [GROUP, *EXPORT["parameters"]],
+            },
+            "post": {**EXPORT_POST, "parameters": [GROUP, *EXPORT["parameters"]]},
+        },
+        "/fhir/Group/{group_id}": {
+            "get": {
+                "summary": "A Group the service maintains (one per source system, one for the cohort)",
+                "parameters": [GROUP],
+                "responses": {"200": {"description": "Group (r on Group)"}, **_errors(401, 403, 404)},
+            }
+        },
+        "/fhir/Group": {
+            "get": {
+                "summary": "The Groups the caller may read (a source-bound client: its sources' Groups)",
+                "parameters": [_param("_id", "query", "Group ids", {"type": "string"})],
+                "responses": {"200": {"description": "searchset Bundle", **FHIR_BUNDLE}, **_errors(401, 403)},
+            }
         },
         "/fhir/bulkstatus/{job_id}": {
             "get": {

@@ -230,6 +230,12 @@ export_jobs = Table(
         nullable=True,
         comment="per type: the caller's restrictions and source systems (JSON); null: unlimited",
     ),
+    Column(
+        "options_json",
+        Text,
+        nullable=True,
+        comment="Bulk Data v2 parameters honoured (_typeFilter, _elements, patient, Group), warnings",
+    ),
     Index("ix_export_jobs_state", "state", "created_at"),
 )
 

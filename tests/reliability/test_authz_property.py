@@ -441,7 +441,10 @@ def test_no_write_beyond_the_grant(world: World, caller: Caller, kind: str, sour
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(caller=callers, level=st.sampled_from(("/fhir/$export", "/fhir/Patient/$export")))
+@given(
+    caller=callers,
+    level=st.sampled_from(("/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/ivclms-cohort/$export")),
+)
 def test_export_files_hold_only_what_the_caller_may_see(world: World, caller: Caller, level: str):
     client = world.app.test_client()
     kick = client.get(level, headers=_headers(caller, Prefer="respond-async"))
@@ -498,10 +501,14 @@ COVERED = {
     "cases.retract_case": "delete",
     "bulk.export_system": "export",
     "bulk.export_patients": "export",
+    "bulk.export_group": "export",
     "bulk.export_status": "export",
     "bulk.export_file": "export",
 }
 ELSEWHERE = {
+    "bulk.read_group": "r on Group; members gated like Patient reads, a source-bound client sees only its "
+    "sources' Groups: tests/unit/api/test_bulk_v2.py",
+    "bulk.search_groups": "as bulk.read_group: tests/unit/api/test_bulk_v2.py",
     "bulk.export_cancel": "owner check: test_security_matrix.py (another owner's job is 404)",
     "sync.sync_retry": "scope check: test_security_matrix.py; writes no patient data and returns none",
     "validate.validate_any": "stores nothing and returns only issues about the posted resource",

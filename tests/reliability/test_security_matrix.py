@@ -29,6 +29,7 @@ PATH_VALUES = {
     "job_id": ID,
     "name": "Patient.ndjson",
     "entry_id": "1",
+    "group_id": ID,
 }
 TOKENS = {
     "none": None,
@@ -38,9 +39,17 @@ TOKENS = {
 }
 OTHER_TYPE = "system/Questionnaire.cruds"
 """A system scope with every action on a type that guards nothing here."""
-READ_OPERATIONS = {"validate.validate_any", "validate.validate_type", "fhir_read.search_post"}
+READ_OPERATIONS = {
+    "validate.validate_any",
+    "validate.validate_type",
+    "fhir_read.search_post",
+    "bulk.export_system",
+    "bulk.export_patients",
+    "bulk.export_group",
+}
 """POSTs that store nothing: $validate needs a read scope on the posted type, POST _search (issue 13)
-the search scopes of GET search."""
+the search scopes of GET search, a POST $export kick-off (a Parameters body, Bulk Data v2) reads like
+its GET."""
 OWNED = {"bulk.export_status", "bulk.export_cancel", "bulk.export_file"}
 """Guarded by the job's owner: another client's (or no) job is 404 whatever the scope."""
 
