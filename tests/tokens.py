@@ -15,14 +15,15 @@ EVERY_ROLE = ("registry", "deidentified")
 def token(
     scope: str = "system/*.cruds",
     secret: str = TEST_SECRET,
-    exp_offset: int = 300,
+    exp_offset: int = 6 * 3600,
     *,
     sub: str | None = "registry-a",
     sources: Any = "*",
     roles: Any = EVERY_ROLE,
     **claims: Any,
 ) -> str:
-    """A HS256 token; ``sources``/``roles`` None leave the claim out (a client bound to nothing)."""
+    """A HS256 token; ``sources``/``roles`` None leave the claim out (a client bound to nothing). Valid
+    for hours by default: modules mint tokens at import, and a full CI run takes half an hour."""
     body: dict[str, Any] = {"scope": scope, "exp": int(time.time()) + exp_offset, **claims}
     if sub is not None:
         body["sub"] = sub

@@ -65,7 +65,7 @@ IDEMPOTENCY = _param(
 CASE = {"$ref": "#/components/schemas/Case"}
 TYPE = _param("resource_type", "path", "A served resource type", {"type": "string"}, True)
 JOB = _param("job_id", "path", "Export job id", {"type": "string"}, True)
-EXPORT = {
+EXPORT: dict[str, Any] = {
     "summary": "Bulk Data export kick-off (Prefer: respond-async); 202 + Content-Location",
     "description": "Scope r on each exported type; the job holds only what the token may read (its SMART "
     "v2 restrictions and source systems) and belongs to the token's owner.",
@@ -92,7 +92,7 @@ EXPORT = {
     ],
     "responses": {"202": {"description": "Accepted; poll Content-Location"}, **_errors(400, 401, 403, 429)},
 }
-EXPORT_POST = {
+EXPORT_POST: dict[str, Any] = {
     **EXPORT,
     "summary": "Bulk Data export kick-off with a FHIR Parameters body (patient: Patient- and Group-level)",
     "requestBody": {"content": {"application/fhir+json": {"schema": {"type": "object"}}}},
@@ -348,8 +348,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                 **EXPORT,
                 "summary": "Bulk Data export of a Group's patients",
                 "parameters": [GROUP, *EXPORT["parameters"]],
+                "responses": {**EXPORT["responses"], **_errors(404)},
             },
-            "post": {**EXPORT_POST, "parameters": [GROUP, *EXPORT["parameters"]]},
+            "post": {
+                **EXPORT_POST,
+                "parameters": [GROUP, *EXPORT["parameters"]],
+                "responses": {**EXPORT_POST["responses"], **_errors(404)},
+            },
         },
         "/fhir/Group/{group_id}": {
             "get": {
