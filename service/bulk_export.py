@@ -868,7 +868,7 @@ def purge(engine: Engine, files: Path, now: datetime) -> int:
     with engine.begin() as conn:
         rows = conn.execute(
             select(export_jobs.c.id).where(
-                or_(export_jobs.c.expires_at < now, export_jobs.c.state == "cancelled")
+                or_(export_jobs.c.expires_at <= now, export_jobs.c.state == "cancelled")
             )
         ).all()
         ids = [r.id for r in rows]

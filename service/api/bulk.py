@@ -19,7 +19,7 @@ from service.api.context import ctx
 from service.api.params import parse_instant
 from service.api.responses import fhir_response
 from service.auth import gate
-from service.errors import BadRequest, Forbidden, Issue, NotFound
+from service.errors import BadRequest, Forbidden, Gone, Issue, NotFound
 from service.outcome import operation_outcome
 from service.search import RESOURCE_TYPES, Visibility
 
@@ -244,8 +244,14 @@ def _own(job: bulk_export.Job) -> bulk_export.Job:
 
 
 def _live(job: bulk_export.Job) -> bulk_export.Job:
-    """An expired job is 410 on every read, whether or not a worker purged it yet."""
-    return bulk_export.check_live(job, ctx().intake.clock())
+    """An expired job is 410 on every read, whether or not a worker purged it yet; the read purges it
+    (the files of an expired export leave the disk then, not at the next kick-off)."""
+    now = ctx().intake.clock()
+    try:
+        return bulk_export.check_live(job, now)
+    except Gone:
+        bulk_export.purge(ctx().engine, files_dir(), now)
+        raise
 
 
 @bp.get("/bulkstatus/<job_id>")

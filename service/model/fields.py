@@ -99,11 +99,17 @@ def _number(value: Any) -> float | int:
     return value
 
 
-class Text(fields.Field[str]):
-    """A non-empty string; ``max_length`` bounds identifiers (they are stored in bounded columns and
-    quoted into every resource's conditional URL, so their size multiplies)."""
+TEXT_MAX = 10_000
+"""Longest free text (institution, notes, other-text fields): a case abstract's sentences fit many
+times; a 9 MB institution name (outside review: stored, 36 MB of database) does not."""
 
-    def __init__(self, *, max_length: int | None = None, **kwargs: Any) -> None:
+
+class Text(fields.Field[str]):
+    """A non-empty string of at most ``max_length`` characters: ``TEXT_MAX`` for free text, less for
+    identifiers (they are stored in bounded columns and quoted into every resource's conditional URL,
+    so their size multiplies)."""
+
+    def __init__(self, *, max_length: int | None = TEXT_MAX, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_length = max_length
 
@@ -318,11 +324,11 @@ class Code(fields.Field[str]):
 # Constructors used by the schemas: required-ness, description and metadata in one call.
 
 
-def text(description: str, *, required: bool = False, max_length: int | None = None) -> Text:
+def text(description: str, *, required: bool = False, max_length: int | None = TEXT_MAX) -> Text:
     return Text(max_length=max_length, **_options(required, description))
 
 
-def uri(description: str, *, required: bool = False, max_length: int | None = None) -> Uri:
+def uri(description: str, *, required: bool = False, max_length: int | None = TEXT_MAX) -> Uri:
     return Uri(max_length=max_length, **_options(required, description))
 
 

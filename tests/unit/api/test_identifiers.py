@@ -189,3 +189,15 @@ def test_finding_16_bundle_answers_name_the_stored_resources(client):
     assert got == expected
     (row,) = cases(client)
     assert row["source_system"] == case["source_system"]
+
+
+def test_outside_review_free_text_is_bounded(client):
+    """A 9 MB ``institution`` was stored (201); free text is bounded like identifiers are."""
+    from service.model.fields import TEXT_MAX
+
+    long = client.post("/cases", json=example(institution="x" * (TEXT_MAX + 1)), headers=ADMIN)
+    assert long.status_code == 422
+    issue = long.get_json()["issue"][0]
+    assert "institution" in issue["diagnostics"] and f"at most {TEXT_MAX}" in issue["diagnostics"]
+    assert cases(client) == []
+    assert client.post("/cases", json=example(institution="x" * TEXT_MAX), headers=ADMIN).status_code == 201
