@@ -404,3 +404,30 @@ def test_finding_3_refused_grant_on_an_included_type_withholds_it(client, exampl
     assert body.status_code == 200
     assert _types(body.get_json()) == {"Observation"} and _warnings(body.get_json())
     assert client.get("/fhir/Patient", headers=headers).status_code == 403
+
+
+def test_outside_review_a_deidentified_token_reaches_nothing_identified(client, examples):
+    """Outside review (high): the documented de-identified recipient (``system/*.s``, role
+    ``deidentified``, bound to every source) listed /cases and bisected a birth date in 16 counts of
+    ``/fhir/Patient?_summary=count&identifier=...&date=le...``. docs/security.md: it "may de-identified
+    extracts and summaries only"."""
+    deid = bearer("system/*.rs", sources="*", roles=("deidentified",), client_id="study-1")
+    patient = _patient_id(client.get("/fhir/Patient?_count=1", headers=FULL).get_json())
+    identified = (
+        "/cases",
+        "/fhir/Patient?_summary=count&date=le1968-03-14",
+        f"/fhir/Patient/{patient}",
+        f"/fhir/Patient/{patient}/$everything",
+        "/fhir/Observation",
+        "/fhir/AuditEvent",
+        "/sync/status",
+        "/registry/cases.csv",
+    )
+    for path in identified:
+        resp = client.get(path, headers=deid)
+        assert resp.status_code == 403, (path, resp.status_code)
+        assert "deidentified" in resp.get_json()["issue"][0]["diagnostics"]
+    kick = client.get("/fhir/$export", headers={**deid, **ASYNC})
+    assert kick.status_code == 403
+    posted = client.post("/fhir/Patient/_search", data={"_summary": "count"}, headers=deid)
+    assert posted.status_code == 403
