@@ -45,11 +45,29 @@ _MESSAGES = {
 }
 
 
+class WithholdRequestText(logging.Filter):
+    """gunicorn logs a request it could not parse with the parser's message, which quotes the raw
+    request line or header ("Invalid HTTP Version: 'Smith&birthdate=1968-03-14 HTTP/1.1'": outside
+    review); the line keeps who and what kind of failure, never the quoted text."""
+
+    PREFIX = "Invalid request from ip="
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(self.PREFIX):
+            where, _, detail = message.partition(": ")
+            kind = detail.split(":", 1)[0].split("'", 1)[0].strip()[:60]
+            record.msg, record.args = f"{where}: {kind} (the request's text is not logged)", ()
+        return True
+
+
 class EscapingLogger(Logger):  # type: ignore[misc]
-    """gunicorn's logger, whose handlers escape control characters like the application's."""
+    """gunicorn's logger, whose handlers escape control characters like the application's, and whose
+    error log never quotes a malformed request."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
+        self.error_log.addFilter(WithholdRequestText())
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 old = handler.formatter or logging.Formatter()
