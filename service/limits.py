@@ -120,3 +120,23 @@ def check_csv_rows(text: str, limits: Limits) -> None:
     most = limits.max_cases_per_import
     if csv_data_rows(text, most) > most:
         raise TooLarge(f"the CSV holds more than {most} data rows; at most {most} cases ({CASES_SETTING})")
+
+
+def check_operations(bundle: Any, limits: Limits) -> None:
+    """GET and DELETE entries of a posted batch, counted before any is answered: each GET is a read
+    answered in full, so their number is bounded like one case's resources (413 naming the setting)."""
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    if not isinstance(entries, list):
+        return
+    count = sum(
+        1
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("request"), dict)
+        and e["request"].get("method") in ("GET", "DELETE")
+    )
+    most = limits.max_resources_per_case
+    if count > most:
+        raise TooLarge(
+            f"Bundle.entry: {count} GET/DELETE entries; at most {most} ({RESOURCES_SETTING})", "Bundle.entry"
+        )

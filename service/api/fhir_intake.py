@@ -19,6 +19,7 @@ from service.bundle_intake import Operation, ReadBundle, read_bundle
 from service.clock import instant
 from service.errors import Forbidden, Issue, NotFound, ServiceError
 from service.intake import Accepted, Authorize, Intake, OnChange
+from service.limits import check_operations
 from service.outcome import operation_outcome
 from service.validation.gate import errors
 
@@ -100,10 +101,16 @@ def _delete(operation: Operation, intake: Intake, author: str, authorize: Author
                 "case only; DELETE Patient/<id> withdraws the patient's whole case"
             )
             raise ServiceError([Issue("not-supported", message)], 405)
+        unknown = NotFound(f"Patient/{operation.resource_id} is unknown")
         ref = intake.case_of("Patient", operation.resource_id)
         if ref is None:
-            raise NotFound(f"Patient/{operation.resource_id} is unknown")
-        intake.retract(ref, author, None, authorize=authorize)
+            raise unknown
+        try:
+            intake.retract(ref, author, None, authorize=authorize)
+        except NotFound:
+            # Another hospital's patient: answered exactly like one that does not exist (the gate's
+            # 404 names the case id, which would confirm it: second outside review).
+            raise unknown from None
     except ServiceError as error:
         return _failed(error)
     message = "the case was withdrawn: its resources are marked entered-in-error"
@@ -147,6 +154,7 @@ def post_bundle() -> Response:
     require_writer(g.principal, "c", "u")
     bundle = json_body(FHIR_JSON_TYPES)
     intake = ctx().intake
+    check_operations(bundle, intake.limits)
     source = request.args.get(SOURCE_PARAM) or ctx().settings.source_system
     validator = ctx().validator
     check = (lambda b: errors(validator.validate_bundle(b))) if ctx().settings.validate_intake else None

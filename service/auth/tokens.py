@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 
@@ -59,7 +60,10 @@ def principal_from_claims(
     if client and client_sources and client in client_sources:
         sources |= client_sources[client]
     roles = frozenset(r for r in _words(claims, ROLES_CLAIM) if r in ROLES)
-    owner = f"{issuer}#sub:{subject}" if subject else f"{issuer}#client_id:{client}" if client else ""
+    # Each part percent-encoded, so "#" inside an issuer or subject cannot make two callers' keys meet
+    # (iss "a", sub "b#sub:c" vs iss "a#sub:b", sub "c": second outside review).
+    iss_, sub_, client_ = (quote(x, safe=":/@") for x in (issuer, subject, client))
+    owner = f"{iss_}#sub:{sub_}" if subject else f"{iss_}#client_id:{client_}" if client else ""
     if not owner:
         raise Unauthorized(_NOT_VALID)  # nobody to audit or to own anything
     return Principal(
@@ -68,7 +72,7 @@ def principal_from_claims(
         sources=None if EVERY_SOURCE in sources else frozenset(sources),
         roles=roles,
         owner=owner[:256],
-        client=f"{issuer}#client_id:{client}" if client else f"{issuer}#sub:{subject}",
+        client=f"{iss_}#client_id:{client_}" if client else f"{iss_}#sub:{sub_}",
     )
 
 

@@ -317,3 +317,49 @@ def test_item_2_a_transaction_takes_get_entries_after_its_writes_and_refuses_del
     refused = post(bundle)
     assert refused.status_code == 422
     assert "DELETE is taken in a batch only" in refused.get_json()["issue"][0]["diagnostics"]
+
+
+def _batch(*requests: tuple[str, str]) -> dict:
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": m, "url": u}} for m, u in requests],
+    }
+
+
+def test_second_review_another_hospitals_patient_is_deleted_like_an_unknown_one(client, post):
+    """Second outside review: a batch DELETE of another hospital's Patient answered "no case <case id>",
+    an unknown id "Patient/<id> is unknown": the answer told the patient exists and named its case."""
+    from tests.tokens import bearer
+
+    first = post(_plain()).get_json()  # a case of urn:ivclms:example:ehr
+    patient_ref = next(
+        e["response"]["location"].rsplit("/_history/", 1)[0]
+        for e in first["entry"]
+        if e["response"]["location"].startswith("Patient/")
+    )
+    other = bearer("system/*.cruds", sources=["urn:ivclms:example:hospital-a"], roles=())
+    answers = []
+    for ref in (patient_ref, "Patient/00000000-0000-4000-8000-000000000000"):
+        resp = client.post(
+            "/fhir",
+            data=json.dumps(_batch(("DELETE", ref))),
+            headers=other,
+            content_type="application/fhir+json",
+        )
+        entry = resp.get_json()["entry"][0]["response"]
+        answers.append((entry["status"], entry["outcome"]["issue"][0]["diagnostics"].split(" is ")[-1]))
+    assert answers[0] == answers[1] == ("404 Not Found", "unknown"), answers
+    assert client.get("/cases", headers=_auth()).get_json()["cases"][0]["status"] == "active"
+
+
+def test_second_review_get_entries_are_bounded_before_any_is_answered(client, post):
+    """Second outside review: 30 000 GET entries were answered (33.5 MB in 15 s)."""
+    from service.limits import Limits
+
+    most = Limits().max_resources_per_case
+    resp = post(_batch(*[("GET", "Patient/x")] * (most + 1)))
+    assert resp.status_code == 413
+    issue = resp.get_json()["issue"][0]
+    assert issue["code"] == "too-costly" and "IVCLMS_LIMITS_MAX_RESOURCES_PER_CASE" in issue["diagnostics"]
+    assert post(_batch(*[("GET", "Patient/x")] * 3)).status_code == 200

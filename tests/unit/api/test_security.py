@@ -80,3 +80,13 @@ def test_scope_matrix(scope, rtype, action, expected):
     from service.auth import Principal
 
     assert Principal("x", frozenset({scope})).allows(rtype, action) is expected
+
+
+def test_second_review_owner_keys_cannot_meet_through_a_hash_sign():
+    """iss "a" + sub "b#sub:c" and iss "a#sub:b" + sub "c" both gave the owner "a#sub:b#sub:c" (one could
+    read the other's exports); each part is percent-encoded now."""
+    from service.auth.tokens import principal_from_claims
+
+    one = principal_from_claims({"iss": "a", "sub": "b#sub:c", "scope": ""})
+    two = principal_from_claims({"iss": "a#sub:b", "sub": "c", "scope": ""})
+    assert one.owner != two.owner and one.client != two.client
