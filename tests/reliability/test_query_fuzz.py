@@ -151,6 +151,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "version": "1",
         "job_id": job_id,
         "name": "Patient.ndjson",
+        "group_id": "ivclms-cohort",
     }
     targets = _targets(client.get("/openapi.json").get_json(), client.get("/fhir/metadata").get_json())
     yield {"app": app, "probe": Probe(app), "defaults": defaults, "targets": targets}
