@@ -153,10 +153,6 @@ def visible_text(
     )
 
 
-def only_visible(principal: Principal, resources: Iterable[dict[str, Any]], action: str = "r") -> list[Any]:
-    return [r for r in resources if visible(principal, r, action)]
-
-
 def require_case_types(principal: Principal, action: str, types: Iterable[str] = CASE_TYPES) -> None:
     """A whole case (or its JSON) needs ``action`` on every resource type it holds, unrestricted."""
     missing = sorted({t for t in types if not principal.allows(t, action)})
@@ -180,9 +176,3 @@ def require_source_write(principal: Principal, source_system: str) -> None:
             f"this client may not write cases of source system {source_system!r} "
             "(bind it with the ivclms_sources claim or IVCLMS_AUTH_CLIENT_SOURCES)"
         )
-
-
-def require_case_write(principal: Principal, source_system: str, action: str, types: Iterable[str]) -> None:
-    """Writing one case: a source system the caller is bound to, and the action on every type written."""
-    require_source_write(principal, source_system)
-    require_case_types(principal, action, types)
