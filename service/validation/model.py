@@ -80,6 +80,13 @@ class Elem:
     min_value: Any = None
     max_value: Any = None
     also_required: tuple[str, ...] = ()  # value sets of additional bindings with purpose "required"
+    checks: tuple[Constraint, ...] = ()
+    """``constraints`` less ``ele-1`` (the walker checks it structurally): what FHIRPath has to run."""
+    sliced: bool = False
+    """Values are matched to slices (it has slices or slicing, or is an extension list)."""
+    fixed_or_pattern: bool = False
+    limited: bool = False
+    """It has a minValue[x] or maxValue[x]."""
 
     @property
     def type_codes(self) -> tuple[str, ...]:
@@ -202,6 +209,7 @@ def compile_snapshot(elements: list[dict[str, Any]]) -> Elem:
         raise ValueError("snapshot without a root element")
     for node in by_id.values():
         node.required = [c for c in node.own if c.min > 0 or any(s.min > 0 for s in c.slices)]
+        settle(node)
     for node in by_id.values():
         if node.content_ref:
             target = by_id.get(node.content_ref)
@@ -210,6 +218,19 @@ def compile_snapshot(elements: list[dict[str, Any]]) -> Elem:
                 node.own = target.own
                 node.required = target.required
     return root
+
+
+_STRUCTURAL = "ele-1"
+_EXTENSIONS = frozenset({"extension", "modifierExtension"})
+
+
+def settle(node: Elem) -> None:
+    """Derive the flags the walker tests on every value once, when the tree is compiled, instead of
+    per value (the walker's hot path)."""
+    node.checks = tuple(c for c in node.constraints if c.key != _STRUCTURAL)
+    node.sliced = bool(node.slices or node.slicing or node.name in _EXTENSIONS)
+    node.fixed_or_pattern = node.fixed is not None or node.pattern is not None
+    node.limited = node.min_value is not None or node.max_value is not None
 
 
 def primitive_regex(type_sd: dict[str, Any]) -> re.Pattern[str] | None:

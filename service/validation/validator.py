@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -85,6 +85,9 @@ class Validator:
         self.native = True
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self._roots: dict[str, Elem | None] = {}
+        self._type_roots: dict[str, Elem | None] = {}
+        self._resource_types: dict[str, bool] = {}
+        self._primitive_checks: dict[str, Callable[[Any], bool]] = {}
         self._regex: dict[str, re.Pattern[str] | None] = {}
         self.own_canonical: str | None = None
         """Canonical base of this project's package: an extension under it is ours, so one that
@@ -311,52 +314,72 @@ class Validator:
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
         host, run.host = run.host, None
-        eid = value.get("id")
-        if not is_resource and isinstance(eid, str) and len(eid.encode()) > _MAX_STRING:
-            run.add("error", "value", f"{expr}.id", "An element id is longer than 1 MB")
-        if not is_resource and not any(k != "id" and k != "resourceType" for k in value):
-            # ele-1 sits on elements; a resource with only resourceType (and id) is valid
-            run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
-            return
-        present: dict[int, tuple[Elem, list[tuple[str, TypeRef | None, Any]]]] = {}
+        if not is_resource:
+            eid = value.get("id")
+            # a str of n characters is at most 4n bytes of UTF-8: encode only when it could be too long
+            if isinstance(eid, str) and len(eid) > _MAX_STRING // 4 and len(eid.encode()) > _MAX_STRING:
+                run.add("error", "value", f"{expr}.id", "An element id is longer than 1 MB")
+            if not any(k != "id" and k != "resourceType" for k in value):
+                # ele-1 sits on elements; a resource with only resourceType (and id) is valid
+                run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
+                return
+        children = elem.children
+        # child element -> its (JSON name, type, value)s, in the order the names first occur (Elem
+        # compares by identity); an empty list: only ``_name`` is there
+        present: dict[Elem, list[tuple[str, TypeRef | None, Any]]] = {}
         for key, item in value.items():
+            found = children.get(key)
+            if found is not None:
+                child, tref = found
+                got = present.get(child)
+                if got is None:
+                    present[child] = [(key, tref, item)]
+                else:
+                    got.append((key, tref, item))
+                continue
             if key == "resourceType" and is_resource:
                 continue
-            if key.startswith("_"):
+            if key[:1] == "_":
                 if is_resource and key == "_id":
                     continue  # reported by _resource_rules
                 self._primitive_extras(value, key, item, elem, expr, res, run, type_path)
-                found_primitive = elem.children.get(key[1:])
+                found_primitive = children.get(key[1:])
                 if found_primitive is not None and key[1:] not in value:
                     # a primitive given only by its extensions (``_birthDate``) is present
-                    present.setdefault(id(found_primitive[0]), (found_primitive[0], []))
+                    present.setdefault(found_primitive[0], [])
                 continue
-            found = elem.children.get(key)
-            if found is None:
-                run.add("error", "structure", f"{expr}.{key}", f"Unrecognized property '{key}'")
-                continue
-            child, tref = found
-            present.setdefault(id(child), (child, []))[1].append((key, tref, item))
-        absent = [c for c in elem.required if id(c) not in present]
-        for child in [*(entry[0] for entry in present.values()), *absent]:
-            got = present[id(child)][1] if id(child) in present else []
-            if id(child) in present and not got:
+            run.add("error", "structure", f"{expr}.{key}", f"Unrecognized property '{key}'")
+        for child, got in present.items():
+            if not got:
                 continue  # only ``_name``: its extensions stand for the value
-            if len(got) > 1:
+            items: list[tuple[Any, str, TypeRef | None]]
+            if len(got) == 1:
+                key, tref, item = got[0]
+                if isinstance(item, list) or child.repeats:
+                    items = self._items(item, child, key, tref, f"{expr}.{key}", run)
+                else:
+                    items = [(item, f"{expr}.{key}", tref)]
+            else:
                 names = ", ".join(k for k, _, _ in got)
                 run.add("error", "structure", f"{expr}.{child.name}", f"Only one of {names} is allowed")
-            items: list[tuple[Any, str, TypeRef | None]] = []
-            for key, tref, item in got:
-                items.extend(self._items(item, child, key, tref, f"{expr}.{key}", run))
-            self._cardinality(
-                child, len(items), f"{expr}.{child.name}" if not got else f"{expr}.{got[0][0]}", run
-            )
-            if child.slices or child.slicing or child.name in _EXTENSIONS:
+                items = []
+                for key, tref, item in got:
+                    items.extend(self._items(item, child, key, tref, f"{expr}.{key}", run))
+            count = len(items)
+            if count < child.min or (child.max is not None and count > child.max):
+                self._cardinality(child, count, f"{expr}.{got[0][0]}", run)
+            if child.sliced:
                 self._sliced(items, child, res, run, host)
             else:
                 for item, item_expr, tref in items:
                     self._value(item, child, tref, item_expr, res, run)
-        self._invariants(value, elem.constraints, type_path, expr, res, run)
+        for child in elem.required:
+            if child not in present:
+                self._cardinality(child, 0, f"{expr}.{child.name}", run)
+                if child.sliced:
+                    self._sliced([], child, res, run, host)
+        if elem.checks:
+            self._invariants(value, elem.checks, type_path, expr, res, run)
 
     @staticmethod
     def _items(
@@ -417,17 +440,24 @@ class Validator:
         if tref is None and len(elem.types) > 1 and isinstance(item, dict) and "resourceType" in item:
             tref = next((t for t in elem.types if t.code == item["resourceType"]), None)
         code = tref.code if tref is not None else (elem.types[0].code if elem.types else "")
-        if code in PRIMITIVE_TYPES:
-            if self._primitive(item, code, expr, run):
-                self._fixed_pattern(item, elem, expr, run)
-                if elem.min_value is not None or elem.max_value is not None:
+        check = self._primitive_checks.get(code)
+        if check is None and code in PRIMITIVE_TYPES:
+            check = self._primitive_checks[code] = self._primitive_check(code)
+        if check is not None:
+            if check(item):
+                if elem.fixed_or_pattern:
+                    self._fixed_pattern(item, elem, expr, run)
+                if elem.limited:
                     _limits(item, elem, expr, run)
-                if elem.binding and code == "code":
-                    self._binding(item, code, elem, expr, run)
-                for url in elem.also_required if code == "code" else ():
-                    self._binding(item, code, elem, expr, run, ("required", url))
-                if len(elem.constraints) > 1 or (elem.constraints and elem.constraints[0].key != _STRUCTURAL):
-                    self._invariants(item, elem.constraints, code, expr, res, run)
+                if code == "code":
+                    if elem.binding:
+                        self._binding(item, code, elem, expr, run)
+                    for url in elem.also_required:
+                        self._binding(item, code, elem, expr, run, ("required", url))
+                if elem.checks:
+                    self._invariants(item, elem.checks, code, expr, res, run)
+            else:
+                run.add("error", "value", expr, f"The value {_show(item)} is not a valid {code}")
             return
         if code == "Resource" or self._is_resource_type(code):
             rtype = item.get("resourceType") if isinstance(item, dict) else None
@@ -448,23 +478,28 @@ class Validator:
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
         datatype = code not in ("", "BackboneElement", "Element")
-        profiles = [r for r in (self.root(p) for p in (tref.profiles if tref else ())) if r is not None]
-        type_root = self.root(CORE + code) if datatype else None
+        profiles = (
+            [r for r in (self.root(p) for p in tref.profiles) if r is not None]
+            if tref is not None and tref.profiles
+            else None
+        )
+        type_root = self._type_root(code) if datatype else None
         if profiles:
             for root in profiles:
                 self._complex(item, root, code, expr, res, run)
         elif elem.own:
             self._complex(item, elem, code if datatype else (elem.content_ref or elem.path), expr, res, run)
-            if type_root is not None:
-                self._invariants(item, type_root.constraints, code, expr, res, run)
+            if type_root is not None and type_root.checks:
+                self._invariants(item, type_root.checks, code, expr, res, run)
         elif type_root is not None:
             self._complex(item, type_root, code, expr, res, run)
         else:
             run.add("error", "structure", expr, f"Unknown data type '{code}'")
             return
-        if not elem.own:
-            self._invariants(item, elem.constraints, code, expr, res, run)
-        self._fixed_pattern(item, elem, expr, run)
+        if not elem.own and elem.checks:
+            self._invariants(item, elem.checks, code, expr, res, run)
+        if elem.fixed_or_pattern:
+            self._fixed_pattern(item, elem, expr, run)
         if code == "Coding":
             self._coding(item, expr, run)
         elif code == "CodeableConcept":
@@ -477,36 +512,50 @@ class Validator:
             self._reference(item, tref, expr, run)
         elif code == "Attachment":
             _attachment_size(item, expr, run)
-        elif code == "Quantity" and (elem.min_value is not None or elem.max_value is not None):
+        elif code == "Quantity" and elem.limited:
             _limits(item, elem, expr, run)
         if elem.binding and code in ("Coding", "CodeableConcept", "Quantity"):
             self._binding(item, code, elem, expr, run)
         for url in elem.also_required if code in ("Coding", "CodeableConcept") else ():
             self._binding(item, code, elem, expr, run, ("required", url))
 
-    def _is_resource_type(self, code: str) -> bool:
-        sd = self.defs.structure(CORE + code) if code and code[0].isupper() else None
-        return sd is not None and sd.get("kind") == "resource"
+    def _type_root(self, code: str) -> Elem | None:
+        """``root(CORE + code)``, looked up once per type code."""
+        if code not in self._type_roots:
+            self._type_roots[code] = self.root(CORE + code)
+        return self._type_roots[code]
 
-    def _primitive(self, item: Any, code: str, expr: str, run: _Run) -> bool:
-        ok: bool
+    def _is_resource_type(self, code: str) -> bool:
+        known = self._resource_types.get(code)
+        if known is None:
+            sd = self.defs.structure(CORE + code) if code and code[0].isupper() else None
+            known = self._resource_types[code] = sd is not None and sd.get("kind") == "resource"
+        return known
+
+    def _primitive_check(self, code: str) -> Callable[[Any], bool]:
+        """The test of a JSON value of the primitive type ``code``, built once per type: JSON type, the
+        value regex of the type's definition, a real calendar day for dates."""
         if code == "boolean":
-            ok = isinstance(item, bool)
-        elif code in _INTEGERS:
+            return lambda item: isinstance(item, bool)
+        if code in _INTEGERS:
             low = _INTEGERS[code]
-            ok = isinstance(item, int) and not isinstance(item, bool) and (low is None or item >= low)
-        elif code == "decimal":
-            ok = isinstance(item, int | float) and not isinstance(item, bool)
-        else:
-            ok = isinstance(item, str) and item.strip() != ""
-            if ok and code != "xhtml":
-                regex = self._primitive_regex(code)
-                ok = regex is None or regex.fullmatch(item) is not None
-                if ok and code in _CALENDAR:
-                    ok = _real_date(item)
-        if not ok:
-            run.add("error", "value", expr, f"The value {_show(item)} is not a valid {code}")
-        return ok
+            return lambda item: (
+                isinstance(item, int) and not isinstance(item, bool) and (low is None or item >= low)
+            )
+        if code == "decimal":
+            return lambda item: isinstance(item, int | float) and not isinstance(item, bool)
+        regex = self._primitive_regex(code) if code != "xhtml" else None
+        match = regex.fullmatch if regex is not None else None
+        calendar = code in _CALENDAR
+
+        def check(item: Any) -> bool:
+            if not isinstance(item, str) or item.strip() == "":
+                return False
+            if match is not None and match(item) is None:
+                return False
+            return not calendar or _real_date(item)
+
+        return check
 
     def _primitive_regex(self, code: str) -> re.Pattern[str] | None:
         if code not in self._regex:
