@@ -45,7 +45,7 @@ class Invariants:
     def __init__(self) -> None:
         self._parsed: dict[str, Any] = {}
         self._memo: dict[tuple[str, bytes], bool | None] = {}
-        self._names: dict[str, frozenset[str] | None] = {}
+        self._names: dict[str, _Plan | None] = {}
         self._lock = threading.Lock()
         self.unsupported: dict[str, str] = {}
 
@@ -75,20 +75,12 @@ class Invariants:
     def _key(
         self, expression: str, node: Any, type_path: str, resource: dict[str, Any], root: dict[str, Any]
     ) -> tuple[str, bytes] | None:
-        if expression not in self._names:
-            names: frozenset[str] | None
-            if any(token in expression for token in _NEVER_MEMO):
-                names = None
-            elif any(token in expression for token in _WHOLE):
-                names = frozenset()
-            else:
-                names = frozenset(n.strip("`") for n in _NAME.findall(expression))
-            self._names[expression] = names
-        names = self._names[expression]
-        if names is None:
+        plan = self._names.get(expression, _UNPLANNED)
+        if plan is _UNPLANNED:
+            plan = self._names[expression] = _plan(expression)
+        if plan is None:
             return None
-        with_resource = "%resource" in expression
-        with_root = "%rootResource" in expression
+        names, with_resource, with_root = plan
         parts = [
             type_path,
             _project(node, names),
@@ -118,6 +110,22 @@ class Invariants:
         return all(r is True for r in result) if all(isinstance(r, bool) for r in result) else True
 
 
+_Plan = tuple[frozenset[str], bool, bool]
+_UNPLANNED: Any = object()
+
+
+def _plan(expression: str) -> _Plan | None:
+    """What the memo key of an expression holds: the property names it reaches (empty: the whole
+    value), and whether it reads ``%resource`` / ``%rootResource``; None: never memoised."""
+    if any(token in expression for token in _NEVER_MEMO):
+        return None
+    if any(token in expression for token in _WHOLE):
+        names: frozenset[str] = frozenset()
+    else:
+        names = frozenset(n.strip("`") for n in _NAME.findall(expression))
+    return names, "%resource" in expression, "%rootResource" in expression
+
+
 def _typed(resource: dict[str, Any]) -> Any:
     """A resource as a typed FHIRPath node, so ``%resource.type().name`` is its resource type."""
     rtype = resource.get("resourceType") if isinstance(resource, dict) else None
@@ -132,7 +140,9 @@ def _project(data: Any, names: frozenset[str]) -> Any:
     return {k: v for k, v in data.items() if k == "resourceType" or _named(k.lstrip("_"), names)}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _named(key: str, names: frozenset[str]) -> bool:
+    """Bounded cache: the keys come from the input (a frozenset keeps its hash once computed)."""
     return key in names or any(p in names for p in _stems(key))
 
 

@@ -51,6 +51,7 @@ _INTEGERS = {"integer": None, "positiveInt": 1, "unsignedInt": 0}
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CALENDAR = frozenset({"date", "dateTime", "instant"})
 _MAX_STRING = 1024 * 1024
+_CLEAN_LIMIT = 100_000
 
 
 @dataclass
@@ -69,6 +70,10 @@ class _Run:
     host: tuple[str, ...] | None = None
     """Set for one ``_complex`` call: the path of the primitive whose ``_name`` element it walks, which
     is where that element's extensions sit (their ``context`` is checked against it)."""
+    context: int = 0
+    """Counts the checks that read more than the value and its definition (references, other
+    resources, ``%resource``, today's date): a value whose walk read none and found nothing is clean
+    for its element wherever it recurs (``Validator._clean``)."""
 
     def add(self, severity: str, code: str, expression: str, message: str) -> None:
         self.issues.append(Issue(code=code, diagnostics=message, expression=expression, severity=severity))
@@ -88,6 +93,10 @@ class Validator:
         self._type_roots: dict[str, Elem | None] = {}
         self._resource_types: dict[str, bool] = {}
         self._primitive_checks: dict[str, Callable[[Any], bool]] = {}
+        self._clean: dict[tuple[Elem, TypeRef | None, bool, str], bool] = {}
+        """Complex values (Coding, CodeableConcept, Extension, ...) that were found without any issue
+        by a walk that read nothing but the value and its element (``_Run.context``), keyed by the
+        element, type, native flag and the value's JSON: the same value there is clean again."""
         self._regex: dict[str, re.Pattern[str] | None] = {}
         self.own_canonical: str | None = None
         """Canonical base of this project's package: an extension under it is ours, so one that
@@ -195,6 +204,7 @@ class Validator:
         if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
             run.add("error", "structure", expr, "A resource must be a JSON object with a resourceType")
             return
+        run.context += 1  # its rules read the Bundle and %resource
         rtype = res["resourceType"]
         base = self.root(CORE + rtype)
         if base is None or self.defs.structure(CORE + rtype).get("kind") != "resource":  # type: ignore[union-attr]
@@ -448,6 +458,7 @@ class Validator:
                 if elem.fixed_or_pattern:
                     self._fixed_pattern(item, elem, expr, run)
                 if elem.limited:
+                    run.context += 1  # a limit may be relative to today
                     _limits(item, elem, expr, run)
                 if code == "code":
                     if elem.binding:
@@ -477,7 +488,38 @@ class Validator:
         if not isinstance(item, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
-        datatype = code not in ("", "BackboneElement", "Element")
+        if code in ("", "BackboneElement", "Element"):
+            self._complex_value(item, elem, tref, code, False, expr, res, run)
+            return
+        # repr, not a JSON dump: it keeps apart what JSON would merge (tuple and list, NaN and null)
+        key = (elem, tref, self.native, repr(item))
+        if key in self._clean:
+            if code == "Reference":
+                self._reference(item, tref, expr, run)
+            return
+        issues, context = len(run.issues), run.context
+        walked = self._complex_value(item, elem, tref, code, True, expr, res, run)
+        if len(run.issues) == issues and run.context == context:
+            if len(self._clean) >= _CLEAN_LIMIT:
+                self._clean.clear()
+            self._clean[key] = True
+        if walked and code == "Reference":
+            # last of a Reference's checks, kept out of the memo: it resolves in the Bundle
+            self._reference(item, tref, expr, run)
+
+    def _complex_value(
+        self,
+        item: dict[str, Any],
+        elem: Elem,
+        tref: TypeRef | None,
+        code: str,
+        datatype: bool,
+        expr: str,
+        res: dict[str, Any],
+        run: _Run,
+    ) -> bool:
+        """A value of a complex type or a backbone element: its children, then the type's checks but
+        the target of a Reference (the caller's, after this). False: of an unknown type."""
         profiles = (
             [r for r in (self.root(p) for p in tref.profiles) if r is not None]
             if tref is not None and tref.profiles
@@ -495,7 +537,7 @@ class Validator:
             self._complex(item, type_root, code, expr, res, run)
         else:
             run.add("error", "structure", expr, f"Unknown data type '{code}'")
-            return
+            return False
         if not elem.own and elem.checks:
             self._invariants(item, elem.checks, code, expr, res, run)
         if elem.fixed_or_pattern:
@@ -508,16 +550,16 @@ class Validator:
             ):
                 if isinstance(coding, dict):
                     self._coding(coding, f"{expr}.coding[{i}]", run)
-        elif code == "Reference":
-            self._reference(item, tref, expr, run)
         elif code == "Attachment":
             _attachment_size(item, expr, run)
         elif code == "Quantity" and elem.limited:
+            run.context += 1  # a limit may be relative to today
             _limits(item, elem, expr, run)
         if elem.binding and code in ("Coding", "CodeableConcept", "Quantity"):
             self._binding(item, code, elem, expr, run)
         for url in elem.also_required if code in ("Coding", "CodeableConcept") else ():
             self._binding(item, code, elem, expr, run, ("required", url))
+        return True
 
     def _type_root(self, code: str) -> Elem | None:
         """``root(CORE + code)``, looked up once per type code."""
@@ -744,6 +786,7 @@ class Validator:
             )
 
     def _reference(self, item: dict[str, Any], tref: TypeRef | None, expr: str, run: _Run) -> None:
+        run.context += 1  # resolves in the Bundle
         ref = item.get("reference")
         if isinstance(ref, str) and run.bundle is not None and not run.history:
             _bundle_reference(ref, expr, run)
@@ -786,6 +829,7 @@ class Validator:
         return found
 
     def _conforms(self, target: dict[str, Any], profile: str, run: _Run) -> bool:
+        run.context += 1
         if profile in _declared_profiles(target):
             return True  # checked against it as an entry of its own
         key = (id(target), profile)
@@ -803,6 +847,8 @@ class Validator:
             if c.key == _STRUCTURAL or _vacuous(c.key, node):
                 continue
             verdict = required_check(c.key, c.expression, node, root)
+            if verdict is not None or "%" in c.expression or "resolve(" in c.expression:
+                run.context += 1  # may read the root resource or the resource
             if verdict is None and self.native:
                 verdict = native_check(c.key, c.expression, node)
             if verdict is None:
