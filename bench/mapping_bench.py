@@ -15,8 +15,12 @@ bytes:
 - floor: ``orjson.loads`` -> ``orjson.dumps``.
 
 ``--profile N`` also profiles the service side on N cases (cProfile) and prints the top functions.
+``--baseline DIR`` also runs the service side from another checkout (e.g. ``git worktree add`` of the
+commit before a change), right before this one's, on the same input: a before/after in one run, as
+ratios to the same floor. ``--repeat N`` runs every side N times in turn and keeps each side's fastest
+run (the machine may be shared: the minimum is the run least disturbed by others).
 
-    .venv/bin/python -m bench.mapping_bench --sizes 100 1000 [--profile 200]
+    .venv/bin/python -m bench.mapping_bench --sizes 100 1000 [--profile 200] [--baseline DIR] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -133,15 +137,25 @@ def _prepare(tmp: Path, size: int) -> tuple[Path, Path, int]:
     return case_file, bundle_file, round(entries / size)
 
 
-def _child(code: str, *args: str) -> list[float]:
-    result = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
+def _child(code: str, *args: str, cwd: str | None = None) -> list[float]:
+    """One side in a fresh interpreter; ``cwd`` is the checkout whose ``service`` it imports."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, cwd=cwd
+    )
     return [float(x) for x in result.stdout.split()]
+
+
+def _fastest(runs: list[list[float]]) -> list[float]:
+    """The run with the least elapsed time (second field)."""
+    return min(runs, key=lambda r: r[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--profile", type=int, default=0, help="cProfile the service side on N cases")
+    parser.add_argument("--baseline", help="another checkout whose service side runs too (before/after)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side, fastest kept")
     args = parser.parse_args()
     load = os.getloadavg()
     print(
@@ -150,13 +164,21 @@ def main() -> None:
     )
     rows: list[dict[str, Any]] = []
     profile_text = ""
+    services = ["baseline", "service"] if args.baseline else ["service"]
+    sides = [*services, "fhir.resources", "floor"]
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             case_file, bundle_file, entries = _prepare(Path(tmp), size)
             row: dict[str, Any] = {"size": size, "entries": entries}
-            row["service"] = _child(CHILD_SERVICE, str(case_file), NOW)
-            row["fhir.resources"] = _child(CHILD_FHIR_RESOURCES, str(bundle_file))
-            row["floor"] = _child(CHILD_FLOOR, str(bundle_file))
+            runs: dict[str, list[list[float]]] = {side: [] for side in sides}
+            here = str(Path(__file__).resolve().parents[1])
+            for _ in range(args.repeat):
+                if args.baseline:
+                    runs["baseline"].append(_child(CHILD_SERVICE, str(case_file), NOW, cwd=args.baseline))
+                runs["service"].append(_child(CHILD_SERVICE, str(case_file), NOW, cwd=here))
+                runs["fhir.resources"].append(_child(CHILD_FHIR_RESOURCES, str(bundle_file)))
+                runs["floor"].append(_child(CHILD_FLOOR, str(bundle_file)))
+            row.update({side: _fastest(r) for side, r in runs.items()})
             rows.append(row)
             print(json.dumps(row))
         if args.profile:
@@ -169,7 +191,7 @@ def main() -> None:
     print("|---:|---|---:|---:|---:|---:|")
     for row in rows:
         floor_rate = row["floor"][0] / row["floor"][1]
-        for side in ("service", "fhir.resources", "floor"):
+        for side in sides:
             count, elapsed = row[side][:2]
             print(
                 f"| {row['size']} | {side} | {elapsed:.2f} | {count / elapsed:,.1f} | "
@@ -177,11 +199,14 @@ def main() -> None:
             )
     print()
     print("Service stages, ms/case:")
-    print("| cases | validate_case | case_to_bundle | validate_bundle | orjson.dumps |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| cases | side | validate_case | case_to_bundle | validate_bundle | orjson.dumps |")
+    print("|---:|---|---:|---:|---:|---:|")
     for row in rows:
-        count, _, *stages = row["service"]
-        print(f"| {row['size']} | " + " | ".join(f"{s / count * 1000:.2f}" for s in stages) + " |")
+        for side in services:
+            count, _, *stages = row[side]
+            print(
+                f"| {row['size']} | {side} | " + " | ".join(f"{s / count * 1000:.2f}" for s in stages) + " |"
+            )
     print(f"\n(~{rows[0]['entries']} entries per Bundle)")
     if profile_text:
         print(f"\ncProfile of the service side, {args.profile} cases:\n")

@@ -52,6 +52,7 @@ _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CALENDAR = frozenset({"date", "dateTime", "instant"})
 _MAX_STRING = 1024 * 1024
 _CLEAN_LIMIT = 100_000
+_BACKBONE = frozenset({"", "BackboneElement", "Element"})
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Validator:
         self.invariants = Invariants()
         self.native = True
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
+        self.memo = True
+        """Clean complex values are not walked again (``_clean``); tests turn it off to compare."""
         self._roots: dict[str, Elem | None] = {}
         self._type_roots: dict[str, Elem | None] = {}
         self._resource_types: dict[str, bool] = {}
@@ -488,8 +491,10 @@ class Validator:
         if not isinstance(item, dict):
             run.add("error", "structure", expr, f"{expr} must be a JSON object")
             return
-        if code in ("", "BackboneElement", "Element"):
-            self._complex_value(item, elem, tref, code, False, expr, res, run)
+        if code in _BACKBONE or not self.memo:
+            walked = self._complex_value(item, elem, tref, code, code not in _BACKBONE, expr, res, run)
+            if walked and code == "Reference":
+                self._reference(item, tref, expr, run)
             return
         # repr, not a JSON dump: it keeps apart what JSON would merge (tuple and list, NaN and null)
         key = (elem, tref, self.native, repr(item))
