@@ -51,7 +51,10 @@ _INTEGERS = {"integer": None, "positiveInt": 1, "unsignedInt": 0}
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CALENDAR = frozenset({"date", "dateTime", "instant"})
 _MAX_STRING = 1024 * 1024
-_CLEAN_LIMIT = 100_000
+_CLEAN_LIMIT = 20_000
+_CLEAN_MAX_REPR = 2048
+"""The memo holds at most ~40 MB of keys: values with a longer repr (an Attachment's data, a long
+text) rarely recur and are walked each time."""
 _BACKBONE = frozenset({"", "BackboneElement", "Element"})
 
 
@@ -497,14 +500,15 @@ class Validator:
                 self._reference(item, tref, expr, run)
             return
         # repr, not a JSON dump: it keeps apart what JSON would merge (tuple and list, NaN and null)
-        key = (elem, tref, self.native, repr(item))
+        text = repr(item)
+        key = (elem, tref, self.native, text)
         if key in self._clean:
             if code == "Reference":
                 self._reference(item, tref, expr, run)
             return
         issues, context = len(run.issues), run.context
         walked = self._complex_value(item, elem, tref, code, True, expr, res, run)
-        if len(run.issues) == issues and run.context == context:
+        if len(run.issues) == issues and run.context == context and len(text) <= _CLEAN_MAX_REPR:
             if len(self._clean) >= _CLEAN_LIMIT:
                 self._clean.clear()
             self._clean[key] = True
