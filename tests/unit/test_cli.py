@@ -157,7 +157,7 @@ def test_import_of_the_example_series_writes_a_bundle_per_case(tmp_path: Path):
     out = tmp_path / "bundles"
     result = run("import", str(SERIES), "--out", str(out), "--now", NOW)
     assert result.exit_code == 0, result.output
-    assert result.stderr == "9 cases imported, 0 rows rejected\n"
+    assert result.stderr == f"9 cases valid; 9 bundles written to {out} (not stored in the service's database)\n"
     by_id = {case["case_id"]: case for case in map(json.loads, (p.read_text() for p in EXAMPLES))}
     assert sorted(p.name for p in out.iterdir()) == [f"{case_id}.bundle.json" for case_id in sorted(by_id)]
     for case_id, case in by_id.items():
@@ -166,7 +166,7 @@ def test_import_of_the_example_series_writes_a_bundle_per_case(tmp_path: Path):
         assert json.loads(unmapped.stdout) == case
 
 
-def test_import_reports_broken_rows_and_writes_the_others(tmp_path: Path):
+def test_import_is_all_or_nothing_and_names_sheet_columns_and_lines(tmp_path: Path):
     rows = list(csv.DictReader(io.StringIO(SERIES.read_text(), newline="")))
     rows[1]["patient_sex"] = "robot"  # a bad code: IVC-002
     rows[4]["diagnosis_date"] = ""  # a missing required cell: IVC-005
@@ -179,13 +179,13 @@ def test_import_reports_broken_rows_and_writes_the_others(tmp_path: Path):
     out = tmp_path / "bundles"
     result = run("import", str(series), "--out", str(out), "--now", NOW)
     assert result.exit_code == 1
+    # Data rows 2 and 5 are the sheet's lines 3 and 6 (the header is line 1, as a spreadsheet shows it).
     assert result.stderr.splitlines() == [
-        "row 2: patient.sex: must be one of: female, male, other, unknown",
-        "row 5: diagnosis.date: required",
-        "7 cases imported, 2 rows rejected",
+        "line 3: patient_sex: must be one of: female, male, other, unknown",
+        "line 6: diagnosis_date: required",
+        "2 rows rejected, 7 cases valid: nothing written (all or nothing)",
     ]
-    written = sorted(p.name for p in out.iterdir())
-    assert written == [f"IVC-00{n}.bundle.json" for n in (1, 3, 4, 6, 7, 8, 9)]
+    assert not out.exists()  # like POST /cases/import: a bad row rejects the file
 
 
 def test_import_without_out_only_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -193,10 +193,13 @@ def test_import_without_out_only_checks(tmp_path: Path, monkeypatch: pytest.Monk
     result = run("import", "-", "--now", NOW, input=SERIES.read_text())
     assert list(tmp_path.iterdir()) == []
     assert result.exit_code == 0
-    assert result.stderr == "9 cases imported, 0 rows rejected\n"
+    assert result.stderr == (
+        "9 cases valid; nothing written (checked only: --out DIR writes the bundles; "
+        "POST the file to /cases/import to store the cases)\n"
+    )
 
 
 def test_import_of_a_file_with_an_unknown_column_is_rejected_whole():
     result = run("import", "-", input="case_id,colour\nC1,blue\n")
     assert result.exit_code == 1
-    assert result.stderr == "header: unknown column colour\n"
+    assert result.stderr == "header: unknown column colour\nnothing written\n"
