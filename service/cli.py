@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -37,20 +38,7 @@ def _settings(*, serving: bool = False) -> Settings:
 def _progress(length: int, label: str) -> Any:
     """A progress bar on stderr when it is a terminal; silent in pipes, logs and tests."""
     shown = sys.stderr.isatty()
-    return click.progressbar(length=length, label=label, file=sys.stderr if shown else _Null())
-
-
-class _Null:
-    """A sink for a progress bar nobody watches (click still counts, nothing is written)."""
-
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None
-
-    def isatty(self) -> bool:
-        return False
+    return click.progressbar(length=length, label=label, file=sys.stderr if shown else io.StringIO())
 
 
 def _fhir_client(settings: Settings) -> FhirClient:

@@ -304,7 +304,7 @@ def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
 
 
 def _read_rows(reader: Any) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
-    header = next(reader, [])
+    header: list[str] = next(reader, [])
     known = set(column_names())
     unknown = [name for name in header if name not in known]
     if unknown:
