@@ -51,7 +51,23 @@ def _fhir_client(settings: Settings) -> FhirClient:
         raise click.ClickException(f"configuration: {exc}") from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a database failure in any command is one line naming its kind, never a
+    traceback (a driver's message can quote SQL parameters, i.e. patient data: it is not printed)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            raise click.ClickException(
+                f"database failed: {type(exc).__name__} ({type(exc.orig).__name__}); is it reachable "
+                "and at the newest schema (`ivclms db upgrade`)?"
+            ) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ivclms")
 def main() -> None:
     """IVC-LMS FHIR interoperability service."""

@@ -382,3 +382,21 @@ def test_progress_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch):
         with cli_module._progress(3, "checking") as bar:
             bar.update(3)
         assert ("checking" in stream.getvalue()) is drawn
+
+
+def test_a_database_error_inside_a_command_is_one_line_without_sql(tmp_path: Path):
+    """A database at the newest revision that lost a table (restored badly): the driver's error, which
+    would quote the SQL, becomes one line naming its kind."""
+    import sqlite3
+
+    assert cli("db", "upgrade", data_dir=tmp_path).exit_code == 0
+    with sqlite3.connect(tmp_path / "ivclms.sqlite3") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "outbox" in tables
+        db.execute("DROP TABLE outbox")
+    result = cli("sync", "status", data_dir=tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: database failed: OperationalError (OperationalError); is it reachable and at the newest "
+        "schema (`ivclms db upgrade`)?\n"
+    )
