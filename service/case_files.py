@@ -131,7 +131,7 @@ def import_rows(
 
     A row either yields its Bundle or only issues (``line N: column: rule``, N the file line the row
     starts on, the header being line 1); one bad row never stops the others (callers decide whether
-    the file is taken all or nothing). ``on_row(n)`` is told as row n is mapped (progress).
+    the file is taken all or nothing). ``on_row(n)`` is told as row n is read (progress).
     A second row with the case_id of an already imported row is rejected, as it would replace the
     first. An unknown header column rejects the whole file (Unprocessable). With ``limits``, a file
     of more data rows than a request may import is refused (TooLarge) before any row is validated.
@@ -140,9 +140,7 @@ def import_rows(
         check_csv_rows(text, limits)
     results: list[RowResult] = []
     seen: dict[str, int] = {}
-    for number, (line, parsed) in enumerate(read_csv(text), start=1):
-        if on_row is not None:
-            on_row(number)
+    for number, (line, parsed) in enumerate(read_csv(text, on_row), start=1):
         if isinstance(parsed, Unprocessable):
             results.append(RowResult(number, issues=tuple(parsed.issues), line=line))
             continue

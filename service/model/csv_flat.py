@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -286,16 +286,18 @@ def write_csv(cases: Iterable[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
-def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
+def read_csv(
+    text: str, on_row: Callable[[int], None] | None = None
+) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
     """Each data row validated, numbered by the file line it starts on (the header is line 1, as a
     spreadsheet numbers it): the canonical case, or the Unprocessable with the problems, each message
     ``line N: column: rule`` naming the sheet's column (the issue's expression keeps the case path).
     Columns may be omitted (all empty); unknown columns raise (with a hint when the file looks
     separated by semicolons or tabs), and so does text the csv module cannot read (a NUL, a field over
-    its size limit): the whole file is refused."""
+    its size limit): the whole file is refused. ``on_row(n)`` is told as data row n is read (progress)."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     try:
-        return _read_rows(reader)
+        return _read_rows(reader, on_row or (lambda _n: None))
     except csv.Error as error:
         # The csv module's messages name the rule, never the data ("line contains NUL").
         raise Unprocessable(
@@ -303,7 +305,9 @@ def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
         ) from None
 
 
-def _read_rows(reader: Any) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
+def _read_rows(
+    reader: Any, on_row: Callable[[int], None]
+) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
     header: list[str] = next(reader, [])
     known = set(column_names())
     unknown = [name for name in header if name not in known]
@@ -318,6 +322,7 @@ def _read_rows(reader: Any) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
         line, end = end + 1, reader.line_num
         if not cells:  # a blank line, skipped as csv.DictReader does
             continue
+        on_row(len(results) + 1)
         if len(cells) > len(header):
             error = Unprocessable([Issue("invalid", f"line {line}: more cells than header columns")])
             results.append((line, error))

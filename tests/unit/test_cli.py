@@ -400,3 +400,11 @@ def test_a_database_error_inside_a_command_is_one_line_without_sql(tmp_path: Pat
         "Error: database failed: OperationalError (OperationalError); is it reachable and at the newest "
         "schema (`ivclms db upgrade`)?\n"
     )
+
+
+def test_import_progress_counts_every_data_row_as_it_is_read():
+    from service.case_files import import_rows
+
+    told: list[int] = []
+    report = import_rows(SERIES.read_text(), NOW, on_row=told.append)
+    assert told == list(range(1, len(report.rows) + 1)) and len(told) == 9
