@@ -381,6 +381,8 @@ def import_command(csv_file: str, out: Path | None, now: str) -> None:
                 "nothing written (all or nothing)"
             ]
         )
+    if not good:  # as POST /cases/import answers it
+        _fail(["the file holds no data rows: nothing written"])
     if out is None:
         click.echo(
             f"{_plural(good, 'case')} valid; nothing written (checked only: --out DIR writes the "

@@ -408,3 +408,10 @@ def test_import_progress_counts_every_data_row_as_it_is_read():
     told: list[int] = []
     report = import_rows(SERIES.read_text(), NOW, on_row=told.append)
     assert told == list(range(1, len(report.rows) + 1)) and len(told) == 9
+
+
+def test_import_of_a_header_only_file_is_refused_as_over_http(tmp_path: Path):
+    result = run("import", "-", "--out", str(tmp_path / "b"), input=_series(0))
+    assert result.exit_code == 1
+    assert result.stderr == "the file holds no data rows: nothing written\n"
+    assert not (tmp_path / "b").exists()
