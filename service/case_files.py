@@ -11,7 +11,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from service.mapping.forward import case_to_bundle
 from service.mapping.reverse import bundle_to_case
 from service.mapping.spec import MappingError
 from service.model import validate_case
-from service.model.csv_flat import read_csv, write_csv
+from service.model.csv_flat import read_csv, sheet_message, write_csv
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLE_SERIES = EXAMPLES_DIR / "ivclms-case-series.csv"
@@ -100,6 +100,8 @@ class RowResult:
     bundle: dict[str, Any] | None = None
     case: dict[str, Any] | None = None
     issues: tuple[Issue, ...] = ()
+    line: int = 0
+    """The file line the row starts on (the header is line 1), as the messages and a spreadsheet say."""
 
     @property
     def ok(self) -> bool:
@@ -122,35 +124,40 @@ class ImportReport:
         return f"{len(self.imported)} cases imported, {len(self.rejected)} rows rejected"
 
 
-def import_rows(text: str, now: str, limits: Limits | None = None) -> ImportReport:
+def import_rows(
+    text: str, now: str, limits: Limits | None = None, on_row: Callable[[int], None] | None = None
+) -> ImportReport:
     """Validate and map every data row of a CSV case series (row 1 = the first row after the header).
 
-    A row either yields its Bundle or only issues (``row N: path: rule``); one bad row never stops the
-    others. A second row with the case_id of an already imported row is rejected, as it would replace
-    the first. An unknown header column rejects the whole file (Unprocessable). With ``limits``, a file
+    A row either yields its Bundle or only issues (``line N: column: rule``, N the file line the row
+    starts on, the header being line 1); one bad row never stops the others (callers decide whether
+    the file is taken all or nothing). ``on_row(n)`` is told as row n is read (progress).
+    A second row with the case_id of an already imported row is rejected, as it would replace the
+    first. An unknown header column rejects the whole file (Unprocessable). With ``limits``, a file
     of more data rows than a request may import is refused (TooLarge) before any row is validated.
     """
     if limits is not None:
         check_csv_rows(text, limits)
     results: list[RowResult] = []
     seen: dict[str, int] = {}
-    for number, parsed in read_csv(text):
+    for number, (line, parsed) in enumerate(read_csv(text, on_row), start=1):
         if isinstance(parsed, Unprocessable):
-            results.append(RowResult(number, issues=tuple(parsed.issues)))
+            results.append(RowResult(number, issues=tuple(parsed.issues), line=line))
             continue
         case_id = str(parsed["case_id"])
         if case_id in seen:
-            message = f"row {number}: case_id: {case_id} is already the case of row {seen[case_id]}"
-            results.append(RowResult(number, case_id, issues=(Issue("duplicate", message, "case_id"),)))
+            message = f"line {line}: case_id: {case_id} is already the case of line {seen[case_id]}"
+            issue = Issue("duplicate", message, "case_id")
+            results.append(RowResult(number, case_id, issues=(issue,), line=line))
             continue
         try:
             bundle = case_to_bundle(parsed, now=now)
         except MappingError as error:
-            issue = Issue("processing", f"row {number}: {error}")
-            results.append(RowResult(number, case_id, issues=(issue,)))
+            issue = Issue("processing", f"line {line}: {sheet_message(str(error))}")
+            results.append(RowResult(number, case_id, issues=(issue,), line=line))
             continue
-        seen[case_id] = number
-        results.append(RowResult(number, case_id, bundle=bundle, case=parsed))
+        seen[case_id] = line
+        results.append(RowResult(number, case_id, bundle=bundle, case=parsed, line=line))
     return ImportReport(tuple(results))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -26,11 +27,18 @@ _URL_SETTINGS = ("db_url", "fhir_url", "fhir_token_url", "http_public_base_url")
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
-def _settings() -> Settings:
+def _settings(*, serving: bool = False) -> Settings:
+    """The settings; access-token settings are required only by a command that serves HTTP."""
     try:
-        return Settings.from_env()
+        return Settings.from_env(serving=serving)
     except SettingsError as exc:
         raise click.ClickException(f"configuration: {exc}") from exc
+
+
+def _progress(length: int, label: str) -> Any:
+    """A progress bar on stderr when it is a terminal; silent in pipes, logs and tests."""
+    shown = sys.stderr.isatty()
+    return click.progressbar(length=length, label=label, file=sys.stderr if shown else io.StringIO())
 
 
 def _fhir_client(settings: Settings) -> FhirClient:
@@ -43,7 +51,23 @@ def _fhir_client(settings: Settings) -> FhirClient:
         raise click.ClickException(f"configuration: {exc}") from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a database failure in any command is one line naming its kind, never a
+    traceback (a driver's message can quote SQL parameters, i.e. patient data: it is not printed)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            raise click.ClickException(
+                f"database failed: {type(exc).__name__} ({type(exc.orig).__name__}); is it reachable "
+                "and at the newest schema (`ivclms db upgrade`)?"
+            ) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ivclms")
 def main() -> None:
     """IVC-LMS FHIR interoperability service."""
@@ -58,7 +82,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from service.logs import configure
     from service.wsgi_server import run
 
-    settings = _settings()
+    settings = _settings(serving=True)
     configure(settings.log_level)
     run(
         settings,
@@ -265,11 +289,13 @@ def export_command(since: str | None, types: str | None, out: Path) -> None:
     settings = _settings()
     try:
         chosen = bulk_export.parse_types(types, RESOURCE_TYPES)
-        moment = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
-    except (ServiceError, ValueError) as error:
-        raise click.BadParameter(str(error)) from None
-    if moment is not None and moment.tzinfo is None:
-        raise click.BadParameter("--since needs a time zone, like 2026-01-01T00:00:00Z")
+    except ServiceError:
+        unknown = sorted({t.strip() for t in (types or "").split(",")} - set(RESOURCE_TYPES) - {""})
+        raise click.BadParameter(
+            f"{', '.join(unknown)} cannot be exported; valid types: {', '.join(RESOURCE_TYPES)}",
+            param_hint="--type",
+        ) from None
+    moment = _instant_option(since, "--since")
     now = datetime.now(UTC)
     job = bulk_export.Job(
         id=str(uuid.uuid4()),
@@ -302,7 +328,7 @@ def export_command(since: str | None, types: str | None, out: Path) -> None:
             if moment is not None:
                 query = query.where(resources.c.last_updated > moment)
             total = int(conn.execute(query).scalar_one())
-        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+        with _progress(total, "exporting") as bar:
             done = [0]
 
             def advance(written: int) -> bool:
@@ -323,38 +349,65 @@ def export_command(since: str | None, types: str | None, out: Path) -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write one DIR/<case_id>.bundle.json per valid row (created if missing); without it, only check.",
+    help="Write one DIR/<case_id>.bundle.json per case (created if missing); without it, only check.",
 )
 @_now_option
 def import_command(csv_file: str, out: Path | None, now: str) -> None:
-    """Validate and map a CSV case series, one case per row (`-` reads stdin).
+    """Check a CSV case series and map each row to its Bundle (`-` reads stdin); offline.
 
-    Problems go to stderr as `row N: path: rule`, N counting data rows: row 1 is the first row after
-    the header (file line N + 1 when no line is blank and no quoted cell spans lines). A rejected row
-    writes nothing and does not stop the others. Ends with `N cases imported, M rows rejected`;
-    exits 1 if any row was rejected.
+    All or nothing, like POST /cases/import: any rejected row writes no file. Problems go to stderr as
+    `line N: column: rule`, N the file line the row starts on (the header is line 1). Nothing is
+    stored in the service's database: POST the file to /cases/import for that. Exits 1 if any row
+    was rejected.
     """
     from service.case_files import bundle_file_name, dump_json, import_rows
     from service.errors import Unprocessable
 
+    text = _read(csv_file)
+    rows = max(text.count("\n") - 1, 0)  # an estimate for the bar: quoted cells may span lines
     try:
-        report = import_rows(_read(csv_file), now)
+        with _progress(rows, "checking") as bar:
+            report = import_rows(text, now, on_row=lambda _n: bar.update(1))
     except Unprocessable as exc:  # the header itself is wrong: no row can be read
-        _fail(i.diagnostics for i in exc.issues)
+        _fail([*(i.diagnostics for i in exc.issues), "nothing written"])
     for row in report.rejected:
         for issue in row.issues:
             click.echo(issue.diagnostics, err=True)
-    if out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
+    good, bad = len(report.imported), len(report.rejected)
+    if bad:
+        _fail(
+            [
+                f"{_plural(bad, 'row')} rejected, {_plural(good, 'case')} valid: "
+                "nothing written (all or nothing)"
+            ]
+        )
+    if not good:  # as POST /cases/import answers it
+        _fail(["the file holds no data rows: nothing written"])
+    if out is None:
+        click.echo(
+            f"{_plural(good, 'case')} valid; nothing written (checked only: --out DIR writes the "
+            "bundles; POST the file to /cases/import to store the cases)",
+            err=True,
+        )
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with _progress(good, "writing") as bar:
             for row in report.imported:
                 assert row.case_id is not None and row.bundle is not None
                 _write_atomically(out / bundle_file_name(row.case_id), dump_json(row.bundle))
-        except OSError as exc:
-            raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
-    click.echo(report.summary(), err=True)
-    if report.rejected:
-        sys.exit(1)
+                bar.update(1)
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
+    click.echo(
+        f"{_plural(good, 'case')} valid; {_plural(good, 'bundle')} written to {out} "
+        "(not stored in the service's database)",
+        err=True,
+    )
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -370,10 +423,69 @@ def _write_atomically(path: Path, text: str) -> None:
 # ---- database and sync: db upgrade, worker, sync status|retry|verify -----------------------------
 
 
-def _engine(settings: Settings) -> Engine:
-    from service.db import make_engine
+def _instant_option(value: str | None, name: str) -> dt.datetime | None:
+    """An option that takes an instant: date, time and time zone; anything else is a usage error that
+    shows the accepted form."""
+    if value is None:
+        return None
+    example = "like 2026-01-01T00:00:00Z or 2026-01-01T12:30:00+02:00"
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an instant: give a date, time and time zone, {example}", param_hint=name
+        ) from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone: {example}", param_hint=name)
+    return moment
 
-    return make_engine(settings)
+
+def _engine(settings: Settings, *, create: bool = False) -> Engine:
+    """The database engine. Unless ``create`` (a command that migrates), the database must exist and be
+    at the newest schema: a one-line error naming it and `ivclms db upgrade` otherwise, never a
+    traceback, and no empty SQLite file left behind."""
+    from sqlalchemy.engine import make_url
+
+    from service.db import describe, make_engine
+
+    url = make_url(settings.database_url)
+    if not create and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(str(url.database))
+        if not database.is_file():
+            raise click.ClickException(
+                f"no database at {database}: run `ivclms db upgrade` to create it (or point "
+                "IVCLMS_DATA_DIR or IVCLMS_DB_URL at the service's database)"
+            )
+    engine = make_engine(settings)
+    if create:
+        return engine
+    try:
+        _check_schema(engine)
+    except click.ClickException:
+        engine.dispose()
+        raise
+    except Exception as exc:  # a driver error: the database is down or refuses us; never a traceback
+        engine.dispose()
+        raise click.ClickException(
+            f"database {describe(engine)} not reachable: {type(exc).__name__}"
+        ) from None
+    return engine
+
+
+def _check_schema(engine: Engine) -> None:
+    from service.db import describe
+    from service.store import migrate
+
+    current, head = migrate.current(engine), migrate.head()
+    if current is None:
+        raise click.ClickException(
+            f"database {describe(engine)} has no schema: run `ivclms db upgrade` first"
+        )
+    if current != head:
+        raise click.ClickException(
+            f"database {describe(engine)} is at schema {current}, this version needs {head}: "
+            "run `ivclms db upgrade`"
+        )
 
 
 @main.group("db")
@@ -384,13 +496,19 @@ def db_group() -> None:
 @db_group.command("upgrade")
 def db_upgrade() -> None:
     """Bring the database schema up to date (Alembic); a database already current is left alone."""
+    from sqlalchemy.exc import OperationalError
+
     from service.db import describe
     from service.store import migrate
 
-    engine = _engine(_settings())
+    engine = _engine(_settings(), create=True)
     try:
         migrate.upgrade(engine)
         click.echo(f"{describe(engine)}: schema at {migrate.current(engine)}")
+    except OperationalError as exc:
+        raise click.ClickException(
+            f"database {describe(engine)} not reachable: {type(exc).__name__}"
+        ) from None
     finally:
         engine.dispose()
 
@@ -436,7 +554,7 @@ def worker_command(
             "(IVCLMS_EXPORT_IN_PROCESS=true); set IVCLMS_FHIR_URL to the hospital's FHIR R4 server"
         )
     configure(settings.log_level)
-    engine = _engine(settings)
+    engine = _engine(settings, create=settings.db_migrate)
     client = _fhir_client(settings) if settings.sync_enabled else None
     try:
         if settings.db_migrate:
@@ -552,7 +670,7 @@ def _pull_round(
     queued for sync only when IVCLMS_FHIR_URL is set."""
     from service.sync.pull import pull
 
-    client = _fhir_client(settings.replace(fhir_url=url) if url else settings)
+    client = _fhir_client(settings.replace(fhir_url=url, serving=False) if url else settings)
     try:
         return pull(engine, client, _pull_intake(engine, settings), since=since)
     finally:
@@ -608,16 +726,9 @@ def pull_command(server: str | None, since: str | None) -> None:
     url = server or settings.fhir_url
     if not url:
         raise click.UsageError("give --from URL or set IVCLMS_FHIR_URL")
-    moment = None
-    if since is not None:
-        try:
-            moment = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--since") from None
-        if moment.tzinfo is None:
-            raise click.BadParameter("needs a time zone, like 2026-01-01T00:00:00Z", param_hint="--since")
+    moment = _instant_option(since, "--since")
     configure(settings.log_level)
-    engine = _engine(settings)
+    engine = _engine(settings, create=settings.db_migrate)
     try:
         if settings.db_migrate:
             migrate.upgrade(engine)
@@ -656,7 +767,7 @@ def sync_backfill() -> None:
     if not settings.sync_enabled:
         raise click.ClickException("IVCLMS_FHIR_URL is empty: sync is off, there is no server to queue for")
     server = normalized_base_url(settings.fhir_url)
-    engine = _engine(settings)
+    engine = _engine(settings, create=settings.db_migrate)
     try:
         if settings.db_migrate:
             migrate.upgrade(engine)

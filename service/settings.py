@@ -34,6 +34,11 @@ LIMIT_SETTINGS = (
 )
 
 
+DEFAULT_DATA_DIR = Path("~/.local/share/ivclms")
+"""One absolute place per user (the XDG data directory's usual path), so a command run from another
+folder finds the same database as ``ivclms serve``; ``~`` is the home of the user running it."""
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; raised at start-up, never later."""
 
@@ -44,7 +49,13 @@ def _env(name: str, doc: str, default: Any) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = _env("DATA_DIR", "Directory for the embedded SQLite database and exports.", Path("data"))
+    data_dir: Path = _env(
+        "DATA_DIR",
+        "Directory for the embedded SQLite database and $export files, the same for `ivclms serve` and "
+        "every other command. A relative path is resolved once, against the working directory when the "
+        "settings are read; `ivclms config` prints the absolute result.",
+        DEFAULT_DATA_DIR,
+    )
     db_url: str = _env(
         "DB_URL",
         "SQLAlchemy database URL. Empty: SQLite file `<DATA_DIR>/ivclms.sqlite3` (WAL). "
@@ -212,6 +223,10 @@ class Settings:
     )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
 
+    def __post_init__(self) -> None:
+        # Resolved here, once: a relative IVCLMS_DATA_DIR must not mean another folder per command.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
+
     @property
     def database_url(self) -> str:
         """The effective database URL: the embedded SQLite file unless one is configured."""
@@ -232,8 +247,11 @@ class Settings:
         return bool(self.fhir_url)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every setting once; unknown ``IVCLMS_`` variables are an error (a typo is not a default)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, serving: bool = True) -> Settings:
+        """Read every setting once; unknown ``IVCLMS_`` variables are an error (a typo is not a default).
+
+        ``serving=False`` for commands that answer no HTTP request (``ivclms config``, ``export``, ...):
+        they need no access-token settings, which are then not checked."""
         env = os.environ if environ is None else environ
         known = {f.metadata["env"]: f for f in fields(cls)}
         unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known and not _ignored(k))
@@ -243,12 +261,12 @@ class Settings:
         for name, f in known.items():
             if name in env:
                 values[f.name] = _parse(name, env[name], f.default)
-        return cls(**values).validated()
+        return cls(**values).validated(serving=serving)
 
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, *, serving: bool = True, **changes: Any) -> Settings:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data.update(changes)
-        return Settings(**data).validated()
+        return Settings(**data).validated(serving=serving)
 
     def _check_smart_backend(self) -> None:
         needed = ("fhir_token_url", "fhir_client_id", "fhir_private_key_file", "fhir_key_id")
@@ -274,7 +292,8 @@ class Settings:
         ):
             raise SettingsError(f'{name} must map client ids to lists of source systems: {{"c": ["urn:a"]}}')
 
-    def validated(self) -> Settings:
+    def validated(self, *, serving: bool = True) -> Settings:
+        """The settings, checked; access-token settings only when ``serving`` (HTTP is answered)."""
         if self.fhir_auth_mode not in FHIR_AUTH_MODES:
             raise SettingsError(f"{PREFIX}FHIR_AUTH_MODE must be one of {', '.join(FHIR_AUTH_MODES)}")
         if self.fhir_auth_mode == "bearer" and not self.fhir_token:
@@ -292,7 +311,7 @@ class Settings:
             )
         if self.fhir_auth_mode == "smart-backend":
             self._check_smart_backend()
-        if not self.auth_disabled and not (self.auth_jwt_secret or self.auth_jwt_public_key_file):
+        if serving and not self.auth_disabled and not (self.auth_jwt_secret or self.auth_jwt_public_key_file):
             raise SettingsError(
                 f"authentication is on by default: set {PREFIX}AUTH_JWT_SECRET or "
                 f"{PREFIX}AUTH_JWT_PUBLIC_KEY_FILE, or {PREFIX}AUTH_DISABLED=true for a local trial"

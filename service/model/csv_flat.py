@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -286,13 +286,18 @@ def write_csv(cases: Iterable[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
-def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
-    """Each data row (1 = first) validated: the canonical case, or the Unprocessable with the problems,
-    each message prefixed ``row N: ``. Columns may be omitted (all empty); unknown columns raise, and so
-    does text the csv module cannot read (a NUL, a field over its size limit): the whole file is refused."""
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+def read_csv(
+    text: str, on_row: Callable[[int], None] | None = None
+) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
+    """Each data row validated, numbered by the file line it starts on (the header is line 1, as a
+    spreadsheet numbers it): the canonical case, or the Unprocessable with the problems, each message
+    ``line N: column: rule`` naming the sheet's column (the issue's expression keeps the case path).
+    Columns may be omitted (all empty); unknown columns raise (with a hint when the file looks
+    separated by semicolons or tabs), and so does text the csv module cannot read (a NUL, a field over
+    its size limit): the whole file is refused. ``on_row(n)`` is told as data row n is read (progress)."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     try:
-        return _read_rows(reader)
+        return _read_rows(reader, on_row or (lambda _n: None))
     except csv.Error as error:
         # The csv module's messages name the rule, never the data ("line contains NUL").
         raise Unprocessable(
@@ -300,23 +305,80 @@ def read_csv(text: str) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
         ) from None
 
 
-def _read_rows(reader: csv.DictReader[str]) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
+def _read_rows(
+    reader: Any, on_row: Callable[[int], None]
+) -> list[tuple[int, dict[str, Any] | Unprocessable]]:
+    header: list[str] = next(reader, [])
     known = set(column_names())
-    unknown = [name for name in reader.fieldnames or [] if name not in known]
+    unknown = [name for name in header if name not in known]
     if unknown:
-        raise Unprocessable([Issue("invalid", f"header: unknown column {name}", name) for name in unknown])
+        hint = _separator_hint(header)
+        raise Unprocessable(
+            [Issue("invalid", f"header: unknown column {name}{hint}", name) for name in unknown]
+        )
     results: list[tuple[int, dict[str, Any] | Unprocessable]] = []
-    for number, row in enumerate(reader, start=1):
-        if None in row:
-            error = Unprocessable([Issue("invalid", f"row {number}: more cells than header columns")])
-            results.append((number, error))
+    end = reader.line_num
+    for cells in reader:
+        line, end = end + 1, reader.line_num
+        if not cells:  # a blank line, skipped as csv.DictReader does
             continue
+        on_row(len(results) + 1)
+        if len(cells) > len(header):
+            error = Unprocessable([Issue("invalid", f"line {line}: more cells than header columns")])
+            results.append((line, error))
+            continue
+        row = dict(zip(header, cells, strict=False))
         try:
-            results.append((number, validate_case(unflatten(row))))
+            results.append((line, validate_case(unflatten(row))))
         except Unprocessable as error:
             issues = [
-                Issue(i.code, f"row {number}: {i.diagnostics}", i.expression, i.severity)
+                Issue(i.code, f"line {line}: {sheet_message(i.diagnostics)}", i.expression, i.severity)
                 for i in error.issues
             ]
-            results.append((number, Unprocessable(issues)))
+            results.append((line, Unprocessable(issues)))
     return results
+
+
+def _separator_hint(header: list[str]) -> str:
+    """Why a header is unknown when a spreadsheet saved it with another separator."""
+    for separator, name in ((";", "semicolon"), ("\t", "tab")):
+        if len(header) == 1 and separator in header[0]:
+            return (
+                f" (the file looks {name}-separated; columns must be separated by commas: save it as "
+                "CSV with comma as the field separator)"
+            )
+    return ""
+
+
+def sheet_message(diagnostics: str) -> str:
+    """``path: rule`` from case validation with the path given as the sheet's column name
+    (``patient.sex`` -> ``patient_sex``); a path to a group of columns names them with ``*``
+    (``surgery1_ivc_management_*``); a path no column holds is kept."""
+    path, sep, rule = diagnostics.partition(": ")
+    if not sep:
+        return diagnostics
+    return f"{_sheet_name(path)}: {rule}"
+
+
+def _path_text(path: Path) -> str:
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
+
+
+@cache
+def _columns_by_path() -> dict[str, str]:
+    return {_path_text(c.path): c.name for c in columns()}
+
+
+def _sheet_name(path: str) -> str:
+    by_path = _columns_by_path()
+    if path in by_path:
+        return by_path[path]
+    inside = [name for p, name in by_path.items() if p.startswith((f"{path}.", f"{path}["))]
+    if not inside:
+        return path
+    first, last = min(inside), max(inside)  # the common prefix of all is that of these two
+    size = next((k for k, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))
+    return f"{first[:size]}*" if size else path

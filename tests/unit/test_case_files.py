@@ -93,8 +93,8 @@ def test_broken_rows_are_rejected_with_their_numbers_and_the_others_kept():
     assert report.summary() == "7 cases imported, 2 rows rejected"
     assert [(r.number, r.bundle) for r in report.rejected] == [(2, None), (5, None)]
     assert [i.diagnostics for r in report.rejected for i in r.issues] == [
-        "row 2: patient.sex: must be one of: female, male, other, unknown",
-        "row 5: diagnosis.date: required",
+        "line 3: patient_sex: must be one of: female, male, other, unknown",
+        "line 6: diagnosis_date: required",
     ]
     assert [r.case_id for r in report.imported] == ["IVC-001", "IVC-003", "IVC-004"] + [
         f"IVC-00{n}" for n in range(6, 10)
@@ -114,7 +114,7 @@ def test_a_row_that_fails_mapping_is_rejected_alone(monkeypatch):
     [rejected] = report.rejected
     assert (rejected.number, rejected.case_id, rejected.bundle) == (3, "IVC-003", None)
     assert [i.diagnostics for i in rejected.issues] == [
-        "row 3: diagnosis.growth_pattern: value 'spiral' is not mapped"
+        "line 4: diagnosis_growth_pattern: value 'spiral' is not mapped"
     ]
     assert len(report.imported) == 8
 
@@ -126,7 +126,7 @@ def test_a_repeated_case_id_is_rejected_not_overwritten():
     [rejected] = report.rejected
     assert rejected.number == 10
     assert [i.diagnostics for i in rejected.issues] == [
-        "row 10: case_id: IVC-001 is already the case of row 1"
+        "line 11: case_id: IVC-001 is already the case of line 2"
     ]
 
 

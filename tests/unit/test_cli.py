@@ -2,6 +2,7 @@ import csv
 import datetime as dt
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,7 +158,9 @@ def test_import_of_the_example_series_writes_a_bundle_per_case(tmp_path: Path):
     out = tmp_path / "bundles"
     result = run("import", str(SERIES), "--out", str(out), "--now", NOW)
     assert result.exit_code == 0, result.output
-    assert result.stderr == "9 cases imported, 0 rows rejected\n"
+    assert (
+        result.stderr == f"9 cases valid; 9 bundles written to {out} (not stored in the service's database)\n"
+    )
     by_id = {case["case_id"]: case for case in map(json.loads, (p.read_text() for p in EXAMPLES))}
     assert sorted(p.name for p in out.iterdir()) == [f"{case_id}.bundle.json" for case_id in sorted(by_id)]
     for case_id, case in by_id.items():
@@ -166,7 +169,7 @@ def test_import_of_the_example_series_writes_a_bundle_per_case(tmp_path: Path):
         assert json.loads(unmapped.stdout) == case
 
 
-def test_import_reports_broken_rows_and_writes_the_others(tmp_path: Path):
+def test_import_is_all_or_nothing_and_names_sheet_columns_and_lines(tmp_path: Path):
     rows = list(csv.DictReader(io.StringIO(SERIES.read_text(), newline="")))
     rows[1]["patient_sex"] = "robot"  # a bad code: IVC-002
     rows[4]["diagnosis_date"] = ""  # a missing required cell: IVC-005
@@ -179,13 +182,13 @@ def test_import_reports_broken_rows_and_writes_the_others(tmp_path: Path):
     out = tmp_path / "bundles"
     result = run("import", str(series), "--out", str(out), "--now", NOW)
     assert result.exit_code == 1
+    # Data rows 2 and 5 are the sheet's lines 3 and 6 (the header is line 1, as a spreadsheet shows it).
     assert result.stderr.splitlines() == [
-        "row 2: patient.sex: must be one of: female, male, other, unknown",
-        "row 5: diagnosis.date: required",
-        "7 cases imported, 2 rows rejected",
+        "line 3: patient_sex: must be one of: female, male, other, unknown",
+        "line 6: diagnosis_date: required",
+        "2 rows rejected, 7 cases valid: nothing written (all or nothing)",
     ]
-    written = sorted(p.name for p in out.iterdir())
-    assert written == [f"IVC-00{n}.bundle.json" for n in (1, 3, 4, 6, 7, 8, 9)]
+    assert not out.exists()  # like POST /cases/import: a bad row rejects the file
 
 
 def test_import_without_out_only_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -193,10 +196,222 @@ def test_import_without_out_only_checks(tmp_path: Path, monkeypatch: pytest.Monk
     result = run("import", "-", "--now", NOW, input=SERIES.read_text())
     assert list(tmp_path.iterdir()) == []
     assert result.exit_code == 0
-    assert result.stderr == "9 cases imported, 0 rows rejected\n"
+    assert result.stderr == (
+        "9 cases valid; nothing written (checked only: --out DIR writes the bundles; "
+        "POST the file to /cases/import to store the cases)\n"
+    )
 
 
 def test_import_of_a_file_with_an_unknown_column_is_rejected_whole():
     result = run("import", "-", input="case_id,colour\nC1,blue\n")
     assert result.exit_code == 1
-    assert result.stderr == "header: unknown column colour\n"
+    assert result.stderr == "header: unknown column colour\nnothing written\n"
+
+
+# ---- issue 16: a CLI that needs no coaxing -------------------------------------------------------
+
+NO_AUTH: dict[str, str | None] = {  # none of the access-token settings: only `serve` needs them
+    "IVCLMS_AUTH_DISABLED": None,
+    "IVCLMS_AUTH_JWT_SECRET": None,
+    "IVCLMS_AUTH_JWT_PUBLIC_KEY_FILE": None,
+    "IVCLMS_DB_URL": None,
+    "IVCLMS_FHIR_URL": None,
+}
+
+
+def cli(*args: str, data_dir: Path, input: str | None = None, **env: str):
+    return CliRunner().invoke(
+        main, list(args), input=input, env={**NO_AUTH, "IVCLMS_DATA_DIR": str(data_dir), **env}
+    )
+
+
+def test_commands_that_serve_no_http_need_no_auth_settings(tmp_path: Path):
+    upgraded = cli("db", "upgrade", data_dir=tmp_path)
+    assert upgraded.exit_code == 0, upgraded.output
+    for args in (["config"], ["sync", "status"], ["export", "--out", str(tmp_path / "out")]):
+        result = cli(*args, data_dir=tmp_path)
+        assert result.exit_code == 0, (args, result.output)
+        assert "authentication" not in result.output
+
+
+def test_serve_still_requires_an_auth_setting(tmp_path: Path):
+    result = cli("serve", data_dir=tmp_path)
+    assert result.exit_code == 1
+    assert "authentication is on by default: set IVCLMS_AUTH_JWT_SECRET" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_relative_data_dir_is_resolved_once_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    result = cli("config", data_dir=Path("data"))
+    assert result.exit_code == 0, result.output
+    assert f"IVCLMS_DATA_DIR={tmp_path / 'data'}\n" in result.stdout
+    assert f"# effective database: sqlite:///{tmp_path / 'data' / 'ivclms.sqlite3'}\n" in result.stdout
+
+
+def test_the_default_data_dir_is_absolute_and_under_the_users_home(tmp_path: Path):
+    env = {**NO_AUTH, "IVCLMS_DATA_DIR": None, "HOME": str(tmp_path)}
+    result = CliRunner().invoke(main, ["config"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"IVCLMS_DATA_DIR={tmp_path / '.local/share/ivclms'}\n" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["sync", "status"], ["export", "--out", "exported"], ["sync", "retry", "--all-dead"]]
+)
+def test_a_missing_database_is_one_line_naming_it_and_creates_nothing(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "elsewhere"
+    result = cli(*args, data_dir=data)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: no database at {data / 'ivclms.sqlite3'}: run `ivclms db upgrade` to create it "
+        "(or point IVCLMS_DATA_DIR or IVCLMS_DB_URL at the service's database)\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no data dir, no empty SQLite file, no export folder
+
+
+def test_a_database_without_the_schema_says_to_upgrade(tmp_path: Path):
+    (tmp_path / "ivclms.sqlite3").touch()
+    result = cli("sync", "status", data_dir=tmp_path)
+    assert result.exit_code == 1
+    database = tmp_path / "ivclms.sqlite3"
+    assert (
+        result.stderr
+        == f"Error: database sqlite:///{database} has no schema: run `ivclms db upgrade` first\n"
+    )
+
+
+def test_a_database_behind_the_code_says_to_upgrade(tmp_path: Path):
+    from alembic.script import ScriptDirectory
+
+    from service.db import make_engine
+    from service.settings import Settings
+    from service.store import migrate
+
+    revisions = [r.revision for r in ScriptDirectory.from_config(migrate._config()).walk_revisions()]
+    assert len(revisions) > 1, "needs at least two migrations to be behind"
+    engine = make_engine(Settings(data_dir=tmp_path, auth_disabled=True))
+    migrate.upgrade(engine, revisions[-1])  # the first migration only
+    engine.dispose()
+    result = cli("sync", "status", data_dir=tmp_path)
+    assert result.exit_code == 1
+    assert f"is at schema {revisions[-1]}, this version needs {revisions[0]}: run `ivclms db upgrade`" in (
+        result.stderr
+    )
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_export_since_a_word_shows_the_accepted_format(tmp_path: Path):
+    result = cli("export", "--since", "yesterday", "--out", str(tmp_path / "o"), data_dir=tmp_path)
+    assert result.exit_code == 2
+    assert "Invalid isoformat" not in result.stderr
+    assert "Invalid value for --since: 'yesterday' is not an instant: give a date, time and time zone, " in (
+        result.stderr
+    )
+    assert "like 2026-01-01T00:00:00Z" in result.stderr
+
+
+def test_export_since_without_a_zone_says_so(tmp_path: Path):
+    result = cli("export", "--since", "2026-01-01T00:00:00", "--out", str(tmp_path / "o"), data_dir=tmp_path)
+    assert result.exit_code == 2
+    assert "'2026-01-01T00:00:00' has no time zone" in result.stderr
+
+
+def test_export_of_an_unknown_type_lists_the_valid_types(tmp_path: Path):
+    from service.search import RESOURCE_TYPES
+
+    result = cli("export", "--type", "Patient,Foo", "--out", str(tmp_path / "o"), data_dir=tmp_path)
+    assert result.exit_code == 2
+    assert f"Invalid value for --type: Foo cannot be exported; valid types: {', '.join(RESOURCE_TYPES)}" in (
+        " ".join(result.stderr.split())  # click wraps long lines
+    )
+
+
+def _series(rows: int) -> str:
+    lines = SERIES.read_text().splitlines(keepends=True)
+    return "".join(lines[: rows + 1])
+
+
+def test_import_counts_one_case_in_the_singular(tmp_path: Path):
+    out = tmp_path / "bundles"
+    result = run("import", "-", "--out", str(out), "--now", NOW, input=_series(1))
+    assert result.exit_code == 0, result.output
+    assert (
+        result.stderr == f"1 case valid; 1 bundle written to {out} (not stored in the service's database)\n"
+    )
+
+
+def test_import_with_one_bad_row_says_nothing_was_written(tmp_path: Path):
+    text = _series(2).replace("IVC-002", "IVC-001")  # the second row repeats the first case
+    result = run("import", "-", "--out", str(tmp_path / "b"), "--now", NOW, input=text)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "line 3: case_id: IVC-001 is already the case of line 2",
+        "1 row rejected, 1 case valid: nothing written (all or nothing)",
+    ]
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_import_of_a_file_with_another_separator_gets_a_hint(separator: str, name: str):
+    text = _series(1).replace(",", separator)
+    result = run("import", "-", input=text)
+    assert result.exit_code == 1
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("header: unknown column case_id")
+    assert first.endswith(
+        f"(the file looks {name}-separated; columns must be separated by commas: save it as CSV with "
+        "comma as the field separator)"
+    )
+
+
+def test_progress_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch):
+    from service import cli as cli_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, drawn in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        with cli_module._progress(3, "checking") as bar:
+            bar.update(3)
+        assert ("checking" in stream.getvalue()) is drawn
+
+
+def test_a_database_error_inside_a_command_is_one_line_without_sql(tmp_path: Path):
+    """A database at the newest revision that lost a table (restored badly): the driver's error, which
+    would quote the SQL, becomes one line naming its kind."""
+    import sqlite3
+
+    assert cli("db", "upgrade", data_dir=tmp_path).exit_code == 0
+    with sqlite3.connect(tmp_path / "ivclms.sqlite3") as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert "outbox" in tables
+        db.execute("DROP TABLE outbox")
+    result = cli("sync", "status", data_dir=tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: database failed: OperationalError (OperationalError); is it reachable and at the newest "
+        "schema (`ivclms db upgrade`)?\n"
+    )
+
+
+def test_import_progress_counts_every_data_row_as_it_is_read():
+    from service.case_files import import_rows
+
+    told: list[int] = []
+    report = import_rows(SERIES.read_text(), NOW, on_row=told.append)
+    assert told == list(range(1, len(report.rows) + 1)) and len(told) == 9
+
+
+def test_import_of_a_header_only_file_is_refused_as_over_http(tmp_path: Path):
+    result = run("import", "-", "--out", str(tmp_path / "b"), input=_series(0))
+    assert result.exit_code == 1
+    assert result.stderr == "the file holds no data rows: nothing written\n"
+    assert not (tmp_path / "b").exists()

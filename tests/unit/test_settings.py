@@ -10,7 +10,7 @@ OPEN = {"IVCLMS_AUTH_DISABLED": "true"}
 def test_defaults_are_embedded_and_sync_off():
     s = Settings.from_env(OPEN)
     assert s.database_url.startswith("sqlite:///")
-    assert s.database_url.endswith("data/ivclms.sqlite3")
+    assert s.database_url == f"sqlite:///{Path.home()}/.local/share/ivclms/ivclms.sqlite3"
     assert not s.sync_enabled
     assert s.fhir_verify_tls is True
     assert s.http_max_body_bytes > 0

@@ -265,7 +265,20 @@ def test_csv_import_with_one_bad_row_stores_nothing_and_names_the_row(api):
     lines[2] = ",".join(row)
     resp = api.post("\n".join(lines) + "\n", path="/cases/import", content_type="text/csv")
     assert resp.status_code == 422
-    assert any(i["diagnostics"].startswith("row 2: ") for i in resp.get_json()["issue"])
+    # lines[2] is the sheet's line 3 (header = line 1); the diagnostics name the column, the
+    # expression keeps the case path.
+    issues = resp.get_json()["issue"]
+    assert [i["diagnostics"] for i in issues] == ["line 3: case_id: required"]
+    assert issues[0]["expression"] == ["case_id"]
+    assert _count(api) == 0
+
+
+def test_csv_import_of_a_semicolon_separated_file_says_so(api):
+    text = EXAMPLE_SERIES.read_text().replace(",", ";")
+    resp = api.post(text, path="/cases/import", content_type="text/csv")
+    assert resp.status_code == 422
+    [issue] = resp.get_json()["issue"]
+    assert "the file looks semicolon-separated" in issue["diagnostics"]
     assert _count(api) == 0
 
 
