@@ -16,6 +16,7 @@ from werkzeug.http import http_date
 from service import bulk_export
 from service.api import links
 from service.api.context import ctx
+from service.api.fhir_read import form_params
 from service.api.params import parse_instant
 from service.api.responses import fhir_response
 from service.auth import gate
@@ -202,12 +203,28 @@ def read_group(group_id: str) -> Response:
 
 @bp.get("/Group")
 def search_groups() -> Response:
-    """Every Group the caller may read (``_id`` narrows; other parameters: 400 when strict)."""
+    return _search_groups(list(request.args.items(multi=True)))
+
+
+@bp.post("/Group/_search")
+def search_groups_post() -> Response:
+    """POST search, as for every searchable type (R4 http.html: servers that support search SHALL
+    support it); fhirpy, fhirclient and fhir-kit-client found it missing for Group (404)."""
+    gate.require(g.principal, "Group", "r")  # refused before the body is read
+    return _search_groups(form_params())
+
+
+def _search_groups(params: list[tuple[str, str]]) -> Response:
+    """Every Group the caller may read (``_id`` narrows; ``_count=0``: the total alone, as HAPI
+    answers it; other parameters: 400 when strict)."""
     gate.require(g.principal, "Group", "r")
     wanted: set[str] | None = None
-    for name, value in ((k, v) for k, values in request.args.lists() for v in values):
+    count_only = False
+    for name, value in params:
         if name == "_id":
             wanted = set(value.split(",")) if wanted is None else wanted & set(value.split(","))
+        elif name == "_count" and value == "0":
+            count_only = True
         elif name != "_format" and _strict():
             raise BadRequest([Issue("not-supported", f"{name}: unknown or unsupported for Group", name)])
     members = _members_visibility()
@@ -232,8 +249,9 @@ def search_groups() -> Response:
         "type": "searchset",
         "total": len(entries),
         "link": [{"relation": "self", "url": links.this_url()}],
-        "entry": entries,
     }
+    if not count_only:
+        bundle["entry"] = entries
     return fhir_response(bundle)
 
 

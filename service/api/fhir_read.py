@@ -153,7 +153,7 @@ def _ignored_entry(ignored: Sequence[str], what: str) -> str:
 FORM = "application/x-www-form-urlencoded"
 
 
-def _form_params() -> list[tuple[str, str]]:
+def form_params() -> list[tuple[str, str]]:
     """POST search (R4 http.html 3.1.0.8: servers that support search SHALL support POST): the URL's
     parameters and the form body's, with the same meaning in either place; any other body is 415."""
     params = list(request.args.items(multi=True))
@@ -172,7 +172,7 @@ def search_type(resource_type: str) -> Response:
 @bp.post("/<resource_type>/_search")
 def search_post(resource_type: str) -> Response:
     gate.require(g.principal, _type(resource_type), "s")  # refused before the body is read
-    return _search(resource_type, _form_params())
+    return _search(resource_type, form_params())
 
 
 def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
