@@ -16,7 +16,6 @@ from werkzeug.http import http_date
 from service import bulk_export
 from service.api import links
 from service.api.context import ctx
-from service.api.fhir_read import form_params
 from service.api.params import parse_instant
 from service.api.responses import fhir_response
 from service.auth import gate
@@ -203,18 +202,10 @@ def read_group(group_id: str) -> Response:
 
 @bp.get("/Group")
 def search_groups() -> Response:
-    return _search_groups(list(request.args.items(multi=True)))
+    return group_search(list(request.args.items(multi=True)))
 
 
-@bp.post("/Group/_search")
-def search_groups_post() -> Response:
-    """POST search, as for every searchable type (R4 http.html: servers that support search SHALL
-    support it); fhirpy, fhirclient and fhir-kit-client found it missing for Group (404)."""
-    gate.require(g.principal, "Group", "r")  # refused before the body is read
-    return _search_groups(form_params())
-
-
-def _search_groups(params: list[tuple[str, str]]) -> Response:
+def group_search(params: list[tuple[str, str]]) -> Response:
     """Every Group the caller may read (``_id`` narrows; ``_count=0``: the total alone, as HAPI
     answers it; other parameters: 400 when strict)."""
     gate.require(g.principal, "Group", "r")
