@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 import requests
 from fhirclient.models.bundle import Bundle as FcBundle
 from fhirclient.models.fhirelementfactory import FHIRElementFactory
-from fhirclient.models.fhirsearch import FHIRSearch
 from fhirclient.server import FHIRServer
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import (
@@ -162,8 +161,9 @@ def _grouped(params: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 
 
 class FhirclientAdapter:
-    """SMART's fhirclient: its models and FHIRSearch where it has them (strict R4 model parsing, so
-    a resource that is not valid R4 JSON fails here), ``server`` requests where it does not."""
+    """SMART's fhirclient: its models (strict R4 parsing: an answer that is not valid R4 JSON fails
+    here), ``Bundle.read_from`` (what its FHIRSearch runs; the query is built here, as FHIRSearch's
+    grammar cannot repeat a name) with ``iter_pages``, and ``server`` requests where it has no API."""
 
     name = "fhirclient"
 
@@ -216,9 +216,6 @@ class FhirclientAdapter:
                 res = s.session.post(f"{self.base}/{op.type}/_search", data=list(op.params), timeout=120)
                 s.raise_for_status(res)
                 return summary([b.as_json() for b in _pages_of(lambda: FcBundle(res.json()), s, True)])
-            model = type(FHIRElementFactory.instantiate(op.type, None))
-            search = FHIRSearch(model, {})
-            search.params = []
             query = urlencode(list(op.params))
             pages = [
                 b.as_json() for b in _pages_of(lambda: FcBundle.read_from(f"{op.type}?{query}", s), s, True)
