@@ -43,7 +43,13 @@ KNOWN: dict[str, str] = {
     "1..PAGE_MAX there, so _count=0 (fhirpy's count()) is 400; HAPI answers the total",
     r"AuditEvent search POST _search": "NOT FIXED (service/api/audit.py, outside this change): no POST "
     "search for AuditEvent (404); R4 http.html: servers that support search SHALL support POST",
+    r"Procedure search date": "NOT FIXED (service/search.py, outside this change): an open period "
+    "(in-progress Procedure, performedPeriod with a start only) is not matched by date=ge<later day>; "
+    "R4 search.html: ge matches when the range above the value overlaps the target's range, and HAPI "
+    "matches it. Seen only when the value drawn from the data is later than such a start",
 }
+SOMETIMES = {r"Procedure search date"}
+"""KNOWN entries whose difference depends on the value drawn from this run's data."""
 """Defects the clients found and this change leaves to their owner: reported in the table, not hidden
 (an entry that stops differing fails the test, so the list cannot go stale)."""
 
@@ -126,7 +132,11 @@ def _differences(
         known = next((why for pattern, why in KNOWN.items() if re.fullmatch(pattern, op.key)), None)
         if known:
             rows.append((op.key, f"FAILS: {known}", "pass"))
-            if a == b or mine.get("status") == 200:
+            if a == b and any(re.fullmatch(p, op.key) for p in SOMETIMES):
+                rows[-1] = (op.key, "pass (listed in KNOWN)", "pass")
+            elif a == b or (
+                mine.get("status") == 200 and not any(re.fullmatch(p, op.key) for p in SOMETIMES)
+            ):
                 unexpected.append(f"{op.key}: listed in KNOWN but now answers {a}: remove it from KNOWN")
         elif a == b:
             rows.append((op.key, "pass", "pass"))
