@@ -202,12 +202,20 @@ def read_group(group_id: str) -> Response:
 
 @bp.get("/Group")
 def search_groups() -> Response:
-    """Every Group the caller may read (``_id`` narrows; other parameters: 400 when strict)."""
+    return group_search(list(request.args.items(multi=True)))
+
+
+def group_search(params: list[tuple[str, str]]) -> Response:
+    """Every Group the caller may read (``_id`` narrows; ``_count=0``: the total alone, as HAPI
+    answers it; other parameters: 400 when strict)."""
     gate.require(g.principal, "Group", "r")
     wanted: set[str] | None = None
-    for name, value in ((k, v) for k, values in request.args.lists() for v in values):
+    count_only = False
+    for name, value in params:
         if name == "_id":
             wanted = set(value.split(",")) if wanted is None else wanted & set(value.split(","))
+        elif name == "_count" and value == "0":
+            count_only = True
         elif name != "_format" and _strict():
             raise BadRequest([Issue("not-supported", f"{name}: unknown or unsupported for Group", name)])
     members = _members_visibility()
@@ -232,8 +240,9 @@ def search_groups() -> Response:
         "type": "searchset",
         "total": len(entries),
         "link": [{"relation": "self", "url": links.this_url()}],
-        "entry": entries,
     }
+    if not count_only:
+        bundle["entry"] = entries
     return fhir_response(bundle)
 
 
