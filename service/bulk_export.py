@@ -52,6 +52,8 @@ OUTPUT_FORMATS = frozenset({NDJSON, "application/ndjson", "ndjson"})
 PAGE = 1000
 POLL_AFTER_S = 60
 """Retry-After of a kick-off refused while the client's other exports run."""
+STATUS_AFTER_S = 2
+"""Retry-After of a status poll while the export is queued or running."""
 PATIENT_TYPES = RESOURCE_TYPES
 """Patient-level export: every type of the patient compartment the service holds (all but none)."""
 EXPORT_TYPES = READ_TYPES

@@ -36,6 +36,11 @@ LIMIT_REQUEST_LINE = 8190
 """gunicorn's largest request line (its maximum): long search URLs fit; longer ones get 414."""
 LIMIT_REQUEST_FIELD_SIZE = 8190
 LIMIT_REQUEST_FIELDS = 100
+KEEPALIVE_S = 10
+"""How long an idle keep-alive connection stays open. gunicorn's default (2 s) equals the Retry-After
+of a bulk status poll: a client that waits as told and reuses its connection met the server closing
+it at that very moment ("Remote end closed connection without response", seen in CI). Longer than
+every Retry-After a polling client is given, and short enough not to hoard connections."""
 _ISSUE_CODES = {400: "invalid", 403: "forbidden", 414: "too-long", 417: "not-supported", 431: "too-long"}
 _MESSAGES = {
     400: "the request is not well-formed HTTP (request line or a header)",
@@ -110,13 +115,9 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return self._app
 
 
-def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
-    # Built once in the parent (preload): configuration errors stop start-up before any fork.
-    from service import create_app
-
-    app = create_app(settings)
-    install_outcome_pages()  # before the workers fork: each inherits it
-    options = {
+def server_options(settings: Settings, *, host: str, port: int, workers: int) -> dict[str, Any]:
+    """gunicorn's settings for ``ivclms serve``."""
+    options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": settings.http_threads,
@@ -130,13 +131,23 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
         "loglevel": settings.log_level.lower(),
         "timeout": 60,
         "graceful_timeout": 20,
+        "keepalive": KEEPALIVE_S,
         "preload_app": True,
         "post_fork": _post_fork,
     }
     if "control_socket_disable" in Config().settings:
         # gunicorn >= 25.1 opens a management socket in the user's home by default; nothing here uses it.
         options["control_socket_disable"] = True
-    _Server(app, options).run()
+    return options
+
+
+def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    # Built once in the parent (preload): configuration errors stop start-up before any fork.
+    from service import create_app
+
+    app = create_app(settings)
+    install_outcome_pages()  # before the workers fork: each inherits it
+    _Server(app, server_options(settings, host=host, port=port, workers=workers)).run()
 
 
 def _post_fork(_server: Any, worker: Any) -> None:

@@ -267,8 +267,9 @@ def _live(job: bulk_export.Job) -> bulk_export.Job:
 def export_status(job_id: str) -> Response:
     job = _live(_own(bulk_export.get(ctx().engine, job_id)))
     if job.state in ("queued", "running"):
+        progress = f"{job.state}: {job.progress} resources"
         return Response(
-            status=202, headers={"X-Progress": f"{job.state}: {job.progress} resources", "Retry-After": "2"}
+            status=202, headers={"X-Progress": progress, "Retry-After": str(bulk_export.STATUS_AFTER_S)}
         )
     if job.state == "done" and job.manifest_json:
         headers = {}

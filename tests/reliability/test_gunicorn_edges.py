@@ -4,6 +4,7 @@ its fixture): issue 12 findings 8 (log forging), 11 (no client path in the acces
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from service.bulk_export import STATUS_AFTER_S
 from tests.conftest import TEST_SECRET
 from tests.reliability.conftest import INPUTS, auth
 
@@ -115,6 +117,26 @@ def test_finding_17_gunicorn_own_errors_are_operation_outcomes(server: Server) -
         f"Authorization: {auth()['Authorization']}\r\n\r\n".encode(),
     )
     assert status == 200
+
+
+def test_a_client_that_waits_the_status_poll_retry_after_keeps_its_connection(server: Server) -> None:
+    """CI saw "Remote end closed connection without response" on a bulk status poll: the client had
+    waited the Retry-After it was told (2 s) and reused its keep-alive connection, which gunicorn (idle
+    timeout 2 s by default) closed at that moment. Waiting exactly as told must find the connection
+    open: the idle timeout outlasts every status Retry-After."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", "/healthz")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200 and not first.will_close
+        time.sleep(STATUS_AFTER_S + 0.5)  # what the server asks a polling client to wait, and a little more
+        conn.request("GET", "/healthz")
+        again = conn.getresponse()
+        again.read()
+        assert again.status == 200
+    finally:
+        conn.close()
 
 
 def test_finding_8_and_11_a_crlf_path_forges_no_log_line_and_is_not_logged(server: Server) -> None:
