@@ -6,6 +6,7 @@ goes to nobody, since it can help an attacker shape a token.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,21 @@ def _text(claims: Mapping[str, Any], name: str) -> str:
     return raw
 
 
+KEY_CHARS = 256
+"""The longest owner or client key kept (the columns that hold them are this wide)."""
+
+
+def bounded_key(key: str) -> str:
+    """A key of at most ``KEY_CHARS`` that is still unique: a longer one keeps its beginning (readable
+    in the audit) and ends with the SHA-256 of the whole. Cutting it short instead made two callers
+    whose keys share their first 256 characters one owner of each other's exports and replays
+    (outside review of issue 13)."""
+    if len(key) <= KEY_CHARS:
+        return key
+    digest = "#sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key[: KEY_CHARS - len(digest)] + digest
+
+
 def principal_from_claims(
     claims: Mapping[str, Any], client_sources: Mapping[str, frozenset[str]] | None = None
 ) -> Principal:
@@ -71,8 +87,8 @@ def principal_from_claims(
         scopes=frozenset(scope.split()),
         sources=None if EVERY_SOURCE in sources else frozenset(sources),
         roles=roles,
-        owner=owner[:256],
-        client=f"{iss_}#client_id:{client_}" if client else f"{iss_}#sub:{sub_}",
+        owner=bounded_key(owner),
+        client=bounded_key(f"{iss_}#client_id:{client_}" if client else f"{iss_}#sub:{sub_}"),
     )
 
 
