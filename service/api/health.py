@@ -33,10 +33,20 @@ def readyz() -> tuple[Response, int]:
 
 
 def _fhir_check(client: FhirClient | None) -> dict[str, Any]:
+    """Public, so it names neither the server's URL nor the error's text: a URL can carry a password
+    or a token (``http://user:secret@host``, outside review of issue 13); ``ivclms config`` shows the
+    masked URL to the operator."""
     if client is None:
         return {"ok": True, "configured": False, "reason": "no FHIR server configured: sync is off"}
     try:
         client.request("GET", "metadata", retries=0, timeout=READINESS_TIMEOUT_S)
     except FhirError as exc:
-        return {"ok": False, "configured": True, "url": client.base_url, "reason": str(exc)}
-    return {"ok": True, "configured": True, "url": client.base_url}
+        return {"ok": False, "configured": True, "reason": _reason(exc)}
+    return {"ok": True, "configured": True}
+
+
+def _reason(exc: FhirError) -> str:
+    if exc.status is not None:
+        return f"the FHIR server's metadata answered HTTP {exc.status}"
+    cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else type(exc).__name__
+    return f"{cause}: the FHIR server is not reachable"

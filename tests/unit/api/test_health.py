@@ -51,8 +51,16 @@ def test_readyz_is_ready_when_the_fhir_server_answers(tmp_path):
     s = Settings(data_dir=tmp_path, auth_disabled=True, fhir_url="http://fhir.test/fhir")
     resp = create_app(s).test_client().get("/readyz")
     assert resp.status_code == 200
-    assert resp.get_json()["checks"]["fhir_server"] == {
-        "ok": True,
-        "configured": True,
-        "url": "http://fhir.test/fhir",
-    }
+    assert resp.get_json()["checks"]["fhir_server"] == {"ok": True, "configured": True}
+
+
+@responses.activate
+def test_readyz_names_no_url_that_can_hold_a_password(tmp_path):
+    """Outside review of issue 13: /readyz (public) printed IVCLMS_FHIR_URL with its password."""
+    url = "http://syncuser:s3cret-pass@fhir.test/fhir"
+    for status in (200, 503):
+        responses.get("http://fhir.test/fhir/metadata", status=status, json={"resourceType": "x"})
+        s = Settings(data_dir=tmp_path, auth_disabled=True, fhir_url=url)
+        text = create_app(s).test_client().get("/readyz").get_data(as_text=True)
+        assert "s3cret" not in text and "syncuser" not in text and "fhir.test" not in text
+        responses.reset()
