@@ -315,6 +315,10 @@ def test_item_6_cors_only_for_listed_origins(tmp_path, db_url, client):
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert "Access-Control-Allow-Origin" not in stranger_pre.headers
+        # docs/security.md: "Preflight OPTIONS needs no token": an unlisted origin's preflight was 401
+        # (outside review); now 204 with nothing that lets the browser go on, and no body type.
+        assert stranger_pre.status_code == 204 and "Access-Control-Allow-Methods" not in stranger_pre.headers
+        assert "Content-Type" not in pre.headers and "Content-Type" not in stranger_pre.headers
         # Errors carry the header too, so that the browser app can read the OperationOutcome.
         unauthorized = browser.get("/fhir/Patient", headers={"Origin": origin})
         assert unauthorized.status_code == 401
