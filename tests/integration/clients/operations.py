@@ -199,7 +199,7 @@ def plan(capability: dict[str, Any], loaded: Loaded) -> list[Op]:
             searched, found = value(t, name, kind, loaded)
             params = ((name, searched),) + (() if name == "_id" else limit)
             ops.append(Op(f"{t} search {name}", "search", t, params=params, found=found))
-            ongoing = _ongoing_start(t, loaded) if kind == "date" else None
+            ongoing = _ongoing_start(t, loaded) if name == "date" else None
             if ongoing is not None:  # not left to the drawn value: ge a day after an open period's start
                 later = (date.fromisoformat(ongoing) + timedelta(days=1)).isoformat()
                 ops.append(
