@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, false, func, or_, select, true, tuple_
+from sqlalchemy import Select, and_, exists, false, func, not_, or_, select, true, tuple_
 
 from service.errors import BadRequest, Issue
 from service.mapping.spec import spec
@@ -224,6 +224,30 @@ def _compare(column: Any, prefix: str, low: Any, high: Any) -> Any:
     }[prefix]
 
 
+def _date_range(prefix: str, day: str, next_day: str) -> Any:
+    """R4 search.html compares the search value's range (the day ``[day, next_day)``) with the
+    target's range: from the start the resource says (column ``date``, compared at day precision) to
+    the last day it covers (``date_end``). An ongoing Period has no last day, a Period with an end
+    only no start: that side is unbounded. "eq: the range of the search value fully contains the
+    range of the target value"; "ne: ... does not fully contain"; "gt: the range above the search
+    value intersects (i.e. overlaps) with the range of the target value"; "ge: ... above ... or the
+    range of the search value fully contains the range of the target value"; "lt"/"le" likewise
+    below. For a single date or dateTime both ends are its day, which is the day comparison."""
+    low, high = resources.c.date, resources.c.date_end
+    low_day = func.substr(low, 1, 10)
+    dated = or_(low.is_not(None), high.is_not(None))
+    within = and_(low.is_not(None), low_day >= day, high.is_not(None), high < next_day)
+    condition = {
+        "eq": within,
+        "ne": not_(within),
+        "gt": or_(high.is_(None), high >= next_day),
+        "ge": or_(high.is_(None), high >= day),
+        "lt": or_(low.is_(None), low_day < day),
+        "le": or_(low.is_(None), low_day < next_day),
+    }[prefix]
+    return and_(dated, condition)
+
+
 def _link_exists(resource_type: str, param: str, system: str | None, value: str) -> Any:
     query = exists().where(
         resource_links.c.resource_type == resource_type,
@@ -350,8 +374,7 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
         except ValueError:
             raise _bad(name, f"{value!r} is not a date like ge2020-01-01") from None
         next_day = LAST_DAY if first == date.max else (first + timedelta(days=1)).isoformat()
-        column = func.substr(resources.c.date, 1, 10)
-        return and_(resources.c.date.is_not(None), _compare(column, prefix, day, next_day))
+        return _date_range(prefix, day, next_day)
     if param.type == "token":
         return _token(resource_type, name, value)
     return _reference(resource_type, name, value)

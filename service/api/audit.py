@@ -19,13 +19,14 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.api import links
 from service.api.context import ctx
-from service.api.params import int_arg, parse_instant
+from service.api.params import parse_instant
 from service.api.responses import fhir_response
 from service.api.security import PUBLIC_ENDPOINTS
 from service.auth import ROLE_REGISTRY, require
@@ -55,6 +56,9 @@ def _outcome(status: int) -> str:
 
 
 def _action() -> str:
+    decided = g.get("audit_action")
+    if isinstance(decided, str):
+        return decided  # the route knew better than its method (a POSTed batch of GET entries reads)
     if request.path.endswith("/_search"):
         return "R"  # POST search reads
     if "$" in request.path:
@@ -142,27 +146,43 @@ def audit_event(event: store.AuditRecord, base: str) -> dict[str, Any]:
 
 @bp.get("/AuditEvent")
 def search_audit_events() -> Response:
+    return audit_search(list(request.args.items(multi=True)))
+
+
+def _count(value: str) -> int:
+    # ASCII digits only and no more of them than PAGE_MAX has (int() of 5000 digits raises: a 500).
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(PAGE_MAX)) or int(value) > PAGE_MAX:
+        raise BadRequest([Issue("invalid", f"_count: must be a whole number from 0 to {PAGE_MAX}", "_count")])
+    return int(value)
+
+
+def audit_search(params: list[tuple[str, str]]) -> Response:
+    """GET search and POST ``AuditEvent/_search`` (one code path, as for the other types: the query's
+    parameters and the form body's mean the same). ``_count=0`` and ``_summary=count`` answer the
+    total alone (R4 search.html)."""
     # The trail names every caller and what it touched: the registry role reads all of it, any
     # other caller only its own events (its subject, as recorded in AuditEvent.agent).
     require(g.principal, "AuditEvent", "s")
     require(g.principal, "AuditEvent", "r")
     own = None if g.principal.has_role(ROLE_REGISTRY) else str(g.principal.owner)
-    count = int_arg("_count", 100, 1, PAGE_MAX)
-    assert count is not None
-    after = request.args.get("_after")
-    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
-        raise BadRequest([Issue("invalid", "_after: not a page this service gave out", "_after")])
-    since = None
-    date = request.args.get("date")
-    if date is not None:
-        since = parse_instant(date.removeprefix("ge"), "date")
-    summary = request.args.get("_summary")
-    if summary is not None and summary != "count":
-        raise BadRequest([Issue("invalid", "_summary: only _summary=count is supported", "_summary")])
-    if summary == "count":
+    count, after, since, summary = 100, None, None, None
+    for name, value in params:
+        if name == "_count":
+            count = _count(value)
+        elif name == "_after":
+            if not (value.isascii() and value.isdigit() and len(value) <= 18):
+                raise BadRequest([Issue("invalid", "_after: not a page this service gave out", "_after")])
+            after = value
+        elif name == "date":
+            since = parse_instant(value.removeprefix("ge"), "date")
+        elif name == "_summary":
+            if value != "count":
+                raise BadRequest([Issue("invalid", "_summary: only _summary=count is supported", "_summary")])
+            summary = value
+    if summary == "count" or count == 0:
         with ctx().engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
             total = store.count(conn, since=since, principal=own)
-        self_link = [{"relation": "self", "url": links.this_url()}]
+        self_link = [{"relation": "self", "url": _self_url(params)}]
         return fhir_response(
             {"resourceType": "Bundle", "type": "searchset", "total": total, "link": self_link}
         )
@@ -171,11 +191,9 @@ def search_audit_events() -> Response:
             conn, since=since, after_id=int(after) if after else None, limit=count, principal=own
         )
     base = links.fhir_base()
-    page_links = [{"relation": "self", "url": links.this_url()}]
+    page_links = [{"relation": "self", "url": _self_url(params)}]
     if len(events) == count:
-        args = {k: v for k, v in request.args.items() if k != "_after"}
-        args["_after"] = str(events[-1].id)
-        page_links.append({"relation": "next", "url": links.url_to("audit.search_audit_events", **args)})
+        page_links.append({"relation": "next", "url": _page_url(params, str(events[-1].id))})
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -190,3 +208,17 @@ def search_audit_events() -> Response:
         ],
     }
     return fhir_response(bundle)
+
+
+def _self_url(params: list[tuple[str, str]]) -> str:
+    return links.this_url() if request.method == "GET" else _page_url(params)
+
+
+def _page_url(params: list[tuple[str, str]], after: str | None = None) -> str:
+    """A GET URL of this search (also for a POST search: a page link is followed with GET); with
+    ``after`` the next page's."""
+    args = {k: v for k, v in params if k != "_after" or after is None}
+    if after is not None:
+        args["_after"] = after
+    query = urlencode(list(args.items()))
+    return links.absolute("/fhir/AuditEvent" + (f"?{query}" if query else ""))

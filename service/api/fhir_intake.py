@@ -15,12 +15,15 @@ from service.api.fhir_read import read_resource
 from service.api.idempotency import idempotent
 from service.api.responses import fhir_response
 from service.api.writes import case_writes, require_writer
+from service.auth import gate
+from service.auth.principal import Principal
 from service.bundle_intake import Operation, ReadBundle, read_bundle
 from service.clock import instant
 from service.errors import Forbidden, Issue, NotFound, ServiceError
 from service.intake import Accepted, Authorize, Intake, OnChange
 from service.limits import check_operations
 from service.outcome import operation_outcome
+from service.search import READ_TYPES
 from service.validation.gate import errors
 
 bp = Blueprint("fhir_intake", __name__)
@@ -144,15 +147,54 @@ def _answer(
     return {"resourceType": "Bundle", "type": kind, "entry": entries}
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def reads_only(bundle: Any) -> bool:
+    """A Bundle whose every entry is a GET or HEAD request carrying no resource: it writes nothing."""
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    if not isinstance(entries, list) or not entries:
+        return False
+    for entry in entries:
+        if not isinstance(entry, dict) or "resource" in entry:
+            return False
+        request_ = entry.get("request")
+        if not isinstance(request_, dict) or str(request_.get("method", "")).upper() not in READ_METHODS:
+            return False
+    return True
+
+
+def require_writer_or_reader(principal: Principal) -> None:
+    """The cheap refusal before the body is read: a write scope on Patient (a case), or a read scope on
+    some served type (a batch of GET entries, each then gated on its own type)."""
+    if any(_read_granted(principal, t) for t in READ_TYPES):
+        return
+    require_writer(principal, "c", "u")
+
+
+def _read_granted(principal: Principal, resource_type: str) -> bool:
+    try:
+        return gate.access(principal, resource_type, "r").granted
+    except Forbidden:  # a restriction the gate cannot enforce grants nothing (refused, never widened)
+        return False
+
+
 @bp.post("/fhir")
 @bp.post("/fhir/")
 @idempotent
 def post_bundle() -> Response:
     """Transactions and collections are all or nothing (a refused case: 403 for the request); in a
     batch a patient's group the caller may not write fails only its own entries (403 in the answer).
-    DELETE entries (batch only) run first, GET entries after the writes (R4's transaction order)."""
-    require_writer(g.principal, "c", "u")
+    DELETE entries (batch only) run first, GET entries after the writes (R4's transaction order).
+    A Bundle of GET/HEAD entries only needs read scopes; any other entry needs a write scope."""
+    require_writer_or_reader(g.principal)
     bundle = json_body(FHIR_JSON_TYPES)
+    if reads_only(bundle):
+        # Only GET/HEAD entries (R4 http.html: a batch may hold reads): each is gated as a read of its
+        # type, so read scopes suffice; audited as a read (``service.api.audit``), not as a create.
+        g.audit_action = "R"
+    else:
+        require_writer(g.principal, "c", "u")
     intake = ctx().intake
     check_operations(bundle, intake.limits)
     source = request.args.get(SOURCE_PARAM) or ctx().settings.source_system

@@ -14,7 +14,7 @@ from werkzeug.http import http_date
 
 from service import read_side
 from service import search as searching
-from service.api import bulk, links
+from service.api import audit, bulk, links
 from service.api.context import ctx
 from service.api.params import parse_instant
 from service.auth import gate
@@ -174,6 +174,9 @@ def search_post(resource_type: str) -> Response:
     if resource_type == "Group":  # the Groups the service maintains (issue 13: clients found this 404)
         gate.require(g.principal, "Group", "r")  # refused before the body is read
         return bulk.group_search(form_params())
+    if resource_type == "AuditEvent":  # the audit trail's own search, as for GET (clients found this 404)
+        gate.require(g.principal, "AuditEvent", "s")  # refused before the body is read
+        return audit.audit_search(form_params())
     gate.require(g.principal, _type(resource_type), "s")  # refused before the body is read
     return _search(resource_type, form_params())
 

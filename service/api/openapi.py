@@ -123,7 +123,10 @@ EVERYTHING = (
     "Scope Patient.r; other resources only as the token may read them (a warning entry counts "
     "those left out)."
 )
-AUDIT = "Scopes AuditEvent.s and .r; the caller's own events unless it has the registry role."
+AUDIT = (
+    "Scopes AuditEvent.s and .r; the caller's own events unless it has the registry role. Also by POST "
+    "/fhir/AuditEvent/_search (parameters in the URL and the form body)."
+)
 RID = _param("resource_id", "path", "Resource id", {"type": "string"}, True)
 IF_NONE_MATCH = _param(
     "If-None-Match", "header", 'The ETag held (W/"3"): 304 without a body when current', {"type": "string"}
@@ -221,6 +224,8 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir": {
             "post": {
                 "summary": "A transaction, batch or collection Bundle from an EHR, stored as cases",
+                "description": "Write scopes (c or u on every case type); a Bundle of GET/HEAD entries "
+                "only needs the read scope of each entry's type.",
                 "parameters": [
                     IDEMPOTENCY,
                     _param(
@@ -405,7 +410,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "description": AUDIT,
                 "parameters": [
                     _param("date", "query", "Recorded at or after (ge) this instant", {"type": "string"}),
-                    _param("_count", "query", "Page size (1-500)", {"type": "integer"}),
+                    _param("_count", "query", "Page size (0-500; 0: the total only)", {"type": "integer"}),
                     _param("_summary", "query", "count: the total only", {"type": "string"}),
                 ],
                 "responses": {"200": {"description": "searchset Bundle"}, **_errors(400, 401, 403)},

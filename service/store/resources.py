@@ -9,10 +9,11 @@ removed in a later version) is kept as deleted (410 Gone) with its history.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -27,16 +28,16 @@ CODE_ELEMENTS = ("code", "medicationCodeableConcept", "type")
 """Where a resource says what it is: the ``code`` search parameter (Device: ``type``)."""
 DATE_ELEMENTS = (
     "effectiveDateTime",
-    "effectivePeriod.start",
+    "effectivePeriod",
     "performedDateTime",
-    "performedPeriod.start",
+    "performedPeriod",
     "onsetDateTime",
     "recordedDate",
-    "period.start",
+    "period",
     "birthDate",
     "recorded",
 )
-"""The ``date`` search parameter: the first of these the resource has."""
+"""The ``date`` search parameter: the first of these the resource has (a date, dateTime or Period)."""
 _KEBAB = re.compile(r"(?<!^)(?=[A-Z])")
 
 
@@ -99,12 +100,37 @@ def links(resource: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _date(resource: dict[str, Any]) -> str | None:
+def date_range(resource: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The range the ``date`` parameter searches (R4 search.html compares ranges): its start as the
+    resource says it, and the last day it covers (``YYYY-MM-DD``; ``2021`` ends on ``2021-12-31``).
+    A Period without an end is ongoing (R4 datatypes: "If the end of the period is missing, it means
+    that the period is ongoing"): its last day is None, as is the start of a Period with an end only.
+    (None, None): the resource has no date."""
     for element in DATE_ELEMENTS:
-        value = _get(resource, element)
-        if isinstance(value, str):
-            return value
-    return None
+        value = resource.get(element)
+        if isinstance(value, str) and value:
+            return value, last_day(value)
+        if isinstance(value, dict):
+            start, end = value.get("start"), value.get("end")
+            start = start if isinstance(start, str) and start else None
+            end = end if isinstance(end, str) and end else None
+            if start is not None or end is not None:
+                return start, last_day(end) if end is not None else None
+    return None, None
+
+
+def last_day(value: str) -> str:
+    """The last calendar day a FHIR date or dateTime covers, at its precision (``2021-02`` ->
+    ``2021-02-28``); a value that is no date is kept as its first ten characters (what was indexed)."""
+    try:
+        if len(value) == 4:
+            return date(int(value), 12, 31).isoformat()
+        if len(value) == 7:
+            year, month = int(value[:4]), int(value[5:7])
+            return date(year, month, calendar.monthrange(year, month)[1]).isoformat()
+    except ValueError:
+        pass
+    return value[:10]
 
 
 def _identifier(resource: dict[str, Any]) -> str | None:
@@ -168,6 +194,7 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
             "lastUpdated": instant(now),
         }
         text = orjson.dumps(body).decode()
+        start, end = date_range(body)
         values = {
             "version_id": version,
             "case_ref": case_ref,
@@ -176,7 +203,8 @@ def write(conn: Connection, case_ref: str, bundle: dict[str, Any], now: datetime
             "deleted": 0,
             "profile": (body["meta"].get("profile") or [None])[0],
             "identifier": _identifier(body),
-            "date": _date(body),
+            "date": start,
+            "date_end": end,
             "content_hash": digest,
             "json": text,
         }

@@ -172,6 +172,12 @@ resources = Table(
     Column("profile", String(256), nullable=True),
     Column("identifier", String(1024), nullable=True, comment="business identifier value"),
     Column("date", String(32), nullable=True, comment="the resource's clinical date (search `date`)"),
+    Column(
+        "date_end",
+        String(10),
+        nullable=True,
+        comment="last day the clinical date covers (YYYY-MM-DD); null with a date: an ongoing period",
+    ),
     Column("content_hash", String(64), nullable=False),
     Column("json", Text, nullable=False),
     PrimaryKeyConstraint("resource_type", "id"),

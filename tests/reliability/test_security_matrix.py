@@ -50,6 +50,12 @@ READ_OPERATIONS = {
 """POSTs that store nothing: $validate needs a read scope on the posted type, POST _search (issue 13)
 the search scopes of GET search, a POST $export kick-off (a Parameters body, Bulk Data v2) reads like
 its GET."""
+WRITE_BUNDLE = (
+    '{"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "DELETE", "url": '
+    f'"Patient/{ID}"}}}}]}}'
+)
+"""What ``POST /fhir`` is probed with: a write entry, so read scopes are refused (a batch of GET entries
+only needs the read scopes of its types: tests/unit/api/test_fhir_intake_answers.py)."""
 OWNED = {"bulk.export_status", "bulk.export_cancel", "bulk.export_file"}
 """Guarded by the job's owner: another client's (or no) job is 404 whatever the scope."""
 
@@ -90,6 +96,8 @@ def _call(client, method: str, path: str, tok: str | None):
     body = None
     if path.endswith("$validate"):  # its scope is a read on the posted type, so it needs a resource
         body, headers["Content-Type"] = '{"resourceType": "Patient"}', "application/fhir+json"
+    if path.rstrip("/") == "/fhir" and method == "POST":  # a batch of reads needs read scopes: a write
+        body, headers["Content-Type"] = WRITE_BUNDLE, "application/fhir+json"
     resp = client.open(path, method=method, headers=headers, data=body)
     INPUTS[f"security matrix ({method} {path.split('/')[1]})"] += 1
     check_answer(resp, f"{method} {path}")

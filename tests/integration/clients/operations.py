@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 from tests.integration.clients.conftest import Loaded
@@ -101,6 +102,17 @@ def _date(resource: dict[str, Any]) -> str | None:
     return None
 
 
+def _ongoing_start(resource_type: str, loaded: Loaded) -> str | None:
+    """The latest start day of a loaded Period without an end (R4: an ongoing period), if any."""
+    starts = [
+        str(r[e]["start"])[:10]
+        for r in loaded.of(resource_type)
+        for e in PERIODS
+        if isinstance(r.get(e), dict) and "start" in r[e] and "end" not in r[e]
+    ]
+    return max(starts, default=None)
+
+
 def value(resource_type: str, name: str, kind: str, loaded: Loaded) -> tuple[str, bool]:
     """A value of ``name`` that some loaded resource of the type has (so the search finds something),
     and True; else a value that matches nothing, and False."""
@@ -187,6 +199,17 @@ def plan(capability: dict[str, Any], loaded: Loaded) -> list[Op]:
             searched, found = value(t, name, kind, loaded)
             params = ((name, searched),) + (() if name == "_id" else limit)
             ops.append(Op(f"{t} search {name}", "search", t, params=params, found=found))
+            ongoing = _ongoing_start(t, loaded) if name == "date" else None
+            if ongoing is not None:  # not left to the drawn value: ge a day after an open period's start
+                later = (date.fromisoformat(ongoing) + timedelta(days=1)).isoformat()
+                ops.append(
+                    Op(
+                        f"{t} search {name} ge after an ongoing period's start",
+                        "search",
+                        t,
+                        params=((name, f"ge{later}"), *limit),
+                    )
+                )
         for include in declared.get("searchInclude", []):
             ops.append(Op(f"{t} _include {include}", "search", t, params=(*limit, ("_include", include))))
         for include in declared.get("searchRevInclude", []):

@@ -363,3 +363,44 @@ def test_second_review_get_entries_are_bounded_before_any_is_answered(client, po
     issue = resp.get_json()["issue"][0]
     assert issue["code"] == "too-costly" and "IVCLMS_LIMITS_MAX_RESOURCES_PER_CASE" in issue["diagnostics"]
     assert post(_batch(*[("GET", "Patient/x")] * 3)).status_code == 200
+
+
+def test_a_batch_of_reads_needs_read_scopes_only_and_is_audited_as_a_read(client, post):
+    """R4 http.html (batch/transaction): a batch may hold GET entries, each "processed as if it were
+    submitted on its own"; a read on its own needs the read scope of its type (docs/security.md), so
+    a batch of reads needs no write scope. Any write entry still does (refused before anything runs)."""
+    first = post(_plain()).get_json()
+    locations = [e["response"]["location"].rsplit("/_history/", 1)[0] for e in first["entry"]]
+    patient_ref = next(loc for loc in locations if loc.startswith("Patient/"))
+    observation_ref = next(loc for loc in locations if loc.startswith("Observation/"))
+    reads = _batch(("GET", patient_ref), ("GET", observation_ref), ("HEAD", patient_ref))
+
+    read_only = post(reads, query="", scope="system/*.rs")
+    assert read_only.status_code == 200, read_only.get_json()
+    answers = read_only.get_json()["entry"]
+    assert [a["response"]["status"] for a in answers] == ["200 OK", "200 OK", "200 OK"]
+    assert f"Patient/{answers[0]['resource']['id']}" == patient_ref and "resource" not in answers[2]
+
+    # Each GET is gated on its own type: a read grant on Observation reads the Observation only.
+    narrow = post(reads, query="", scope="system/Observation.rs").get_json()["entry"]
+    assert [a["response"]["status"] for a in narrow] == ["403 Forbidden", "200 OK", "403 Forbidden"]
+
+    # Any write entry needs the write scope, for the whole request; so does a Bundle of no reads.
+    mixed = _batch(("GET", patient_ref), ("DELETE", patient_ref))
+    for body in (mixed, _plain("batch"), _plain()):
+        refused = post(body, scope="system/*.rs")
+        assert refused.status_code == 403, refused.get_json()
+        assert refused.get_json()["resourceType"] == "OperationOutcome"
+    assert client.get("/cases", headers=_auth()).get_json()["cases"][0]["status"] == "active"
+    # No scope that reads or writes anything served: refused before the body is read.
+    assert post(reads, query="", scope="system/Questionnaire.cruds").status_code == 403
+
+    trail = client.get("/fhir/AuditEvent?_count=500", headers=_auth()).get_json()["entry"]
+    posts = [
+        (e["resource"]["action"], e["resource"]["outcome"])
+        for e in trail
+        if e["resource"]["entity"] and e["resource"]["entity"][0]["what"]["reference"] == "/fhir"
+    ]
+    # The write, the two read batches, then four refusals: each refused before it was known to read
+    # only (a write scope missing, or no scope on anything served) is recorded as the POST it was.
+    assert posts == [("C", "0"), ("R", "0"), ("R", "0"), ("C", "4"), ("C", "4"), ("C", "4"), ("C", "4")]

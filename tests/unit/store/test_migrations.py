@@ -75,3 +75,62 @@ def test_revision_0006_keeps_earlier_sync_records_for_the_first_server_backfille
             "http://fhir.test/fhir"
         )
     engine.dispose()
+
+
+def test_revision_0008_fills_the_last_day_of_existing_rows_from_their_json(tmp_path, db_url):
+    """Rows indexed before ``date_end`` existed get it from their stored JSON, so a date search over
+    them compares ranges at once: an ongoing period stays open (null), a single date ends on its day,
+    a partial date on the last day it covers, a Period with an end only has no start."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    engine = make_engine(Settings(data_dir=tmp_path, auth_disabled=True, db_url=db_url, db_migrate=False))
+    migrate.upgrade(engine, "0007")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = {
+        "open": ({"resourceType": "Procedure", "performedPeriod": {"start": "2023-03-16"}}, "2023-03-16"),
+        "closed": (
+            {"resourceType": "Procedure", "performedPeriod": {"start": "2023-03-16", "end": "2023-06-01"}},
+            "2023-03-16",
+        ),
+        "day": ({"resourceType": "Procedure", "performedDateTime": "2021-05-04T10:00:00+02:00"}, None),
+        "year": ({"resourceType": "Patient", "birthDate": "1968"}, "1968"),
+        "end-only": ({"resourceType": "Procedure", "performedPeriod": {"end": "2020-02"}}, None),
+        "none": ({"resourceType": "Procedure"}, None),
+    }
+    with engine.begin() as conn:
+        stamp = now.replace(tzinfo=None) if conn.dialect.name == "sqlite" else now
+        conn.execute(
+            text("INSERT INTO cases VALUES ('c1', 'urn:a', 'A-1', 1, 'active', :now, :now)"), {"now": stamp}
+        )
+        for rid, (body, indexed) in rows.items():
+            conn.execute(
+                text(
+                    "INSERT INTO resources (resource_type, id, version_id, case_ref, patient_id, "
+                    "last_updated, deleted, profile, identifier, date, content_hash, json) VALUES "
+                    "(:t, :id, 1, 'c1', NULL, :now, 0, NULL, NULL, :date, 'h', :json)"
+                ),
+                {
+                    "t": body["resourceType"],
+                    "id": rid,
+                    "now": stamp,
+                    "date": indexed,
+                    "json": json.dumps(body),
+                },
+            )
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        got = {
+            r.id: (r.date, r.date_end) for r in conn.execute(text("SELECT id, date, date_end FROM resources"))
+        }
+    assert got == {
+        "open": ("2023-03-16", None),
+        "closed": ("2023-03-16", "2023-06-01"),
+        "day": ("2021-05-04T10:00:00+02:00", "2021-05-04"),
+        "year": ("1968", "1968-12-31"),
+        "end-only": (None, "2020-02-29"),
+        "none": (None, None),
+    }
+    engine.dispose()
