@@ -9,11 +9,14 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, g, request, send_file
 from werkzeug.http import http_date
 
 from service import bulk_export
+from service import search as searching
 from service.api import links
 from service.api.context import ctx
 from service.api.params import parse_instant
@@ -205,43 +208,76 @@ def search_groups() -> Response:
     return group_search(list(request.args.items(multi=True)))
 
 
+GROUP_PARAMS = ("_id", "_count", "_offset", "_format")
+
+
+def _whole(name: str, value: str, high: int) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 6) or int(value) > high:
+        raise BadRequest([Issue("invalid", f"must be a whole number from 0 to {high}", name)])
+    return int(value)
+
+
 def group_search(params: list[tuple[str, str]]) -> Response:
-    """Every Group the caller may read (``_id`` narrows; ``_count=0``: the total alone, as HAPI
-    answers it; other parameters: 400 when strict)."""
+    """Every Group the caller may read. ``_id`` narrows; ``_count`` pages (R4 search.html: servers
+    "SHALL NOT return more resources than requested"), ``_count=0`` is the total alone; ``_offset``
+    is where a ``next`` link starts; other parameters are ignored with a warning entry, or 400 with
+    ``Prefer: handling=strict`` (as every other type answers them; outside review of issue 13)."""
     gate.require(g.principal, "Group", "r")
     wanted: set[str] | None = None
-    count_only = False
+    count: int | None = None
+    offset = 0
+    ignored: list[str] = []
     for name, value in params:
         if name == "_id":
             wanted = set(value.split(",")) if wanted is None else wanted & set(value.split(","))
-        elif name == "_count" and value == "0":
-            count_only = True
-        elif name != "_format" and _strict():
-            raise BadRequest([Issue("not-supported", f"{name}: unknown or unsupported for Group", name)])
+        elif name == "_count":
+            count = _whole(name, value, searching.COUNT_MAX)
+        elif name == "_offset":
+            offset = _whole(name, value, 10**6)
+        elif name not in GROUP_PARAMS:
+            if _strict():
+                raise BadRequest([Issue("not-supported", f"{name}: unknown or unsupported for Group", name)])
+            ignored.append(name)
     members = _members_visibility()
-    entries = []
-    for group in bulk_export.groups(ctx().engine):
-        if wanted is not None and group.id not in wanted:
-            continue
-        if g.principal.readable_sources is not None and (
-            group.source is None or not g.principal.may_read_source(group.source)
-        ):
-            continue
-        resource = bulk_export.group_resource(ctx().engine, group, members)
-        entries.append(
+    found = [
+        group
+        for group in bulk_export.groups(ctx().engine)
+        if (wanted is None or group.id in wanted)
+        and (
+            g.principal.readable_sources is None
+            or (group.source is not None and g.principal.may_read_source(group.source))
+        )
+    ]
+    end = len(found) if count is None else offset + count
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": f"{links.fhir_base()}/Group/{group.id}",
+            "resource": bulk_export.group_resource(ctx().engine, group, members),
+            "search": {"mode": "match"},
+        }
+        for group in found[offset:end]
+    ]
+    if ignored:
+        issue = Issue(
+            "not-supported", f"ignored unknown search parameters: {', '.join(ignored)}", severity="warning"
+        )
+        entries.append({"resource": operation_outcome([issue]), "search": {"mode": "outcome"}})
+    link = [{"relation": "self", "url": links.this_url()}]
+    if count and end < len(found):
+        kept = [(n, v) for n, v in params if n in GROUP_PARAMS and n != "_offset"]
+        link.append(
             {
-                "fullUrl": f"{links.fhir_base()}/Group/{group.id}",
-                "resource": resource,
-                "search": {"mode": "match"},
+                "relation": "next",
+                "url": f"{links.fhir_base()}/Group?{urlencode([*kept, ('_offset', str(end))])}",
             }
         )
-    bundle = {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "searchset",
-        "total": len(entries),
-        "link": [{"relation": "self", "url": links.this_url()}],
+        "total": len(found),
+        "link": link,
     }
-    if not count_only:
+    if count != 0:
         bundle["entry"] = entries
     return fhir_response(bundle)
 

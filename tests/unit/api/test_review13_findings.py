@@ -122,3 +122,33 @@ def test_a_nul_in_any_path_variable_of_the_route_table_is_never_a_500(app, clien
                 assert resp.status_code < 500, (method, path, resp.get_data(as_text=True)[:300])
                 assert resp.status_code == 404, (method, path, resp.status_code)
     assert tried >= 20
+
+
+def test_group_search_pages_by_count_and_warns_of_what_it_ignores(client) -> None:
+    """The reviewer: Group?_count=1 gave every Group with no next link, _count=abc 200, name=x no
+    warning. R4 search.html on _count: the server "SHALL NOT return more resources than requested"."""
+    from tests.unit.api.test_read_gate import load_examples
+
+    load_examples(client)
+    everything = client.get("/fhir/Group", headers=FULL).get_json()
+    ids = [e["resource"]["id"] for e in everything["entry"]]
+    assert len(ids) == everything["total"] >= 2
+    seen: list[str] = []
+    url: str | None = "/fhir/Group?_count=1"
+    while url:
+        page = client.get(url, headers=FULL).get_json()
+        assert page["total"] == len(ids) and len(page["entry"]) == 1
+        seen.append(page["entry"][0]["resource"]["id"])
+        url = next(
+            (link["url"].split("localhost", 1)[1] for link in page["link"] if link["relation"] == "next"),
+            None,
+        )
+    assert seen == ids
+    for bad in ("abc", "-1", "501", "\u0661"):
+        resp = client.get(f"/fhir/Group?_count={bad}", headers=FULL)
+        assert resp.status_code == 400 and resp.get_json()["issue"][0]["expression"] == ["_count"]
+    named = client.get("/fhir/Group?name=x", headers=FULL).get_json()
+    outcome = [e for e in named["entry"] if e["search"]["mode"] == "outcome"]
+    assert len(outcome) == 1 and "name" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    strict = client.get("/fhir/Group?name=x", headers={**FULL, "Prefer": "handling=strict"})
+    assert strict.status_code == 400
