@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -179,6 +180,34 @@ def _read_granted(principal: Principal, resource_type: str) -> bool:
         return False
 
 
+def _refuse_failing_reads(operations: Sequence[Operation]) -> None:
+    """A transaction whose GET entry would fail is refused before anything is written: R4 http.html
+    (transaction) "servers SHALL either accept all actions and return a 200 OK, along with a response
+    bundle, or reject all resources and return an HTTP 400 or 500 type response". The reads are
+    answered again after the writes (R4's order: GET last), so a read sees what the transaction wrote;
+    a GET of a resource the same transaction creates is therefore refused here (documented)."""
+    issues: list[Issue] = []
+    forbidden = False
+    for operation in operations:
+        if operation.method == "DELETE":
+            continue
+        status = _read(operation)["response"]
+        if status["status"].startswith("2"):
+            continue
+        forbidden |= status["status"].startswith("403")
+        said = "; ".join(i.get("diagnostics", "") for i in status.get("outcome", {}).get("issue", []))
+        issues.append(
+            Issue(
+                "processing",
+                f"this entry's {operation.method} answers {status['status']} ({said}): a transaction "
+                "is all or nothing, so nothing was written",
+                f"Bundle.entry[{operation.position}]",
+            )
+        )
+    if issues:
+        raise ServiceError(issues=issues, status=403 if forbidden else 400)
+
+
 @bp.post("/fhir")
 @bp.post("/fhir/")
 @idempotent
@@ -201,6 +230,8 @@ def post_bundle() -> Response:
     validator = ctx().validator
     check = (lambda b: errors(validator.validate_bundle(b))) if ctx().settings.validate_intake else None
     read = read_bundle(bundle, intake=intake, source_system=source, check=check)
+    if read.kind == "transaction":
+        _refuse_failing_reads(read.operations)
     ready = [(n, g.prepared) for n, g in enumerate(read.groups) if g.prepared is not None]
     author = str(g.principal.subject)
     authorize = case_writes(g.principal)

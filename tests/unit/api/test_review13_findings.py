@@ -152,3 +152,35 @@ def test_group_search_pages_by_count_and_warns_of_what_it_ignores(client) -> Non
     assert len(outcome) == 1 and "name" in outcome[0]["resource"]["issue"][0]["diagnostics"]
     strict = client.get("/fhir/Group?name=x", headers={**FULL, "Prefer": "handling=strict"})
     assert strict.status_code == 400
+
+
+def test_a_transaction_with_a_failing_read_writes_nothing(client) -> None:
+    """The reviewer: a transaction holding a plain-R4 case, GET Patient/does-not-exist and GET with a
+    search answered 200 with 201/404/400 entries, and the case was stored. R4 http.html
+    (transaction): "servers SHALL either accept all actions and return a 200 OK, along with a
+    response bundle, or reject all resources and return an HTTP 400 or 500 type response"."""
+    from tests.unit.api.test_fhir_intake_answers import SOURCE, _plain
+
+    bundle = _plain("transaction")
+    writes = len(bundle["entry"])
+    bundle["entry"] += [
+        {"request": {"method": "GET", "url": "Patient/does-not-exist"}},
+        {"request": {"method": "GET", "url": "Observation?code=x"}},
+    ]
+    resp = client.post(
+        "/fhir" + SOURCE, data=json.dumps(bundle), headers=FULL, content_type="application/fhir+json"
+    )
+    assert resp.status_code == 400, resp.get_json()
+    where = {e for i in resp.get_json()["issue"] for e in i.get("expression", [])}
+    assert where == {f"Bundle.entry[{writes}]", f"Bundle.entry[{writes + 1}]"}
+    assert client.get("/fhir/Patient?_summary=count", headers=FULL).get_json()["total"] == 0
+    assert client.get("/cases", headers=FULL).get_json()["cases"] == []
+    # The same case as a batch: the reads fail in their own entries, the case is stored.
+    bundle["type"] = "batch"
+    answer = client.post(
+        "/fhir" + SOURCE, data=json.dumps(bundle), headers=FULL, content_type="application/fhir+json"
+    )
+    assert answer.status_code == 200
+    statuses = [e["response"]["status"] for e in answer.get_json()["entry"]]
+    assert statuses[-2].startswith("404") and statuses[-1].startswith("400")
+    assert client.get("/fhir/Patient?_summary=count", headers=FULL).get_json()["total"] == 1
