@@ -62,6 +62,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     if not settings.sync_enabled:
         log.warning("no FHIR server configured (IVCLMS_FHIR_URL is empty): sync to a FHIR server is off")
     errors.init_app(app)
+    http_edges.lower_host(app)
     http_edges.init_cors(app)  # before authentication: a CORS preflight carries no token
     security.init_app(app)
     http_edges.init_format(app)

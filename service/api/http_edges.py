@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -28,6 +29,20 @@ PREFLIGHT_MAX_AGE = "600"
 
 def not_acceptable(message: str) -> ServiceError:
     return ServiceError(issues=[Issue("not-supported", message, "_format")], status=406)
+
+
+def lower_host(app: Flask) -> None:
+    """RFC 3986 3.2.2: "The host subcomponent is case-insensitive"; werkzeug compares the Host with
+    TRUSTED_HOSTS as written, so ``Host: LOCALHOST`` was 400 "not trusted" (outside review)."""
+    inner = app.wsgi_app
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        host = environ.get("HTTP_HOST")
+        if host:
+            environ["HTTP_HOST"] = host.lower()
+        return inner(environ, start_response)
+
+    app.wsgi_app = wsgi_app  # type: ignore[method-assign]
 
 
 def check_format() -> None:

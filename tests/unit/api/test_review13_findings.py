@@ -184,3 +184,9 @@ def test_a_transaction_with_a_failing_read_writes_nothing(client) -> None:
     statuses = [e["response"]["status"] for e in answer.get_json()["entry"]]
     assert statuses[-2].startswith("404") and statuses[-1].startswith("400")
     assert client.get("/fhir/Patient?_summary=count", headers=FULL).get_json()["total"] == 1
+
+
+def test_the_host_is_compared_without_case(client) -> None:
+    """RFC 3986 3.2.2: "The host subcomponent is case-insensitive"; Host: LOCALHOST was 400."""
+    assert client.get("/healthz", headers={"Host": "LOCALHOST"}).status_code == 200
+    assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
