@@ -95,7 +95,19 @@ def capability_statement(base_url: str, *, auth_required: bool, cors: bool = Fal
             ),
         },
         "resource": _resources(),
-        "interaction": [{"code": "transaction"}, {"code": "batch"}],
+        "interaction": [
+            {
+                "code": "transaction",
+                "documentation": "All or nothing: POST/PUT of a case's resources and GET/HEAD reads by "
+                "id or version; an entry that would fail refuses the whole Bundle. No DELETE entries.",
+            },
+            {
+                "code": "batch",
+                "documentation": "Each patient's resources stand alone. Entries: POST/PUT of a case's "
+                "resources, GET/HEAD reads by id or version, DELETE Patient/[id] (withdraws the case). "
+                "Searches and operations as entries are answered 400 in their entry.",
+            },
+        ],
         "operation": [
             {
                 "name": "export",
