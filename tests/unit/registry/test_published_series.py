@@ -2,8 +2,8 @@
 
 tests/data/published/ann-vasc-surg-2016-ivc-lms.csv holds what Ann Vasc Surg 2016;33:245-251 says of
 each patient (README.md cites it). The paper: "There were 2 males (66.7%) and 1 female (33.3%). Mean
-age at diagnosis was 60.3 years (range 43-78)" (an en dash in the paper). The summary's statistics and its page cells must print
-exactly that from the per-patient values.
+age at diagnosis was 60.3 years (range 43-78)" (an en dash in the paper). The summary's statistics
+and its page cells must print exactly that from the per-patient values.
 """
 
 from __future__ import annotations
