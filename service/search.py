@@ -20,10 +20,11 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, false, func, or_, select, true, tuple_
+from sqlalchemy import Select, and_, exists, false, func, not_, or_, select, true, tuple_
 
 from service.errors import BadRequest, Issue
 from service.mapping.spec import spec
+from service.model import dates
 from service.store.tables import cases, resource_links, resources
 
 RESOURCE_TYPES = (
@@ -184,8 +185,6 @@ def _bad(name: str, message: str) -> BadRequest:
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 """A calendar day, ASCII digits only (``\\d`` also matches other scripts' digits)."""
 _ISO_TEXT = re.compile(r"[0-9T:.+\-Z]+")
-LAST_DAY = "9999-12-32"
-"""Compares after every real day string (``9999-12-31`` has no next day in ``datetime``)."""
 
 
 def _prefix(value: str) -> tuple[str, str]:
@@ -338,23 +337,61 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
         return _compare(resources.c.last_updated, prefix, low, high)
     if name == "date":
         prefix, rest = _prefix(value)
-        day = rest[:10]
-        try:
-            if not _DAY.fullmatch(day):
-                raise ValueError(day)
-            first = date.fromisoformat(day)  # 2021-02-30 and 2020-13-45 are no days
-            if len(rest) > 10 and not (rest.isascii() and rest[10] == "T"):
-                raise ValueError(rest)
-            if len(rest) > 10:  # a time is checked (25:00 is none), then searched at day precision
-                datetime.fromisoformat(rest.replace("Z", "+00:00"))
-        except ValueError:
-            raise _bad(name, f"{value!r} is not a date like ge2020-01-01") from None
-        next_day = LAST_DAY if first == date.max else (first + timedelta(days=1)).isoformat()
-        column = func.substr(resources.c.date, 1, 10)
-        return and_(resources.c.date.is_not(None), _compare(column, prefix, day, next_day))
+        return _date_condition(name, prefix, rest, value)
     if param.type == "token":
         return _token(resource_type, name, value)
     return _reference(resource_type, name, value)
+
+
+_YEAR_MONTH = re.compile(r"[0-9]{4}(-[0-9]{2})?")
+
+
+def _date_bounds(name: str, rest: str, value: str) -> tuple[str, str]:
+    """First and last day (``YYYY-MM-DD`` text; a month's last day is written ``-31``, which sorts
+    right whatever the month's length) of a search value ``YYYY``, ``YYYY-MM`` or
+    ``YYYY-MM-DD[Thh:mm..]``."""
+    try:
+        if _YEAR_MONTH.fullmatch(rest):
+            dates.parse(rest)  # 2020-13 is no month
+            return rest + "-01-01"[len(rest) - 4 :], rest + "-12-31"[len(rest) - 4 :]
+        day = rest[:10]
+        if not _DAY.fullmatch(day):
+            raise ValueError(day)
+        date.fromisoformat(day)  # 2021-02-30 and 2020-13-45 are no days
+        if len(rest) > 10 and not (rest.isascii() and rest[10] == "T"):
+            raise ValueError(rest)
+        if len(rest) > 10:  # a time is checked (25:00 is none), then searched at day precision
+            datetime.fromisoformat(rest.replace("Z", "+00:00"))
+        # a month's last day is its "-31" (as a stored month's last day is written): 2021-04-30 and
+        # 2021-04-31 bound the same days, so gt2021-04-30 does not match a stored 2021-04
+        last = dates.parse(day[:7]).latest.isoformat()
+        return day, day[:8] + "31" if day == last else day
+    except ValueError:
+        raise _bad(name, f"{value!r} is not a date like ge2020, ge2020-01 or ge2020-01-01") from None
+
+
+def _date_condition(name: str, prefix: str, rest: str, value: str) -> Any:
+    """R4 search.html, 3.1.1.4.2 (date): a value is an implicit range and "the range of the search
+    value fully contains the range of the target value" (eq); ne: does not fully contain; gt/lt: "the
+    range above/below the search value intersects (i.e. overlaps) with the range of the target value";
+    ge/le: gt/lt, or eq. The target is the stored date at its precision (``2019`` is all of 2019)."""
+    low, high = _date_bounds(name, rest, value)
+    text = func.substr(resources.c.date, 1, 10)
+    size = func.length(text)
+    # the stored date's first and last day, padded the same way as the search value's
+    t_low = text.concat(func.substr("-01-01", size - 3))
+    t_high = text.concat(func.substr("-12-31", size - 3))
+    contains = and_(t_low >= low, t_high <= high)
+    above, below = t_high > high, t_low < low
+    condition = {
+        "eq": contains,
+        "ne": not_(contains),
+        "gt": above,
+        "lt": below,
+        "ge": or_(above, contains),
+        "le": or_(below, contains),
+    }[prefix]
+    return and_(resources.c.date.is_not(None), condition)
 
 
 def query(search: Search) -> Select[Any]:
