@@ -10,11 +10,16 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
   stay, complications, margin) describe the operated cases, at their first (index) operation.
 - ``tumour_size_cm``: the largest dimension of the first tumour measurement at diagnosis (earliest
   dated ``diagnosis.tumour_size[]``, else the first listed), i.e. before neoadjuvant therapy;
-  ``pathological_tumour_size_cm``: the largest dimension of ``pathology.tumour_size_cm``.
-- Continuous values: n, mean, median, min, max (rounded to 2 decimals); values that are not recorded
-  are left out and counted in ``missing``.
+  ``tumour_dimensions_cm``: all three dimensions of it; ``pathological_tumour_size_cm``: the largest
+  dimension of ``pathology.tumour_size_cm``.
+- Continuous values: n, mean, median, min, max, rounded to the input's precision (min and max as
+  recorded, mean and median one decimal more, at most 2); values that are not recorded are left out
+  and counted in ``missing``.
+- ``precision``: how many dates are partial, intervals recorded, ages unknown, survival times taken
+  at a partial date's midpoint or unknown. The page states the time zeros and events (Definitions).
 - Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
-  grade; ``major`` = patients whose worst grade is IIIa or higher.
+  grade; ``major`` = patients whose worst grade is IIIa or higher; ``major_unknown`` = patients with an
+  ungraded complication and none graded that high (unknown, not "not major").
 - ``r0_rate`` = R0 / operated cases with a recorded margin.
 - Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
