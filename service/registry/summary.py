@@ -36,6 +36,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from service.codes import table
@@ -249,9 +250,12 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
 
 
 def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
+    """Rounded half up on the decimal the value prints as (53.25 -> 53.3, as papers print it; Python's
+    ``round`` gives 53.2: the float 53.25 is exact and ``round`` breaks ties to even)."""
     if value is None or not math.isfinite(value):
         return None
-    return round(value, decimals)
+    exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return float(exact)
 
 
 def decimals_of(values: Iterable[float]) -> int:
