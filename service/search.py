@@ -24,6 +24,7 @@ from sqlalchemy import Select, and_, exists, false, func, not_, or_, select, tru
 
 from service.errors import BadRequest, Issue
 from service.mapping.spec import spec
+from service.model import dates
 from service.store.tables import cases, resource_links, resources
 
 RESOURCE_TYPES = (
@@ -184,8 +185,6 @@ def _bad(name: str, message: str) -> BadRequest:
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 """A calendar day, ASCII digits only (``\\d`` also matches other scripts' digits)."""
 _ISO_TEXT = re.compile(r"[0-9T:.+\-Z]+")
-LAST_DAY = "9999-12-32"
-"""Compares after every real day string (``9999-12-31`` has no next day in ``datetime``)."""
 
 
 def _prefix(value: str) -> tuple[str, str]:
@@ -222,30 +221,6 @@ def _compare(column: Any, prefix: str, low: Any, high: Any) -> Any:
         "lt": column < low,
         "le": column < high,
     }[prefix]
-
-
-def _date_range(prefix: str, day: str, next_day: str) -> Any:
-    """R4 search.html compares the search value's range (the day ``[day, next_day)``) with the
-    target's range: from the start the resource says (column ``date``, compared at day precision) to
-    the last day it covers (``date_end``). An ongoing Period has no last day, a Period with an end
-    only no start: that side is unbounded. "eq: the range of the search value fully contains the
-    range of the target value"; "ne: ... does not fully contain"; "gt: the range above the search
-    value intersects (i.e. overlaps) with the range of the target value"; "ge: ... above ... or the
-    range of the search value fully contains the range of the target value"; "lt"/"le" likewise
-    below. For a single date or dateTime both ends are its day, which is the day comparison."""
-    low, high = resources.c.date, resources.c.date_end
-    low_day = func.substr(low, 1, 10)
-    dated = or_(low.is_not(None), high.is_not(None))
-    within = and_(low.is_not(None), low_day >= day, high.is_not(None), high < next_day)
-    condition = {
-        "eq": within,
-        "ne": not_(within),
-        "gt": or_(high.is_(None), high >= next_day),
-        "ge": or_(high.is_(None), high >= day),
-        "lt": or_(low.is_(None), low_day < day),
-        "le": or_(low.is_(None), low_day < next_day),
-    }[prefix]
-    return and_(dated, condition)
 
 
 def _link_exists(resource_type: str, param: str, system: str | None, value: str) -> Any:
@@ -362,22 +337,64 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
         return _compare(resources.c.last_updated, prefix, low, high)
     if name == "date":
         prefix, rest = _prefix(value)
-        day = rest[:10]
-        try:
-            if not _DAY.fullmatch(day):
-                raise ValueError(day)
-            first = date.fromisoformat(day)  # 2021-02-30 and 2020-13-45 are no days
-            if len(rest) > 10 and not (rest.isascii() and rest[10] == "T"):
-                raise ValueError(rest)
-            if len(rest) > 10:  # a time is checked (25:00 is none), then searched at day precision
-                datetime.fromisoformat(rest.replace("Z", "+00:00"))
-        except ValueError:
-            raise _bad(name, f"{value!r} is not a date like ge2020-01-01") from None
-        next_day = LAST_DAY if first == date.max else (first + timedelta(days=1)).isoformat()
-        return _date_range(prefix, day, next_day)
+        return _date_condition(name, prefix, rest, value)
     if param.type == "token":
         return _token(resource_type, name, value)
     return _reference(resource_type, name, value)
+
+
+_YEAR_MONTH = re.compile(r"[0-9]{4}(-[0-9]{2})?")
+
+
+def _date_bounds(name: str, rest: str, value: str) -> tuple[str, str]:
+    """First and last day (``YYYY-MM-DD`` text; a month's last day is written ``-31``, which sorts
+    right whatever the month's length) of a search value ``YYYY``, ``YYYY-MM`` or
+    ``YYYY-MM-DD[Thh:mm..]``."""
+    try:
+        if _YEAR_MONTH.fullmatch(rest):
+            dates.parse(rest)  # 2020-13 is no month
+            return rest + "-01-01"[len(rest) - 4 :], rest + "-12-31"[len(rest) - 4 :]
+        day = rest[:10]
+        if not _DAY.fullmatch(day):
+            raise ValueError(day)
+        date.fromisoformat(day)  # 2021-02-30 and 2020-13-45 are no days
+        if len(rest) > 10 and not (rest.isascii() and rest[10] == "T"):
+            raise ValueError(rest)
+        if len(rest) > 10:  # a time is checked (25:00 is none), then searched at day precision
+            datetime.fromisoformat(rest.replace("Z", "+00:00"))
+        # a month's last day is its "-31" (as a stored month's last day is written): 2021-04-30 and
+        # 2021-04-31 bound the same days, so gt2021-04-30 does not match a stored 2021-04
+        last = dates.parse(day[:7]).latest.isoformat()
+        return day, day[:8] + "31" if day == last else day
+    except ValueError:
+        raise _bad(name, f"{value!r} is not a date like ge2020, ge2020-01 or ge2020-01-01") from None
+
+
+def _date_condition(name: str, prefix: str, rest: str, value: str) -> Any:
+    """R4 search.html, 3.1.1.4.2 (date): a search value is an implicit range (``2021`` is all of 2021),
+    and so is the target: from its start at its precision (column ``date``: ``2021-04`` starts on
+    04-01) to the last day it covers (``date_end``: 04-30); an ongoing Period has no last day (R4
+    datatypes: "If the end of the period is missing, it means that the period is ongoing"), a Period
+    with an end only no first day: that side is unbounded. "eq: the range of the search value fully
+    contains the range of the target value"; "ne": does not; "gt: the range above the search value
+    intersects (i.e. overlaps) with the range of the target value"; "ge": gt "or the range of the
+    search value fully contains the range of the target value"; lt / le the same below. ge and le
+    are read as HAPI reads them (the clients' oracle): a target reaching into the search range from
+    outside it matches ge (le), though the search range does not contain it."""
+    low, high = _date_bounds(name, rest, value)
+    start, last = resources.c.date, resources.c.date_end
+    text = func.substr(start, 1, 10)
+    first = text.concat(func.substr("-01-01", func.length(text) - 3))  # padded as the search value is
+    contains = and_(start.is_not(None), first >= low, last.is_not(None), last <= high)
+    condition = {
+        "eq": contains,
+        "ne": not_(contains),
+        "gt": or_(last.is_(None), last > high),
+        "ge": or_(last.is_(None), last >= low),
+        "lt": or_(start.is_(None), first < low),
+        "le": or_(start.is_(None), first <= high),
+    }[prefix]
+    return and_(or_(start.is_not(None), last.is_not(None)), condition)
 
 
 def query(search: Search) -> Select[Any]:

@@ -57,8 +57,12 @@ def iso(day: dt.date) -> str:
     return day.isoformat()
 
 
+LATEST_DAY = dt.date(2026, 6, 30)
+"""No generated date is later: a date after today is refused (issue 15), and this day has passed."""
+
+
 def day_between(draw: Draw, start: dt.date, max_days: int) -> dt.date:
-    return start + dt.timedelta(days=draw(st.integers(0, max_days)))
+    return min(start + dt.timedelta(days=draw(st.integers(0, max_days))), max(start, LATEST_DAY))
 
 
 def collapse(group: dict[str, Any]) -> dict[str, Any] | None:
@@ -336,6 +340,9 @@ def follow_ups(draw: Draw, diagnosis: dt.date, first_surgery: dt.date | None) ->
         months = months_between(iso(first_surgery), day) if first_surgery else None
     else:
         months = draw(st.integers(0, 60) | st.floats(0, 60).map(lambda x: round(x, 1)))
+        if first_surgery is not None:  # the derived day must not be after today (issue 15)
+            room = (max(first_surgery, LATEST_DAY) - first_surgery).days / 30.4375
+            months = min(months, int(room))
         day = date_after(iso(first_surgery), months) if first_surgery else None
     return {
         "date": day,
@@ -356,6 +363,8 @@ def outcomes(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
     return {
         "vital_status": status,
         "last_contact": iso(day_between(draw, diagnosis, 4000)),
+        "last_contact_months_after_diagnosis": None,
+        "last_contact_months_after_surgery": None,
         "lost_to_follow_up": draw(opt(booleans)),
         "death_date": iso(day_between(draw, diagnosis, 4000)) if dead and draw(booleans) else None,
         "death_cause": draw(opt(texts)) if dead else None,

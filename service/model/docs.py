@@ -52,7 +52,9 @@ table in `mappings/codes.yaml`.
   Tumour dimensions: `{{"value": [90, 65, 60], "unit": "mm"}}`.
 - **Laboratory results** carry the unit of their test (column *unit* of table `lab-test`):
 {labs}
-- **Dates** are `YYYY-MM-DD`.
+- **Dates** are `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, kept at the precision given (data set,
+  "Incomplete records"; FHIR `date` / `dateTime` allow all three). An impossible date (`2019-02-30`,
+  `2019-13`) is an error naming the element.
 - **Identifiers** (`source_system` + `case_id` name a case and its id, so look-alikes must not make a
   second one): `case_id` is normalised to Unicode NFC
   (then NFKC: fullwidth letters fold to plain ones) and may hold letters, marks and digits of any
@@ -66,11 +68,14 @@ table in `mappings/codes.yaml`.
 ## Derived values
 
 - `patient.age_at_diagnosis`: full years from `patient.birth_date` to `diagnosis.date` when the
-  birth date is known; if both are given they must agree. One of the two is required.
+  birth date is known and the age is determinate (born `1960`, diagnosed `2019-06`: 58 or 59, left
+  unknown); if both are given they must agree (with partial dates: be one of the possible ages). One
+  of the two is required.
 - `follow_up[].date` / `months_after_surgery`: one of the two is required; when the first surgery
   (earliest `surgery[].date`) is known the other is derived: months = round(days / {month}, 1),
   date = surgery date + round(months x {month}) days. If both are given they must agree within
-  0.1 month, and the given values are kept. Without surgery the given one is kept alone.
+  0.1 month, and the given values are kept. Without surgery, or when the surgery date or the
+  follow-up date is partial, the given one is kept alone (a month has no day to count from).
 
 ## Cross-field rules
 
@@ -83,7 +88,13 @@ RULES = [
     "Dates: `diagnosis.date` <= every `surgery[].date`; every `follow_up[].date` is not before "
     "`diagnosis.date` nor before the first surgery; `therapies[].end` not before `start`; "
     "`outcome.last_contact` and `outcome.death_date` not before `diagnosis.date`; "
-    "`patient.birth_date` not after `diagnosis.date`.",
+    "`patient.birth_date` not after `diagnosis.date`. Partial dates compare at the coarser "
+    "precision: a rule fails only when the dates are certainly out of order (2019 <= 2019-06-12 "
+    "holds).",
+    "No date is after today: the latest calendar day anywhere on Earth (UTC + 14 h), so no time zone "
+    "is wrongly refused.",
+    "`outcome.last_contact` or an interval `outcome.last_contact_months_after_diagnosis` / "
+    "`_after_surgery` is required; the interval after surgery only when a surgery is recorded.",
     "`surgery[].ivc_management.graft_material` is required when `method` is `patch_cavoplasty` or "
     "`interposition_graft`; `surgery[].renal_veins[].material` when `management` is "
     "`reconstruction_with_graft`.",

@@ -8,7 +8,6 @@ never repeated here.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import math
 import re
@@ -19,6 +18,7 @@ from typing import Any
 from marshmallow import ValidationError, fields
 
 from service.codes import table
+from service.model import dates
 from service.model.units import Dimension, convert
 
 REQUIRED = "required"
@@ -31,7 +31,6 @@ SYSTEM_MAX = 512
 VALUE_MAX = 1024
 
 _COMMON_ERRORS = {"required": REQUIRED, "null": NULL}
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 """Characters below U+0020 but tab, CR and LF: FHIR strings should not hold them, PostgreSQL text cannot
@@ -176,18 +175,16 @@ class SourceUri(Uri):
 
 
 class Date(fields.Field[str]):
-    """A calendar date ``YYYY-MM-DD``; kept as the ISO string."""
+    """A date at the precision recorded: ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (service.model.dates);
+    kept as the ISO string, so the precision survives mapping, storage and extracts."""
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> str:
-        if not isinstance(value, str) or not _DATE.match(value):
-            raise ValidationError("must be a date YYYY-MM-DD")
         try:
-            dt.date.fromisoformat(value)
-        except ValueError:
-            raise ValidationError("must be a valid calendar date YYYY-MM-DD") from None
-        return value
+            return dates.parse(value).text
+        except dates.DateError as error:
+            raise ValidationError(str(error)) from None
 
 
 class Bool(fields.Field[bool]):

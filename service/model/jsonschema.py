@@ -13,6 +13,7 @@ from typing import Any
 from marshmallow import Schema, fields
 
 from service.codes import CANONICAL
+from service.model import dates
 from service.model import fields as f
 from service.model.schema import CaseSchema
 
@@ -101,7 +102,7 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(field, f.Bool):
         return {"type": "boolean"}
     if isinstance(field, f.Date):
-        return {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+        return {"type": "string", "pattern": dates.PATTERN}
     if isinstance(field, f.Uri):
         return {"type": "string", "format": "uri", "minLength": 1, **_max_length(field)}
     if isinstance(field, f.Text):

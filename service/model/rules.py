@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from service.codes import table
 from service.errors import Issue
+from service.model import dates
 from service.model.units import DAYS_PER_MONTH
 
 # ``performed`` of a care plan activity: surgery[i] or therapies[i].
@@ -46,28 +47,37 @@ def issue(path: str, rule: str, code: str = "business-rule") -> Issue:
     return Issue(code=code, diagnostics=f"{path}: {rule}", expression=path)
 
 
-def _d(value: str) -> dt.date:
-    return dt.date.fromisoformat(value)
-
-
 def full_years(birth: str, on: str) -> int:
-    b, d = _d(birth), _d(on)
-    return d.year - b.year - ((d.month, d.day) < (b.month, b.day))
+    """Age in full years between two full dates (``dates.full_years_between`` for partial ones)."""
+    found = dates.full_years_between(birth, on)
+    if found is None:
+        raise ValueError("full_years needs dates whose age is determinate")
+    return found
 
 
 def months_between(start: str, end: str) -> float:
-    return round((_d(end) - _d(start)).days / DAYS_PER_MONTH, 1)
+    """Months (days / 30.4375, 1 decimal) between two full dates."""
+    a, b = dates.parse(start).exact, dates.parse(end).exact
+    if a is None or b is None:
+        raise ValueError("months_between needs full dates")
+    return round((b - a).days / DAYS_PER_MONTH, 1)
 
 
 def date_after(start: str, months: float) -> str:
-    return (_d(start) + dt.timedelta(days=round(months * DAYS_PER_MONTH))).isoformat()
+    """The day ``months`` after a full date (days = months x 30.4375, rounded)."""
+    a = dates.parse(start).exact
+    if a is None:
+        raise ValueError("date_after needs a full date")
+    return (a + dt.timedelta(days=round(months * DAYS_PER_MONTH))).isoformat()
 
 
 def first_surgery(case: dict[str, Any]) -> tuple[int, str] | None:
-    dated = [(s["date"], i) for i, s in enumerate(case["surgery"])]
+    """(index, date) of the first operation: the earliest by earliest possible day, then latest day,
+    then list order (2019 sorts before 2019-03-02; ties keep the order given)."""
+    dated = [(dates.sort_key(s["date"]), i, s["date"]) for i, s in enumerate(case["surgery"])]
     if not dated:
         return None
-    date, index = min(dated)
+    _, index, date = min(dated)
     return index, date
 
 
@@ -75,23 +85,16 @@ def first_surgery(case: dict[str, Any]) -> tuple[int, str] | None:
 
 
 def derive(case: dict[str, Any]) -> list[Issue]:
-    """Fill age_at_diagnosis and follow-up date / months_after_surgery; report disagreements."""
+    """Fill age_at_diagnosis and follow-up date / months_after_surgery where they are determinate;
+    report disagreements. A partial date derives nothing it cannot know: born ``1960`` and diagnosed
+    ``2019-06`` leaves the age unknown (58 or 59) unless it is given, and then it must be possible."""
     issues: list[Issue] = []
     patient, diagnosis_date = case["patient"], case["diagnosis"]["date"]
     if patient["birth_date"] is not None:
-        if patient["birth_date"] > diagnosis_date:
+        if dates.certainly_before(diagnosis_date, patient["birth_date"]):
             issues.append(issue("patient.birth_date", "must not be after diagnosis.date"))
         else:
-            age = full_years(patient["birth_date"], diagnosis_date)
-            if patient["age_at_diagnosis"] is None:
-                patient["age_at_diagnosis"] = age
-            elif patient["age_at_diagnosis"] != age:
-                issues.append(
-                    issue(
-                        "patient.age_at_diagnosis",
-                        f"must equal the age derived from birth_date and diagnosis.date ({age})",
-                    )
-                )
+            issues += _age(patient, diagnosis_date)
     elif patient["age_at_diagnosis"] is None:
         issues.append(issue("patient.age_at_diagnosis", "required when birth_date is absent", "required"))
 
@@ -101,11 +104,14 @@ def derive(case: dict[str, Any]) -> list[Issue]:
         if fu["date"] is None and fu["months_after_surgery"] is None:
             issues.append(issue(f"{path}.date", "date or months_after_surgery is required", "required"))
             continue
-        if first is None:
+        # derived only between full dates: a month or year date has no day to count from
+        if first is None or dates.exact(first[1]) is None:
             continue
         surgery_date = first[1]
         if fu["date"] is None:
             fu["date"] = date_after(surgery_date, fu["months_after_surgery"])
+        elif dates.exact(fu["date"]) is None:
+            continue
         elif fu["months_after_surgery"] is None:
             if fu["date"] >= surgery_date:
                 fu["months_after_surgery"] = months_between(surgery_date, fu["date"])
@@ -120,6 +126,29 @@ def derive(case: dict[str, Any]) -> list[Issue]:
                     )
                 )
     return issues
+
+
+def _age(patient: dict[str, Any], diagnosis_date: str) -> list[Issue]:
+    """Derive the age when determinate; a given age must be one the two dates allow."""
+    birth, d = dates.parse(patient["birth_date"]), dates.parse(diagnosis_date)
+    age = dates.full_years_between(birth.text, d.text)
+    given = patient["age_at_diagnosis"]
+    if age is not None:
+        if given is None:
+            patient["age_at_diagnosis"] = age
+            return []
+        if given == age:
+            return []
+        rule_text = f"must equal the age derived from birth_date and diagnosis.date ({age})"
+        return [issue("patient.age_at_diagnosis", rule_text)]
+    if given is None:
+        return []
+    low = max(0, dates.full_years_between(birth.latest.isoformat(), d.earliest.isoformat()) or 0)
+    high = dates.full_years_between(birth.earliest.isoformat(), d.latest.isoformat()) or low
+    if low <= given <= high:
+        return []
+    rule_text = f"must be an age that birth_date and diagnosis.date allow ({low} to {high})"
+    return [issue("patient.age_at_diagnosis", rule_text)]
 
 
 # ---- rules --------------------------------------------------------------------------------------
@@ -140,28 +169,58 @@ def check(case: dict[str, Any]) -> list[Issue]:
 
 @rule
 def dates_consistent(case: dict[str, Any]) -> Iterator[Issue]:
+    """diagnosis <= surgery <= follow-up, start <= end: compared at the coarser precision, so a rule
+    fails only when the dates are certainly out of order (data set, "Incomplete records": "Date rules
+    compare at the coarser precision (2019 <= 2019-06-12 holds)")."""
+    before = dates.certainly_before
     diagnosis = case["diagnosis"]["date"]
     for i, s in enumerate(case["surgery"]):
-        if s["date"] < diagnosis:
+        if before(s["date"], diagnosis):
             yield issue(f"surgery[{i}].date", "must not be before diagnosis.date")
     first = first_surgery(case)
     for i, fu in enumerate(case["follow_up"]):
         if fu["date"] is None:
             continue
-        if fu["date"] < diagnosis:
+        if before(fu["date"], diagnosis):
             yield issue(f"follow_up[{i}].date", "must not be before diagnosis.date")
-        elif first is not None and fu["date"] < first[1]:
+        elif first is not None and before(fu["date"], first[1]):
             yield issue(
                 f"follow_up[{i}].date", f"must not be before the first surgery (surgery[{first[0]}].date)"
             )
     for i, t in enumerate(case["therapies"]):
-        if t["start"] is not None and t["end"] is not None and t["end"] < t["start"]:
+        if t["start"] is not None and t["end"] is not None and before(t["end"], t["start"]):
             yield issue(f"therapies[{i}].end", "must not be before start")
     outcome = case["outcome"]
-    if outcome["last_contact"] < diagnosis:
+    if outcome["last_contact"] is not None and before(outcome["last_contact"], diagnosis):
         yield issue("outcome.last_contact", "must not be before diagnosis.date")
-    if outcome["death_date"] is not None and outcome["death_date"] < diagnosis:
+    if outcome["death_date"] is not None and before(outcome["death_date"], diagnosis):
         yield issue("outcome.death_date", "must not be before diagnosis.date")
+
+
+def not_after_today(dated: Iterable[tuple[str, str]], today: dt.date) -> Iterator[Issue]:
+    """Each (path, date) whose every possible day is after ``today`` (the latest calendar day anywhere
+    on Earth, ``dates.latest_today``): a record cannot hold a day that has not come yet, and a last
+    contact in the future would turn the survival estimates into fiction (issue 15)."""
+    for path, value in dated:
+        if dates.certainly_after_day(value, today):
+            yield issue(path, f"must not be after today ({today.isoformat()}, the latest date on Earth now)")
+
+
+@rule
+def last_contact_given(case: dict[str, Any]) -> Iterator[Issue]:
+    """The last contact is a date or an interval in months (data set, "Incomplete records": "Intervals
+    may be given instead of dates ... and stay intervals, in the unit given"); an interval after surgery
+    needs an operation to count from."""
+    outcome = case["outcome"]
+    intervals = ("last_contact_months_after_diagnosis", "last_contact_months_after_surgery")
+    if outcome["last_contact"] is None and all(outcome[name] is None for name in intervals):
+        yield issue(
+            "outcome.last_contact",
+            "last_contact or last_contact_months_after_diagnosis/_surgery is required",
+            "required",
+        )
+    if outcome["last_contact_months_after_surgery"] is not None and not case["surgery"]:
+        yield issue("outcome.last_contact_months_after_surgery", "only allowed when a surgery is recorded")
 
 
 @rule

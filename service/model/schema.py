@@ -345,7 +345,18 @@ class FollowUpSchema(Base):
 
 class OutcomeSchema(Base):
     vital_status = f.code("vital-status", "Vital status.", required=True)
-    last_contact = f.date("Date of last contact (not before diagnosis).", required=True)
+    last_contact = f.date(
+        "Date of last contact (not before diagnosis); this or an interval (last_contact_months_after_*) "
+        "is required."
+    )
+    last_contact_months_after_diagnosis = f.measure(
+        DURATION, "months", "Last contact as an interval after diagnosis, as the source gives it [months]."
+    )
+    last_contact_months_after_surgery = f.measure(
+        DURATION,
+        "months",
+        "Last contact as an interval after the first surgery, as the source gives it [months].",
+    )
     lost_to_follow_up = f.boolean("Lost to follow-up.")
     death_date = f.date("Date of death; only when vital_status is dead.")
     death_cause = f.text("Cause of death; only when vital_status is dead.")

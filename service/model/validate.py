@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields
 
+from service.clock import utcnow
 from service.errors import Issue, Unprocessable
-from service.model import rules
-from service.model.fields import REQUIRED
+from service.model import dates, rules
+from service.model import fields as f
 from service.model.schema import CaseSchema
 
 _SCHEMA = CaseSchema()
 ROOT = "case"
 
 
-def validate_case(data: Any) -> dict[str, Any]:
-    """The canonical case for ``data``; raises Unprocessable with one Issue per problem."""
+def validate_case(data: Any, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The canonical case for ``data``; raises Unprocessable with one Issue per problem. ``now`` (the
+    clock, default the service's) decides which dates are "after today"."""
     if not isinstance(data, Mapping):
         raise Unprocessable([Issue("invalid", f"{ROOT}: must be an object", ROOT)])
     try:
@@ -26,6 +29,8 @@ def validate_case(data: Any) -> dict[str, Any]:
         raise Unprocessable(issues_from_messages(error.messages)) from None
     issues = rules.derive(case)
     issues += rules.check(case)
+    today = dates.latest_today(now or utcnow())
+    issues += rules.not_after_today(dated_paths(_SCHEMA, case, ""), today)
     if issues:
         raise Unprocessable(issues)
     return case
@@ -36,7 +41,7 @@ def issues_from_messages(messages: Any) -> list[Issue]:
     out = []
     for path, message in _walk(messages, ""):
         where = path or ROOT
-        code = "required" if message == REQUIRED else "invalid"
+        code = "required" if message == f.REQUIRED else "invalid"
         out.append(Issue(code=code, diagnostics=f"{where}: {message}", expression=where))
     return out
 
@@ -56,3 +61,25 @@ def _walk(messages: Any, path: str) -> Iterator[tuple[str, str]]:
             else:
                 child = f"{path}.{key}" if path else str(key)
             yield from _walk(value, child)
+
+
+def dated_paths(schema: Schema, data: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    """(path, value) of every date recorded in a loaded case, found through the schema's Date fields."""
+    for name, field in schema.fields.items():
+        value, path = data.get(name), f"{prefix}{name}"
+        if value is None:
+            continue
+        if isinstance(field, f.Date):
+            yield path, value
+        elif isinstance(field, fields.Nested) and isinstance(value, Mapping):
+            yield from dated_paths(_nested(field), value, f"{path}.")
+        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+            inner = _nested(field.inner)
+            for i, entry in enumerate(value):
+                yield from dated_paths(inner, entry, f"{path}[{i}].")
+
+
+def _nested(field: fields.Nested) -> Schema:
+    schema = field.schema
+    assert isinstance(schema, Schema)
+    return schema

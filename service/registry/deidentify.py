@@ -26,7 +26,6 @@ The result is no longer a valid case (it has no identifier) and is not meant to 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Iterator, Mapping
@@ -35,6 +34,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
+from service.model import dates
 from service.model import fields as f
 from service.model.schema import ActivitySchema, CaseSchema, LabResultSchema
 
@@ -136,15 +136,22 @@ def deidentify(case: Mapping[str, Any], key: bytes) -> dict[str, Any]:
     """The de-identified copy of a canonical case (the input is not changed)."""
     if not key:
         raise ValueError("a pseudonym key is required for de-identification")
-    origin = dt.date.fromisoformat(case["diagnosis"]["date"])
+    origin = dates.parse(case["diagnosis"]["date"])
     out = _copy(CaseSchema(), case, "", origin, frozenset(free_text_paths()))
     out[PSEUDONYMISED] = pseudonym(case["source_system"], case["case_id"], key)
     out[SOURCE_PSEUDONYMISED] = source_pseudonym(case["source_system"], key)
     return out
 
 
+def _offset(value: str | None, origin: dates.PartialDate) -> int | None:
+    """Days from diagnosis, only when both are full dates: a year or month date has no day offset, so
+    it is left unknown rather than given a day it does not have."""
+    day = None if value is None else dates.parse(value).exact
+    return None if day is None or origin.exact is None else (day - origin.exact).days
+
+
 def _copy(
-    schema: Schema, data: Mapping[str, Any], prefix: str, origin: dt.date, free_text: frozenset[str]
+    schema: Schema, data: Mapping[str, Any], prefix: str, origin: dates.PartialDate, free_text: frozenset[str]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in schema.fields.items():
@@ -155,7 +162,7 @@ def _copy(
             continue
         value = data[name]
         if isinstance(field, f.Date):
-            out[name + DAYS_SUFFIX] = None if value is None else (dt.date.fromisoformat(value) - origin).days
+            out[name + DAYS_SUFFIX] = _offset(value, origin)
         elif isinstance(field, fields.Nested) and isinstance(value, Mapping):
             out[name] = _copy(_nested(field), value, f"{path}.", origin, free_text)
         elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):

@@ -132,7 +132,9 @@ curl -sf -H "Authorization: Bearer $TOKEN" -H 'Accept: text/html' \\
 
 ## Derived values
 
-Months are days / {month} (the data set's convention); derived months are rounded to 1 decimal.
+Months between two full dates are days / {month} (the data set's convention); derived months are
+rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_months_after_*`,
+`follow_up[].months_after_surgery` when the surgery date is partial) is used as recorded.
 
 | column | type / unit | definition |
 |---|---|---|
@@ -141,8 +143,10 @@ Months are days / {month} (the data set's convention); derived months are rounde
 ## Survival: event and censoring rules
 
 - **Overall survival (OS)**, every case. Time zero: `diagnosis.date`. Event: death
-  (`outcome.vital_status` = `dead`) at `outcome.death_date`, or at `outcome.last_contact` when the death
-  date is missing. Censored otherwise (alive, unknown, lost to follow-up) at `outcome.last_contact`.
+  (`outcome.vital_status` = `dead`) at `outcome.death_date`, or at the last contact when the death
+  date is missing. Censored otherwise (alive, unknown, lost to follow-up) at the last contact: the date
+  `outcome.last_contact`, or the interval `last_contact_months_after_diagnosis` /
+  `last_contact_months_after_surgery` (added to the diagnosis-to-surgery time).
 - **Disease-free (recurrence-free) survival (DFS)**, operated cases only (at least one surgery; a case
   that was never operated was never rendered disease-free). Time zero: the first (earliest)
   `surgery[].date`. Event: whichever comes first of
@@ -154,6 +158,11 @@ Months are days / {month} (the data set's convention); derived months are rounde
 - **Recurrence** (yes/no), operated cases only: event (a) happened. Death without recurrence is no
   recurrence. Not operated: unknown.
 - An interval that would end before it starts (inconsistent dates) is unknown and left out.
+- **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
+  only to the year or month it is taken at the midpoint of the days it may still be (after the other
+  end), and the summary counts such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
+  `diagnosis_to_surgery_days` and de-identified day offsets are given only between full dates (else
+  unknown: a month has no day offset).
 - **Follow-up** of a case: time from diagnosis to the last contact (death for the dead), i.e. the OS
   time whatever the event; the summary reports its median and range over all cases.
 
@@ -192,10 +201,12 @@ The table case series of this disease report, over the cases the filters select 
 brackets):
 
 - Number of cases [`cases`] and operated cases [`operated`]; sex [`sex`]; age at diagnosis, mean,
-  median and range [`age_at_diagnosis_years`].
+  median and range [`age_at_diagnosis_years`] (unknown when partial dates do not determine it).
 - Tumour size [`tumour_size_cm`]: the largest dimension of the first measurement at diagnosis (the
   earliest dated `diagnosis.tumour_size[]`, else the first listed), i.e. before neoadjuvant therapy;
-  pathological size [`pathological_tumour_size_cm`]: the largest dimension of `pathology.tumour_size_cm`.
+  all three dimensions of that measurement, each with n, mean, median and range
+  [`tumour_dimensions_cm`, largest first]; pathological size [`pathological_tumour_size_cm`]: the
+  largest dimension of `pathology.tumour_size_cm`.
 - IVC segments involved, by span (`I`, `I-II`, `II`, ...) [`segments`].
 - Operated cases, at their first (index) operation: IVC management [`ivc_management`], renal vein
   handling per side [`renal_veins`] (`{not_recorded}`: no entry for that side), operative time, blood
@@ -204,24 +215,32 @@ brackets):
   patients transfused (units > 0) [`transfused`].
 - Complications by Clavien-Dindo grade [`complications`]: `by_grade` counts complications,
   `highest_grade` counts patients by their worst grade, `major` = patients whose worst grade is
-  {major} or higher; `patients_with` / `patients_without` / `{not_recorded}`.
+  {major} or higher; `major_unknown` = patients with an ungraded complication and none graded
+  {major} or higher (it may have been major: unknown, not "not major");
+  `patients_with` / `patients_without` / `{not_recorded}`.
 - Resection margin [`margin`] and `r0_rate` = R0 / operated cases with a recorded margin.
 - Neoadjuvant and adjuvant therapy [`therapy`]: patients with at least one therapy of that timing, per
   kind ({kinds}) and `any`.
 - Recurrences [`recurrences`] (operated cases), deaths [`deaths`], lost to follow-up
-  [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`].
+  [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
+  first surgery to the last contact [`follow_up_after_surgery_months`] (operated cases).
+- Precision [`precision`]: how many dates were recorded to the day, month or year only, last contacts
+  given as an interval, unknown ages, and survival times that used a partial date at its midpoint or
+  could not be known.
 - Kaplan-Meier estimates [`kaplan_meier.disease_free_survival`, `kaplan_meier.overall_survival`]
   (`lifelines`): `table` has a row per distinct time with an event or a censoring: `time_months`,
   `at_risk` (just before that time), `events`, `censored`, `survival` and its 95% confidence interval
   (`ci_lower`, `ci_upper`; exponential Greenwood, i.e. log(-log) transformed); `median_months` (null
   while survival has not fallen to 0.5); `at_months` gives survival at {landmarks} months (null past
   the longest follow-up).
-- Counts by code list every value of the code table, zero included. Numbers are rounded to 2 decimals,
-  survival to 4.
+- Counts by code list every value of the code table, zero included. Rounding follows the input:
+  min and max at the most decimals any value has, mean and median one decimal more (at most 2), so
+  months recorded as 21, 25, 26 and 30 print as median 25.5, range 21-30; survival to 4 decimals.
 
 The HTML form (`Accept: text/html` or `format=html`) prints the same as one page: n (%) per row
-(percent of all cases, or of operated cases for surgical rows) and the two Kaplan-Meier tables; no
-script, every text escaped.
+(percent of all cases, or of operated cases for surgical rows), the two Kaplan-Meier tables, the
+precision block and a Definitions section stating each time zero and event on the page; no script,
+every text escaped.
 
 **Small cells.** The summary suppresses no small counts: a filter can narrow it to one case, and then
 its figures (age, survival times in the Kaplan-Meier table, surgical values) are that case's. For a

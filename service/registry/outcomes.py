@@ -1,24 +1,30 @@
 """Outcome measures of one case, as registries and case-series papers define them.
 
 Pure functions of a canonical case (``service.model.validate_case`` output); no clock: every interval
-ends at a date recorded in the case. Months are days / 30.4375 (the data set's convention,
-``service.model.units.DAYS_PER_MONTH``).
+ends at a date or an interval recorded in the case. Months between two full dates are days / 30.4375
+(the data set's convention, ``service.model.units.DAYS_PER_MONTH``); an interval recorded in months is
+used as recorded (21 months stays 21, never 20.99).
 
 Event and censoring rules (documented in docs/registry.md):
 
 - **Overall survival (OS)**, every case. Time zero: ``diagnosis.date``. Event: death
-  (``outcome.vital_status`` = dead) at ``outcome.death_date``, or at ``outcome.last_contact`` when the
-  death date is missing. Otherwise censored at ``outcome.last_contact`` (alive, unknown, lost to
-  follow-up).
+  (``outcome.vital_status`` = dead) at ``outcome.death_date``, or at the last contact when the
+  death date is missing. Otherwise censored at the last contact (alive, unknown, lost to follow-up).
+  The last contact is ``outcome.last_contact`` or an interval ``last_contact_months_after_diagnosis`` /
+  ``_after_surgery``.
 - **Disease-free (recurrence-free) survival (DFS)**, operated cases only (at least one surgery). Time
-  zero: the first (earliest) ``surgery[].date``. Event: the earliest of (a) the date of the first
-  follow-up assessment on or after that surgery whose ``disease_status`` is not ``ned`` (local
-  recurrence, distant metastasis, both, stable or progressive disease: the patient is no longer
-  disease-free; persistent disease after an incomplete resection counts at its first assessment) and
-  (b) death from any cause (as for OS). Otherwise censored at ``outcome.last_contact``.
+  zero: the first (earliest) ``surgery[].date``. Event: the earliest of (a) the first follow-up
+  assessment on or after that surgery whose ``disease_status`` is not ``ned`` (local recurrence,
+  distant metastasis, both, stable or progressive disease: the patient is no longer disease-free;
+  persistent disease after an incomplete resection counts at its first assessment) and (b) death
+  from any cause (as for OS). Otherwise censored at the last contact.
 - **Recurrence**: operated cases only; yes when event (a) happened, no otherwise (death without
   recurrence is no recurrence). Not operated: unknown (None).
-- An interval that would end before it starts (inconsistent dates) is unknown (None).
+- **Partial dates** (``2019``, ``2019-06``): an interval between two full dates is exact. When one end
+  is a year or a month, it is taken at the midpoint of the days it may still be (after the other end:
+  ``2019-03-10`` to ``2019`` uses the middle of 2019-03-10..2019-12-31) and the time is marked
+  ``exact = False``; the summary counts such times on its page. An interval recorded in months is
+  exact. An interval that certainly ends before it starts (inconsistent dates) is unknown (None).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.model import dates
 from service.model.rules import first_surgery
 from service.model.units import DAYS_PER_MONTH
 
@@ -39,37 +46,55 @@ OUTCOME_CODES: dict[str, tuple[str, ...]] = {"disease-status": (DISEASE_FREE,), 
 
 @dataclass(frozen=True)
 class TimeToEvent:
-    """Time from time zero to the event or to censoring; ``event`` 1 = observed, 0 = censored."""
+    """Months from time zero to the event or to censoring; ``event`` 1 = observed, 0 = censored;
+    ``exact`` False when a partial date was taken at its midpoint."""
 
-    start: dt.date
-    end: dt.date
+    months: float
     event: int
-
-    @property
-    def days(self) -> int:
-        return (self.end - self.start).days
-
-    @property
-    def months(self) -> float:
-        return self.days / DAYS_PER_MONTH
+    exact: bool = True
 
 
-def _date(value: str) -> dt.date:
-    return dt.date.fromisoformat(value)
+@dataclass(frozen=True)
+class Point:
+    """A moment of the case as recorded: a (partial) date and/or intervals after diagnosis / surgery."""
+
+    date: str | None = None
+    after_diagnosis: float | None = None
+    after_surgery: float | None = None
 
 
 def months(days: int) -> float:
     return days / DAYS_PER_MONTH
 
 
-def diagnosis_date(case: Mapping[str, Any]) -> dt.date:
-    return _date(case["diagnosis"]["date"])
+def span(start: str, end: str) -> tuple[float, bool] | None:
+    """(months, exact) from ``start`` to ``end``; partial ends at the midpoint of the days they may
+    still be; None when ``end`` is certainly before ``start``."""
+    a, b = dates.parse(start), dates.parse(end)
+    if b.latest < a.earliest:
+        return None
+    if a.exact is not None and b.exact is not None:
+        return months((b.exact - a.exact).days), True
+    first = a.exact or _mid(a.earliest, min(a.latest, b.latest))
+    last = b.exact or _mid(max(b.earliest, first), b.latest)
+    if last < first:
+        return None
+    return months((last - first).days), False
 
 
-def surgery_date(case: Mapping[str, Any]) -> dt.date | None:
-    """Date of the first (earliest) operation; None when the case was not operated."""
+def _mid(low: dt.date, high: dt.date) -> dt.date:
+    return low + (high - low) // 2
+
+
+def diagnosis_date(case: Mapping[str, Any]) -> str:
+    found: str = case["diagnosis"]["date"]
+    return found
+
+
+def surgery_date(case: Mapping[str, Any]) -> str | None:
+    """Date (possibly partial) of the first (earliest) operation; None when the case was not operated."""
     first = first_surgery(dict(case))
-    return None if first is None else _date(first[1])
+    return None if first is None else first[1]
 
 
 def index_surgery(case: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -81,55 +106,105 @@ def index_surgery(case: Mapping[str, Any]) -> dict[str, Any] | None:
     return found
 
 
-def death_date(case: Mapping[str, Any]) -> dt.date | None:
-    """Date of death (the last contact when a dead patient's death date is missing); None if not dead."""
+def died(case: Mapping[str, Any]) -> bool:
+    return bool(case["outcome"]["vital_status"] == DEAD)
+
+
+def last_contact(case: Mapping[str, Any]) -> Point:
     outcome = case["outcome"]
-    if outcome["vital_status"] != DEAD:
+    return Point(
+        outcome["last_contact"],
+        outcome.get("last_contact_months_after_diagnosis"),
+        outcome.get("last_contact_months_after_surgery"),
+    )
+
+
+def death_point(case: Mapping[str, Any]) -> Point | None:
+    """When the patient died: the death date, else the last contact; None if not dead."""
+    if not died(case):
         return None
-    return _date(outcome["death_date"] or outcome["last_contact"])
+    death = case["outcome"]["death_date"]
+    return Point(death) if death is not None else last_contact(case)
 
 
-def _interval(start: dt.date, end: dt.date, event: int) -> TimeToEvent | None:
-    return None if end < start else TimeToEvent(start, end, event)
+def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> tuple[float, bool] | None:
+    """(months, exact) from time zero (``diagnosis`` or ``surgery``) to ``point``, from what is recorded:
+    an interval in the same reference as recorded; else the dates; else the other interval and the
+    diagnosis-to-surgery time (exact only when that is). None when it cannot be known."""
+    diagnosis, surgery = diagnosis_date(case), surgery_date(case)
+    if zero == "diagnosis":
+        if point.after_diagnosis is not None:
+            return point.after_diagnosis, True
+        if point.date is not None:
+            return span(diagnosis, point.date)
+        if point.after_surgery is not None and surgery is not None:
+            gap = span(diagnosis, surgery)
+            return None if gap is None else (gap[0] + point.after_surgery, gap[1])
+        return None
+    if surgery is None:
+        return None
+    if point.date is not None and dates.exact(point.date) and dates.exact(surgery):
+        return span(surgery, point.date)
+    if point.after_surgery is not None:
+        return point.after_surgery, True
+    if point.date is not None:
+        return span(surgery, point.date)
+    if point.after_diagnosis is not None:
+        gap = span(diagnosis, surgery)
+        if gap is None or point.after_diagnosis < gap[0]:
+            return None
+        return point.after_diagnosis - gap[0], gap[1]
+    return None
+
+
+def _time(found: tuple[float, bool] | None, event: int) -> TimeToEvent | None:
+    return None if found is None else TimeToEvent(found[0], event, found[1])
 
 
 def overall_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
-    start = diagnosis_date(case)
-    died = death_date(case)
-    if died is not None:
-        return _interval(start, died, 1)
-    return _interval(start, _date(case["outcome"]["last_contact"]), 0)
+    death = death_point(case)
+    if death is not None:
+        return _time(elapsed(case, "diagnosis", death), 1)
+    return _time(elapsed(case, "diagnosis", last_contact(case)), 0)
 
 
-def recurrence_date(case: Mapping[str, Any]) -> dt.date | None:
-    """Date of the first follow-up on or after the first surgery that is not disease-free."""
+def _recurrence_times(case: Mapping[str, Any]) -> list[tuple[float, bool]]:
     start = surgery_date(case)
     if start is None:
-        return None
-    found = [
-        _date(fu["date"])
-        for fu in case["follow_up"]
-        if fu["date"] is not None and _date(fu["date"]) >= start and fu["disease_status"] != DISEASE_FREE
-    ]
-    return min(found) if found else None
+        return []
+    found = []
+    for fu in case["follow_up"]:
+        if fu["disease_status"] == DISEASE_FREE:
+            continue
+        if fu["date"] is not None and dates.certainly_before(fu["date"], start):
+            continue
+        time = elapsed(case, "surgery", Point(fu["date"], None, fu["months_after_surgery"]))
+        if time is not None:
+            found.append(time)
+    return found
 
 
 def recurrence(case: Mapping[str, Any]) -> bool | None:
     if surgery_date(case) is None:
         return None
-    return recurrence_date(case) is not None
+    return bool(_recurrence_times(case))
 
 
 def disease_free_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
-    start = surgery_date(case)
-    if start is None:
+    if surgery_date(case) is None:
         return None
-    events = [d for d in (recurrence_date(case), death_date(case)) if d is not None]
+    events = _recurrence_times(case)
+    death = death_point(case)
+    if death is not None:
+        at_death = elapsed(case, "surgery", death)
+        if at_death is not None:
+            events.append(at_death)
     if events:
-        return _interval(start, min(events), 1)
-    return _interval(start, _date(case["outcome"]["last_contact"]), 0)
+        return _time(min(events), 1)
+    return _time(elapsed(case, "surgery", last_contact(case)), 0)
 
 
 def diagnosis_to_surgery_days(case: Mapping[str, Any]) -> int | None:
-    start = surgery_date(case)
-    return None if start is None else (start - diagnosis_date(case)).days
+    """Days from diagnosis to the first surgery when both are full dates; else unknown."""
+    start, diagnosis = dates.exact(surgery_date(case)), dates.exact(diagnosis_date(case))
+    return None if start is None or diagnosis is None else (start - diagnosis).days

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from service.codes import table
 from service.db import READ_ONLY
+from service.model import dates
 from service.store.cases import ACTIVE
 from service.store.tables import case_versions, cases
 
@@ -89,10 +90,11 @@ def matches(case: Mapping[str, Any], filters: Filters) -> bool:
         low, high = order.index(diagnosis["ivc_segment_from"]), order.index(diagnosis["ivc_segment_to"])
         if not any(low <= order.index(s) <= high for s in filters.segments):
             return False
-    date = dt.date.fromisoformat(diagnosis["date"])
-    if filters.diagnosed_from is not None and date < filters.diagnosed_from:
+    # a partial diagnosis date passes a bound unless it is certainly outside it (as the date rules)
+    date = dates.parse(diagnosis["date"])
+    if filters.diagnosed_from is not None and date.latest < filters.diagnosed_from:
         return False
-    if filters.diagnosed_to is not None and date > filters.diagnosed_to:
+    if filters.diagnosed_to is not None and date.earliest > filters.diagnosed_to:
         return False
     if filters.diagnosed_from_year is not None and date.year < filters.diagnosed_from_year:
         return False

@@ -10,11 +10,16 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
   stay, complications, margin) describe the operated cases, at their first (index) operation.
 - ``tumour_size_cm``: the largest dimension of the first tumour measurement at diagnosis (earliest
   dated ``diagnosis.tumour_size[]``, else the first listed), i.e. before neoadjuvant therapy;
-  ``pathological_tumour_size_cm``: the largest dimension of ``pathology.tumour_size_cm``.
-- Continuous values: n, mean, median, min, max (rounded to 2 decimals); values that are not recorded
-  are left out and counted in ``missing``.
+  ``tumour_dimensions_cm``: all three dimensions of it; ``pathological_tumour_size_cm``: the largest
+  dimension of ``pathology.tumour_size_cm``.
+- Continuous values: n, mean, median, min, max, rounded to the input's precision (min and max as
+  recorded, mean and median one decimal more, at most 2); values that are not recorded are left out
+  and counted in ``missing``.
+- ``precision``: how many dates are partial, intervals recorded, ages unknown, survival times taken
+  at a partial date's midpoint or unknown. The page states the time zeros and events (Definitions).
 - Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
-  grade; ``major`` = patients whose worst grade is IIIa or higher.
+  grade; ``major`` = patients whose worst grade is IIIa or higher; ``major_unknown`` = patients with an
+  ungraded complication and none graded that high (unknown, not "not major").
 - ``r0_rate`` = R0 / operated cases with a recorded margin.
 - Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
@@ -31,9 +36,13 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from service.codes import table
+from service.model import dates
+from service.model.schema import CaseSchema
+from service.model.validate import dated_paths
 from service.registry import deidentify as deid
 from service.registry import outcomes
 
@@ -52,6 +61,18 @@ NOT_RECORDED = "not_recorded"
 LANDMARKS_MONTHS = (12, 36, 60)
 """Survival is also reported at 1, 3 and 5 years."""
 DECIMALS = 2
+PRECISION_KEYS = (
+    "dates",
+    "dates_day",
+    "dates_month",
+    "dates_year",
+    "last_contact_as_interval",
+    "age_unknown",
+    "os_midpoint",
+    "os_unknown",
+    "dfs_midpoint",
+    "dfs_unknown",
+)
 KM_DECIMALS = 4
 
 
@@ -80,6 +101,10 @@ class _Series:
     deaths: int = 0
     lost: int = 0
     follow_up: list[float] = field(default_factory=list)
+    follow_up_surgery: list[float] = field(default_factory=list)
+    dimensions: list[list[float]] = field(default_factory=lambda: [[], [], []])
+    major_unknown: int = 0
+    precision: Counter[str] = field(default_factory=Counter)
     os: list[tuple[float, int]] = field(default_factory=list)
     dfs: list[tuple[float, int]] = field(default_factory=list)
 
@@ -103,13 +128,35 @@ def segment_spans() -> list[str]:
     return [a if a == b else f"{a}-{b}" for i, a in enumerate(order) for b in order[i:]]
 
 
-def _first_size(diagnosis: Mapping[str, Any]) -> float | None:
+def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[float] | None:
+    """The dimensions of the first measurement at diagnosis (earliest dated, else the first listed)."""
     sizes = diagnosis["tumour_size"]
     if not sizes:
         return None
-    first = min(enumerate(sizes), key=lambda pair: (pair[1]["date"] is None, pair[1]["date"] or "", pair[0]))
-    largest: float = first[1]["dimensions_cm"][0]
-    return largest
+
+    def key(pair: tuple[int, Mapping[str, Any]]) -> tuple[Any, ...]:
+        date = pair[1]["date"]
+        return (date is None, dates.sort_key(date) if date else (), pair[0])
+
+    found: list[float] = min(enumerate(sizes), key=key)[1]["dimensions_cm"]
+    return found
+
+
+def _first_size(diagnosis: Mapping[str, Any]) -> float | None:
+    found = _first_dimensions(diagnosis)
+    return None if found is None else found[0]
+
+
+def _count_precision(series: _Series, case: Mapping[str, Any]) -> None:
+    """How many dates of the case are partial (year or month) and how many intervals are recorded."""
+    for _, value in dated_paths(CaseSchema(), case, ""):
+        series.precision["dates"] += 1
+        series.precision[f"dates_{dates.parse(value).precision}"] += 1
+    outcome = case["outcome"]
+    if outcome["last_contact"] is None:
+        series.precision["last_contact_as_interval"] += 1
+    if case["patient"]["age_at_diagnosis"] is None:
+        series.precision["age_unknown"] += 1
 
 
 def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> None:
@@ -122,6 +169,9 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
     size = _first_size(diagnosis)
     if size is not None:
         series.size.append(size)
+    for i, value in enumerate(_first_dimensions(diagnosis) or []):
+        series.dimensions[i].append(value)
+    _count_precision(series, case)
     pathology = case["pathology"]
     if pathology and pathology["tumour_size_cm"]:
         series.path_size.append(pathology["tumour_size_cm"][0])
@@ -135,15 +185,24 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         counter["any"] += bool(kinds & set(ONCOLOGIC_KINDS))
     if outcomes.recurrence(case):
         series.recurrences += 1
-    series.deaths += outcomes.death_date(case) is not None
+    series.deaths += outcomes.died(case)
     series.lost += bool(outcome["lost_to_follow_up"])
     os_ = outcomes.overall_survival(case)
-    if os_ is not None:
+    if os_ is None:
+        series.precision["os_unknown"] += 1
+    else:
         series.os.append((os_.months, os_.event))
         series.follow_up.append(os_.months)
+        series.precision["os_midpoint"] += not os_.exact
     dfs = outcomes.disease_free_survival(case)
     if dfs is not None:
         series.dfs.append((dfs.months, dfs.event))
+        series.precision["dfs_midpoint"] += not dfs.exact
+    elif outcomes.surgery_date(case) is not None:
+        series.precision["dfs_unknown"] += 1
+    after = outcomes.elapsed(case, "surgery", outcomes.last_contact(case))
+    if after is not None:
+        series.follow_up_surgery.append(after[0])
 
 
 def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
@@ -182,26 +241,50 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
         series.highest[max(graded, key=grades.index)] += 1
     elif listed:
         series.highest["ungraded"] += 1
+    worst = max(graded, key=grades.index) if graded else None
+    below_major = worst is None or grades.index(worst) < grades.index(MAJOR_FROM)
+    if below_major and any(c["clavien_dindo"] is None for c in listed):
+        series.major_unknown += 1  # an ungraded complication may have been major: unknown, not "no"
     margin = (case["pathology"] or {}).get("margin")
     series.margin[margin or NOT_RECORDED] += 1
 
 
 def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
+    """Rounded half up on the decimal the value prints as (53.25 -> 53.3, as papers print it; Python's
+    ``round`` gives 53.2: the float 53.25 is exact and ``round`` breaks ties to even)."""
     if value is None or not math.isfinite(value):
         return None
-    return round(value, decimals)
+    exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    return float(exact)
+
+
+def decimals_of(values: Iterable[float]) -> int:
+    """The precision the values were recorded at: the most decimals any of them has (21.0 has none),
+    at most DECIMALS."""
+    most = 0
+    for value in values:
+        text = repr(float(value))
+        if "e" in text:
+            return DECIMALS
+        most = max(most, len(text.split(".")[1].rstrip("0")))
+    return min(most, DECIMALS)
 
 
 def describe(values: Sequence[float], missing: int = 0) -> dict[str, Any]:
-    """n, mean, median, min, max of the recorded values (None when there are none), and missing."""
+    """n, mean, median, min, max of the recorded values (None when there are none), and missing.
+    Rounded to the input's precision: min and max as recorded, mean and median one decimal more
+    (at most DECIMALS), so months recorded as 21, 25, 26, 30 give median 25.5 and range 21-30, as a
+    paper prints them."""
     if not values:
         return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "missing": missing}
+    places = decimals_of(values)
+    centre = min(places + 1, DECIMALS)
     return {
         "n": len(values),
-        "mean": _round(statistics.fmean(values)),
-        "median": _round(statistics.median(values)),
-        "min": _round(min(values)),
-        "max": _round(max(values)),
+        "mean": _round(statistics.fmean(values), centre),
+        "median": _round(statistics.median(values), centre),
+        "min": _round(min(values), places),
+        "max": _round(max(values), places),
         "missing": missing,
     }
 
@@ -280,6 +363,7 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
         "sex": _counts(series.sex, table("sex").keys()),
         "age_at_diagnosis_years": describe(series.age, series.cases - len(series.age)),
         "tumour_size_cm": describe(series.size, series.cases - len(series.size)),
+        "tumour_dimensions_cm": [describe(d, series.cases - len(d)) for d in series.dimensions],
         "pathological_tumour_size_cm": describe(series.path_size, series.operated - len(series.path_size)),
         "segments": _counts(series.segments, segment_spans()),
         "ivc_management": _counts(series.ivc, table("ivc-management").keys()),
@@ -298,6 +382,7 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
             "by_grade": _counts(series.by_grade, grades, "ungraded"),
             "highest_grade": _counts(series.highest, grades, "ungraded"),
             "major": highest_major,
+            "major_unknown": series.major_unknown,
         },
         "margin": {
             **_counts(series.margin, margins, NOT_RECORDED),
@@ -311,6 +396,10 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
         "deaths": series.deaths,
         "lost_to_follow_up": series.lost,
         "follow_up_months": describe(series.follow_up),
+        "follow_up_after_surgery_months": describe(
+            series.follow_up_surgery, series.operated - len(series.follow_up_surgery)
+        ),
+        "precision": {key: series.precision[key] for key in PRECISION_KEYS},
         "kaplan_meier": {
             "disease_free_survival": kaplan_meier([t for t, _ in series.dfs], [e for _, e in series.dfs]),
             "overall_survival": kaplan_meier([t for t, _ in series.os], [e for _, e in series.os]),
@@ -362,6 +451,9 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [("Age at diagnosis, years: median (range)", _range(age, "median"))]
     rows += ["Tumour"]
     rows += [("Size at diagnosis, cm: median (range)", _range(summary["tumour_size_cm"], "median"))]
+    for i, stats in enumerate(summary["tumour_dimensions_cm"], 1):
+        rows += [(f"Size at diagnosis, dimension {i}, cm: mean (range)", _range(stats, "mean"))]
+        rows += [(f"Size at diagnosis, dimension {i}, cm: median (range)", _range(stats, "median"))]
     rows += [
         ("Pathological size, cm: median (range)", _range(summary["pathological_tumour_size_cm"], "median"))
     ]
@@ -396,6 +488,12 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     ]
     rows += [(f"Major (grade {MAJOR_FROM} or higher)", _pct(complications["major"], operated))]
     rows += [
+        (
+            f"Major unknown (an ungraded complication, none graded {MAJOR_FROM}+)",
+            _pct(complications["major_unknown"], operated),
+        )
+    ]
+    rows += [
         (f"Complications: {_display('clavien-dindo', k)}", str(v))
         for k, v in complications["by_grade"].items()
         if v
@@ -422,6 +520,10 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         ("Deaths", _pct(summary["deaths"], n)),
         ("Lost to follow-up", _pct(summary["lost_to_follow_up"], n)),
         ("Follow-up, months: median (range)", _range(summary["follow_up_months"], "median")),
+        (
+            "Follow-up after surgery, months: median (range)",
+            _range(summary["follow_up_after_surgery_months"], "median"),
+        ),
     ]
     for key, title in (
         ("disease_free_survival", "Disease-free survival"),
@@ -454,6 +556,64 @@ def _km_table(title: str, km: Mapping[str, Any]) -> str:
     return f"<h2>{html.escape(caption)}</h2><table>{head}{body}</table>"
 
 
+_PRECISION_LABELS = {
+    "dates": "Dates recorded",
+    "dates_day": "... to the day",
+    "dates_month": "... to the month only",
+    "dates_year": "... to the year only",
+    "last_contact_as_interval": "Last contact given as an interval (months), no date",
+    "age_unknown": "Age at diagnosis unknown (not given, not determinate from partial dates)",
+    "os_midpoint": "Overall survival times using a partial date at its midpoint",
+    "os_unknown": "Overall survival time unknown (left out)",
+    "dfs_midpoint": "Disease-free survival times using a partial date at its midpoint",
+    "dfs_unknown": "Disease-free survival time unknown (operated, left out)",
+}
+
+DEFINITIONS = (
+    (
+        "Overall survival",
+        "time zero: date of diagnosis; event: death (at the death date, else at the "
+        "last contact); otherwise censored at the last contact.",
+    ),
+    (
+        "Disease-free survival",
+        "operated cases; time zero: date of the first surgery; event: the first "
+        "follow-up after it whose disease status is not 'no evidence of disease', or death from any cause; "
+        "otherwise censored at the last contact.",
+    ),
+    (
+        "Follow-up",
+        "time from diagnosis to the last contact (to death for the dead); after surgery: "
+        "from the first surgery to the last contact.",
+    ),
+    ("Months", "an interval recorded in months is used as recorded; between two full dates, days / 30.4375."),
+    (
+        "Partial dates",
+        "a date known only to the year or month is taken at the midpoint of the days it "
+        "may still be (after the other end of the interval); such times are counted under Precision.",
+    ),
+    (
+        "Major complication",
+        f"worst Clavien-Dindo grade {MAJOR_FROM} or higher; a patient with an "
+        "ungraded complication and none graded that high is counted as unknown, not as not major.",
+    ),
+    ("Rounding", "minimum and maximum as recorded; mean and median one decimal more (at most two)."),
+)
+DEFINITIONS_HTML = (
+    "<h2>Definitions</h2><dl>"
+    + "".join(f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>" for term, text in DEFINITIONS)
+    + "</dl>"
+)
+
+
+def _precision_table(precision: Mapping[str, int]) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(_PRECISION_LABELS[k])}</td><td class=n>{v}</td></tr>"
+        for k, v in precision.items()
+    )
+    return f"<h2>Precision</h2><table><tr><th>values</th><th>n</th></tr>{body}</table>"
+
+
 def render_html(summary: Mapping[str, Any], title: str = "IVC-LMS case series") -> str:
     """The summary as one HTML page: no script, every text escaped."""
     cells = []
@@ -469,5 +629,7 @@ def render_html(summary: Mapping[str, Any], title: str = "IVC-LMS case series") 
         f"<table><tr><th>characteristic</th><th>n (%) or value</th></tr>{''.join(cells)}</table>"
         + _km_table("Disease-free survival", km["disease_free_survival"])
         + _km_table("Overall survival", km["overall_survival"])
+        + _precision_table(summary["precision"])
+        + DEFINITIONS_HTML
         + "</html>"
     )

@@ -9,7 +9,8 @@ The first four example cases (rows 1-4 of examples/ivclms-case-series.csv):
     IVC-004  61   2020-09-03  2023-11-06 alive       1159   38.08  censored
 
 Ages sorted 45, 52, 55, 61: an even count, so the median is (52 + 55) / 2 = 53.5; range 45-61;
-mean 213 / 4 = 53.25. Overall survival (Kaplan-Meier): censorings at 37.95 and 38.08 leave 2 at
+mean 213 / 4 = 53.25, printed 53.3 (whole-year ages: mean to one decimal, half up; issue 15).
+Overall survival (Kaplan-Meier): censorings at 37.95 and 38.08 leave 2 at
 risk at 40.25 where 1 dies: S = 1 - 1/2 = 0.5, which is also the median; S(36 months) = 1.
 """
 
@@ -31,7 +32,7 @@ def test_summary_of_a_posted_csv_series_matches_the_hand_computed_figures(client
     summary = client.get(f"/registry/summary?{every}", headers=_auth()).get_json()
     assert summary["cases"] == 4
     age = summary["age_at_diagnosis_years"]
-    assert (age["median"], age["min"], age["max"], age["mean"]) == (53.5, 45, 61, 53.25)
+    assert (age["median"], age["min"], age["max"], age["mean"]) == (53.5, 45, 61, 53.3)
     os_ = summary["kaplan_meier"]["overall_survival"]
     assert (os_["n"], os_["events"], os_["median_months"]) == (4, 1, 40.25)
     rows = [(r["time_months"], r["at_risk"], r["events"], r["survival"]) for r in os_["table"]]

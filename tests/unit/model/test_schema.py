@@ -122,12 +122,12 @@ def test_unknown_fields_are_errors_at_every_level(example, mutate, expected):
         ),
         (
             lambda c: c["diagnosis"].update(date="20.02.2021"),
-            "diagnosis.date: must be a date YYYY-MM-DD",
+            "diagnosis.date: must be a date YYYY, YYYY-MM or YYYY-MM-DD",
             "invalid",
         ),
         (
             lambda c: c["diagnosis"].update(date="2021-02-30"),
-            "diagnosis.date: must be a valid calendar date YYYY-MM-DD",
+            "diagnosis.date: must be a valid calendar date (2021-02 has 28 days)",
             "invalid",
         ),
         (
