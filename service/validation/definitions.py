@@ -23,7 +23,7 @@ from service.validation.fetch import DEFAULT_DIR, jar_path
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = ROOT / "profiles"
 # Bump when the converted form changes, so an old cache is not read.
-BASE_FORMAT = "3"
+BASE_FORMAT = "2"
 _MODEL = "org/hl7/fhir/r4/model/"
 _SEARCH_PARAMETERS = "sp/search-parameters.json"
 _BASE_FILES = (
@@ -35,11 +35,6 @@ _BASE_FILES = (
     "valueset/v2-tables.xml",
 )
 _KINDS = ("StructureDefinition", "ValueSet", "CodeSystem")
-_OTHERS = "profile/profiles-others.xml"
-VITAL_SIGNS = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
-"""Of R4's other profiles only the vital-signs ones are read: R4 (observation-vitalsigns.html) says
-"When a FHIR implementation supports any of the vital signs listed below, the implementation SHALL
-conform to this profile for the vital sign observation", so they apply without being named."""
 # Parts of the base definitions the validator never reads; dropped to keep the cache small.
 _DROP = ("text", "differential", "mapping", "description", "purpose", "copyright", "contact")
 
@@ -141,20 +136,10 @@ def convert(jar: Path) -> Iterable[dict[str, Any]]:
     for tree in trees:
         for rtype, raw in fhirxml.entries(tree):
             if rtype in _KINDS:
-                yield _slim(shaper.resource(rtype, raw))
-    with zipfile.ZipFile(jar) as z, z.open(_MODEL + _OTHERS) as f:
-        others = fhirxml.read(f)
-    for rtype, raw in fhirxml.entries(others):
-        if rtype == "StructureDefinition":
-            resource = shaper.resource(rtype, raw)
-            if VITAL_SIGNS in (resource.get("url"), resource.get("baseDefinition")):
-                yield _slim(resource)
-
-
-def _slim(resource: dict[str, Any]) -> dict[str, Any]:
-    for key in _DROP:
-        resource.pop(key, None)
-    return resource
+                resource = shaper.resource(rtype, raw)
+                for key in _DROP:
+                    resource.pop(key, None)
+                yield resource
 
 
 def load(profiles_dir: Path = PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Definitions:

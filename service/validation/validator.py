@@ -55,7 +55,6 @@ _CLEAN_LIMIT = 20_000
 _CLEAN_MAX_REPR = 2048
 """The memo holds at most ~40 MB of keys: values with a longer repr (an Attachment's data, a long
 text) rarely recur and are walked each time."""
-_DOTTED = re.compile(r"[A-Za-z]+(\.[A-Za-z]+)+")
 _BACKBONE = frozenset({"", "BackboneElement", "Element"})
 
 
@@ -115,7 +114,6 @@ class Validator:
         """StructureDefinitions given to ``with_resources`` whose snapshot could not be generated."""
         self.global_profiles: dict[str, tuple[str, ...]] = {}
         """Profiles every resource of a type is checked against (``ImplementationGuide.global``)."""
-        self._vital_signs: dict[tuple[str, str], str] | None = None
 
     @classmethod
     def load(cls, profiles_dir: Path = definitions.PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Validator:
@@ -301,7 +299,6 @@ class Validator:
             *profiles,
             *[p for p in declared if isinstance(p, str)],
             *self.global_profiles.get(rtype, ()),
-            *(self._implied(res, expr, run) if rtype == "Observation" else ()),
         ]
         for url in dict.fromkeys(wanted):
             root = self.root(url)
@@ -321,28 +318,6 @@ class Validator:
                     run.add("warning", "structure", expr, f"Profile {url} used without: {self.faulty[url]}")
         for root in roots or [base]:
             self._complex(res, root, rtype, expr, res, run, is_resource=True)
-
-    def _implied(self, res: dict[str, Any], expr: str, run: _Run) -> list[str]:
-        """R4's vital-signs profiles an Observation must meet because of its code (``VITAL_SIGNS``)."""
-        if self._vital_signs is None:
-            self._vital_signs = vital_signs_table(self.defs)
-        found: list[str] = []
-        code = res.get("code")
-        codings = code.get("coding") if isinstance(code, dict) else None
-        for coding in codings if isinstance(codings, list) else []:
-            if not isinstance(coding, dict):
-                continue
-            url = self._vital_signs.get((str(coding.get("system")), str(coding.get("code"))))
-            if url is not None and url not in found:
-                found.append(url)
-                run.add(
-                    "information",
-                    "informational",
-                    expr,
-                    f"Validate Observation against {url}, which R4 requires because of the code"
-                    f" {coding.get('system')}#{coding.get('code')}",
-                )
-        return found
 
     # ---- complex values --------------------------------------------------------------------------
 
@@ -657,7 +632,7 @@ class Validator:
         slicing = elem.slicing or {}
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
         for item, item_expr, tref in items:
-            target = next((s for s in elem.slices if self._matches(item, s, slicing, run, tref)), None)
+            target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
             if target is not None:
                 matched[id(target)].append((item, item_expr, tref))
                 self._value(
@@ -725,20 +700,11 @@ class Validator:
         root = self.root(CORE + rtype)
         return root is not None and all(k in root.children for k in ("url", "version", "status"))
 
-    def _matches(
-        self, item: Any, s: Elem, slicing: dict[str, Any], run: _Run, tref: TypeRef | None = None
-    ) -> bool:
-        discriminators = slicing.get("discriminator", [])
-        by_type = [d.get("path") == "$this" and d.get("type") == "type" for d in discriminators]
-        if not isinstance(item, dict) and not (by_type and all(by_type)):
-            return False  # a primitive matches a slice only by its type
-        for disc in discriminators:
+    def _matches(self, item: Any, s: Elem, slicing: dict[str, Any], run: _Run) -> bool:
+        if not isinstance(item, dict):
+            return False
+        for disc in slicing.get("discriminator", []):
             path, kind = disc.get("path"), disc.get("type")
-            if path == "$this" and kind == "type":
-                # a choice element sliced by its type (R4 vital signs: value[x] by valueQuantity)
-                if tref is None or tref.code not in {t.code for t in s.types}:
-                    return False
-                continue
             if isinstance(path, str) and path.startswith("$this."):
                 path = path[len("$this.") :]
             if path == "$this" and kind in ("value", "pattern"):
@@ -777,33 +743,9 @@ class Validator:
                     for t in types
                 ):
                     return False
-            elif kind in ("value", "pattern") and isinstance(path, str) and _DOTTED.fullmatch(path):
-                if not self._dotted_match(item, s, path.split(".")):
-                    return False
             else:
                 return False
         return True
-
-    @staticmethod
-    def _dotted_match(item: dict[str, Any], s: Elem, steps: list[str]) -> bool:
-        """A value discriminator on a path into the slice (R4 vital signs: category by
-        ``coding.code`` and ``coding.system``): some value found along the path matches the fixed
-        value or pattern the slice's element at that path has. A slice that leaves it open matches."""
-        elem: Elem | None = s
-        for step in steps:
-            child = elem.children.get(step) if elem is not None else None
-            elem = child[0] if child else None
-        want = (elem.fixed if elem.fixed is not None else elem.pattern) if elem is not None else None
-        if want is None:
-            return True
-        values: list[Any] = [item]
-        for step in steps:
-            found: list[Any] = []
-            for node in values:
-                got = node.get(step) if isinstance(node, dict) else None
-                found.extend(got if isinstance(got, list) else [] if got is None else [got])
-            values = found
-        return any(_pattern_match(v, want) for v in values)
 
     # ---- fixed, pattern, codes, references, invariants -------------------------------------------------
 
@@ -941,26 +883,6 @@ class Validator:
 
 _CONTAINED_RULES = frozenset({"dom-2", "dom-3", "dom-4", "dom-5"})
 """Base R4 invariants that only constrain ``contained`` resources."""
-
-
-def vital_signs_table(defs: definitions.Definitions) -> dict[tuple[str, str], str]:
-    """(system, code) -> profile, read from R4's vital-signs profiles: each fixes one coding of
-    ``Observation.code`` in a slice (``Observation.code.coding:BodyTempCode.system``/``.code``)."""
-    table: dict[tuple[str, str], str] = {}
-    for url, sd in defs.structures.items():
-        if sd.get("baseDefinition") != definitions.VITAL_SIGNS or not url.startswith(CORE):
-            continue
-        fixed = {
-            str(e.get("id")): e.get("fixedCode") or e.get("fixedUri")
-            for e in sd.get("snapshot", {}).get("element", [])
-            if e.get("path") in ("Observation.code.coding.code", "Observation.code.coding.system")
-        }
-        for eid, code in fixed.items():
-            if eid.endswith(".code") and isinstance(code, str):
-                system = fixed.get(eid.removesuffix(".code") + ".system")
-                if isinstance(system, str):
-                    table[(system, code)] = url
-    return table
 
 
 def _vacuous(key: str, node: Any) -> bool:
