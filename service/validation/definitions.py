@@ -25,6 +25,7 @@ PROFILES_DIR = ROOT / "profiles"
 # Bump when the converted form changes, so an old cache is not read.
 BASE_FORMAT = "2"
 _MODEL = "org/hl7/fhir/r4/model/"
+_SEARCH_PARAMETERS = "sp/search-parameters.json"
 _BASE_FILES = (
     "profile/profiles-types.xml",
     "profile/profiles-resources.xml",
@@ -50,12 +51,21 @@ class Definitions:
     value_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     code_systems: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_version: str = ""
+    search_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """SearchParameters given besides base R4 (a test case's supporting files); base R4's own are read
+    on first use by ``crosscheck.search_parameter``."""
+    questionnaires: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Questionnaires known to the validator, for the QuestionnaireResponses that answer them."""
+    base_dir: Path | None = None
+    """Where base R4's jar lives (for resources read on demand, e.g. its search parameters)."""
 
     def add(self, resource: dict[str, Any]) -> None:
         table = {
             "StructureDefinition": self.structures,
             "ValueSet": self.value_sets,
             "CodeSystem": self.code_systems,
+            "SearchParameter": self.search_parameters,
+            "Questionnaire": self.questionnaires,
         }.get(resource.get("resourceType", ""))
         if table is not None and "url" in resource:
             table[resource["url"]] = resource
@@ -135,9 +145,25 @@ def convert(jar: Path) -> Iterable[dict[str, Any]]:
 def load(profiles_dir: Path = PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Definitions:
     """Base R4 plus the package; a package resource replaces a base one with the same URL."""
     base, sha1 = load_base(base_dir)
-    defs = Definitions(base_version=sha1)
+    defs = Definitions(base_version=sha1, base_dir=base_dir)
     for resource in base:
         defs.add(resource)
     for resource in package_resources(profiles_dir):
         defs.add(resource)
     return defs
+
+
+def base_search_parameters(directory: Path = DEFAULT_DIR) -> dict[str, dict[str, Any]]:
+    """Base R4's SearchParameters by canonical URL, from the jar's ``search-parameters.json`` (the
+    same definitions the reference validator loads). Read on demand: only CapabilityStatement and
+    SearchParameter resources need them."""
+    jar = base_jar(directory)
+    with zipfile.ZipFile(jar) as z:
+        bundle = orjson.loads(z.read(_MODEL + _SEARCH_PARAMETERS))
+    out: dict[str, dict[str, Any]] = {}
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and isinstance(resource.get("url"), str):
+            resource.pop("text", None)
+            out[resource["url"]] = resource
+    return out

@@ -28,7 +28,7 @@ from typing import Any
 
 from service.codes import CANONICAL
 from service.errors import Issue
-from service.validation import definitions
+from service.validation import crosscheck, definitions
 from service.validation.fetch import DEFAULT_DIR
 from service.validation.fhirpath import Invariants
 from service.validation.model import (
@@ -133,6 +133,9 @@ class Validator:
             value_sets=dict(self.defs.value_sets),
             code_systems=dict(self.defs.code_systems),
             base_version=self.defs.base_version,
+            search_parameters=dict(self.defs.search_parameters),
+            questionnaires=dict(self.defs.questionnaires),
+            base_dir=self.defs.base_dir,
         )
         for resource in resources:
             defs.add(resource)
@@ -239,6 +242,8 @@ class Validator:
             _bundle_rules(res, expr, run)
         elif res.get("resourceType") == "StructureDefinition":
             self._differential(res, expr, run)
+        else:
+            crosscheck.check(res, expr, self.defs, run.add)
         contained = res.get("contained")
         if isinstance(contained, list):
             seen: set[str] = set()
