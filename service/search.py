@@ -185,6 +185,7 @@ def _bad(name: str, message: str) -> BadRequest:
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 """A calendar day, ASCII digits only (``\\d`` also matches other scripts' digits)."""
 _ISO_TEXT = re.compile(r"[0-9T:.+\-Z]+")
+_YEAR_MONTH = re.compile(r"[0-9]{4}(-[0-9]{2})?")
 
 
 def _prefix(value: str) -> tuple[str, str]:
@@ -200,6 +201,12 @@ def parse_instant(name: str, value: str) -> tuple[datetime, datetime]:
     try:
         if not _ISO_TEXT.fullmatch(value):
             raise ValueError(value)
+        if _YEAR_MONTH.fullmatch(value):  # R4 search.html: a value covers the range its precision says
+            year, month = int(value[:4]), int(value[5:7]) if len(value) == 7 else 1
+            start = datetime(year, month, 1, tzinfo=UTC)
+            if len(value) == 4:
+                return start, datetime(year + 1, 1, 1, tzinfo=UTC)
+            return start, datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
         if _DAY.fullmatch(value):
             start = datetime.fromisoformat(value).replace(tzinfo=UTC)
             return start, start + timedelta(days=1)
@@ -209,7 +216,9 @@ def parse_instant(name: str, value: str) -> tuple[datetime, datetime]:
         moment = moment.astimezone(UTC)
         return moment, moment + timedelta(microseconds=1)
     except (ValueError, OverflowError):
-        raise _bad(name, f"{value!r} is not a date (YYYY-MM-DD) or an instant with a zone") from None
+        raise _bad(
+            name, f"{value!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD) or an instant with a zone"
+        ) from None
 
 
 def _compare(column: Any, prefix: str, low: Any, high: Any) -> Any:
@@ -341,9 +350,6 @@ def _condition(resource_type: str, param: Param, value: str) -> Any:
     if param.type == "token":
         return _token(resource_type, name, value)
     return _reference(resource_type, name, value)
-
-
-_YEAR_MONTH = re.compile(r"[0-9]{4}(-[0-9]{2})?")
 
 
 def _date_bounds(name: str, rest: str, value: str) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,35 @@ def test_the_host_is_compared_without_case(client) -> None:
     """RFC 3986 3.2.2: "The host subcomponent is case-insensitive"; Host: LOCALHOST was 400."""
     assert client.get("/healthz", headers={"Host": "LOCALHOST"}).status_code == 200
     assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+
+
+@pytest.mark.parametrize("value", ["ge2026", "ge2026-12", "2026-12-02", "ge2026-12-02T00:00:00Z"])
+def test_dates_at_any_precision_are_search_values(client, value: str) -> None:
+    """The reviewer: Procedure?date=2020, _lastUpdated=ge2026 and AuditEvent?date=ge2026-12-02 were
+    400. R4 search.html (date): "the precision of the value determines the range it covers" (a year
+    is the whole year)."""
+    for url in (
+        f"/fhir/Procedure?date={value}",
+        f"/fhir/Patient?_lastUpdated={value}",
+        f"/fhir/AuditEvent?date={value}",
+    ):
+        resp = client.get(url, headers=FULL)
+        assert resp.status_code == 200, (url, resp.get_json())
+
+
+def test_last_updated_by_year_and_month_covers_that_range(client) -> None:
+    from tests.unit.api.test_read_gate import load_examples
+
+    load_examples(client)
+    total = client.get("/fhir/Patient?_summary=count", headers=FULL).get_json()["total"]
+    this_year = datetime.now(UTC).strftime("%Y")
+    this_month = datetime.now(UTC).strftime("%Y-%m")
+    for value, expected in (
+        (this_year, total),
+        (f"ge{this_month}", total),
+        (f"lt{this_year}", 0),
+        ("2019", 0),
+    ):
+        got = client.get(f"/fhir/Patient?_lastUpdated={value}&_summary=count", headers=FULL).get_json()
+        assert got["total"] == expected, value
+    assert client.get("/fhir/AuditEvent?date=le2026", headers=FULL).status_code == 400  # only ge is served
