@@ -57,6 +57,17 @@ def bounded(values: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
     return values | bound | span
 
 
+@st.composite
+def intraoperative_events(draw: Draw) -> dict[str, Any]:
+    event = draw(code("intraoperative-event"))
+    return {
+        "event": event,
+        **with_other_text(draw, event),
+        "blood_loss_ml": draw(opt(bounded(amounts(10000)))),
+        "transfusion_units": draw(opt(st.integers(0, 20))),
+    }
+
+
 def percents() -> st.SearchStrategy[float]:
     return amounts(100)
 
@@ -253,6 +264,7 @@ def surgeries(draw: Draw, day: dt.date) -> dict[str, Any]:
         "clamp_time_min": draw(opt(amounts(120))),
         "blood_loss_ml": draw(opt(bounded(amounts(10000)))),
         "transfusion_units": draw(opt(st.integers(0, 20))),
+        "events": draw(st.lists(intraoperative_events(), max_size=2)),
         "frozen_section": draw(opt(texts)),
     }
 

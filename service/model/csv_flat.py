@@ -37,6 +37,7 @@ MAX_ENTRIES: dict[str, int] = {
     "surgery": 2,
     "surgery.organs_resected": 4,
     "surgery.renal_veins": 2,
+    "surgery.events": 3,
     "pathology.ihc": 10,
     "pathology.metastatic_lesions": 4,
     "postoperative.complications": 4,

@@ -319,6 +319,7 @@ def _other_entries(case: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], 
         groups.append(("presentation.symptoms", presentation["symptoms"], "symptom", "text"))
     for i, s in enumerate(case["surgery"]):
         groups.append((f"surgery[{i}].organs_resected", s["organs_resected"], "organ", "detail"))
+        groups.append((f"surgery[{i}].events", s["events"], "event", "text"))
     if pathology is not None:
         groups.append(("pathology.ihc", pathology["ihc"], "marker", "text"))
         groups.append(("pathology.metastatic_lesions", pathology["metastatic_lesions"], "site", "text"))

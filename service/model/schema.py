@@ -233,6 +233,13 @@ class RenalVeinSchema(Base):
     material = f.code("graft-material", "Material; required for reconstruction_with_graft.")
 
 
+class IntraoperativeEventSchema(Base):
+    event = f.code("intraoperative-event", "Intra-operative event (e.g. haemorrhage).", required=True)
+    text = f.text("Description; required when event is other.")
+    blood_loss_ml = f.bounded_measure(VOLUME, "mL", "Blood lost in the event [mL].")
+    transfusion_units = f.number("Red cell units transfused for the event.", integer=True)
+
+
 class SurgerySchema(Base):
     date = f.date("Date of the operation.", required=True)
     intent = f.code("surgery-intent", "Intent.")
@@ -246,6 +253,7 @@ class SurgerySchema(Base):
     clamp_time_min = f.measure(TIME, "min", "Vascular clamp (ischaemia) time [min].")
     blood_loss_ml = f.bounded_measure(VOLUME, "mL", "Estimated blood loss [mL].")
     transfusion_units = f.number("Red cell transfusion [units]; 0 when none.", integer=True)
+    events = many_of(IntraoperativeEventSchema, "Intra-operative events (haemorrhage, ...).")
     frozen_section = f.text("Intra-operative frozen section result.")
 
 

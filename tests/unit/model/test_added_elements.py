@@ -147,6 +147,34 @@ def test_start_postoperative_day_is_an_extension_and_needs_an_operation():
     assert "therapies[0].start_postoperative_day" in [i.expression for i in raised.value.issues]
 
 
+def test_an_intraoperative_haemorrhage_is_an_observation_part_of_the_operation():
+    case = _case()
+    case["surgery"][0]["events"] = [
+        {
+            "event": "haemorrhage",
+            "text": None,
+            "blood_loss_ml": {"comparator": ">", "value": 2000},
+            "transfusion_units": 6,
+        }
+    ]
+    case = validate_case(case)
+    bundle = case_to_bundle(case, now=NOW)
+    (event,) = _resources(bundle, "ivclms-intraoperative-event")
+    assert event["valueCodeableConcept"]["coding"][0]["code"] == "haemorrhage"
+    loss = paths.get(
+        event, "component(https://fhir.ivc-lms.org/CodeSystem/ivclms-observation|blood-loss).valueQuantity"
+    )
+    assert (loss["comparator"], loss["value"], loss["code"]) == (">", 2000, "mL")
+    (surgery,) = _resources(bundle, "ivclms-surgery")
+    surgery_url = next(e["fullUrl"] for e in bundle["entry"] if e["resource"] is surgery)
+    assert event["partOf"] == [{"reference": surgery_url}]
+    assert bundle_to_case(json.loads(json.dumps(bundle))) == case
+    case["surgery"][0]["events"] = [{"event": "other"}]
+    with pytest.raises(Unprocessable) as raised:
+        validate_case(case)
+    assert [i.expression for i in raised.value.issues] == ["surgery[0].events[0].text"]
+
+
 def test_egfr_by_ckd_epi_has_no_mdrd_loinc_code():
     """terminology.md §9: CKD-EPI has no verified LOINC code, so only the project code is written."""
     labs = _resources(case_to_bundle(_case(), now=NOW), "ivclms-lab-result")
