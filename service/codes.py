@@ -11,6 +11,13 @@ import yaml
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "mappings"
 CANONICAL = "https://fhir.ivc-lms.org"
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+"""FHIR R4's data-absent-reason CodeSystem (terminology.md: verified, in HAPI's R4 definitions)."""
+ABSENT_REASONS: dict[str, tuple[str, str]] = {
+    "unknown": ("unknown", "Unknown"),
+    "not_applicable": ("not-applicable", "Not Applicable"),
+}
+"""Case key -> (data-absent-reason code, its R4 display) of the reasons a table may accept (``absent:``)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class Table:
     title: str
     values: dict[str, Value]
     fhir_code: bool = False
+    absent: tuple[str, ...] = ()
+    """Data-absent reasons (``unknown``, ``not_applicable``) accepted besides the values: not project
+    codes, they are written as data-absent-reason codings."""
 
     @property
     def system(self) -> str:
@@ -48,13 +58,28 @@ class Table:
         return f"{CANONICAL}/ValueSet/ivclms-{self.name}-vs"
 
     def keys(self) -> list[str]:
+        """The table's real values (without the data-absent reasons)."""
         return list(self.values)
+
+    def accepted(self) -> list[str]:
+        """Every key a case field of this table takes: the values, then the data-absent reasons."""
+        return [*self.values, *self.absent]
+
+    def is_absent(self, key: str) -> bool:
+        return key in self.absent
+
+    def absent_concept(self, key: str) -> dict[str, Any]:
+        """The CodeableConcept of a data-absent reason (R4 data-absent-reason code and display)."""
+        code, display = ABSENT_REASONS[key]
+        return {"coding": [{"system": DATA_ABSENT_REASON, "code": code, "display": display}], "text": display}
 
     def local(self, key: str) -> Coding:
         return Coding(self.system, key, self.values[key].display)
 
     def codeable(self, key: str) -> dict[str, Any]:
         """CodeableConcept for a value: the verified standard coding first (if any), then the project code."""
+        if key in self.absent:
+            return self.absent_concept(key)
         value = self.values[key]
         codings = [value.standard.as_fhir()] if value.standard else []
         codings.append(self.local(key).as_fhir())
@@ -63,6 +88,11 @@ class Table:
     def key_of(self, concept: dict[str, Any]) -> str | None:
         """Reverse: the value key for a CodeableConcept (project code preferred, then standard code)."""
         codings = concept.get("coding", [])
+        for c in codings:
+            if c.get("system") == DATA_ABSENT_REASON:
+                for key in self.absent:
+                    if ABSENT_REASONS[key][0] == c.get("code"):
+                        return key
         for c in codings:
             if c.get("system") == self.system and c.get("code") in self.values:
                 return str(c["code"])
@@ -94,7 +124,11 @@ def tables() -> dict[str, Table]:
             standard = Coding(alias[std["system"]], str(std["code"]), std["display"]) if std else None
             extra = {k: val for k, val in v.items() if k not in ("display", "standard")}
             values[str(key)] = Value(str(key), v["display"], standard, extra)
-        out[name] = Table(name, spec["title"], values, bool(spec.get("fhir_code", False)))
+        absent = tuple(str(a) for a in spec.get("absent", ()))
+        for reason in absent:
+            if reason not in ABSENT_REASONS or reason in values:
+                raise ValueError(f"codes.yaml: tables.{name}.absent: {reason!r} is not a free absent reason")
+        out[name] = Table(name, spec["title"], values, bool(spec.get("fhir_code", False)), absent)
     return out
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from service import codes, package_examples, package_model, package_profiles
-from service.codes import CANONICAL, Table
+from service.codes import ABSENT_REASONS, CANONICAL, DATA_ABSENT_REASON, Table
 from service.mapping.spec import spec
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -250,6 +250,13 @@ def valueset(table: Table, raw: dict[str, Any]) -> dict[str, Any]:
             },
             *_standard_includes(table),
         ]
+        if table.absent:
+            # the data-absent reasons the table accepts (codes.yaml `absent:`), so that a required
+            # binding still admits "unknown" / "not applicable" written as a CodeableConcept
+            reasons = [ABSENT_REASONS[key] for key in table.absent]
+            includes.append(
+                {"system": DATA_ABSENT_REASON, "concept": [{"code": c, "display": d} for c, d in reasons]}
+            )
     resource = _header(
         "ValueSet", rid, _pascal(PREFIX, table.name) + "VS", f"IVC-LMS {table.title} value set", description
     )

@@ -28,7 +28,11 @@ _XHTML = "http://www.w3.org/1999/xhtml"
 
 
 def example_cases() -> list[Path]:
-    return sorted(EXAMPLES_DIR.glob("ivclms-*.json"))
+    """The case series, then the literature-style cases (the only ones with the elements added in
+    2026-12: performance status, weight loss, intra-operative events)."""
+    return sorted(EXAMPLES_DIR.glob("ivclms-*.json")) + sorted(
+        (EXAMPLES_DIR / "literature").glob("ivclms-*.json")
+    )
 
 
 def _business_key(resource: dict[str, Any]) -> str:
@@ -99,7 +103,7 @@ def example_resources() -> list[dict[str, Any]]:
                 ref["reference"] = ids[ref["reference"]]
             out = {"resourceType": resource["resourceType"], "id": ids[url].split("/", 1)[1]}
             out.update({k: v for k, v in resource.items() if k not in ("resourceType", "id")})
-            out["text"] = _narrative(resource, path.name)
+            out["text"] = _narrative(resource, path.relative_to(EXAMPLES_DIR).as_posix())
             chosen.append(out)
             covered.add(_profile(resource))
     return chosen

@@ -420,6 +420,12 @@ def _put_group(
             b.put([*prefix, *head, item], Usage(case_paths=where))
             _put_group(b, f.items, template, [*prefix, *head, item], tuple(p + "[*]" for p in where))
             continue
+        if f.range is not None:
+            # value[x] is Quantity or Range: the unit cannot be one pattern on the choice, so it is
+            # checked by the mapping (reverse refuses another unit) instead of patternQuantity
+            b.put([*prefix, *steps], Usage(case_paths=where, kind="bounded-quantity", arg=f.arg))
+            b.put([*prefix, *paths.parse(f.range)], Usage(case_paths=where, kind="range", arg=f.arg))
+            continue
         b.put([*prefix, *steps], Usage(case_paths=where, kind=f.kind, arg=f.arg))
 
 
@@ -516,7 +522,10 @@ def _value_element(eid: str, path: str, uses: list[ExtensionUse]) -> dict[str, A
         el.add_type({"code": type_code(suffix)})
         constrain(el, suffix, use.usage, use.where)
         Builder._document(el, use.usage)
-    if len(el.types) != 1:
+    bounded = {t["code"] for t in el.types} == {"Quantity", "Range"} and all(
+        u.usage.kind in ("bounded-quantity", "range") for u in uses
+    )
+    if len(el.types) != 1 and not bounded:  # Quantity or Range: a bounded measure (case-fhir.yaml range:)
         raise ProfileError(f"{uses[0].where}: extension {uses[0].url} is given several value types")
     return el.as_fhir()
 

@@ -23,7 +23,8 @@ Case = dict[str, Any]
 
 
 def code(name: str) -> st.SearchStrategy[str]:
-    return st.sampled_from(table(name).keys())
+    """A key of the table, data-absent reasons (``unknown``, codes.yaml ``absent:``) included."""
+    return st.sampled_from(table(name).accepted())
 
 
 def opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -47,6 +48,24 @@ booleans = st.booleans()
 
 def amounts(maximum: float = 1000) -> st.SearchStrategy[float]:
     return st.integers(0, int(maximum)) | st.floats(0, maximum).map(lambda x: round(x, 2))
+
+
+def bounded(values: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
+    """A value, a bound {comparator, value} or a range {low, high} (data set, "Incomplete records")."""
+    bound = st.fixed_dictionaries({"comparator": st.sampled_from(["<", "<=", ">=", ">"]), "value": values})
+    span = st.tuples(values, values).filter(lambda p: p[0] < p[1]).map(lambda p: {"low": p[0], "high": p[1]})
+    return values | bound | span
+
+
+@st.composite
+def intraoperative_events(draw: Draw) -> dict[str, Any]:
+    event = draw(code("intraoperative-event"))
+    return {
+        "event": event,
+        **with_other_text(draw, event),
+        "blood_loss_ml": draw(opt(bounded(amounts(10000)))),
+        "transfusion_units": draw(opt(st.integers(0, 20))),
+    }
 
 
 def percents() -> st.SearchStrategy[float]:
@@ -133,7 +152,23 @@ def patients(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
         "age_at_diagnosis": age,
         "smoking": smoking,
         "history": history,
+        "performance_status": draw(st.lists(performance_statuses(), max_size=2)),
     }
+
+
+def performance_statuses() -> st.SearchStrategy[dict[str, Any]]:
+    ecog = st.fixed_dictionaries({"scale": st.just("ecog"), "score": st.integers(0, 4)})
+    karnofsky = st.fixed_dictionaries(
+        {"scale": st.just("karnofsky"), "score": st.integers(0, 10).map(lambda x: 10 * x)}
+    )
+    return (ecog | karnofsky).map(lambda entry: {**entry, "date": None})
+
+
+def weight_losses() -> st.SearchStrategy[dict[str, Any]]:
+    """An amount (kg and/or percent, either may be a bound or range), with or without a period."""
+    kg, percent = opt(bounded(amounts(40))), opt(bounded(percents()))
+    loss = st.fixed_dictionaries({"kg": kg, "percent": percent, "over_months": opt(bounded(amounts(24)))})
+    return loss.filter(lambda x: x["kg"] is not None or x["percent"] is not None)
 
 
 @st.composite
@@ -142,12 +177,17 @@ def presentations(draw: Draw, diagnosis: dt.date) -> dict[str, Any] | None:
     for _ in range(draw(st.integers(0, 2))):
         symptom = draw(code("symptom"))
         symptoms.append(
-            {"symptom": symptom, **with_other_text(draw, symptom), "duration_months": draw(opt(amounts(24)))}
+            {
+                "symptom": symptom,
+                **with_other_text(draw, symptom),
+                "duration_months": draw(opt(bounded(amounts(24)))),
+            }
         )
     group = {
         "date": draw(opt(st.just(iso(diagnosis - dt.timedelta(days=draw(st.integers(0, 90))))))),
         "symptoms": symptoms,
         "incidental": draw(opt(booleans)),
+        "weight_loss": draw(opt(weight_losses())),
     }
     return collapse(group)
 
@@ -174,10 +214,11 @@ def diagnoses(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
                 max_size=2,
             )
         ),
-        "ivc_segment_from": order[low],
-        "ivc_segment_to": order[high],
+        # either end may be unknown (data set, "Incomplete records"); known ends stay ordered
+        "ivc_segment_from": draw(st.sampled_from([order[low], *table("ivc-segment").absent])),
+        "ivc_segment_to": draw(st.sampled_from([order[high], *table("ivc-segment").absent])),
         "growth_pattern": draw(opt(code("growth-pattern"))),
-        "luminal_occlusion_percent": draw(opt(percents())),
+        "luminal_occlusion_percent": draw(opt(bounded(percents()))),
         "renal_vein_involvement": draw(opt(code("renal-vein-involvement"))),
         "hepatic_vein_involvement": draw(opt(booleans)),
         "right_atrium_extension": draw(opt(booleans)),
@@ -225,8 +266,9 @@ def surgeries(draw: Draw, day: dt.date) -> dict[str, Any]:
         "bypass": draw(opt(code("bypass"))),
         "operative_time_min": draw(opt(amounts(900))),
         "clamp_time_min": draw(opt(amounts(120))),
-        "blood_loss_ml": draw(opt(amounts(10000))),
+        "blood_loss_ml": draw(opt(bounded(amounts(10000)))),
         "transfusion_units": draw(opt(st.integers(0, 20))),
+        "events": draw(st.lists(intraoperative_events(), max_size=2)),
         "frozen_section": draw(opt(texts)),
     }
 
@@ -247,12 +289,13 @@ def pathologies(draw: Draw) -> dict[str, Any]:
         lesions.append({"site": site, **with_other_text(draw, site), "confirmed_lms": draw(opt(booleans))})
     return {
         "histology": draw(code("histology")),
+        "histologic_subtype": draw(st.lists(code("histologic-subtype"), max_size=2)),
         "differentiation": draw(opt(code("differentiation"))),
-        "fnclcc_grade": draw(opt(code("fnclcc-grade").map(int))),
+        "fnclcc_grade": draw(opt(code("fnclcc-grade").map(lambda k: int(k) if k.isdigit() else k))),
         "tumour_size_cm": draw(st.just([]) | dimensions()),
         "margin": draw(opt(code("margin"))),
-        "closest_margin_mm": draw(opt(amounts(50))),
-        "neoadjuvant_response_percent": draw(opt(percents())),
+        "closest_margin_mm": draw(opt(bounded(amounts(50)))),
+        "neoadjuvant_response_percent": draw(opt(bounded(percents()))),
         "ihc": ihc,
         "metastatic_lesions": lesions,
     }
@@ -285,9 +328,11 @@ def postoperatives(draw: Draw, surgery_day: dt.date) -> dict[str, Any] | None:
 
 
 @st.composite
-def therapies(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
+def therapies(draw: Draw, diagnosis: dt.date, operated: bool = False) -> dict[str, Any]:
     kind = draw(code("therapy-kind"))
-    start = draw(opt(st.just(day_between(draw, diagnosis, 400))))
+    status = draw(opt(code("therapy-status")))
+    given = status != "not_given"  # a therapy stated as not given has no course
+    start = draw(opt(st.just(day_between(draw, diagnosis, 400)))) if given else None
     end = day_between(draw, start, 300) if start and draw(booleans) else None
     radiotherapy = None
     if kind == "radiotherapy" and draw(booleans):
@@ -320,11 +365,13 @@ def therapies(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
         "timing": draw(code("therapy-timing")),
         "start": iso(start) if start else None,
         "end": iso(end) if end else None,
-        "status": draw(opt(code("therapy-status"))),
+        "status": status,
+        "not_given_reason": None if given else draw(opt(texts)),
+        "start_postoperative_day": draw(opt(st.integers(0, 30))) if given and operated else None,
         "radiotherapy": radiotherapy,
         "drugs": drugs,
         "cycles_planned": draw(opt(st.integers(0, 12))),
-        "cycles_completed": draw(opt(st.integers(0, 12))),
+        "cycles_completed": draw(opt(st.integers(0, 12))) if given else None,
         "duration_months": None if lifelong else draw(opt(amounts(36))),
         "lifelong": lifelong,
         "stop_reason": draw(opt(code("stop-reason"))),
@@ -426,7 +473,7 @@ def valid_cases(draw: Draw) -> Case:
         "surgery": [draw(surgeries(day)) for day in surgery_days],
         "pathology": draw(opt(pathologies())),
         "postoperative": draw(postoperatives(first)) if first else None,
-        "therapies": draw(st.lists(therapies(diagnosis), max_size=3)),
+        "therapies": draw(st.lists(therapies(diagnosis, bool(surgery_days)), max_size=3)),
         "follow_up": draw(st.lists(follow_ups(diagnosis, first), max_size=3)),
         "outcome": draw(outcomes(diagnosis)),
         "care_plan": None,

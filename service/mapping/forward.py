@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.codes import CANONICAL
+from service.codes import CANONICAL, table
 from service.mapping import paths
 from service.mapping.spec import (
     CONVERTERS,
@@ -24,6 +24,7 @@ from service.mapping.spec import (
     fixed_value,
     full_url,
     identifier_value,
+    quantity_range,
     spec,
 )
 
@@ -85,6 +86,12 @@ def write_group(node: dict[str, Any], group: Group, case: dict[str, Any], item: 
             continue
         convert = CONVERTERS[f.kind][0]
         where = case_path(tokens)
+        if f.absent is not None and isinstance(value, str) and table(str(f.arg)).is_absent(value):
+            paths.put(node, f.absent, table(str(f.arg)).absent_concept(value))
+            continue
+        if f.range is not None and isinstance(value, dict) and "low" in value:
+            paths.put(node, f.range, quantity_range(value, str(f.arg)))
+            continue
         try:
             if paths.has_every(f.path):
                 if value:

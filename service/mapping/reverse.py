@@ -14,6 +14,7 @@ from service.mapping.spec import (
     MappingError,
     case_set,
     case_tokens,
+    quantity_range_back,
     spec,
     split_identifier,
 )
@@ -43,6 +44,11 @@ def read_group(node: dict[str, Any], group: Group, out: dict[str, Any], item: To
                 case_set(out, tokens, [back(v, f.arg, ctx) for v in paths.get_all(node, f.path)])
                 continue
             value = paths.get(node, f.path)
+            if value is None and f.range is not None and (span := paths.get(node, f.range)) is not None:
+                case_set(out, tokens, quantity_range_back(span, str(f.arg)))
+                continue
+            if value is None and f.absent is not None:
+                value = paths.get(node, f.absent)  # a data-absent reason written in its place
             if value is not None:
                 case_set(out, tokens, back(value, f.arg, ctx))
         except MappingError as error:

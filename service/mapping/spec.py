@@ -130,6 +130,11 @@ class Field:
     kind: str
     arg: str | None = None
     items: Group | None = None
+    range: str | None = None
+    """Where a range ``{low, high}`` of a ``quantity(unit)`` field goes (a ``...valueRange`` path)."""
+    absent: str | None = None
+    """Where a data-absent reason of the field's table goes instead of ``path`` (``dataAbsentReason`` of
+    an Observation or its component: R4 obs-6 lets it stand only when the value is missing)."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,13 @@ def _group(raw: dict[str, Any], aliases: dict[str, str]) -> Group:
         m = _KIND.match(f["as"])
         if not m or m.group("kind") not in CONVERTERS:
             raise MappingError(f"unknown converter {f['as']!r} for field {f['field']!r}")
-        fields.append(Field(f["field"], path, m.group("kind"), m.group("arg")))
+        absent = expand_path(f["absent"], aliases) if "absent" in f else None
+        if absent is not None and m.group("kind") != "codeable":
+            raise MappingError(f"field {f['field']!r}: `absent:` needs a codeable(table) field")
+        span = expand_path(f["range"], aliases) if "range" in f else None
+        if span is not None and m.group("kind") != "quantity":
+            raise MappingError(f"field {f['field']!r}: `range:` needs a quantity(unit) field")
+        fields.append(Field(f["field"], path, m.group("kind"), m.group("arg"), range=span, absent=absent))
     return Group(fixed, tuple(fields))
 
 
@@ -345,7 +356,7 @@ class Context:
 def _table_key(name: str, value: Any) -> str:
     t = table(name)
     key = str(value)
-    if key not in t.values:
+    if key not in t.values and not t.is_absent(key):
         raise MappingError(f"value {value!r} is not in code table {name!r}")
     return key
 
@@ -406,14 +417,41 @@ def _map_back(value: Any, name: str | None, _: Context) -> Any:
 
 
 def _quantity(value: Any, unit: str | None, _: Context) -> Any:
+    """A number -> Quantity; a bound ``{comparator, value}`` -> Quantity.comparator (a range is written
+    by the field's ``range:`` path, see forward.py)."""
     assert unit
-    return {"value": value, "unit": unit, "system": systems()["UCUM"], "code": unit}
+    if isinstance(value, dict):
+        if "comparator" not in value:
+            raise MappingError(f"value {value!r} is a range: the field has no `range:` element")
+        return {"value": value["value"], "comparator": value["comparator"], **_ucum(unit)}
+    return {"value": value, **_ucum(unit)}
+
+
+def _ucum(unit: str) -> dict[str, str]:
+    return {"unit": unit, "system": systems()["UCUM"], "code": unit}
 
 
 def _quantity_back(value: Any, unit: str | None, _: Context) -> Any:
     if value.get("code") != unit:
         raise MappingError(f"quantity unit {value.get('code')!r} is not {unit!r}")
+    if "comparator" in value:
+        return {"comparator": value["comparator"], "value": value.get("value")}
     return value.get("value")
+
+
+def quantity_range(value: dict[str, Any], unit: str) -> dict[str, Any]:
+    """``{low, high}`` -> FHIR Range (SimpleQuantity ends, same UCUM unit)."""
+    return {"low": {"value": value["low"], **_ucum(unit)}, "high": {"value": value["high"], **_ucum(unit)}}
+
+
+def quantity_range_back(value: dict[str, Any], unit: str) -> dict[str, Any]:
+    ends = {}
+    for end in ("low", "high"):
+        q = value.get(end) or {}
+        if q.get("code") != unit or "value" not in q:
+            raise MappingError(f"Range.{end} must be a value in {unit!r}")
+        ends[end] = q["value"]
+    return ends
 
 
 def _reference(value: Any, _: str | None, ctx: Context) -> Any:

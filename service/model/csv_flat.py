@@ -28,6 +28,7 @@ from service.model.validate import validate_case
 # Entries per repeating group (dotted field path without indices) that the CSV layout holds.
 MAX_ENTRIES: dict[str, int] = {
     "patient.history": 4,
+    "patient.performance_status": 3,
     "presentation.symptoms": 6,
     "diagnosis.imaging": 6,
     "diagnosis.tumour_size": 4,
@@ -36,6 +37,7 @@ MAX_ENTRIES: dict[str, int] = {
     "surgery": 2,
     "surgery.organs_resected": 4,
     "surgery.renal_veins": 2,
+    "surgery.events": 3,
     "pathology.ihc": 10,
     "pathology.metastatic_lesions": 4,
     "postoperative.complications": 4,
@@ -48,6 +50,9 @@ MAX_ENTRIES: dict[str, int] = {
     "care_plan.activities": 8,
 }
 SEPARATOR = ";"
+RANGE = ".."
+"""Between the ends of a range in a cell (``90..95``): ``-`` would clash with negative numbers and with
+the spreadsheet formula guard."""
 _INTEGER = re.compile(r"^[+-]?\d+$")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 """A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection": =, +, -, @,
@@ -79,7 +84,7 @@ Path = tuple[str | int, ...]
 class Column:
     name: str
     path: Path
-    kind: str  # text | code | date | number | integer | boolean | codes | numbers
+    kind: str  # text | code | date | number | integer | boolean | codes | numbers | bound
     field: fields.Field[Any]
 
 
@@ -120,6 +125,8 @@ def _kind(field: fields.Field[Any]) -> str:
         return "boolean"
     if isinstance(field, f.Code):
         return "integer" if field.integer else "code"
+    if isinstance(field, f.Bounded):
+        return "bound"
     if isinstance(field, f.Date):
         return "date"
     if isinstance(field, f.Number):
@@ -191,6 +198,12 @@ def _cell(value: Any, kind: str) -> str:
         return SEPARATOR.join(_number(v) for v in value)
     if kind in ("number", "integer"):
         return _number(value)
+    if kind == "bound":
+        if isinstance(value, Mapping) and "comparator" in value:
+            return f"{value['comparator']}{_number(value['value'])}"
+        if isinstance(value, Mapping):
+            return f"{_number(value['low'])}{RANGE}{_number(value['high'])}"
+        return _number(value)
     return str(value)
 
 
@@ -248,6 +261,23 @@ def _parse(cell: str, kind: str) -> Any:
         return [_parse_number(part.strip()) for part in raw.split(SEPARATOR)]
     if kind == "boolean":
         return {"true": True, "false": False}.get(raw.lower(), cell)
+    if kind == "bound":
+        return _parse_bound(raw)
+    return _parse_number(raw)
+
+
+_BOUND = re.compile(r"^(<=|>=|<|>)\s*(\S+)$")
+
+
+def _parse_bound(raw: str) -> Any:
+    """``>75`` -> {comparator, value}; ``90..95`` -> {low, high}; else a number (what does not parse is
+    passed on as text, so validation names the field)."""
+    found = _BOUND.match(raw)
+    if found:
+        return {"comparator": found.group(1), "value": _parse_number(found.group(2))}
+    low, sep, high = raw.partition(RANGE)
+    if sep:
+        return {"low": _parse_number(low.strip()), "high": _parse_number(high.strip())}
     return _parse_number(raw)
 
 

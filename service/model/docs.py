@@ -169,6 +169,12 @@ def type_of(field: fields.Field[Any]) -> str:
         return f"list of up to {f.Dimensions.MAX} numbers [{field.unit}], largest first; units " + ", ".join(
             field.dimension.units
         )
+    if isinstance(field, f.Bounded):
+        units = f"; units {', '.join(field.dimension.units)}" if field.dimension else ""
+        return (
+            f"number [{field.unit or '%'}], bound {{comparator, value}} or range {{low, high}}{units} "
+            "(CSV `>75`, `<=2`, `90..95`)"
+        )
     if isinstance(field, f.Measure):
         return f"number [{field.unit}]; units " + ", ".join(field.dimension.units)
     if isinstance(field, f.Number):

@@ -268,6 +268,70 @@ class Measure(Number):
         return self.check(convert(number, unit, self.unit, self.dimension))
 
 
+COMPARATORS = ("<", "<=", ">=", ">")
+"""FHIR R4 Quantity.comparator codes (quantity-comparator): "How the value should be understood and
+represented - whether the actual value is greater or less than the stated value due to measurement
+issues"."""
+
+
+class Bounded(Number):
+    """A measurement that may be a bound or a range (data set, "Incomplete records": ``> 75 %``,
+    ``90-95 %``): a number (or ``{value, unit}`` for a measure), ``{"comparator": "<"|"<="|">="|">",
+    "value": v}``, or ``{"low": l, "high": h}`` with ``l < h``; each kept as given, in the canonical
+    unit. In FHIR a bound is Quantity.comparator and a range a Range."""
+
+    def __init__(self, *, dimension: Dimension | None = None, unit: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dimension = dimension
+        self.unit = unit
+
+    def _one(self, raw: Any, unit: str | None) -> float:
+        number = _number(raw)
+        if self.dimension is not None and self.unit is not None and unit is not None:
+            number = convert(number, unit, self.unit, self.dimension)
+        return self.check(number)
+
+    def _unit(self, value: Mapping[str, Any]) -> str | None:
+        if "unit" not in value:
+            return self.unit
+        if self.dimension is None:
+            raise ValidationError("a percentage takes no unit")
+        if value["unit"] not in self.dimension.factors:
+            units = ", ".join(self.dimension.units)
+            raise ValidationError(f"unit {value['unit']!r} is not allowed; allowed units: {units}")
+        return str(value["unit"])
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Any:
+        if not isinstance(value, Mapping):
+            return self._one(value, self.unit)
+        unknown = sorted(set(value) - {"value", "unit", "comparator", "low", "high"})
+        if unknown:
+            raise ValidationError(
+                f"unknown field(s) {', '.join(unknown)}; a measure is {{value, unit}}, a bound "
+                "{comparator, value} or a range {low, high}"
+            )
+        keys = set(value) - {"unit"}
+        unit = self._unit(value)
+        if keys == {"value"}:
+            if self.dimension is not None and "unit" not in value:
+                raise ValidationError("a measure object needs both value and unit")
+            return self._one(value["value"], unit)
+        if keys == {"comparator", "value"}:
+            if value["comparator"] not in COMPARATORS:
+                raise ValidationError(f"comparator must be one of: {', '.join(COMPARATORS)}")
+            return {"comparator": value["comparator"], "value": self._one(value["value"], unit)}
+        if keys == {"low", "high"}:
+            low, high = self._one(value["low"], unit), self._one(value["high"], unit)
+            if not low < high:
+                raise ValidationError("a range needs low < high (one value is a plain number)")
+            return {"low": low, "high": high}
+        raise ValidationError(
+            "must be a number, {value, unit}, a bound {comparator, value} or a range {low, high}"
+        )
+
+
 class Dimensions(fields.Field[list[float]]):
     """One to three tumour dimensions, largest first, in cm (or ``{"value": [...], "unit": "mm"}``)."""
 
@@ -306,8 +370,10 @@ class Code(fields.Field[str]):
         self.integer = integer
 
     def allowed(self) -> list[Any]:
-        keys = table(self.table_name).keys()
-        return [int(k) for k in keys] if self.integer else keys
+        t = table(self.table_name)
+        keys = t.keys()
+        # data-absent reasons (``unknown``) stay strings beside an integer table's numbers
+        return [*(int(k) for k in keys), *t.absent] if self.integer else t.accepted()
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
@@ -362,6 +428,15 @@ def number(
 
 def percent(description: str) -> Number:
     return Number(minimum=0, maximum=100, **_options(False, description, {"unit": "%"}))
+
+
+def bounded_percent(description: str) -> Bounded:
+    return Bounded(minimum=0, maximum=100, **_options(False, description, {"unit": "%", "bounded": True}))
+
+
+def bounded_measure(dimension: Dimension, unit: str, description: str) -> Bounded:
+    meta = {"unit": unit, "dimension": dimension.name, "units": dimension.units, "bounded": True}
+    return Bounded(dimension=dimension, unit=unit, minimum=0, **_options(False, description, meta))
 
 
 def measure(dimension: Dimension, unit: str, description: str, *, required: bool = False) -> Measure:

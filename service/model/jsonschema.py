@@ -94,6 +94,23 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
             "anyOf": [values, _measure_object(values, field.dimension.units)],
             "x-unit": field.unit,
         }
+    if isinstance(field, f.Bounded):
+        number = _number(field)
+        plain = _measure_object(number, field.dimension.units) if field.dimension else None
+        unit: dict[str, Any] = {"unit": {"enum": field.dimension.units}} if field.dimension else {}
+        bound = {
+            "type": "object",
+            "properties": {"comparator": {"enum": list(f.COMPARATORS)}, "value": number, **unit},
+            "required": ["comparator", "value"],
+            "additionalProperties": False,
+        }
+        span = {
+            "type": "object",
+            "properties": {"low": number, "high": number, **unit},
+            "required": ["low", "high"],
+            "additionalProperties": False,
+        }
+        return {"anyOf": [number, *([plain] if plain else []), bound, span], "x-unit": field.unit or "%"}
     if isinstance(field, f.Measure):
         number = _number(field)
         return {"anyOf": [number, _measure_object(number, field.dimension.units)], "x-unit": field.unit}

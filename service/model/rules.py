@@ -233,9 +233,51 @@ def death_only_when_dead(case: dict[str, Any]) -> Iterator[Issue]:
 
 
 @rule
+def performance_scores(case: dict[str, Any]) -> Iterator[Issue]:
+    """ECOG 0-4 and Karnofsky 0-100 in steps of 10 (data set, "Elements added"; mCODE's answer lists
+    LL529-9 and LL4986-7 list those scores)."""
+    for i, entry in enumerate(case["patient"]["performance_status"]):
+        score, path = entry["score"], f"patient.performance_status[{i}].score"
+        if entry["scale"] == "ecog" and score > 4:
+            yield issue(path, "an ECOG score is 0 to 4")
+        if entry["scale"] == "karnofsky" and score % 10:
+            yield issue(path, "a Karnofsky score is 0 to 100 in steps of 10")
+
+
+@rule
+def therapy_not_given(case: dict[str, Any]) -> Iterator[Issue]:
+    """A therapy stated as not given has a reason only then, and no course (dates, cycles, drugs given)."""
+    for i, therapy in enumerate(case["therapies"]):
+        path = f"therapies[{i}]"
+        if therapy["status"] != "not_given":
+            if therapy["not_given_reason"] is not None:
+                yield issue(f"{path}.not_given_reason", "only allowed when status is not_given")
+            continue
+        for name in ("start", "end", "cycles_completed", "start_postoperative_day"):
+            if therapy[name] is not None:
+                yield issue(f"{path}.{name}", "not allowed when status is not_given")
+
+
+@rule
+def postoperative_day_needs_surgery(case: dict[str, Any]) -> Iterator[Issue]:
+    for i, therapy in enumerate(case["therapies"]):
+        if therapy["start_postoperative_day"] is not None and not case["surgery"]:
+            yield issue(f"therapies[{i}].start_postoperative_day", "needs an operation (surgery is empty)")
+
+
+@rule
+def weight_loss_has_an_amount(case: dict[str, Any]) -> Iterator[Issue]:
+    loss = (case.get("presentation") or {}).get("weight_loss")
+    if loss is not None and loss["kg"] is None and loss["percent"] is None:
+        yield issue("presentation.weight_loss", "needs kg or percent (a period alone says no amount)")
+
+
+@rule
 def segments_ordered(case: dict[str, Any]) -> Iterator[Issue]:
     order = table("ivc-segment").keys()
     diagnosis = case["diagnosis"]
+    if diagnosis["ivc_segment_from"] not in order or diagnosis["ivc_segment_to"] not in order:
+        return  # an unknown end bounds nothing: the known end alone is kept, no order is implied
     if order.index(diagnosis["ivc_segment_from"]) > order.index(diagnosis["ivc_segment_to"]):
         yield issue("diagnosis.ivc_segment_from", f"must not be above ivc_segment_to ({' <= '.join(order)})")
 
@@ -336,6 +378,7 @@ def _other_entries(case: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], 
         groups.append(("presentation.symptoms", presentation["symptoms"], "symptom", "text"))
     for i, s in enumerate(case["surgery"]):
         groups.append((f"surgery[{i}].organs_resected", s["organs_resected"], "organ", "detail"))
+        groups.append((f"surgery[{i}].events", s["events"], "event", "text"))
     if pathology is not None:
         groups.append(("pathology.ihc", pathology["ihc"], "marker", "text"))
         groups.append(("pathology.metastatic_lesions", pathology["metastatic_lesions"], "site", "text"))

@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, fields, post_load, pre_load
 
 from service.model import fields as f
 from service.model.labs import normalise_lab
-from service.model.units import DOSE, DURATION, LENGTH, TIME, VOLUME
+from service.model.units import DOSE, DURATION, LENGTH, MASS, TIME, VOLUME
 
 
 class Base(Schema):
@@ -133,6 +133,14 @@ class HistorySchema(Base):
     date = f.date("Date of the condition.")
 
 
+class PerformanceStatusSchema(Base):
+    scale = f.code(
+        "performance-scale", "Scale: ECOG (0-4) or Karnofsky (0-100, in steps of 10).", required=True
+    )
+    score = f.number("Score on the scale.", required=True, integer=True, maximum=100)
+    date = f.date("Date of the assessment (at diagnosis or at follow-up).")
+
+
 class PatientSchema(Base):
     identifier = one(IdentifierSchema, "Patient identifier (system + value).", required=True)
     sex = f.code("sex", "Administrative sex.", required=True)
@@ -145,6 +153,7 @@ class PatientSchema(Base):
     )
     smoking = one(SmokingSchema, "Smoking status and pack-years.")
     history = many_of(HistorySchema, "Relevant history (coded condition or text, with date).")
+    performance_status = many_of(PerformanceStatusSchema, "Performance status (ECOG or Karnofsky) with date.")
 
 
 # ---- 3. presentation ------------------------------------------------------------------------
@@ -153,7 +162,15 @@ class PatientSchema(Base):
 class SymptomSchema(Base):
     symptom = f.code("symptom", "Presenting symptom.", required=True)
     text = f.text("Description; required when symptom is other.")
-    duration_months = f.measure(DURATION, "months", "Duration before presentation [months].")
+    duration_months = f.bounded_measure(DURATION, "months", "Duration before presentation [months].")
+
+
+class WeightLossSchema(Base):
+    collapse_empty = True
+
+    kg = f.bounded_measure(MASS, "kg", "Weight lost [kg].")
+    percent = f.bounded_percent("Weight lost [% of body weight].")
+    over_months = f.bounded_measure(DURATION, "months", "Period over which it was lost [months].")
 
 
 class PresentationSchema(Base):
@@ -162,6 +179,7 @@ class PresentationSchema(Base):
     date = f.date("Date of presentation.")
     symptoms = many_of(SymptomSchema, "Symptoms, each with its duration.")
     incidental = f.boolean("Found incidentally on imaging done for something else.")
+    weight_loss = one(WeightLossSchema, "Weight loss: amount in kg and/or percent, over a period.")
 
 
 # ---- 4. diagnosis -----------------------------------------------------------------------------
@@ -182,7 +200,7 @@ class DiagnosisSchema(Base):
     ivc_segment_from = f.code("ivc-segment", "Lowest IVC segment involved.", required=True)
     ivc_segment_to = f.code("ivc-segment", "Highest IVC segment involved (from <= to).", required=True)
     growth_pattern = f.code("growth-pattern", "Growth pattern.")
-    luminal_occlusion_percent = f.percent("Luminal occlusion [%]; 100 = complete.")
+    luminal_occlusion_percent = f.bounded_percent("Luminal occlusion [%]; 100 = complete.")
     renal_vein_involvement = f.code("renal-vein-involvement", "Renal vein involvement.")
     hepatic_vein_involvement = f.boolean("Hepatic vein involvement.")
     right_atrium_extension = f.boolean("Extension into the right atrium.")
@@ -215,6 +233,13 @@ class RenalVeinSchema(Base):
     material = f.code("graft-material", "Material; required for reconstruction_with_graft.")
 
 
+class IntraoperativeEventSchema(Base):
+    event = f.code("intraoperative-event", "Intra-operative event (e.g. haemorrhage).", required=True)
+    text = f.text("Description; required when event is other.")
+    blood_loss_ml = f.bounded_measure(VOLUME, "mL", "Blood lost in the event [mL].")
+    transfusion_units = f.number("Red cell units transfused for the event.", integer=True)
+
+
 class SurgerySchema(Base):
     date = f.date("Date of the operation.", required=True)
     intent = f.code("surgery-intent", "Intent.")
@@ -226,8 +251,9 @@ class SurgerySchema(Base):
     bypass = f.code("bypass", "Bypass.")
     operative_time_min = f.measure(TIME, "min", "Operative time [min].")
     clamp_time_min = f.measure(TIME, "min", "Vascular clamp (ischaemia) time [min].")
-    blood_loss_ml = f.measure(VOLUME, "mL", "Estimated blood loss [mL].")
+    blood_loss_ml = f.bounded_measure(VOLUME, "mL", "Estimated blood loss [mL].")
     transfusion_units = f.number("Red cell transfusion [units]; 0 when none.", integer=True)
+    events = many_of(IntraoperativeEventSchema, "Intra-operative events (haemorrhage, ...).")
     frozen_section = f.text("Intra-operative frozen section result.")
 
 
@@ -249,6 +275,10 @@ class MetastaticLesionSchema(Base):
 
 class PathologySchema(Base):
     histology = f.code("histology", "Histology.", required=True)
+    histologic_subtype = codes(
+        "histologic-subtype",
+        "Histologic subtype / pattern (e.g. spindle cell, fascicular), beside the grade.",
+    )
     differentiation = f.code("differentiation", "Differentiation.")
     fnclcc_grade = f.code("fnclcc-grade", "FNCLCC grade (1, 2, 3).", integer=True)
     tumour_size_cm = f.dimensions(
@@ -257,8 +287,10 @@ class PathologySchema(Base):
         "Pathological tumour size: up to three dimensions [cm], largest first; [] when not measured.",
     )
     margin = f.code("margin", "Resection margin.")
-    closest_margin_mm = f.measure(LENGTH, "mm", "Closest margin [mm].")
-    neoadjuvant_response_percent = f.percent("Response to neoadjuvant therapy (cytoreduction/necrosis) [%].")
+    closest_margin_mm = f.bounded_measure(LENGTH, "mm", "Closest margin [mm].")
+    neoadjuvant_response_percent = f.bounded_percent(
+        "Response to neoadjuvant therapy (cytoreduction/necrosis) [%]."
+    )
     ihc = many_of(IhcSchema, "Immunohistochemistry.")
     metastatic_lesions = many_of(MetastaticLesionSchema, "Metastatic lesions examined.")
 
@@ -313,7 +345,11 @@ class TherapySchema(Base):
     timing = f.code("therapy-timing", "Timing.", required=True)
     start = f.date("Start date.")
     end = f.date("End date (not before start).")
-    status = f.code("therapy-status", "Status.")
+    status = f.code("therapy-status", "Status; not_given = stated as not given (e.g. no anticoagulation).")
+    not_given_reason = f.text("Why the therapy was not given (only with status not_given).")
+    start_postoperative_day = f.number(
+        "Started on this post-operative day (0 = day of the operation); needs an operation.", integer=True
+    )
     radiotherapy = one(RadiotherapySchema, "Radiotherapy dose; only when kind is radiotherapy.")
     drugs = many_of(DrugSchema, "Drugs.")
     cycles_planned = f.number("Cycles planned.", integer=True)

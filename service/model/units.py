@@ -29,6 +29,7 @@ LENGTH = Dimension("length", {"mm": 1.0, "cm": 10.0})
 TIME = Dimension("time", {"min": 1.0, "h": 60.0})
 VOLUME = Dimension("volume", {"mL": 1.0, "L": 1000.0})
 DOSE = Dimension("dose", {"Gy": 1.0, "cGy": 0.01})
+MASS = Dimension("mass", {"kg": 1.0, "g": 0.001})
 DURATION = Dimension(
     "duration",
     {"days": 1.0, "weeks": 7.0, "months": DAYS_PER_MONTH, "years": DAYS_PER_YEAR},

@@ -87,6 +87,8 @@ def matches(case: Mapping[str, Any], filters: Filters) -> bool:
     diagnosis = case["diagnosis"]
     if filters.segments:
         order = table("ivc-segment").keys()
+        if diagnosis["ivc_segment_from"] not in order or diagnosis["ivc_segment_to"] not in order:
+            return False  # an unknown extent matches no segment filter (it is not known to span it)
         low, high = order.index(diagnosis["ivc_segment_from"]), order.index(diagnosis["ivc_segment_to"])
         if not any(low <= order.index(s) <= high for s in filters.segments):
             return False

@@ -219,7 +219,9 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     groups = {"surgery": surgery, "postoperative": postoperative}
     for name, (group, key) in SURGICAL.items():
         value = groups[group].get(key)
-        if value is None:
+        if value is None or isinstance(value, Mapping):
+            # a bound or range (``> 500``, ``500..800``) is not a number: counted with the missing
+            # until the summary reports imprecise values (issue 15, summary part)
             series.missing[name] += 1
         else:
             series.surgical.setdefault(name, []).append(value)
@@ -234,9 +236,9 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     else:
         series.complications[NOT_RECORDED] += 1
     grades = table("clavien-dindo").keys()
-    graded = [c["clavien_dindo"] for c in listed if c["clavien_dindo"] is not None]
+    graded = [c["clavien_dindo"] for c in listed if c["clavien_dindo"] in grades]  # `unknown` is ungraded
     for c in listed:
-        series.by_grade[c["clavien_dindo"] or "ungraded"] += 1
+        series.by_grade[c["clavien_dindo"] if c["clavien_dindo"] in grades else "ungraded"] += 1
     if graded:
         series.highest[max(graded, key=grades.index)] += 1
     elif listed:

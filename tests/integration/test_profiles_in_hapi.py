@@ -32,6 +32,8 @@ EXTERNAL_UNKNOWN = (
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("ivclms-0*.json"))
+LITERATURE = sorted((ROOT / "examples" / "literature").glob("ivclms-*.json"))
+"""Literature-style cases (unknowns, bounds, ranges, added elements): validated like the series."""
 PACKAGE_EXAMPLES = ROOT / "profiles" / "example"
 REPORT = ROOT / ".run" / "reports" / "hapi-example-warnings.txt"
 NOW = "2026-01-01T00:00:00Z"
@@ -91,7 +93,7 @@ def report() -> Any:
     REPORT.write_text("".join(f"{n:5d}  {line}\n" for line, n in sorted(lines.items())))
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+@pytest.mark.parametrize("example", EXAMPLES + LITERATURE, ids=[p.stem for p in EXAMPLES + LITERATURE])
 def test_every_resource_of_the_example_conforms_to_its_profile(package_loaded, hapi, report, example):
     bundle = case_to_bundle(_case(example), now=NOW)
     _assert_conform(hapi, package_loaded, report, [e["resource"] for e in bundle["entry"]])

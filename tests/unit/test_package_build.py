@@ -37,6 +37,10 @@ def _verified() -> dict[tuple[str, str], str]:
                 out[(value.standard.system, value.standard.code)] = value.standard.display
             if table.fhir_code:
                 out[(fhir_code_system, value.key)] = value.display
+    # FHIR R4 CodeSystem data-absent-reason (terminology.md "Data absent reason", verified): the codes
+    # and displays as the R4 definitions give them
+    dar = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+    out |= {(dar, "unknown"): "Unknown", (dar, "not-applicable"): "Not Applicable"}
     return out
 
 

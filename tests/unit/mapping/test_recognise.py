@@ -174,6 +174,14 @@ def test_every_resource_of_any_case_is_placed_or_reported(case: dict[str, Any]):
     # (the module's known ambiguity), so generated cases measure it by imaging.
     for size in case["diagnosis"]["tumour_size"]:
         size["method"] = "imaging"
+    # A plain Procedure coded only data-absent-reason `unknown` on the IVC is both a resection and an
+    # IVC management (its code is what tells them apart): it is reported, not placed, so generated
+    # cases here keep those two codes known (the placement of unknowns is tested on profiled bundles).
+    for surgery in case["surgery"]:
+        if surgery["resection"] == "unknown":
+            surgery["resection"] = "segmental"
+        if surgery["ivc_management"]["method"] == "unknown":
+            surgery["ivc_management"]["method"] = "ligation"
     case = validate_case(case)
     made = case_to_bundle(case, now=NOW)
     profiled = profile(plain(made), case)

@@ -34,12 +34,13 @@ def test_json_schema_shape():
     assert all(d["additionalProperties"] is False for d in schema["$defs"].values())
     assert schema["required"] == ["case_id", "source_system", "patient", "diagnosis", "outcome"]
     ivc = schema["$defs"]["IvcManagement"]["properties"]
-    assert ivc["method"]["enum"] == table("ivc-management").keys()
-    assert ivc["graft_material"]["enum"] == [*table("graft-material").keys(), None]
+    # the values, then the data-absent reasons the table accepts (codes.yaml `absent:`)
+    assert ivc["method"]["enum"] == [*table("ivc-management").keys(), "unknown"]
+    assert ivc["graft_material"]["enum"] == [*table("graft-material").keys(), "unknown", None]
     diameter = ivc["graft_diameter_mm"]["anyOf"][0]
     assert diameter["anyOf"][1]["properties"]["unit"]["enum"] == ["mm", "cm"]
     grade = schema["$defs"]["Pathology"]["properties"]["fnclcc_grade"]
-    assert grade["enum"] == [1, 2, 3, None]
+    assert grade["enum"] == [1, 2, 3, "unknown", "not_applicable", None]
     json.dumps(schema)  # serialisable
 
 

@@ -112,12 +112,12 @@ def test_unknown_fields_are_errors_at_every_level(example, mutate, expected):
         ),
         (
             lambda c: c["pathology"].update(fnclcc_grade=4),
-            "pathology.fnclcc_grade: must be one of: 1, 2, 3",
+            "pathology.fnclcc_grade: must be one of: 1, 2, 3, unknown, not_applicable",
             "invalid",
         ),
         (
             lambda c: c["pathology"].update(fnclcc_grade="2"),
-            "pathology.fnclcc_grade: must be one of: 1, 2, 3",
+            "pathology.fnclcc_grade: must be one of: 1, 2, 3, unknown, not_applicable",
             "invalid",
         ),
         (
@@ -206,7 +206,7 @@ def test_a_non_object_case_is_an_error():
 
 def test_allowed_values_come_from_the_code_tables(example):
     example["surgery"][0]["ivc_management"]["method"] = "stent"
-    allowed = ", ".join(table("ivc-management").keys())
+    allowed = ", ".join([*table("ivc-management").keys(), "unknown"])
     assert problems(example) == [f"surgery[0].ivc_management.method: must be one of: {allowed}"]
 
 
@@ -303,7 +303,8 @@ def test_measures_in_another_unit_are_converted(example, set_value, get_value, e
         ),
         (
             lambda c: c["surgery"][0].update(blood_loss_ml={"value": 3, "unit": "L", "when": "x"}),
-            "surgery[0].blood_loss_ml: unknown field(s) when; a measure is {value, unit}",
+            "surgery[0].blood_loss_ml: unknown field(s) when; a measure is {value, unit}, a bound "
+            "{comparator, value} or a range {low, high}",
         ),
         (
             lambda c: c["therapies"][0]["radiotherapy"].update(boost_gy={"value": 5, "unit": "Gray"}),

@@ -30,6 +30,7 @@ FREE_TEXT_KEYS = {
     "route",
     "frequency",
     "stop_reason_text",
+    "not_given_reason",
     "death_cause",
     "decision",
 }
