@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +14,10 @@ from pathlib import Path
 import pytest
 
 from service.bulk_export import STATUS_AFTER_S
-from tests.conftest import TEST_SECRET
 from tests.reliability.conftest import INPUTS, auth
+from tests.serving import Serve
 
 STARTUP_S = 90
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -44,41 +34,15 @@ def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
 
 
-class Server:
-    def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.log = tmp / "server.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("IVCLMS_")},
-            "IVCLMS_AUTH_JWT_SECRET": TEST_SECRET,
-            "IVCLMS_DATA_DIR": str(tmp / "data"),
-            "IVCLMS_HTTP_PORT": str(self.port),
-            "IVCLMS_HTTP_WORKERS": "1",
-            "IVCLMS_HTTP_THREADS": "2",
-        }
-        self._out = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from service.cli import main; main()", "serve"],
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if _raw(self.port, b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"gunicorn not ready in {STARTUP_S} s"
-            time.sleep(0.2)
+class Server(Serve):
+    """One worker, two threads, SQLite under ``tmp``; ready when /healthz answers 200 over a raw socket."""
 
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self._out.close()
-        return self.log.read_text(encoding="utf-8", errors="replace")
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp, {"IVCLMS_HTTP_THREADS": "2"}, self._healthy, STARTUP_S)
+
+    @staticmethod
+    def _healthy(port: int) -> bool:
+        return _raw(port, b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")[0] == 200
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,6 @@ shared), read back from the service, then PUT at the same ids into HAPI in one t
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from service.mapping.forward import case_to_bundle
 from service.model import validate_case
-from tests.conftest import TEST_SECRET
+from tests.serving import Serve
 from tests.tokens import token
 from tests.unit.mapping.test_recognise import find, plain
 
@@ -38,50 +32,20 @@ FHIR_JSON = "application/fhir+json"
 SCOPE = "system/*.cruds"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``ivclms serve`` in a child process, ready when /healthz answers 200 (polled with a deadline)."""
+class Server(Serve):
+    """``ivclms serve`` on its own PostgreSQL database, ready when /healthz answers 200."""
 
     def __init__(self, tmp: Path, db_url: str) -> None:
-        self.port = _free_port()
+        settings = {"IVCLMS_DB_URL": db_url, "IVCLMS_HTTP_THREADS": "4"}
+        super().__init__(tmp, settings, self._healthy, STARTUP_S)
         self.base = f"http://127.0.0.1:{self.port}/fhir"
-        self.log = tmp / "server.log"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("IVCLMS_")},
-            "IVCLMS_AUTH_JWT_SECRET": TEST_SECRET,
-            "IVCLMS_DB_URL": db_url,
-            "IVCLMS_DATA_DIR": str(tmp / "data"),
-            "IVCLMS_HTTP_PORT": str(self.port),
-            "IVCLMS_HTTP_WORKERS": "1",
-            "IVCLMS_HTTP_THREADS": "4",
-        }
-        self._out = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from service.cli import main; main()", "serve"],
-            env=env,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"ivclms serve not ready in {STARTUP_S} s"
-            time.sleep(0.2)
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=60)
-        self._out.close()
+    @staticmethod
+    def _healthy(port: int) -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
 
 
 @pytest.fixture(scope="package")
