@@ -305,6 +305,11 @@ class Bounded(Number):
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> Any:
         if not isinstance(value, Mapping):
+            if isinstance(value, str):  # a CSV cell that is no number, bound or range (``90-95``)
+                raise ValidationError(
+                    "must be a number, a bound (>75, <=2) or a range written with two dots (90..95); "
+                    "in JSON {comparator, value} or {low, high}"
+                )
             return self._one(value, self.unit)
         unknown = sorted(set(value) - {"value", "unit", "comparator", "low", "high"})
         if unknown:
