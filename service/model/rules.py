@@ -223,6 +223,49 @@ def last_contact_given(case: dict[str, Any]) -> Iterator[Issue]:
         yield issue("outcome.last_contact_months_after_surgery", "only allowed when a surgery is recorded")
 
 
+INTERVAL_SLACK_MONTHS = 1.0
+"""Months recorded as months are rounded by their source; an interval is refused only when it misses
+the span its dates allow by more than this."""
+
+
+@rule
+def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
+    """An interval and the dates it counts between cannot disagree (data set: "Date rules compare at
+    the coarser precision"; outside clinician review: 27 months after a 2014 operation with a last
+    contact in 2014, or 27 months after surgery but 10 after diagnosis, were accepted). Refused only
+    when certainly wrong: beyond every span the partial dates allow, with one month of slack."""
+    outcome = case["outcome"]
+    after_diagnosis = outcome["last_contact_months_after_diagnosis"]
+    after_surgery = outcome["last_contact_months_after_surgery"]
+    if (
+        after_diagnosis is not None
+        and after_surgery is not None
+        and after_diagnosis + INTERVAL_SLACK_MONTHS < after_surgery
+    ):
+        yield issue(
+            "outcome.last_contact_months_after_diagnosis",
+            f"{after_diagnosis} months after diagnosis is less than {after_surgery} months after "
+            "surgery, but the operation is not before the diagnosis",
+        )
+    first = first_surgery(case)
+    starts = (
+        ("diagnosis", case["diagnosis"]["date"], after_diagnosis),
+        ("surgery", first[1] if first else None, after_surgery),
+    )
+    last = outcome["last_contact"]
+    for name, start, months in starts:
+        if start is None or last is None or months is None:
+            continue
+        begin, end = dates.parse(start), dates.parse(last)
+        shortest = (end.earliest - begin.latest).days / DAYS_PER_MONTH
+        longest = (end.latest - begin.earliest).days / DAYS_PER_MONTH
+        if not shortest - INTERVAL_SLACK_MONTHS <= months <= longest + INTERVAL_SLACK_MONTHS:
+            yield issue(
+                f"outcome.last_contact_months_after_{name}",
+                f"{months} months after the {name} ({start}) cannot end at the last contact ({last})",
+            )
+
+
 @rule
 def death_only_when_dead(case: dict[str, Any]) -> Iterator[Issue]:
     outcome = case["outcome"]

@@ -1,0 +1,60 @@
+"""Intervals and the dates they count between (outside clinician review of issue 15: both cases below
+were accepted). Data set, "Incomplete records": "Date rules compare at the coarser precision"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.errors import Unprocessable
+from service.model import validate_case
+
+LITERATURE = Path(__file__).parents[3] / "examples" / "literature"
+EXAMPLE = LITERATURE / "ivclms-020-literature-unknown-extent-graft-material.json"
+
+
+def _case(**outcome: Any) -> dict[str, Any]:
+    case = json.loads(EXAMPLE.read_text())
+    case["diagnosis"]["date"], case["surgery"][0]["date"] = "2014", "2014"
+    case["outcome"].update(
+        {
+            "last_contact": None,
+            "last_contact_months_after_diagnosis": None,
+            "last_contact_months_after_surgery": None,
+        }
+    )
+    case["outcome"].update(outcome)
+    return case
+
+
+def _refused(case: dict[str, Any]) -> list[str]:
+    with pytest.raises(Unprocessable) as raised:
+        validate_case(case)
+    return [i.expression for i in raised.value.issues]
+
+
+def test_an_interval_longer_than_its_dates_allow_is_refused() -> None:
+    """Surgery in 2014, last contact in 2014: at most 12 months apart, not 27."""
+    case = _case(last_contact="2014", last_contact_months_after_surgery=27)
+    assert _refused(case) == ["outcome.last_contact_months_after_surgery"]
+
+
+def test_fewer_months_after_diagnosis_than_after_surgery_is_refused() -> None:
+    case = _case(last_contact_months_after_surgery=27, last_contact_months_after_diagnosis=10)
+    assert _refused(case) == ["outcome.last_contact_months_after_diagnosis"]
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        {"last_contact": "2016", "last_contact_months_after_surgery": 27},  # 2014 + 27 months falls in 2016
+        {"last_contact": "2014", "last_contact_months_after_surgery": 11},  # both in 2014: up to ~12 months
+        {"last_contact_months_after_surgery": 27, "last_contact_months_after_diagnosis": 27},  # same day
+        {"last_contact_months_after_surgery": 27, "last_contact_months_after_diagnosis": 26.5},  # rounding
+    ],
+)
+def test_intervals_the_partial_dates_allow_are_accepted(outcome: dict[str, Any]) -> None:
+    validate_case(_case(**outcome))
