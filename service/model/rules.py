@@ -267,6 +267,24 @@ def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
 
 
 @rule
+def response_needs_neoadjuvant_therapy(case: dict[str, Any]) -> Iterator[Issue]:
+    """A response to neoadjuvant therapy needs a neoadjuvant therapy given (or one whose timing is
+    unknown) in the case (outside clinician review of issue 15: accepted with no therapy at all)."""
+    if case["pathology"] is None or case["pathology"].get("neoadjuvant_response_percent") is None:
+        return
+    given = [
+        t
+        for t in case["therapies"]
+        if t["timing"] in ("neoadjuvant", "unknown") and t["status"] != "not_given"
+    ]
+    if not given:
+        yield issue(
+            "pathology.neoadjuvant_response_percent",
+            "needs a therapy with timing neoadjuvant (or unknown) that was given",
+        )
+
+
+@rule
 def death_only_when_dead(case: dict[str, Any]) -> Iterator[Issue]:
     outcome = case["outcome"]
     if outcome["vital_status"] != "dead":

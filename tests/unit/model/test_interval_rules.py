@@ -58,3 +58,13 @@ def test_fewer_months_after_diagnosis_than_after_surgery_is_refused() -> None:
 )
 def test_intervals_the_partial_dates_allow_are_accepted(outcome: dict[str, Any]) -> None:
     validate_case(_case(**outcome))
+
+
+def test_a_neoadjuvant_response_needs_a_neoadjuvant_therapy_given() -> None:
+    """Outside clinician review: a response "> 75 %" with no neoadjuvant therapy was accepted."""
+    case = json.loads((LITERATURE / "ivclms-021-neoadjuvant-response-bound-margin-unknown.json").read_text())
+    assert case["pathology"]["neoadjuvant_response_percent"] is not None
+    validate_case(json.loads(json.dumps(case)))  # as published: neoadjuvant chemotherapy given
+    case["therapies"] = [t for t in case["therapies"] if t["timing"] != "neoadjuvant"]
+    case["care_plan"] = None
+    assert "pathology.neoadjuvant_response_percent" in _refused(case)
