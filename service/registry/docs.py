@@ -207,33 +207,43 @@ brackets):
   all three dimensions of that measurement, each with n, mean, median and range
   [`tumour_dimensions_cm`, largest first]; pathological size [`pathological_tumour_size_cm`]: the
   largest dimension of `pathology.tumour_size_cm`.
-- IVC segments involved, by span (`I`, `I-II`, `II`, ...) [`segments`].
-- Operated cases, at their first (index) operation: IVC management [`ivc_management`], renal vein
+- IVC segments involved, by span (`I`, `I-II`, `II`, ...) [`segments`]; a span with an unknown end
+  counts as `unknown`. FNCLCC grade [`fnclcc_grade`] (`1`, `2`, `3`, `unknown`, `not_applicable`,
+  `{not_recorded}`).
+- Operated cases, at their first (index) operation: IVC management [`ivc_management`], graft or
+  patch material where one is recorded [`graft_material`], renal vein
   handling per side [`renal_veins`] (`{not_recorded}`: no entry for that side), operative time, blood
   loss, red cell transfusion and length of stay (n, mean, median, range; `missing` counts cases without
-  the value) [`operative_time_min`, `blood_loss_ml`, `transfusion_units`, `length_of_stay_days`],
+  the value, `imprecise` those where it is a bound such as `> 2000` or a range such as `500..800`:
+  neither is a number, so both are left out of n, mean, median and range)
+  [`operative_time_min`, `blood_loss_ml`, `transfusion_units`, `length_of_stay_days`],
   patients transfused (units > 0) [`transfused`].
 - Complications by Clavien-Dindo grade [`complications`]: `by_grade` counts complications,
-  `highest_grade` counts patients by their worst grade, `major` = patients whose worst grade is
+  `highest_grade` counts patients by their worst grade (a grade stated `unknown` under `unknown`, no
+  grade given under `ungraded`), `major` = patients whose worst grade is
   {major} or higher; `major_unknown` = patients with an ungraded complication and none graded
   {major} or higher (it may have been major: unknown, not "not major");
   `patients_with` / `patients_without` / `{not_recorded}`.
-- Resection margin [`margin`] and `r0_rate` = R0 / operated cases with a recorded margin.
+- Resection margin [`margin`] and `r0_rate` = R0 / operated cases with a margin of R0, R1 or R2
+  (`unknown` and `not_applicable` are counted, and left out of the rate).
 - Neoadjuvant and adjuvant therapy [`therapy`]: patients with at least one therapy of that timing, per
-  kind ({kinds}) and `any`.
+  kind ({kinds}) and `any`; the same for therapies of `unknown` timing (never counted as either).
 - Recurrences [`recurrences`] (operated cases), deaths [`deaths`], lost to follow-up
   [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
   first surgery to the last contact [`follow_up_after_surgery_months`] (operated cases).
 - Precision [`precision`]: how many dates were recorded to the day, month or year only, last contacts
   given as an interval, unknown ages, and survival times that used a partial date at its midpoint or
-  could not be known.
+  could not be known, and measurements given as a bound or a range (`measurements_bound`,
+  `measurements_range`).
 - Kaplan-Meier estimates [`kaplan_meier.disease_free_survival`, `kaplan_meier.overall_survival`]
   (`lifelines`): `table` has a row per distinct time with an event or a censoring: `time_months`,
   `at_risk` (just before that time), `events`, `censored`, `survival` and its 95% confidence interval
   (`ci_lower`, `ci_upper`; exponential Greenwood, i.e. log(-log) transformed); `median_months` (null
   while survival has not fallen to 0.5); `at_months` gives survival at {landmarks} months (null past
   the longest follow-up).
-- Counts by code list every value of the code table, zero included. Rounding follows the input:
+- Counts by code list every value of the code table, zero included, then `unknown` (and
+  `not_applicable`) where the element takes them (data set, "Incomplete records"): an unknown is its
+  own row, never a value and never dropped. Rounding follows the input:
   min and max at the most decimals any value has, mean and median one decimal more (at most 2), so
   months recorded as 21, 25, 26 and 30 print as median 25.5, range 21-30; survival to 4 decimals.
 

@@ -20,7 +20,16 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
 - Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
   grade; ``major`` = patients whose worst grade is IIIa or higher; ``major_unknown`` = patients with an
   ungraded complication and none graded that high (unknown, not "not major").
-- ``r0_rate`` = R0 / operated cases with a recorded margin.
+- ``r0_rate`` = R0 / operated cases with a recorded margin (R0, R1 or R2; unknown and not applicable
+  left out).
+- Unknowns (data set, "Incomplete records": `unknown` = the source does not say): every coded count
+  whose element takes a data-absent reason has its own ``unknown`` key (and ``not_applicable`` where
+  the table accepts it), never dropped and never counted as a value; an IVC span with an unknown end
+  is ``unknown``; a complication graded `unknown` counts under ``unknown``, one with no grade under
+  ``ungraded``.
+- Bounds and ranges (``> 2000`` mL, ``500..800``): not numbers, so left out of n, mean, median, min
+  and max; each continuous value that takes them reports them as ``imprecise``, and ``precision``
+  counts them (``measurements_bound``, ``measurements_range``).
 - Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
   last contact (death for the dead), over every case.
@@ -58,6 +67,8 @@ SUMMARY_CODES: dict[str, tuple[str, ...]] = {
     "margin": (R0,),
 }
 NOT_RECORDED = "not_recorded"
+UNKNOWN, NOT_APPLICABLE = "unknown", "not_applicable"
+"""Data-absent reasons (mappings/codes.yaml ``absent:``): counted under their own keys, never as a value."""
 LANDMARKS_MONTHS = (12, 36, 60)
 """Survival is also reported at 1, 3 and 5 years."""
 DECIMALS = 2
@@ -72,6 +83,8 @@ PRECISION_KEYS = (
     "os_unknown",
     "dfs_midpoint",
     "dfs_unknown",
+    "measurements_bound",
+    "measurements_range",
 )
 KM_DECIMALS = 4
 
@@ -104,6 +117,9 @@ class _Series:
     follow_up_surgery: list[float] = field(default_factory=list)
     dimensions: list[list[float]] = field(default_factory=lambda: [[], [], []])
     major_unknown: int = 0
+    fnclcc: Counter[str] = field(default_factory=Counter)
+    graft: Counter[str] = field(default_factory=Counter)
+    imprecise: Counter[str] = field(default_factory=Counter)
     precision: Counter[str] = field(default_factory=Counter)
     os: list[tuple[float, int]] = field(default_factory=list)
     dfs: list[tuple[float, int]] = field(default_factory=list)
@@ -118,7 +134,11 @@ SURGICAL = {
 
 
 def _segment_span(diagnosis: Mapping[str, Any]) -> str:
+    """``from-to`` (one segment alone); ``unknown`` when either end is unknown: a span with an unknown
+    end is not one of the spans (data set, "Incomplete records": `unknown` = the source does not say)."""
     low, high = diagnosis["ivc_segment_from"], diagnosis["ivc_segment_to"]
+    if UNKNOWN in (low, high):
+        return UNKNOWN
     return low if low == high else f"{low}-{high}"
 
 
@@ -175,9 +195,11 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
     pathology = case["pathology"]
     if pathology and pathology["tumour_size_cm"]:
         series.path_size.append(pathology["tumour_size_cm"][0])
+    grade = (pathology or {}).get("fnclcc_grade")
+    series.fnclcc[NOT_RECORDED if grade is None else str(grade)] += 1
     series.segments[_segment_span(diagnosis)] += 1
     _add_surgery(series, case)
-    for timing in (NEOADJUVANT, ADJUVANT):
+    for timing in (NEOADJUVANT, ADJUVANT, UNKNOWN):
         kinds = {t["kind"] for t in case["therapies"] if t["timing"] == timing}
         counter = series.therapy.setdefault(timing, Counter())
         for kind in ONCOLOGIC_KINDS:
@@ -210,7 +232,10 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     if surgery is None:
         return
     series.operated += 1
-    series.ivc[surgery["ivc_management"]["method"]] += 1
+    management = surgery["ivc_management"]
+    series.ivc[management["method"]] += 1
+    if management.get("graft_material") is not None:
+        series.graft[management["graft_material"]] += 1
     handled = {rv["side"]: rv["management"] for rv in surgery["renal_veins"]}
     sides = table("side").keys()
     for side in sides:
@@ -219,10 +244,13 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     groups = {"surgery": surgery, "postoperative": postoperative}
     for name, (group, key) in SURGICAL.items():
         value = groups[group].get(key)
-        if value is None or isinstance(value, Mapping):
-            # a bound or range (``> 500``, ``500..800``) is not a number: counted with the missing
-            # until the summary reports imprecise values (issue 15, summary part)
+        if value is None:
             series.missing[name] += 1
+        elif isinstance(value, Mapping):
+            # a bound (``> 2000``) or a range (``90..95``) is not a number: it has no place in a mean or
+            # median, so it is left out of them and counted as imprecise (data set, "Bounds")
+            series.imprecise[name] += 1
+            series.precision["measurements_bound" if "comparator" in value else "measurements_range"] += 1
         else:
             series.surgical.setdefault(name, []).append(value)
     if (surgery["transfusion_units"] or 0) > 0:
@@ -236,19 +264,28 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     else:
         series.complications[NOT_RECORDED] += 1
     grades = table("clavien-dindo").keys()
-    graded = [c["clavien_dindo"] for c in listed if c["clavien_dindo"] in grades]  # `unknown` is ungraded
+    graded = [c["clavien_dindo"] for c in listed if c["clavien_dindo"] in grades]
     for c in listed:
-        series.by_grade[c["clavien_dindo"] if c["clavien_dindo"] in grades else "ungraded"] += 1
+        series.by_grade[_grade_key(c["clavien_dindo"], grades)] += 1
     if graded:
         series.highest[max(graded, key=grades.index)] += 1
     elif listed:
-        series.highest["ungraded"] += 1
+        # no grade known: `unknown` if any was stated unknown, else none was recorded ("ungraded")
+        ungraded = {_grade_key(c["clavien_dindo"], grades) for c in listed}
+        series.highest[UNKNOWN if UNKNOWN in ungraded else "ungraded"] += 1
     worst = max(graded, key=grades.index) if graded else None
     below_major = worst is None or grades.index(worst) < grades.index(MAJOR_FROM)
-    if below_major and any(c["clavien_dindo"] is None for c in listed):
+    if below_major and any(c["clavien_dindo"] not in grades for c in listed):
         series.major_unknown += 1  # an ungraded complication may have been major: unknown, not "no"
     margin = (case["pathology"] or {}).get("margin")
     series.margin[margin or NOT_RECORDED] += 1
+
+
+def _grade_key(grade: str | None, grades: Sequence[str]) -> str:
+    """A Clavien-Dindo grade's key: the grade, ``unknown`` (stated unknown) or ``ungraded`` (none given)."""
+    if grade in grades:
+        return str(grade)
+    return UNKNOWN if grade == UNKNOWN else "ungraded"
 
 
 def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
@@ -272,13 +309,16 @@ def decimals_of(values: Iterable[float]) -> int:
     return min(most, DECIMALS)
 
 
-def describe(values: Sequence[float], missing: int = 0) -> dict[str, Any]:
-    """n, mean, median, min, max of the recorded values (None when there are none), and missing.
+def describe(values: Sequence[float], missing: int = 0, imprecise: int | None = None) -> dict[str, Any]:
+    """n, mean, median, min, max of the recorded values (None when there are none), and missing;
+    ``imprecise`` (for elements that take bounds and ranges): values recorded as a bound or range, left
+    out of n, mean, median, min and max.
     Rounded to the input's precision: min and max as recorded, mean and median one decimal more
     (at most DECIMALS), so months recorded as 21, 25, 26, 30 give median 25.5 and range 21-30, as a
     paper prints them."""
+    extra = {} if imprecise is None else {"imprecise": imprecise}
     if not values:
-        return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "missing": missing}
+        return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "missing": missing, **extra}
     places = decimals_of(values)
     centre = min(places + 1, DECIMALS)
     return {
@@ -288,6 +328,7 @@ def describe(values: Sequence[float], missing: int = 0) -> dict[str, Any]:
         "min": _round(min(values), places),
         "max": _round(max(values), places),
         "missing": missing,
+        **extra,
     }
 
 
@@ -367,32 +408,42 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
         "tumour_size_cm": describe(series.size, series.cases - len(series.size)),
         "tumour_dimensions_cm": [describe(d, series.cases - len(d)) for d in series.dimensions],
         "pathological_tumour_size_cm": describe(series.path_size, series.operated - len(series.path_size)),
-        "segments": _counts(series.segments, segment_spans()),
-        "ivc_management": _counts(series.ivc, table("ivc-management").keys()),
+        "segments": _counts(series.segments, segment_spans(), UNKNOWN),
+        "fnclcc_grade": _counts(
+            series.fnclcc, table("fnclcc-grade").keys(), UNKNOWN, NOT_APPLICABLE, NOT_RECORDED
+        ),
+        "ivc_management": _counts(series.ivc, table("ivc-management").keys(), UNKNOWN),
+        "graft_material": _counts(series.graft, table("graft-material").keys(), UNKNOWN),
         "renal_veins": {
             side: _counts(
-                series.renal.get(side, Counter()), table("renal-vein-management").keys(), NOT_RECORDED
+                series.renal.get(side, Counter()),
+                table("renal-vein-management").keys(),
+                UNKNOWN,
+                NOT_RECORDED,
             )
             for side in sides
         },
-        **{name: describe(series.surgical.get(name, []), series.missing[name]) for name in SURGICAL},
+        **{
+            name: describe(series.surgical.get(name, []), series.missing[name], series.imprecise[name])
+            for name in SURGICAL
+        },
         "transfused": series.transfused,
         "complications": {
             "patients_with": series.complications["with"],
             "patients_without": series.complications["without"],
             NOT_RECORDED: series.complications[NOT_RECORDED],
-            "by_grade": _counts(series.by_grade, grades, "ungraded"),
-            "highest_grade": _counts(series.highest, grades, "ungraded"),
+            "by_grade": _counts(series.by_grade, grades, UNKNOWN, "ungraded"),
+            "highest_grade": _counts(series.highest, grades, UNKNOWN, "ungraded"),
             "major": highest_major,
             "major_unknown": series.major_unknown,
         },
         "margin": {
-            **_counts(series.margin, margins, NOT_RECORDED),
+            **_counts(series.margin, margins, UNKNOWN, NOT_APPLICABLE, NOT_RECORDED),
             "r0_rate": _round(series.margin[R0] / recorded_margins, 4) if recorded_margins else None,
         },
         "therapy": {
             timing: _counts(series.therapy.get(timing, Counter()), ONCOLOGIC_KINDS, "any")
-            for timing in (NEOADJUVANT, ADJUVANT)
+            for timing in (NEOADJUVANT, ADJUVANT, UNKNOWN)
         },
         "recurrences": series.recurrences,
         "deaths": series.deaths,
@@ -419,8 +470,13 @@ _STYLE = (
 
 
 def _display(table_name: str, key: str) -> str:
+    if key in _ABSENT_DISPLAY:
+        return _ABSENT_DISPLAY[key]
     values = table(table_name).values
     return values[key].display if key in values else key.replace("_", " ")
+
+
+_ABSENT_DISPLAY = {UNKNOWN: "unknown", NOT_APPLICABLE: "not applicable", NOT_RECORDED: "not recorded"}
 
 
 def _pct(n: int, of: int) -> str:
@@ -432,9 +488,11 @@ def _num(value: Any) -> str:
 
 
 def _range(stats: Mapping[str, Any], centre: str) -> str:
+    imprecise = stats.get("imprecise")
+    note = f"; {imprecise} bound or range left out" if imprecise else ""
     if not stats["n"]:
-        return "-"
-    return f"{_num(stats[centre])} ({_num(stats['min'])}-{_num(stats['max'])}); n = {stats['n']}"
+        return "-" + note
+    return f"{_num(stats[centre])} ({_num(stats['min'])}-{_num(stats['max'])}); n = {stats['n']}" + note
 
 
 def _ci(point: Mapping[str, Any] | None) -> str:
@@ -460,9 +518,21 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         ("Pathological size, cm: median (range)", _range(summary["pathological_tumour_size_cm"], "median"))
     ]
     rows += [(f"IVC segment {k}", _pct(v, n)) for k, v in summary["segments"].items() if v]
+    rows += [
+        (f"FNCLCC grade: {_display('fnclcc-grade', k)}", _pct(v, n))
+        for k, v in summary["fnclcc_grade"].items()
+        if v
+    ]
     rows += [f"Surgery (index operation, n = {operated})"]
     rows += [
-        (_display("ivc-management", k), _pct(v, operated)) for k, v in summary["ivc_management"].items() if v
+        (f"IVC management: {_display('ivc-management', k)}", _pct(v, operated))
+        for k, v in summary["ivc_management"].items()
+        if v
+    ]
+    rows += [
+        (f"Graft or patch material: {_display('graft-material', k)}", _pct(v, operated))
+        for k, v in summary["graft_material"].items()
+        if v
     ]
     for side, counts in summary["renal_veins"].items():
         label = _display("side", side)
@@ -511,7 +581,7 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [("R0 rate (of recorded margins)", "-" if rate is None else f"{100 * rate:.1f}%")]
     rows += ["Therapy"]
     for timing, counts in summary["therapy"].items():
-        title = _display("therapy-timing", timing)
+        title = "Timing unknown" if timing == UNKNOWN else _display("therapy-timing", timing)
         rows += [
             (f"{title}: {'any' if k == 'any' else _display('therapy-kind', k)}", _pct(v, n))
             for k, v in counts.items()
@@ -569,6 +639,8 @@ _PRECISION_LABELS = {
     "os_unknown": "Overall survival time unknown (left out)",
     "dfs_midpoint": "Disease-free survival times using a partial date at its midpoint",
     "dfs_unknown": "Disease-free survival time unknown (operated, left out)",
+    "measurements_bound": "Measurements given as a bound (e.g. > 2000 mL), left out of means and medians",
+    "measurements_range": "Measurements given as a range (e.g. 500-800 mL), left out of means and medians",
 }
 
 DEFINITIONS = (
@@ -598,6 +670,16 @@ DEFINITIONS = (
         "Major complication",
         f"worst Clavien-Dindo grade {MAJOR_FROM} or higher; a patient with an "
         "ungraded complication and none graded that high is counted as unknown, not as not major.",
+    ),
+    (
+        "Unknown",
+        "a coded value the source does not give (unknown, not applicable) is counted in its own "
+        "row, never as a category and never dropped; an IVC extent with an unknown end is unknown.",
+    ),
+    (
+        "Bounds and ranges",
+        "a measurement recorded as a bound (> 2000 mL) or a range (500-800 mL) is not a number: it is "
+        "left out of the mean, median and range, and counted under Precision.",
     ),
     ("Rounding", "minimum and maximum as recorded; mean and median one decimal more (at most two)."),
 )

@@ -101,13 +101,14 @@ def test_summary_counts_of_the_examples(cases, written):
     }
     # Largest dimension of the first measurement: 9.0 6.2 11.0 7.5 5.4 3.2 8.2 6.8 10.2, sum 67.5.
     assert s["tumour_size_cm"] == {"n": 9, "mean": 7.5, "median": 7.5, "min": 3.2, "max": 11.0, "missing": 0}
-    assert s["segments"] == {"I": 1, "I-II": 2, "I-III": 0, "II": 3, "II-III": 1, "III": 2}
+    assert s["segments"] == {"I": 1, "I-II": 2, "I-III": 0, "II": 3, "II-III": 1, "III": 2, "unknown": 0}
     assert s["ivc_management"] == {
         "none": 0,
         "ligation": 1,
         "primary_repair": 1,
         "patch_cavoplasty": 2,
         "interposition_graft": 4,
+        "unknown": 0,
     }
     assert s["renal_veins"]["left"] == {
         "none": 1,
@@ -115,6 +116,7 @@ def test_summary_counts_of_the_examples(cases, written):
         "reconstruction_with_graft": 1,
         "ligation": 1,
         "sacrificed_with_nephrectomy": 1,
+        "unknown": 0,
         "not_recorded": 3,
     }
     assert s["renal_veins"]["right"]["sacrificed_with_nephrectomy"] == 2
@@ -141,7 +143,15 @@ def test_summary_counts_of_the_examples(cases, written):
     highest = {g: n for g, n in complications["highest_grade"].items() if n}
     assert highest == {"I": 2, "II": 2, "IIIa": 2, "IIIb": 1}
     assert complications["major"] == 3
-    assert s["margin"] == {"R0": 6, "R1": 2, "R2": 0, "not_recorded": 0, "r0_rate": 0.75}
+    assert s["margin"] == {
+        "R0": 6,
+        "R1": 2,
+        "R2": 0,
+        "unknown": 0,
+        "not_applicable": 0,
+        "not_recorded": 0,
+        "r0_rate": 0.75,
+    }
     assert s["therapy"]["neoadjuvant"] == {
         "radiotherapy": 2,
         "chemotherapy": 1,
