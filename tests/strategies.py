@@ -478,5 +478,12 @@ def valid_cases(draw: Draw) -> Case:
         "outcome": draw(outcomes(diagnosis)),
         "care_plan": None,
     }
+    given = [
+        t
+        for t in case["therapies"]
+        if t["timing"] in ("neoadjuvant", "unknown") and t["status"] != "not_given"
+    ]
+    if case["pathology"] is not None and not given:  # a response needs its therapy (rules.py)
+        case["pathology"]["neoadjuvant_response_percent"] = None
     case["care_plan"] = draw(care_plans(case))
     return case

@@ -90,6 +90,18 @@ def certainly_before(a: str, b: str) -> bool:
     return parse(a).latest < parse(b).earliest
 
 
+def comparable(a: str, b: str) -> bool:
+    """Whether FHIRPath can order ``a`` and ``b``: dates of different precisions that agree at the
+    coarser one compare as empty (FHIRPath, Date/Time comparison: "If one value is specified to a
+    different level of precision than the other, the result is empty"), so FHIR's per-1 ("start SHALL
+    have a lower value than end") cannot hold for a Period ``2021-03`` to ``2021``; HAPI refuses it."""
+    x, y = parse(a), parse(b)
+    if x.precision == y.precision:
+        return True
+    size = min(len(x.text), len(y.text))
+    return x.text[:size] != y.text[:size]
+
+
 def certainly_after_day(a: str, day: dt.date) -> bool:
     """True when every day ``a`` may be is after ``day``."""
     return parse(a).earliest > day

@@ -188,8 +188,15 @@ def dates_consistent(case: dict[str, Any]) -> Iterator[Issue]:
                 f"follow_up[{i}].date", f"must not be before the first surgery (surgery[{first[0]}].date)"
             )
     for i, t in enumerate(case["therapies"]):
-        if t["start"] is not None and t["end"] is not None and before(t["end"], t["start"]):
-            yield issue(f"therapies[{i}].end", "must not be before start")
+        if t["start"] is not None and t["end"] is not None:
+            if before(t["end"], t["start"]):
+                yield issue(f"therapies[{i}].end", "must not be before start")
+            elif not dates.comparable(t["start"], t["end"]):
+                yield issue(
+                    f"therapies[{i}].end",
+                    f"{t['end']} and start {t['start']} cannot be ordered (FHIR Period, per-1): give the "
+                    "year alone in both, or a month or day in both",
+                )
     outcome = case["outcome"]
     if outcome["last_contact"] is not None and before(outcome["last_contact"], diagnosis):
         yield issue("outcome.last_contact", "must not be before diagnosis.date")

@@ -68,3 +68,26 @@ def test_a_neoadjuvant_response_needs_a_neoadjuvant_therapy_given() -> None:
     case["therapies"] = [t for t in case["therapies"] if t["timing"] != "neoadjuvant"]
     case["care_plan"] = None
     assert "pathology.neoadjuvant_response_percent" in _refused(case)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "ok"),
+    [
+        ("2021-03", "2021", False),
+        ("2021-03", "2021-03-05", False),
+        ("2021", "2021", True),
+        ("2020-03", "2021", True),
+        ("2021-03", "2021-04-02", True),
+    ],
+)
+def test_a_therapys_start_and_end_must_be_comparable(start: str, end: str, ok: bool) -> None:
+    """HAPI refused the Period 2021-03 to 2021 (found by tests/integration/test_property_in_hapi.py with
+    a random seed): FHIR per-1 "If present, start SHALL have a lower value than end", and FHIRPath
+    "If one value is specified to a different level of precision than the other, the result is empty"."""
+    case = json.loads((LITERATURE / "ivclms-021-neoadjuvant-response-bound-margin-unknown.json").read_text())
+    therapy = next(t for t in case["therapies"] if t["start"] and t["end"])
+    therapy["start"], therapy["end"] = start, end
+    if ok:
+        validate_case(case)
+    else:
+        assert any(e.startswith("therapies[") and e.endswith("].end") for e in _refused(case))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from service.mapping.forward import case_to_bundle
 from service.mapping.reverse import bundle_to_case
 from service.mapping.spec import case_set, case_tokens
-from service.model import validate_case
+from service.model import dates, validate_case
 from service.model.csv_flat import flatten, unflatten
 from service.model.schema import CaseSchema
 from service.model.validate import dated_paths
@@ -35,6 +35,10 @@ def partial_cases(draw: Any) -> dict[str, Any]:
     out = copy.deepcopy(case)
     for path, value in dated_paths(CaseSchema(), case, ""):
         case_set(out, case_tokens(path), value[: draw(st.sampled_from((4, 7, 10)))])
+    for therapy in out["therapies"]:  # a Period's ends must be comparable (FHIR per-1; rules.py)
+        if therapy["start"] and therapy["end"] and not dates.comparable(therapy["start"], therapy["end"]):
+            size = min(len(therapy["start"]), len(therapy["end"]))
+            therapy["start"], therapy["end"] = therapy["start"][:size], therapy["end"][:size]
     return out
 
 
