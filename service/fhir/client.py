@@ -340,6 +340,7 @@ class FhirClient:
                 return resp
             except requests.RequestException as exc:
                 last = FhirUnavailable(f"{method} {url}: {type(exc).__name__}")
+                last.__cause__ = exc  # what failed, for a caller that may not show the URL (readiness)
             except FhirUnavailable as exc:
                 last = exc
         assert last is not None

@@ -64,3 +64,13 @@ def test_readyz_names_no_url_that_can_hold_a_password(tmp_path):
         text = create_app(s).test_client().get("/readyz").get_data(as_text=True)
         assert "s3cret" not in text and "syncuser" not in text and "fhir.test" not in text
         responses.reset()
+
+
+@responses.activate
+def test_readyz_names_the_kind_of_network_failure(tmp_path):
+    import requests
+
+    responses.get("http://fhir.test/fhir/metadata", body=requests.ConnectionError("refused"))
+    s = Settings(data_dir=tmp_path, auth_disabled=True, fhir_url="http://fhir.test/fhir")
+    check = create_app(s).test_client().get("/readyz").get_json()["checks"]["fhir_server"]
+    assert check["ok"] is False and check["reason"] == "ConnectionError: the FHIR server is not reachable"
