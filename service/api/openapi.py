@@ -371,8 +371,15 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/fhir/Group": {
             "get": {
                 "summary": "The Groups the caller may read (a source-bound client: its sources' Groups)",
-                "parameters": [_param("_id", "query", "Group ids", {"type": "string"})],
-                "responses": {"200": {"description": "searchset Bundle", **FHIR_BUNDLE}, **_errors(401, 403)},
+                "parameters": [
+                    _param("_id", "query", "Group ids", {"type": "string"}),
+                    _param("_count", "query", "Page size, 0-500 (0: the total alone)", {"type": "integer"}),
+                    _param("_offset", "query", "Where a next page starts", {"type": "integer"}),
+                ],
+                "responses": {
+                    "200": {"description": "searchset Bundle", **FHIR_BUNDLE},
+                    **_errors(400, 401, 403),
+                },
             }
         },
         "/fhir/bulkstatus/{job_id}": {
@@ -472,8 +479,22 @@ def openapi() -> dict[str, Any]:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.options["security"] = [{"bearer": []}]
     for path, operations in {**_paths(), **EXTRA_PATHS}.items():
-        spec.path(path=path, operations=operations)
+        spec.path(path=path, operations=_with_input_errors(operations))
     return spec.to_dict()
+
+
+def _with_input_errors(operations: dict[str, Any]) -> dict[str, Any]:
+    """Every operation that takes a query parameter may answer 400 (a control character in any
+    parameter, ``service.api.http_edges``), and every one with a path parameter 404."""
+    out: dict[str, Any] = {}
+    for method, op in operations.items():
+        where = {p.get("in") for p in op.get("parameters", []) if isinstance(p, dict)}
+        extra = (["400"] if "query" in where else []) + (["404"] if "path" in where else [])
+        responses = dict(op.get("responses", {}))
+        for status in extra:
+            responses.setdefault(status, _errors(int(status))[status])
+        out[method] = {**op, "responses": responses}
+    return out
 
 
 @bp.get("/openapi.json")
