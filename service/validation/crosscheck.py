@@ -1,6 +1,7 @@
 """Rules of a resource that need another resource the validator knows (HL7's reference validator
 has them in code): a CapabilityStatement's search parameters and a derived SearchParameter against
-the SearchParameter definitions, a QuestionnaireResponse against its Questionnaire.
+the SearchParameter definitions, a QuestionnaireResponse against its Questionnaire, a MeasureReport
+against its Measure.
 
 Each rule runs only when the other resource is found (base R4's search parameters, or resources
 given to ``Validator.with_resources``); an unknown one is not guessed at, so nothing is reported.
@@ -34,6 +35,8 @@ def check(res: dict[str, Any], expr: str, defs: definitions.Definitions, add: Ad
         search_parameter(res, expr, defs, add)
     elif rtype == "QuestionnaireResponse":
         questionnaire_response(res, expr, defs, add)
+    elif rtype == "MeasureReport":
+        measure_report(res, expr, defs, add)
 
 
 @functools.lru_cache(maxsize=2)
@@ -102,13 +105,47 @@ def search_parameter(sp: dict[str, Any], expr: str, defs: definitions.Definition
 
 def find_questionnaire(canonical: Any, defs: definitions.Definitions) -> dict[str, Any] | None:
     """The Questionnaire a canonical names; with ``|version``, only that version."""
+    return _find(defs.questionnaires, canonical)
+
+
+def _find(table: dict[str, dict[str, Any]], canonical: Any) -> dict[str, Any] | None:
     if not isinstance(canonical, str):
         return None
     url, _, version = canonical.partition("|")
-    found = defs.questionnaires.get(url)
+    found = table.get(url)
     if found is None or (version and found.get("version") != version):
         return None
     return found
+
+
+MEASURE_SCORING = "http://terminology.hl7.org/CodeSystem/measure-scoring"
+
+
+def measure_report(mr: dict[str, Any], expr: str, defs: definitions.Definitions, add: Add) -> None:
+    """A cohort Measure's report gives each group's score: the reference validator's rule, in its
+    words "A measureScore is required when the Measure.scoring=cohort" (fhir-test-cases 1.7.69,
+    measure-report-ihe); R4's definitions state no such invariant, so it lives here."""
+    measure = _find(defs.measures, mr.get("measure"))
+    if measure is None or not _codes(measure.get("scoring"), MEASURE_SCORING) & {"cohort"}:
+        return
+    for index, group in _items(mr, "group"):
+        if "measureScore" not in group:
+            add(
+                "error",
+                "required",
+                f"{expr}.group[{index}]",
+                "A measureScore is required when the Measure.scoring=cohort",
+            )
+
+
+def _codes(concept: Any, system: str) -> set[str]:
+    if not isinstance(concept, dict):
+        return set()
+    return {
+        str(c.get("code"))
+        for c in concept.get("coding", [])
+        if isinstance(c, dict) and c.get("system") == system
+    }
 
 
 def questionnaire_response(qr: dict[str, Any], expr: str, defs: definitions.Definitions, add: Add) -> None:

@@ -56,6 +56,8 @@ class Definitions:
     on first use by ``crosscheck.search_parameter``."""
     questionnaires: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Questionnaires known to the validator, for the QuestionnaireResponses that answer them."""
+    measures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Measures known to the validator, for the MeasureReports that report on them."""
     base_dir: Path | None = None
     """Where base R4's jar lives (for resources read on demand, e.g. its search parameters)."""
 
@@ -66,6 +68,7 @@ class Definitions:
             "CodeSystem": self.code_systems,
             "SearchParameter": self.search_parameters,
             "Questionnaire": self.questionnaires,
+            "Measure": self.measures,
         }.get(resource.get("resourceType", ""))
         if table is not None and "url" in resource:
             table[resource["url"]] = resource

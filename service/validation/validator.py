@@ -135,6 +135,7 @@ class Validator:
             base_version=self.defs.base_version,
             search_parameters=dict(self.defs.search_parameters),
             questionnaires=dict(self.defs.questionnaires),
+            measures=dict(self.defs.measures),
             base_dir=self.defs.base_dir,
         )
         for resource in resources:

@@ -199,3 +199,45 @@ def test_questionnaire_response_without_its_questionnaire_is_not_checked(
     assert _errors(validator.validate(_response(link="1.1"))) == []
     other = "http://example.org/Questionnaire/heights|9.9"
     assert _errors(with_questionnaire.validate(_response(link="1.1", questionnaire=other))) == []
+
+
+MEASURE_URL = "http://example.org/Measure/cohort-of-one"
+
+
+def _measure(scoring: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Measure",
+        "url": MEASURE_URL,
+        "status": "active",
+        "scoring": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-scoring", "code": scoring}]
+        },
+    }
+
+
+def _report(**group: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MeasureReport",
+        "status": "complete",
+        "type": "summary",
+        "measure": MEASURE_URL,
+        "period": {"start": "2025-01-01", "end": "2025-12-31"},
+        "group": [{"population": [{"count": 3}], **group}],
+    }
+
+
+def test_cohort_measure_report_gives_each_groups_score(validator: Validator) -> None:
+    # case measure-report-ihe, reference: "A measureScore is required when the Measure.scoring=cohort"
+    # at MeasureReport.group[0]; its cohort twins (measure-report-cohort-summary, -ada, -cyd) carry a
+    # measureScore and are valid.
+    cohort = validator.with_resources([_measure("cohort")])
+    errors = _errors(cohort.validate(_report()))
+    assert errors == [
+        ("MeasureReport.group[0]", "A measureScore is required when the Measure.scoring=cohort")
+    ]
+    assert _errors(cohort.validate(_report(measureScore={"value": 3}))) == []
+
+
+def test_measure_report_of_another_scoring_or_an_unknown_measure_is_not_checked(validator: Validator) -> None:
+    assert _errors(validator.with_resources([_measure("proportion")]).validate(_report())) == []
+    assert _errors(validator.validate(_report())) == []
