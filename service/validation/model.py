@@ -44,6 +44,8 @@ class TypeRef:
     code: str
     profiles: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
+    aggregation: tuple[str, ...] = ()
+    """contained | referenced | bundled; empty = any (R4 ElementDefinition.type.aggregation)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,12 @@ def _elem(el: dict[str, Any]) -> Elem:
     path: str = el["path"]
     last = path.rsplit(".", 1)[-1]
     types = tuple(
-        TypeRef(_type_code(t), tuple(t.get("profile", ())), tuple(t.get("targetProfile", ())))
+        TypeRef(
+            _type_code(t),
+            tuple(t.get("profile", ())),
+            tuple(t.get("targetProfile", ())),
+            tuple(t.get("aggregation", ())),
+        )
         for t in el.get("type", [])
     )
     base_max = el.get("base", {}).get("max", el.get("max"))

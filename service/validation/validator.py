@@ -805,6 +805,13 @@ class Validator:
         ref = item.get("reference")
         if isinstance(ref, str) and run.bundle is not None and not run.history:
             _bundle_reference(ref, expr, run)
+            if tref is not None and _bundled_only(tref.aggregation, ref) and self._resolve(ref, run) is None:
+                run.add(
+                    "error",
+                    "structure",
+                    expr,
+                    f"Bundled or contained reference not found within the bundle/resource {ref}",
+                )
         if not isinstance(ref, str) or tref is None or not tref.targets:
             return
         allowed = {t: self.type_of(t) for t in tref.targets}
@@ -954,6 +961,18 @@ def _limits(item: Any, elem: Elem, expr: str, run: _Run) -> None:
         if broken:
             word = "less than the minimum" if low else "greater than the maximum"
             run.add("error", "value", expr, f"The value {_show(value)} is {word} {_show(limit)}")
+
+
+def _bundled_only(aggregation: tuple[str, ...], ref: str) -> bool:
+    """A profile that allows only ``bundled`` (and perhaps ``contained``) aggregation: R4's
+    resource-aggregation-mode says bundled means "The resource the reference points to will be found
+    in the same bundle as the resource that includes the reference"; a ``#`` reference is contained."""
+    return (
+        bool(aggregation)
+        and "referenced" not in aggregation
+        and "bundled" in aggregation
+        and not ref.startswith("#")
+    )
 
 
 def _bundle_reference(ref: str, expr: str, run: _Run) -> None:
