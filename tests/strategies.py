@@ -122,14 +122,14 @@ def imaging(draw: Draw, around: dt.date) -> dict[str, Any]:
 
 
 @st.composite
-def uncertain_lesions(draw: Draw, around: dt.date) -> dict[str, Any]:
+def uncertain_lesions(draw: Draw, around: dt.date | str | None) -> dict[str, Any]:
     site, nature = draw(code("metastasis-site")), draw(code("lesion-nature"))
     return {
         "site": site,
         "nature": nature,
         "certainty": draw(opt(code("lesion-certainty"))),
         "text": draw(texts) if "other" in (site, nature) else draw(opt(texts)),
-        "date": draw(opt(st.just(iso(around)))),
+        "date": draw(opt(st.just(around if isinstance(around, str | None) else iso(around)))),
     }
 
 
@@ -421,7 +421,8 @@ def follow_ups(draw: Draw, diagnosis: dt.date, first_surgery: dt.date | None) ->
         "renal_function": draw(st.lists(labs(base), max_size=1)),
         "lower_limb_edema": draw(opt(booleans)),
         "imaging": draw(st.lists(imaging(base), max_size=1)),
-        "uncertain_lesions": draw(st.lists(uncertain_lesions(base), max_size=1)),
+        # seen at this visit: its date, if any (an undated visit's lesion is undated)
+        "uncertain_lesions": draw(st.lists(uncertain_lesions(day), max_size=1)),
     }
 
 
