@@ -288,7 +288,10 @@ class Builder:
         el = self.element(f"{eid}.{step.name}:{name}", f"{path}.{step.name}", (*key[:-1], key[-1] + 1, name))
         el.set("min", 0, where)
         count = (step.index or 0) + 1
-        el.data["max"] = str(max(count, int(el.data.get("max", "1"))))
+        if step.every or el.data.get("max") == "*":  # one component per value of a case list
+            el.data["max"] = "*"
+        else:
+            el.data["max"] = str(max(count, int(el.data.get("max", "1"))))
         el.set("mustSupport", True, where)
         child = _field_class(model, step.name)
         if child is None:
@@ -318,12 +321,14 @@ class Builder:
 
 def constrain(el: Element, suffix: str, usage: Usage, where: str) -> None:
     """Binding and pattern of an element from the converter or the fixed value written there."""
+    if isinstance(usage.fixed, str) and suffix == "Quantity":
+        # a Quantity's system, even when written only with a value: a pattern binds only where present
+        el.set("patternQuantity", {"system": usage.fixed}, where)
+        return
     if usage.fixed is not None and not usage.conditional:
         if isinstance(usage.fixed, dict) and "coding" in usage.fixed:
             pattern = {"coding": [{"system": c["system"], "code": c["code"]} for c in usage.fixed["coding"]]}
             el.set("patternCodeableConcept", pattern, where)
-        elif isinstance(usage.fixed, str) and suffix == "Quantity":
-            el.set("patternQuantity", {"system": usage.fixed}, where)
         return
     if usage.kind in ("codeable", "coding") and usage.arg and not table(usage.arg).fhir_code:
         el.set("binding", {"strength": "required", "valueSet": table(usage.arg).valueset}, where)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from service.codes import table
 from service.model.fields import case_id_problem
-from service.model.labs import canonical_unit
+from service.model.labs import canonical_unit, has_unit
 from service.model.rules import date_after, full_years, months_between
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
@@ -95,11 +95,16 @@ def with_other_text(draw: Draw, value: str, text_name: str = "text") -> dict[str
 
 @st.composite
 def labs(draw: Draw, on_or_after: dt.date) -> dict[str, Any]:
+    """A result with a value, with a value and its interpretation, or only its interpretation (data set,
+    "Stated normal"); a test with no single unit (tumour markers) only ever the last."""
     test = draw(code("lab-test"))
+    interpretation = draw(opt(code("interpretation")) if has_unit(test) else code("interpretation"))
+    valued = has_unit(test) and (interpretation is None or draw(booleans))
     return {
         "test": test,
-        "value": draw(amounts(500)),
-        "unit": canonical_unit(test),
+        "value": draw(amounts(500)) if valued else None,
+        "unit": canonical_unit(test) if valued else None,
+        "interpretation": interpretation,
         "date": draw(opt(st.builds(iso, st.just(on_or_after)))),
     }
 
@@ -110,6 +115,21 @@ def imaging(draw: Draw, around: dt.date) -> dict[str, Any]:
         "modality": draw(code("imaging-modality")),
         "date": draw(opt(st.just(iso(around - dt.timedelta(days=draw(st.integers(0, 60))))))),
         "findings": draw(opt(texts)),
+        "coded_findings": draw(st.lists(code("imaging-finding"), max_size=2)),
+        "size_cm": draw(st.just([]) | dimensions()),
+        "interpretation": draw(opt(code("interpretation"))),
+    }
+
+
+@st.composite
+def uncertain_lesions(draw: Draw, around: dt.date | str | None) -> dict[str, Any]:
+    site, nature = draw(code("metastasis-site")), draw(code("lesion-nature"))
+    return {
+        "site": site,
+        "nature": nature,
+        "certainty": draw(opt(code("lesion-certainty"))),
+        "text": draw(texts) if "other" in (site, nature) else draw(opt(texts)),
+        "date": draw(opt(st.just(around if isinstance(around, str | None) else iso(around)))),
     }
 
 
@@ -226,6 +246,7 @@ def diagnoses(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
         "venous_collaterals": draw(opt(code("collaterals"))),
         "tumour_thrombus": draw(opt(booleans)),
         "metastases": draw(st.lists(sites(), max_size=2)),
+        "uncertain_lesions": draw(st.lists(uncertain_lesions(diagnosis), max_size=1)),
         "labs": draw(st.lists(labs(diagnosis), max_size=2)),
     }
 
@@ -400,6 +421,8 @@ def follow_ups(draw: Draw, diagnosis: dt.date, first_surgery: dt.date | None) ->
         "renal_function": draw(st.lists(labs(base), max_size=1)),
         "lower_limb_edema": draw(opt(booleans)),
         "imaging": draw(st.lists(imaging(base), max_size=1)),
+        # seen at this visit: its date, if any (an undated visit's lesion is undated)
+        "uncertain_lesions": draw(st.lists(uncertain_lesions(day), max_size=1)),
     }
 
 

@@ -30,6 +30,8 @@ Placement (element keys):
 - A template with a ``suffix`` shares its item with the unsuffixed template of the same ``each``: the
   item comes from a reference either way (perioperative ``partOf``; the IVC management's
   ``focalDevice`` to its graft), else from equal shared fields, else from the only candidate.
+- A suffixed template with several ``each`` patterns (imaging findings) shares the item of the
+  resource it references with ``{item}`` (``partOf`` its imaging study); without one it is reported.
 - Templates with several ``each`` patterns (imaging, lab results) are placed by date: undated, or on
   or before the first surgery (without surgery: the diagnosis date), the first pattern
   (``diagnosis.*``); later, the pattern whose anchor is nearest in time, where the anchor of
@@ -422,8 +424,11 @@ class _Placer:
             if len(f.template.each) == 1:
                 f.pattern = tuple(case_tokens(f.template.each[0]))
         for f in self.found:  # needs the patterns of surgeries, diagnosis and visits
-            if len(f.template.each) > 1:
+            if len(f.template.each) > 1 and not f.template.suffix:
                 self._by_date(f)
+        for f in self.found:  # needs the patterns of the items they share
+            if len(f.template.each) > 1 and f.template.suffix:
+                self._by_reference(f)
         for f in self.found:  # needs every pattern
             if len(f.template.each) == 1:
                 self._link(f)
@@ -451,6 +456,17 @@ class _Placer:
             and "*" in f.pattern
             and any(not t.suffix and f.pattern in _patterns_of(t) for t in spec().templates)
         )
+
+    def _by_reference(self, f: _Found) -> None:
+        """A suffixed template with several ``each`` patterns (imaging findings) shares the item of the
+        resource its ``{item}`` reference points to (``partOf`` its imaging study); never by date."""
+        f.pattern = tuple(case_tokens(f.template.each[0]))
+        for ref in f.template.refs:
+            target = self._follow(f, ref.path) if "{item}" in ref.to else None
+            if target is not None and not target.template.suffix and target.template.each == f.template.each:
+                f.pattern, f.link = target.pattern, target
+                return
+        self._report(f, "it references no resource whose item it shares")
 
     def _candidates(self, pattern: Tokens) -> list[_Found]:
         return [g for g in self.found if g.pattern == pattern and not g.template.suffix]

@@ -33,6 +33,7 @@ MAX_ENTRIES: dict[str, int] = {
     "diagnosis.imaging": 6,
     "diagnosis.tumour_size": 4,
     "diagnosis.metastases": 6,
+    "diagnosis.uncertain_lesions": 4,
     "diagnosis.labs": 6,
     "surgery": 2,
     "surgery.organs_resected": 4,
@@ -47,6 +48,7 @@ MAX_ENTRIES: dict[str, int] = {
     "follow_up": 8,
     "follow_up.renal_function": 3,
     "follow_up.imaging": 2,
+    "follow_up.uncertain_lesions": 2,
     "care_plan.activities": 8,
 }
 SEPARATOR = ";"

@@ -15,7 +15,7 @@ from marshmallow import Schema, fields
 from service.codes import table
 from service.model import fields as f
 from service.model.csv_flat import MAX_ENTRIES, SEPARATOR
-from service.model.labs import allowed_units
+from service.model.labs import allowed_units, has_unit
 from service.model.schema import GROUPS, CaseSchema
 from service.model.units import DAYS_PER_MONTH, DECIMALS, LAB_CONVERSIONS
 
@@ -52,6 +52,9 @@ table in `mappings/codes.yaml`.
   Tumour dimensions: `{{"value": [90, 65, 60], "unit": "mm"}}`.
 - **Laboratory results** carry the unit of their test (column *unit* of table `lab-test`):
 {labs}
+  A result may instead (or also) state its `interpretation` (`normal`, `abnormal`, `high`, `low`;
+  data set, "Stated normal"): value or interpretation is required, a unit goes with a value and only
+  with one, and a test with no unit (`tumour_markers`) takes an interpretation only.
 - **Dates** are `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, kept at the precision given (data set,
   "Incomplete records"; FHIR `date` / `dateTime` allow all three). An impossible date (`2019-02-30`,
   `2019-13`) is an error naming the element.
@@ -109,7 +112,9 @@ RULES = [
     "`postoperative.had_complications`: `false` => `complications` empty; `true` => at least one; "
     "complications listed => `true`.",
     "A code `other` needs its text: `patient.history[].text`, `presentation.symptoms[].text`, "
-    "`diagnosis.metastases[].text`, `surgery[].organs_resected[].detail`, `pathology.ihc[].text`, "
+    "`diagnosis.metastases[].text`, `diagnosis.uncertain_lesions[].text` and "
+    "`follow_up[].uncertain_lesions[].text` (site or nature `other`), "
+    "`surgery[].organs_resected[].detail`, `pathology.ihc[].text`, "
     "`pathology.metastatic_lesions[].text`, `postoperative.complications[].text`, "
     "`therapies[].drugs[].text`.",
     "Immunohistochemistry: `ki67` needs `percent`; other markers need `result` or `percent`.",
@@ -260,7 +265,7 @@ def render() -> str:
 
 
 def _lab_units() -> list[tuple[str, list[str]]]:
-    tests = table("lab-test").keys()
+    tests = [test for test in table("lab-test").values if has_unit(test)]
     return [(test, list(LAB_CONVERSIONS.get(test, {}))) for test in tests]
 
 

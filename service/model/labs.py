@@ -11,6 +11,10 @@ from service.codes import table
 from service.model.units import DECIMALS, LAB_CONVERSIONS
 
 
+def has_unit(test: str) -> bool:
+    return "unit" in table("lab-test").values[test].extra
+
+
 def canonical_unit(test: str) -> str:
     return str(table("lab-test").values[test].extra["unit"])
 
@@ -20,8 +24,23 @@ def allowed_units(test: str) -> list[str]:
 
 
 def normalise_lab(data: dict[str, Any]) -> dict[str, Any]:
-    """The result in the test's canonical unit; an unknown unit raises naming the allowed ones."""
-    test, unit = data["test"], data["unit"]
+    """The result in the test's canonical unit; an unknown unit raises naming the allowed ones.
+
+    A result may be only its stated interpretation (data set, "Stated normal"): value or interpretation
+    is required, and a unit goes with a value and only with one. A test without a canonical unit
+    (tumour markers, a panel) takes an interpretation only.
+    """
+    test, value, unit = data["test"], data["value"], data["unit"]
+    if value is None:
+        if data.get("interpretation") is None:
+            raise ValidationError("value or interpretation is required", "value")
+        if unit is not None:
+            raise ValidationError("only allowed with value", "unit")
+        return data
+    if not has_unit(test):
+        raise ValidationError(f"{test} takes an interpretation only (it has no single unit)", "value")
+    if unit is None:
+        raise ValidationError("required with value", "unit")
     canonical = canonical_unit(test)
     if unit == canonical:
         return data
@@ -29,4 +48,4 @@ def normalise_lab(data: dict[str, Any]) -> dict[str, Any]:
     if factor is None:
         allowed = ", ".join(allowed_units(test))
         raise ValidationError(f"unit {unit!r} is not allowed for {test}; allowed units: {allowed}", "unit")
-    return {**data, "value": round(data["value"] * factor, DECIMALS), "unit": canonical}
+    return {**data, "value": round(value * factor, DECIMALS), "unit": canonical}

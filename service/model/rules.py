@@ -36,6 +36,7 @@ RULE_CODES: dict[str, tuple[str, ...]] = {
     "history-condition": (_OTHER_TEXT,),
     "symptom": (_OTHER_TEXT,),
     "metastasis-site": (_OTHER_TEXT,),
+    "lesion-nature": (_OTHER_TEXT,),
     "complication": (_OTHER_TEXT,),
     "drug": (_OTHER_TEXT,),
 }
@@ -441,6 +442,8 @@ def _other_entries(case: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], 
     groups: list[tuple[str, list[dict[str, Any]], str, str]] = [
         ("patient.history", case["patient"]["history"], "condition", "text"),
         ("diagnosis.metastases", diagnosis["metastases"], "site", "text"),
+        ("diagnosis.uncertain_lesions", diagnosis["uncertain_lesions"], "site", "text"),
+        ("diagnosis.uncertain_lesions", diagnosis["uncertain_lesions"], "nature", "text"),
     ]
     if presentation is not None:
         groups.append(("presentation.symptoms", presentation["symptoms"], "symptom", "text"))
@@ -454,6 +457,9 @@ def _other_entries(case: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], 
         groups.append(("postoperative.complications", post["complications"], "type", "text"))
     for i, t in enumerate(case["therapies"]):
         groups.append((f"therapies[{i}].drugs", t["drugs"], "agent", "text"))
+    for i, fu in enumerate(case["follow_up"]):
+        groups.append((f"follow_up[{i}].uncertain_lesions", fu["uncertain_lesions"], "site", "text"))
+        groups.append((f"follow_up[{i}].uncertain_lesions", fu["uncertain_lesions"], "nature", "text"))
     for path, entries, code_field, text_field in groups:
         for j, entry in enumerate(entries):
             yield f"{path}[{j}]", entry, code_field, text_field

@@ -89,11 +89,17 @@ def codes(table_name: str, description: str) -> fields.List[Any]:
 
 class LabResultSchema(Base):
     test = f.code("lab-test", "Laboratory test.", required=True)
-    value = f.number("Result value, in unit.", required=True, minimum=None)
+    value = f.number(
+        "Result value, in unit; value or interpretation is required (a result may be stated only as "
+        "normal or abnormal).",
+        minimum=None,
+    )
     unit = f.text(
-        "Unit: the test's canonical unit (UCUM, see the lab-test table); creatinine in umol/L, "
-        "hemoglobin in g/L and calcium in mmol/L are converted.",
-        required=True,
+        "Unit, required with value: the test's canonical unit (UCUM, see the lab-test table); creatinine "
+        "in umol/L, hemoglobin in g/L and calcium in mmol/L are converted.",
+    )
+    interpretation = f.code(
+        "interpretation", "Interpretation as stated (normal, abnormal, high, low), with or without a value."
     )
     date = f.date("Date of the sample.")
 
@@ -106,6 +112,23 @@ class ImagingSchema(Base):
     modality = f.code("imaging-modality", "Imaging modality.", required=True)
     date = f.date("Date of the study.")
     findings = f.text("Findings, free text.")
+    coded_findings = codes("imaging-finding", "What the study showed, coded (text in findings).")
+    size_cm = f.dimensions(
+        LENGTH, "cm", "Tumour size measured on this study: up to three dimensions [cm], largest first."
+    )
+    interpretation = f.code(
+        "interpretation", "The study's interpretation as stated (e.g. renal scintigraphy normal)."
+    )
+
+
+class UncertainLesionSchema(Base):
+    site = f.code("metastasis-site", "Site of the lesion.", required=True)
+    nature = f.code("lesion-nature", "Suspected nature (metastasis, infection, other).", required=True)
+    certainty = f.code(
+        "lesion-certainty", "How certain the suspected nature is (suspected, differential, ruled out)."
+    )
+    text = f.text("Description; required when site or nature is other.")
+    date = f.date("Date the lesion was seen.")
 
 
 class MetastasisSchema(Base):
@@ -208,6 +231,10 @@ class DiagnosisSchema(Base):
     venous_collaterals = f.code("collaterals", "Venous collaterals.")
     tumour_thrombus = f.boolean("Tumour thrombus.")
     metastases = many_of(MetastasisSchema, "Metastases at diagnosis.")
+    uncertain_lesions = many_of(
+        UncertainLesionSchema,
+        "Lesions of uncertain nature at diagnosis (e.g. a lung nodule: metastasis or infection).",
+    )
     labs = many_of(LabResultSchema, "Baseline laboratory results.")
 
 
@@ -374,6 +401,7 @@ class FollowUpSchema(Base):
     renal_function = many_of(LabResultSchema, "Renal function.")
     lower_limb_edema = f.boolean("Lower-limb edema.")
     imaging = many_of(ImagingSchema, "Imaging.")
+    uncertain_lesions = many_of(UncertainLesionSchema, "Lesions of uncertain nature seen at this assessment.")
 
 
 # ---- 10. outcome ------------------------------------------------------------------------------
