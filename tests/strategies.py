@@ -57,6 +57,18 @@ def bounded(values: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
     return values | bound | span
 
 
+def grade_bounds(name: str) -> st.SearchStrategy[dict[str, str]]:
+    """A bound on an ordinal grade that admits some grades and excludes others (``< IIIa``)."""
+    keys = table(name).keys()
+    below = st.fixed_dictionaries(
+        {"comparator": st.sampled_from(["<", ">="]), "value": st.sampled_from(keys[1:])}
+    )
+    above = st.fixed_dictionaries(
+        {"comparator": st.sampled_from([">", "<="]), "value": st.sampled_from(keys[:-1])}
+    )
+    return below | above
+
+
 @st.composite
 def intraoperative_events(draw: Draw) -> dict[str, Any]:
     event = draw(code("intraoperative-event"))
@@ -311,7 +323,7 @@ def postoperatives(draw: Draw, surgery_day: dt.date) -> dict[str, Any] | None:
             {
                 "type": kind,
                 **with_other_text(draw, kind),
-                "clavien_dindo": draw(opt(code("clavien-dindo"))),
+                "clavien_dindo": draw(opt(code("clavien-dindo") | grade_bounds("clavien-dindo"))),
                 "date": draw(opt(st.just(iso(surgery_day)))),
             }
         )

@@ -50,6 +50,8 @@ def holds(cond: Condition | None, case: dict[str, Any], item: Tokens) -> bool:
         return True
     if cond.present:
         return any(case_get(case, resolve(f, item)) not in (None, []) for f in cond.present)
+    if any(case_get(case, resolve(f, item)) not in (None, []) for f in cond.absent):
+        return False
     value = case_get(case, resolve(cond.field, item))
     return (value in cond.values) != cond.negate
 
@@ -88,6 +90,10 @@ def write_group(node: dict[str, Any], group: Group, case: dict[str, Any], item: 
         where = case_path(tokens)
         if f.absent is not None and isinstance(value, str) and table(str(f.arg)).is_absent(value):
             paths.put(node, f.absent, table(str(f.arg)).absent_concept(value))
+            continue
+        if f.comparator is not None and isinstance(value, dict) and "comparator" in value:
+            paths.put(node, f.path, convert(value["value"], f.arg, ctx))
+            paths.put(node, f.comparator, value["comparator"])
             continue
         if f.range is not None and isinstance(value, dict) and "low" in value:
             paths.put(node, f.range, quantity_range(value, str(f.arg)))

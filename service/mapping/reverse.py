@@ -49,6 +49,13 @@ def read_group(node: dict[str, Any], group: Group, out: dict[str, Any], item: To
                 continue
             if value is None and f.absent is not None:
                 value = paths.get(node, f.absent)  # a data-absent reason written in its place
+            if (
+                value is not None
+                and f.comparator is not None
+                and ((comparator := paths.get(node, f.comparator)) is not None)
+            ):
+                case_set(out, tokens, {"comparator": comparator, "value": back(value, f.arg, ctx)})
+                continue
             if value is not None:
                 case_set(out, tokens, back(value, f.arg, ctx))
         except MappingError as error:

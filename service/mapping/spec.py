@@ -114,6 +114,9 @@ class Condition:
     values: tuple[Any, ...] = ()
     negate: bool = False
     present: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    """And these fields are empty (``absent: [...]``): a fact that holds only without another one, such
+    as "dead" without a death date (Patient.deceasedBoolean)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class Field:
     absent: str | None = None
     """Where a data-absent reason of the field's table goes instead of ``path`` (``dataAbsentReason`` of
     an Observation or its component: R4 obs-6 lets it stand only when the value is missing)."""
+    comparator: str | None = None
+    """Where the comparator of a bound ``{comparator, value}`` on a codeable(table) grade goes (a project
+    extension's ``valueCode``: CodeableConcept has no comparator); the grade itself goes to ``path``."""
 
 
 @dataclass(frozen=True)
@@ -208,9 +214,10 @@ def _condition(raw: Any) -> Condition | None:
         return None
     if "present" in raw:
         return Condition("", present=tuple(raw["present"]))
+    absent = tuple(raw.get("absent", ()))
     if "in" in raw:
-        return Condition(raw["field"], tuple(raw["in"]))
-    return Condition(raw["field"], tuple(raw["not_in"]), negate=True)
+        return Condition(raw["field"], tuple(raw["in"]), absent=absent)
+    return Condition(raw["field"], tuple(raw["not_in"]), negate=True, absent=absent)
 
 
 def _group(raw: dict[str, Any], aliases: dict[str, str]) -> Group:
@@ -233,7 +240,20 @@ def _group(raw: dict[str, Any], aliases: dict[str, str]) -> Group:
         span = expand_path(f["range"], aliases) if "range" in f else None
         if span is not None and m.group("kind") != "quantity":
             raise MappingError(f"field {f['field']!r}: `range:` needs a quantity(unit) field")
-        fields.append(Field(f["field"], path, m.group("kind"), m.group("arg"), range=span, absent=absent))
+        comparator = expand_path(f["comparator"], aliases) if "comparator" in f else None
+        if comparator is not None and m.group("kind") != "codeable":
+            raise MappingError(f"field {f['field']!r}: `comparator:` needs a codeable(table) field")
+        fields.append(
+            Field(
+                f["field"],
+                path,
+                m.group("kind"),
+                m.group("arg"),
+                range=span,
+                absent=absent,
+                comparator=comparator,
+            )
+        )
     return Group(fixed, tuple(fields))
 
 

@@ -84,7 +84,7 @@ Path = tuple[str | int, ...]
 class Column:
     name: str
     path: Path
-    kind: str  # text | code | date | number | integer | boolean | codes | numbers | bound
+    kind: str  # text | code | date | number | integer | boolean | codes | numbers | bound | bound-code
     field: fields.Field[Any]
 
 
@@ -123,6 +123,8 @@ def _kind(field: fields.Field[Any]) -> str:
         return "numbers"
     if isinstance(field, f.Bool):
         return "boolean"
+    if isinstance(field, f.BoundedCode):
+        return "bound-code"
     if isinstance(field, f.Code):
         return "integer" if field.integer else "code"
     if isinstance(field, f.Bounded):
@@ -204,6 +206,8 @@ def _cell(value: Any, kind: str) -> str:
         if isinstance(value, Mapping):
             return f"{_number(value['low'])}{RANGE}{_number(value['high'])}"
         return _number(value)
+    if kind == "bound-code" and isinstance(value, Mapping):
+        return f"{value['comparator']}{value['value']}"
     return str(value)
 
 
@@ -263,6 +267,9 @@ def _parse(cell: str, kind: str) -> Any:
         return {"true": True, "false": False}.get(raw.lower(), cell)
     if kind == "bound":
         return _parse_bound(raw)
+    if kind == "bound-code":  # ``<IIIa`` -> {comparator, value}; a grade as it is
+        found = _BOUND.match(raw)
+        return {"comparator": found.group(1), "value": found.group(2)} if found else raw
     return _parse_number(raw)
 
 

@@ -163,6 +163,8 @@ def type_of(field: fields.Field[Any]) -> str:
         if isinstance(inner, fields.Nested):
             return "list of objects"
         return "list of " + (_values(inner) if isinstance(inner, f.Code) else type_of(inner))
+    if isinstance(field, f.BoundedCode):
+        return _values(field) + ", or a bound {comparator, value} on the grade (CSV `<IIIa`, `>=IIIa`)"
     if isinstance(field, f.Code):
         return ("integer " if field.integer else "") + _values(field)
     if isinstance(field, f.Dimensions):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -389,6 +390,59 @@ class Code(fields.Field[str]):
         return value
 
 
+class BoundedCode(Code):
+    """A grade of an ordinal code table that may also be a bound on it (data set, "Incomplete records":
+    "a grade may be a bound (Clavien-Dindo ``< IIIa``)"): a value of the table (or a data-absent
+    reason), or ``{"comparator": "<"|"<="|">="|">", "value": grade}``. A bound must leave at least one
+    grade of the table (``< I`` leaves none) and exclude at least one (``<= V`` says nothing)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Any:
+        if not isinstance(value, Mapping):
+            if isinstance(value, str) and _CODE_BOUND.match(value):  # a CSV cell such as ``<IIIa``
+                raise ValidationError("a bound on a grade is {comparator, value} (CSV: <IIIa, >=IIIa)")
+            return super()._deserialize(value, attr, data, **kwargs)
+        unknown = sorted(set(value) - {"comparator", "value"})
+        if unknown or set(value) != {"comparator", "value"}:
+            raise ValidationError("a bound on a grade is {comparator, value}")
+        if value["comparator"] not in COMPARATORS:
+            raise ValidationError(f"comparator must be one of: {', '.join(COMPARATORS)}")
+        order = table(self.table_name).keys()
+        if value["value"] not in order:
+            raise ValidationError(f"the grade of a bound must be one of: {', '.join(order)}")
+        within = grades_within(value, order)
+        if not within:
+            raise ValidationError(f"no grade is {value['comparator']} {value['value']}")
+        if len(within) == len(order):
+            raise ValidationError(
+                f"every grade is {value['comparator']} {value['value']}: the bound says nothing"
+            )
+        return {"comparator": value["comparator"], "value": value["value"]}
+
+
+_ORDER: dict[str, Callable[[int, int], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
+_CODE_BOUND = re.compile(r"^\s*(<=|>=|<|>)")
+
+
+def grades_within(value: Any, order: list[str]) -> list[str]:
+    """The grades of an ordinal table (``order``, lowest first) a recorded grade may be: itself, or
+    every grade a bound ``{comparator, value}`` admits (``< IIIa`` -> I, II); [] for anything else
+    (a data-absent reason, none)."""
+    if isinstance(value, Mapping):
+        if value.get("value") not in order:
+            return []
+        at = order.index(value["value"])
+        keep = _ORDER[value["comparator"]]
+        return [g for i, g in enumerate(order) if keep(i, at)]
+    return [value] if value in order else []
+
+
 # Constructors used by the schemas: required-ness, description and metadata in one call.
 
 
@@ -418,6 +472,10 @@ def boolean(description: str, *, required: bool = False) -> Bool:
 
 def code(table_name: str, description: str, *, required: bool = False, integer: bool = False) -> Code:
     return Code(table_name, integer=integer, **_options(required, description, {"table": table_name}))
+
+
+def bounded_code(table_name: str, description: str) -> BoundedCode:
+    return BoundedCode(table_name, **_options(False, description, {"table": table_name, "bounded": True}))
 
 
 def number(

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from service.codes import CANONICAL
+from service.codes import CANONICAL, table
 from service.model import dates
 from service.model import fields as f
 from service.model.schema import CaseSchema
@@ -81,6 +81,17 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(field, fields.List):
         inner = _bare(field.inner, defs)
         return {"type": "array", "items": inner}
+    if isinstance(field, f.BoundedCode):
+        bound = {
+            "type": "object",
+            "properties": {
+                "comparator": {"enum": list(f.COMPARATORS)},
+                "value": {"enum": table(field.table_name).keys()},
+            },
+            "required": ["comparator", "value"],
+            "additionalProperties": False,
+        }
+        return {"anyOf": [{"enum": field.allowed()}, bound], "x-code-table": field.table_name}
     if isinstance(field, f.Code):
         return {"enum": field.allowed(), "x-code-table": field.table_name}
     if isinstance(field, f.Dimensions):

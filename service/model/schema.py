@@ -301,7 +301,9 @@ class PathologySchema(Base):
 class ComplicationSchema(Base):
     type = f.code("complication", "Complication.", required=True)
     text = f.text("Description; required when type is other.")
-    clavien_dindo = f.code("clavien-dindo", "Clavien-Dindo grade.")
+    clavien_dindo = f.bounded_code(
+        "clavien-dindo", "Clavien-Dindo grade, or a bound on it ({comparator, value}: < IIIa)."
+    )
     date = f.date("Date of onset.")
 
 

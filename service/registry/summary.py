@@ -18,8 +18,10 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
 - ``precision``: how many dates are partial, intervals recorded, ages unknown, survival times taken
   at a partial date's midpoint or unknown. The page states the time zeros and events (Definitions).
 - Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
-  grade; ``major`` = patients whose worst grade is IIIa or higher; ``major_unknown`` = patients with an
-  ungraded complication and none graded that high (unknown, not "not major").
+  grade (``bound`` when the only grades known are bounds such as ``< IIIa``); ``major`` = patients with
+  a complication of grade IIIa or higher, or bounded there (``> II``, ``>= IIIa``); ``major_unknown`` =
+  patients with none such but a complication that may have been major: ungraded, graded ``unknown`` or
+  bounded across IIIa (``< IVa`` is I to IIIb). A ``< IIIa`` bound is not major: the bound decides.
 - ``r0_rate`` = R0 / operated cases with a recorded margin (R0, R1 or R2; unknown and not applicable
   left out).
 - Unknowns (data set, "Incomplete records": `unknown` = the source does not say): every coded count
@@ -50,6 +52,7 @@ from typing import Any
 
 from service.codes import table
 from service.model import dates
+from service.model import fields as f
 from service.model.schema import CaseSchema
 from service.model.validate import dated_paths
 from service.registry import deidentify as deid
@@ -67,6 +70,8 @@ SUMMARY_CODES: dict[str, tuple[str, ...]] = {
     "margin": (R0,),
 }
 NOT_RECORDED = "not_recorded"
+BOUND = "bound"
+"""A grade recorded as a bound (Clavien-Dindo ``< IIIa``): counted under its own key, never as a grade."""
 UNKNOWN, NOT_APPLICABLE = "unknown", "not_applicable"
 """Data-absent reasons (mappings/codes.yaml ``absent:``): counted under their own keys, never as a value."""
 LANDMARKS_MONTHS = (12, 36, 60)
@@ -116,6 +121,7 @@ class _Series:
     follow_up: list[float] = field(default_factory=list)
     follow_up_surgery: list[float] = field(default_factory=list)
     dimensions: list[list[float]] = field(default_factory=lambda: [[], [], []])
+    major: int = 0
     major_unknown: int = 0
     fnclcc: Counter[str] = field(default_factory=Counter)
     graft: Counter[str] = field(default_factory=Counter)
@@ -270,22 +276,38 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     if graded:
         series.highest[max(graded, key=grades.index)] += 1
     elif listed:
-        # no grade known: `unknown` if any was stated unknown, else none was recorded ("ungraded")
+        # no grade known: a bound if any was one, `unknown` if any was stated unknown, else none was
+        # recorded ("ungraded")
         ungraded = {_grade_key(c["clavien_dindo"], grades) for c in listed}
-        series.highest[UNKNOWN if UNKNOWN in ungraded else "ungraded"] += 1
-    worst = max(graded, key=grades.index) if graded else None
-    below_major = worst is None or grades.index(worst) < grades.index(MAJOR_FROM)
-    if below_major and any(c["clavien_dindo"] not in grades for c in listed):
+        series.highest[next((k for k in (BOUND, UNKNOWN) if k in ungraded), "ungraded")] += 1
+    major = [_is_major(c["clavien_dindo"], grades) for c in listed]
+    if True in major:
+        series.major += 1
+    elif None in major:
         series.major_unknown += 1  # an ungraded complication may have been major: unknown, not "no"
     margin = (case["pathology"] or {}).get("margin")
     series.margin[margin or NOT_RECORDED] += 1
 
 
-def _grade_key(grade: str | None, grades: Sequence[str]) -> str:
-    """A Clavien-Dindo grade's key: the grade, ``unknown`` (stated unknown) or ``ungraded`` (none given)."""
+def _grade_key(grade: Any, grades: Sequence[str]) -> str:
+    """A Clavien-Dindo grade's key: the grade, ``bound`` (``< IIIa``: not one grade), ``unknown`` (stated
+    unknown) or ``ungraded`` (none given)."""
+    if isinstance(grade, Mapping):
+        return BOUND
     if grade in grades:
         return str(grade)
     return UNKNOWN if grade == UNKNOWN else "ungraded"
+
+
+def _is_major(grade: Any, grades: list[str]) -> bool | None:
+    """Whether a complication is major (grade IIIa or higher): what its grade decides. A bound decides
+    when every grade it admits is on one side (``< IIIa``: I or II, not major; ``> II`` and ``>= IIIa``:
+    major); one that admits both (``< IVa``: I to IIIb) is unknown, as are ``unknown`` and no grade."""
+    within = f.grades_within(grade, grades)
+    if not within:
+        return None
+    sides = {grades.index(g) >= grades.index(MAJOR_FROM) for g in within}
+    return sides.pop() if len(sides) == 1 else None
 
 
 def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
@@ -394,9 +416,6 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
     for case in cases:
         _add(series, case, age_cap)
     grades = table("clavien-dindo").keys()
-    highest_major = sum(
-        n for g, n in series.highest.items() if g in grades and grades.index(g) >= grades.index(MAJOR_FROM)
-    )
     margins = table("margin").keys()
     sides = table("side").keys()
     recorded_margins = sum(series.margin[m] for m in margins)
@@ -432,9 +451,9 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
             "patients_with": series.complications["with"],
             "patients_without": series.complications["without"],
             NOT_RECORDED: series.complications[NOT_RECORDED],
-            "by_grade": _counts(series.by_grade, grades, UNKNOWN, "ungraded"),
-            "highest_grade": _counts(series.highest, grades, UNKNOWN, "ungraded"),
-            "major": highest_major,
+            "by_grade": _counts(series.by_grade, grades, BOUND, UNKNOWN, "ungraded"),
+            "highest_grade": _counts(series.highest, grades, BOUND, UNKNOWN, "ungraded"),
+            "major": series.major,
             "major_unknown": series.major_unknown,
         },
         "margin": {
@@ -476,7 +495,12 @@ def _display(table_name: str, key: str) -> str:
     return values[key].display if key in values else key.replace("_", " ")
 
 
-_ABSENT_DISPLAY = {UNKNOWN: "unknown", NOT_APPLICABLE: "not applicable", NOT_RECORDED: "not recorded"}
+_ABSENT_DISPLAY = {
+    UNKNOWN: "unknown",
+    NOT_APPLICABLE: "not applicable",
+    NOT_RECORDED: "not recorded",
+    BOUND: "a bound (e.g. < IIIa)",
+}
 
 
 def _pct(n: int, of: int) -> str:
@@ -561,7 +585,7 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [(f"Major (grade {MAJOR_FROM} or higher)", _pct(complications["major"], operated))]
     rows += [
         (
-            f"Major unknown (an ungraded complication, none graded {MAJOR_FROM}+)",
+            f"Major unknown (a complication ungraded or bounded across {MAJOR_FROM}, none {MAJOR_FROM}+)",
             _pct(complications["major_unknown"], operated),
         )
     ]
@@ -668,8 +692,10 @@ DEFINITIONS = (
     ),
     (
         "Major complication",
-        f"worst Clavien-Dindo grade {MAJOR_FROM} or higher; a patient with an "
-        "ungraded complication and none graded that high is counted as unknown, not as not major.",
+        f"worst Clavien-Dindo grade {MAJOR_FROM} or higher; a grade recorded as a bound counts by what "
+        f"the bound decides (< {MAJOR_FROM}: not major; > II or >= {MAJOR_FROM}: major; < IVa: unknown); "
+        "a patient with an ungraded complication, or a bound that does not decide, and none graded that "
+        "high is counted as unknown, not as not major.",
     ),
     (
         "Unknown",
