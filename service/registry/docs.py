@@ -161,6 +161,16 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
 - **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
   only to the year or month it is taken at the midpoint of the days it may still be (after the other
   end), and the summary counts such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
+- **Survival precision**: a time is reported at the precision its inputs allow. Between full dates,
+  or from intervals recorded in months: as computed (the extract: 0.1 month). A time that used a
+  month-precision date (`2019-06`) and none coarser: whole months (the midpoint is at most half a
+  month off). A time that used a year-only date (`2019`): whole months at most, and flagged
+  imprecise (`dfs_imprecise` / `os_imprecise` = true in the extract, `os_year_only` / `dfs_year_only`
+  in the summary's `precision` block): its midpoint may be six months off. Hand-worked: diagnosis
+  `2019`, last contact `2021`: midpoints 2019-07-02 and 2021-07-02, 731 days = 24.02 months, reported
+  24 (imprecise); diagnosis `2019-03`, death `2020-06`: 2019-03-16 to 2020-06-15, 457 days = 15.01
+  months, reported 15. The summary's follow-up, its median and the Kaplan-Meier times use the same
+  reported months.
   `diagnosis_to_surgery_days` and de-identified day offsets are given only between full dates (else
   unknown: a month has no day offset).
 - **Follow-up** of a case: time from diagnosis to the last contact (death for the dead), i.e. the OS

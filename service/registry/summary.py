@@ -85,8 +85,10 @@ PRECISION_KEYS = (
     "last_contact_as_interval",
     "age_unknown",
     "os_midpoint",
+    "os_year_only",
     "os_unknown",
     "dfs_midpoint",
+    "dfs_year_only",
     "dfs_unknown",
     "measurements_bound",
     "measurements_range",
@@ -215,22 +217,25 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         series.recurrences += 1
     series.deaths += outcomes.died(case)
     series.lost += bool(outcome["lost_to_follow_up"])
+    # times at the precision their inputs allow (outcomes.reported): whole months from a partial date
     os_ = outcomes.overall_survival(case)
     if os_ is None:
         series.precision["os_unknown"] += 1
     else:
-        series.os.append((os_.months, os_.event))
-        series.follow_up.append(os_.months)
+        series.os.append((os_.reported_months, os_.event))
+        series.follow_up.append(os_.reported_months)
         series.precision["os_midpoint"] += not os_.exact
+        series.precision["os_year_only"] += os_.imprecise
     dfs = outcomes.disease_free_survival(case)
     if dfs is not None:
-        series.dfs.append((dfs.months, dfs.event))
+        series.dfs.append((dfs.reported_months, dfs.event))
         series.precision["dfs_midpoint"] += not dfs.exact
+        series.precision["dfs_year_only"] += dfs.imprecise
     elif outcomes.surgery_date(case) is not None:
         series.precision["dfs_unknown"] += 1
     after = outcomes.elapsed(case, "surgery", outcomes.last_contact(case))
     if after is not None:
-        series.follow_up_surgery.append(after[0])
+        series.follow_up_surgery.append(outcomes.reported(*after))
 
 
 def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
@@ -659,9 +664,11 @@ _PRECISION_LABELS = {
     "dates_year": "... to the year only",
     "last_contact_as_interval": "Last contact given as an interval (months), no date",
     "age_unknown": "Age at diagnosis unknown (not given, not determinate from partial dates)",
-    "os_midpoint": "Overall survival times using a partial date at its midpoint",
+    "os_midpoint": "Overall survival times using a partial date at its midpoint (in whole months)",
+    "os_year_only": "... of which using a year-only date (imprecise even in whole months)",
     "os_unknown": "Overall survival time unknown (left out)",
-    "dfs_midpoint": "Disease-free survival times using a partial date at its midpoint",
+    "dfs_midpoint": "Disease-free survival times using a partial date at its midpoint (in whole months)",
+    "dfs_year_only": "... of which using a year-only date (imprecise even in whole months)",
     "dfs_unknown": "Disease-free survival time unknown (operated, left out)",
     "measurements_bound": "Measurements given as a bound (e.g. > 2000 mL), left out of means and medians",
     "measurements_range": "Measurements given as a range (e.g. 500-800 mL), left out of means and medians",
@@ -688,7 +695,10 @@ DEFINITIONS = (
     (
         "Partial dates",
         "a date known only to the year or month is taken at the midpoint of the days it "
-        "may still be (after the other end of the interval); such times are counted under Precision.",
+        "may still be (after the other end of the interval); such times are counted under Precision. "
+        "A time is reported at the precision its inputs allow: one that used a month- or year-only date "
+        "is given in whole months (2019 to 2021: 24, not 24.02); one that used a year-only date is also "
+        "flagged imprecise (its midpoint may be six months off).",
     ),
     (
         "Major complication",
