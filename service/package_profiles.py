@@ -346,7 +346,7 @@ def constrain(el: Element, suffix: str, usage: Usage, where: str) -> None:
         el.set("binding", {"strength": "required", "valueSet": table(usage.arg).valueset}, where)
     elif usage.kind == "comparator":  # a bound on a grade: the codes of Quantity.comparator
         el.set("binding", {"strength": "required", "valueSet": COMPARATOR_VALUESET}, where)
-    elif usage.kind == "quantity" and usage.arg:
+    elif usage.kind == "quantity" and usage.arg and not usage.arg.startswith("@"):
         el.set("patternQuantity", {"system": systems()["UCUM"], "code": usage.arg}, where)
 
 
@@ -439,6 +439,8 @@ def _put_group(
             b.put([*prefix, *head, item], Usage(case_paths=where))
             _put_group(b, f.items, template, [*prefix, *head, item], tuple(p + "[*]" for p in where))
             continue
+        if f.unit_field is not None:  # quantity(@unit): the unit field lands in the same element
+            where = (*where, *case_paths(template, f.unit_field, bases))
         if f.range is not None:
             # value[x] is Quantity or Range: the unit cannot be one pattern on the choice, so it is
             # checked by the mapping (reverse refuses another unit) instead of patternQuantity

@@ -110,7 +110,7 @@ def labs(draw: Draw, on_or_after: dt.date) -> dict[str, Any]:
     test = draw(code("lab-test"))
     return {
         "test": test,
-        "value": draw(amounts(500)),
+        "value": draw(bounded(amounts(500))),
         "unit": canonical_unit(test),
         "date": draw(opt(st.builds(iso, st.just(on_or_after)))),
     }

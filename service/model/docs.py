@@ -155,6 +155,11 @@ def _values(field: f.Code) -> str:
     return f"`{field.table_name}`: " + ", ".join(f"`{v}`" for v in field.allowed())
 
 
+def _unit_of(field: f.Bounded) -> str:
+    unit = field.unit or field.metadata.get("unit")
+    return f" [{unit}]" if unit else ""
+
+
 def type_of(field: fields.Field[Any]) -> str:
     if isinstance(field, fields.Nested):
         return "object"
@@ -174,7 +179,7 @@ def type_of(field: fields.Field[Any]) -> str:
     if isinstance(field, f.Bounded):
         units = f"; units {', '.join(field.dimension.units)}" if field.dimension else ""
         return (
-            f"number [{field.unit or '%'}], bound {{comparator, value}} or range {{low, high}}{units} "
+            f"number{_unit_of(field)}, bound {{comparator, value}} or range {{low, high}}{units} "
             "(CSV `>75`, `<=2`, `90..95`)"
         )
     if isinstance(field, f.Measure):

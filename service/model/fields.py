@@ -296,7 +296,9 @@ class Bounded(Number):
         if "unit" not in value:
             return self.unit
         if self.dimension is None:
-            raise ValidationError("a percentage takes no unit")
+            raise ValidationError(
+                "takes no unit here (a percentage, or a result whose unit is its own field)"
+            )
         if value["unit"] not in self.dimension.factors:
             units = ", ".join(self.dimension.units)
             raise ValidationError(f"unit {value['unit']!r} is not allowed; allowed units: {units}")
@@ -491,6 +493,11 @@ def number(
 
 def percent(description: str) -> Number:
     return Number(minimum=0, maximum=100, **_options(False, description, {"unit": "%"}))
+
+
+def bounded_number(description: str, *, required: bool = False, minimum: float | None = 0) -> Bounded:
+    """A number that may be a bound or a range, its unit given elsewhere (a lab result's ``unit``)."""
+    return Bounded(minimum=minimum, **_options(required, description, {"bounded": True}))
 
 
 def bounded_percent(description: str) -> Bounded:

@@ -121,7 +121,9 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
             "required": ["low", "high"],
             "additionalProperties": False,
         }
-        return {"anyOf": [number, *([plain] if plain else []), bound, span], "x-unit": field.unit or "%"}
+        unit_name = field.unit or field.metadata.get("unit")
+        named = {"x-unit": unit_name} if unit_name else {}
+        return {"anyOf": [number, *([plain] if plain else []), bound, span], **named}
     if isinstance(field, f.Measure):
         number = _number(field)
         return {"anyOf": [number, _measure_object(number, field.dimension.units)], "x-unit": field.unit}

@@ -89,7 +89,12 @@ def codes(table_name: str, description: str) -> fields.List[Any]:
 
 class LabResultSchema(Base):
     test = f.code("lab-test", "Laboratory test.", required=True)
-    value = f.number("Result value, in unit.", required=True, minimum=None)
+    value = f.bounded_number(
+        "Result value, in unit; or a bound {comparator, value} (creatinine < 90, LDH > 250) or a range "
+        "{low, high}.",
+        required=True,
+        minimum=None,
+    )
     unit = f.text(
         "Unit: the test's canonical unit (UCUM, see the lab-test table); creatinine in umol/L, "
         "hemoglobin in g/L and calcium in mmol/L are converted.",
