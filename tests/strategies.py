@@ -133,9 +133,16 @@ def sites(draw: Draw) -> dict[str, Any]:
 
 
 @st.composite
-def dimensions(draw: Draw) -> list[float]:
-    values = draw(st.lists(st.floats(0.1, 30).map(lambda x: round(x, 1)), min_size=1, max_size=3))
-    return sorted(values, reverse=True)
+def dimensions(draw: Draw) -> list[Any]:
+    """1-3 sizes, largest first; the largest sometimes a bound ("> 10 cm", "< 31 cm")."""
+    values: list[Any] = sorted(
+        draw(st.lists(st.floats(0.1, 30).map(lambda x: round(x, 1)), min_size=1, max_size=3)), reverse=True
+    )
+    comparator = draw(st.none() | st.sampled_from(["<", "<=", ">=", ">"]))
+    if comparator is not None:
+        top = values[0] if comparator in (">", ">=") else round(values[0] + 1, 1)
+        values[0] = {"comparator": comparator, "value": top}
+    return values
 
 
 @st.composite

@@ -196,8 +196,8 @@ def _cell(value: Any, kind: str) -> str:
         return "true" if value else "false"
     if kind == "codes":
         return SEPARATOR.join(str(v) for v in value)
-    if kind == "numbers":
-        return SEPARATOR.join(_number(v) for v in value)
+    if kind == "numbers":  # the largest dimension may be a bound: ``>10;6``
+        return SEPARATOR.join(_cell(v, "bound") for v in value)
     if kind in ("number", "integer"):
         return _number(value)
     if kind == "bound":
@@ -262,7 +262,7 @@ def _parse(cell: str, kind: str) -> Any:
     if kind == "codes":
         return [part.strip() for part in raw.split(SEPARATOR)]
     if kind == "numbers":
-        return [_parse_number(part.strip()) for part in raw.split(SEPARATOR)]
+        return [_parse_bound(part.strip()) for part in raw.split(SEPARATOR)]
     if kind == "boolean":
         return {"true": True, "false": False}.get(raw.lower(), cell)
     if kind == "bound":

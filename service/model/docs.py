@@ -173,8 +173,9 @@ def type_of(field: fields.Field[Any]) -> str:
     if isinstance(field, f.Code):
         return ("integer " if field.integer else "") + _values(field)
     if isinstance(field, f.Dimensions):
-        return f"list of up to {f.Dimensions.MAX} numbers [{field.unit}], largest first; units " + ", ".join(
-            field.dimension.units
+        return (
+            f"list of up to {f.Dimensions.MAX} numbers [{field.unit}], largest first, the largest may be a "
+            "bound {comparator, value} (CSV `>10;6`); units " + ", ".join(field.dimension.units)
         )
     if isinstance(field, f.Bounded):
         units = f"; units {', '.join(field.dimension.units)}" if field.dimension else ""

@@ -340,8 +340,13 @@ class Bounded(Number):
         )
 
 
-class Dimensions(fields.Field[list[float]]):
-    """One to three tumour dimensions, largest first, in cm (or ``{"value": [...], "unit": "mm"}``)."""
+class Dimensions(fields.Field[list[Any]]):
+    """One to three tumour dimensions, largest first, in cm (or ``{"value": [...], "unit": "mm"}``).
+
+    The largest (first) may be a bound ``{"comparator": c, "value": v}`` ("> 10 cm": data set,
+    "Incomplete records"); the others are numbers, so the list keeps its 1-3 numbers shape. After a
+    ``<``/``<=`` bound the other dimensions must be below / not above its value; after ``>``/``>=`` any
+    size fits (the largest is unknown above v)."""
 
     MAX = 3
 
@@ -352,19 +357,42 @@ class Dimensions(fields.Field[list[float]]):
         # an optional size is [] when absent; a required one has at least one dimension
         self.min_items = 1 if self.required else 0
 
+    def _size(self, raw: Any, unit: str) -> float:
+        number = convert(_number(raw), unit, self.unit, self.dimension)
+        if number <= 0:
+            raise ValidationError("dimensions must be greater than 0")
+        return number
+
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> list[float]:
+    ) -> list[Any]:
         raw, unit = _unit_value(value, self.dimension, self.unit)
         if not isinstance(raw, list) or not self.min_items <= len(raw) <= self.MAX:
             raise ValidationError(f"must be a list of {self.min_items} to {self.MAX} numbers")
-        out: list[float] = []
-        for item in raw:
-            number = convert(_number(item), unit, self.unit, self.dimension)
-            if number <= 0:
-                raise ValidationError("dimensions must be greater than 0")
-            out.append(number)
-        if any(a < b for a, b in itertools.pairwise(out)):
+        out: list[Any] = []
+        for i, item in enumerate(raw):
+            if isinstance(item, Mapping):
+                if i > 0:
+                    raise ValidationError("only the largest (first) dimension may be a bound")
+                if set(item) != {"comparator", "value"} or item["comparator"] not in COMPARATORS:
+                    raise ValidationError(
+                        f"a bound on the largest dimension is {{comparator, value}}, comparator one of: "
+                        f"{', '.join(COMPARATORS)}"
+                    )
+                out.append({"comparator": item["comparator"], "value": self._size(item["value"], unit)})
+            else:
+                out.append(self._size(item, unit))
+        first = out[0] if out else None
+        rest: list[float] = out[1:]
+        if isinstance(first, dict):
+            top, strict = first["value"], first["comparator"] == "<"
+            if first["comparator"] in ("<", "<=") and any(d >= top if strict else d > top for d in rest):
+                raise ValidationError(
+                    f"dimensions must be given largest first: the largest is {first['comparator']} {top:g}"
+                )
+        elif any(a < b for a, b in itertools.pairwise(out)):
+            raise ValidationError("dimensions must be given largest first")
+        if any(a < b for a, b in itertools.pairwise(rest)):
             raise ValidationError("dimensions must be given largest first")
         return out
 

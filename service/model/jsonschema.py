@@ -95,9 +95,17 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(field, f.Code):
         return {"enum": field.allowed(), "x-code-table": field.table_name}
     if isinstance(field, f.Dimensions):
+        size = {"type": "number", "exclusiveMinimum": 0}
+        bound = {
+            "type": "object",
+            "properties": {"comparator": {"enum": list(f.COMPARATORS)}, "value": size},
+            "required": ["comparator", "value"],
+            "additionalProperties": False,
+        }
         values = {
             "type": "array",
-            "items": {"type": "number", "exclusiveMinimum": 0},
+            "prefixItems": [{"anyOf": [size, bound]}],
+            "items": size,
             "minItems": field.min_items,
             "maxItems": f.Dimensions.MAX,
         }

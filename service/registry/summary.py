@@ -29,9 +29,10 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
   the table accepts it), never dropped and never counted as a value; an IVC span with an unknown end
   is ``unknown``; a complication graded `unknown` counts under ``unknown``, one with no grade under
   ``ungraded``.
-- Bounds and ranges (``> 2000`` mL, ``500..800``): not numbers, so left out of n, mean, median, min
-  and max; each continuous value that takes them reports them as ``imprecise``, and ``precision``
-  counts them (``measurements_bound``, ``measurements_range``).
+- Bounds and ranges (``> 2000`` mL, ``500..800``, a largest tumour dimension ``> 10`` cm): not
+  numbers, so left out of n, mean, median, min and max (and of ``missing``: they were recorded); each
+  continuous value that takes them reports them as ``imprecise``, and ``precision`` counts them
+  (``measurements_bound``, ``measurements_range``).
 - Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
   last contact (death for the dead), over every case.
@@ -156,7 +157,7 @@ def segment_spans() -> list[str]:
     return [a if a == b else f"{a}-{b}" for i, a in enumerate(order) for b in order[i:]]
 
 
-def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[float] | None:
+def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[Any] | None:
     """The dimensions of the first measurement at diagnosis (earliest dated, else the first listed)."""
     sizes = diagnosis["tumour_size"]
     if not sizes:
@@ -166,13 +167,23 @@ def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[float] | None:
         date = pair[1]["date"]
         return (date is None, dates.sort_key(date) if date else (), pair[0])
 
-    found: list[float] = min(enumerate(sizes), key=key)[1]["dimensions_cm"]
+    found: list[Any] = min(enumerate(sizes), key=key)[1]["dimensions_cm"]
     return found
 
 
-def _first_size(diagnosis: Mapping[str, Any]) -> float | None:
+def _first_size(diagnosis: Mapping[str, Any]) -> Any:
     found = _first_dimensions(diagnosis)
     return None if found is None else found[0]
+
+
+def _add_size(series: _Series, name: str, values: list[float], value: Any) -> None:
+    """A size into its list, or, a bound (``> 10`` cm: the largest dimension may be one), counted as
+    imprecise and left out of the numbers like the other bounds (data set, "Bounds")."""
+    if isinstance(value, Mapping):
+        series.imprecise[name] += 1
+        series.precision["measurements_bound"] += 1
+    else:
+        values.append(value)
 
 
 def _count_precision(series: _Series, case: Mapping[str, Any]) -> None:
@@ -196,13 +207,16 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         series.age.append(age if age_cap is None else min(age, age_cap))
     size = _first_size(diagnosis)
     if size is not None:
-        series.size.append(size)
+        _add_size(series, "tumour_size_cm", series.size, size)
     for i, value in enumerate(_first_dimensions(diagnosis) or []):
-        series.dimensions[i].append(value)
+        if not isinstance(value, Mapping):  # a bound is counted once, under tumour_size_cm
+            series.dimensions[i].append(value)
+        elif i == 0:
+            series.imprecise["tumour_dimensions_cm"] += 1
     _count_precision(series, case)
     pathology = case["pathology"]
     if pathology and pathology["tumour_size_cm"]:
-        series.path_size.append(pathology["tumour_size_cm"][0])
+        _add_size(series, "pathological_tumour_size_cm", series.path_size, pathology["tumour_size_cm"][0])
     grade = (pathology or {}).get("fnclcc_grade")
     series.fnclcc[NOT_RECORDED if grade is None else str(grade)] += 1
     series.segments[_segment_span(diagnosis)] += 1
@@ -429,9 +443,21 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
         "operated": series.operated,
         "sex": _counts(series.sex, table("sex").keys()),
         "age_at_diagnosis_years": describe(series.age, series.cases - len(series.age)),
-        "tumour_size_cm": describe(series.size, series.cases - len(series.size)),
-        "tumour_dimensions_cm": [describe(d, series.cases - len(d)) for d in series.dimensions],
-        "pathological_tumour_size_cm": describe(series.path_size, series.operated - len(series.path_size)),
+        "tumour_size_cm": describe(
+            series.size,
+            series.cases - len(series.size) - series.imprecise["tumour_size_cm"],
+            series.imprecise["tumour_size_cm"],
+        ),
+        "tumour_dimensions_cm": [
+            describe(d, series.cases - len(d) - (series.imprecise["tumour_dimensions_cm"] if i == 0 else 0))
+            | ({"imprecise": series.imprecise["tumour_dimensions_cm"]} if i == 0 else {})
+            for i, d in enumerate(series.dimensions)
+        ],
+        "pathological_tumour_size_cm": describe(
+            series.path_size,
+            series.operated - len(series.path_size) - series.imprecise["pathological_tumour_size_cm"],
+            series.imprecise["pathological_tumour_size_cm"],
+        ),
         "segments": _counts(series.segments, segment_spans(), UNKNOWN),
         "fnclcc_grade": _counts(
             series.fnclcc, table("fnclcc-grade").keys(), UNKNOWN, NOT_APPLICABLE, NOT_RECORDED
