@@ -104,8 +104,9 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
         }
         values = {
             "type": "array",
-            "prefixItems": [{"anyOf": [size, bound]}],
-            "items": size,
+            # only the largest (first) may be a bound: the model checks it (prefixItems would say it,
+            # but not every JSON Schema reader knows 2020-12's prefixItems)
+            "items": {"anyOf": [size, bound]},
             "minItems": field.min_items,
             "maxItems": f.Dimensions.MAX,
         }

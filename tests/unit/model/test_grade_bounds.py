@@ -4,9 +4,10 @@
 FHIR R4 has no comparator on a CodeableConcept, so the bound is the grade in
 ``component(clavien-dindo).valueCodeableConcept`` and the comparator in the project modifier extension
 ``ivclms-grade-comparator`` on that component, with the codes of Quantity.comparator: "if the
-comparator is "<" , then the real value is < stated value". It is a *modifier* extension: R4
-(Extensibility, "Modifier Extensions") "modifierExtension ... changes the meaning of the element that
-contains it"; a reader that ignored it would read "Grade IIIa" for "< IIIa".
+comparator is "<" , then the real value is < stated value". It is a *modifier* extension (R4
+BackboneElement.modifierExtension: "additional information that is not part of the basic definition of
+the element and that modifies the understanding of the element in which it is contained"); a reader
+that ignored it would read "Grade IIIa" for "< IIIa".
 """
 
 from __future__ import annotations
