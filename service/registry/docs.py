@@ -230,9 +230,11 @@ brackets):
   patients transfused (units > 0) [`transfused`].
 - Complications by Clavien-Dindo grade [`complications`]: `by_grade` counts complications,
   `highest_grade` counts patients by their worst grade (a grade stated `unknown` under `unknown`, no
-  grade given under `ungraded`), `major` = patients whose worst grade is
-  {major} or higher; `major_unknown` = patients with an ungraded complication and none graded
-  {major} or higher (it may have been major: unknown, not "not major");
+  grade given under `ungraded`, a grade recorded only as a bound such as `< {major}` under `bound`),
+  `major` = patients with a complication of grade {major} or higher, or bounded there (`> II`,
+  `>= {major}`); `major_unknown` = patients with none such but a complication that may have been
+  major: ungraded, graded `unknown`, or bounded across {major} (`< IVa` is I to IIIb); a `< {major}`
+  bound is not major: the bound decides;
   `patients_with` / `patients_without` / `{not_recorded}`.
 - Resection margin [`margin`] and `r0_rate` = R0 / operated cases with a margin of R0, R1 or R2
   (`unknown` and `not_applicable` are counted, and left out of the rate).
@@ -242,9 +244,12 @@ brackets):
   [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
   first surgery to the last contact [`follow_up_after_surgery_months`] (operated cases).
 - Precision [`precision`]: how many dates were recorded to the day, month or year only, last contacts
-  given as an interval, unknown ages, and survival times that used a partial date at its midpoint or
+  given as an interval, unknown ages, and survival times that used a partial date at its midpoint
+  (`os_midpoint`, `dfs_midpoint`; of them, a year-only date: `os_year_only`, `dfs_year_only`) or
   could not be known, and measurements given as a bound or a range (`measurements_bound`,
-  `measurements_range`).
+  `measurements_range`). Tumour sizes take a bound on the largest dimension (`> 10` cm): counted
+  under `imprecise` of `tumour_size_cm`, `tumour_dimensions_cm[0]` and
+  `pathological_tumour_size_cm`, and left out of their numbers.
 - Kaplan-Meier estimates [`kaplan_meier.disease_free_survival`, `kaplan_meier.overall_survival`]
   (`lifelines`): `table` has a row per distinct time with an event or a censoring: `time_months`,
   `at_risk` (just before that time), `events`, `censored`, `survival` and its 95% confidence interval
