@@ -232,6 +232,38 @@ def unmapped() -> list[str]:
     return [el.path for el in walk() if el.leaf and el.path not in found]
 
 
+DECISIONS = [
+    "## Bounds, ranges and grades (decisions)",
+    "",
+    'The data set ("Incomplete records") lets a measurement be a bound (`> 75 %`) or a range (`90-95 %`)'
+    " and a grade be a bound (Clavien-Dindo `< IIIa`).",
+    "",
+    '- **Measurements** (`{comparator, value}` / `{low, high}`): the bound is Quantity.comparator (R4: "if'
+    ' the comparator is "<" , then the real value is < stated value") at the element\'s `valueQuantity`,'
+    " a range is the element's `valueRange` (case-fhir.yaml `range:`).",
+    "- **Laboratory results** (creatinine < 90 umol/L, LDH > 250 U/L): the same, with the result's own UCUM"
+    " unit written into the Quantity (or both ends of the Range) and read back from there"
+    " (`quantity(@unit)`); a converted unit converts the bound's numbers too.",
+    "- **Tumour size**: only the largest (first) of the 1-3 dimensions may be a bound (`> 10` cm), so the"
+    " list keeps its shape and every size keeps its LOINC component (33728-7 for the largest, with"
+    " Quantity.comparator). A range of a dimension is not taken: no source in the data set gives one.",
+    "- **Clavien-Dindo grade as a bound**: CodeableConcept has no comparator, and a valueRange over an"
+    " ordinal would need numbers the scale does not have (IIIa, IIIb). The component keeps the grade of"
+    " the bound in `valueCodeableConcept` (so its standard and project codings stay checked) and the"
+    " comparator, with Quantity.comparator's codes (`quantity-comparator` value set, required), in the"
+    " project extension `ivclms-grade-comparator` as a **modifierExtension** (R4"
+    ' BackboneElement.modifierExtension: "additional information ... that modifies the understanding of'
+    ' the element in which it is contained"): a reader that ignored a plain extension'
+    " would read `< IIIa` as grade IIIa. A bound must admit at least one grade and exclude at least one"
+    " (`< I` and `<= V` are refused). The registry counts a complication as major by what its bound"
+    " decides (`< IIIa`: not major; `> II`, `>= IIIa`: major; `< IVa`: unknown).",
+    "- **Death without a date**: `Patient.deceasedBoolean` = true when the vital status is dead and no"
+    " death date is known; `deceasedDateTime` at the recorded precision otherwise (`2019`).",
+    "",
+]
+"""Where the data set was silent on the FHIR form: what was decided, and why (docs/mapping.md)."""
+
+
 def render() -> str:
     found = targets()
     titles = dict(GROUPS)
@@ -246,6 +278,7 @@ def render() -> str:
         "`case_id` and `source_system` are part of the business identifier of every resource"
         " (`<source_system>|<case_id>|<element key>`, system `https://fhir.ivc-lms.org/identifier/element`).",
         "",
+        *DECISIONS,
     ]
     current = None
     for el in walk():

@@ -176,6 +176,7 @@ class ExtensionUse:
     rest: tuple[paths.Step, ...]
     usage: Usage
     where: str
+    modifier: bool = False
 
 
 @dataclass
@@ -255,19 +256,22 @@ class Builder:
             # mCODE extensions: allowed by the open slicing, defined in the mCODE IG (not loadable here)
             self.foreign.append((f"{path}.extension('{url}')", usage.case_paths))
             return
-        base_key = (*key, order.index("extension"), 0)
-        sliced = self.element(f"{eid}.extension", f"{path}.extension", base_key)
+        kind = step.name  # extension, or modifierExtension (it changes the meaning of its element)
+        base_key = (*key, order.index(kind), 0)
+        sliced = self.element(f"{eid}.{kind}", f"{path}.{kind}", base_key)
         sliced.data["slicing"] = {"discriminator": [{"type": "value", "path": "url"}], "rules": "open"}
         name = camel(url.rsplit("/", 1)[-1].removeprefix("ivclms-"))
-        slice_key = (*key, order.index("extension"), 1, url)
-        el = self.element(f"{eid}.extension:{name}", f"{path}.extension", slice_key)
+        slice_key = (*key, order.index(kind), 1, url)
+        el = self.element(f"{eid}.{kind}:{name}", f"{path}.{kind}", slice_key)
         el.set("min", 0, where)
         el.data["max"] = "*" if step.every or el.data.get("max") == "*" else "1"
         el.add_type({"code": "Extension", "profile": [url]})
         el.set("mustSupport", True, where)
         self._document(el, usage)
         if url.startswith(PROFILE_PREFIX):
-            self.extensions.append(ExtensionUse(url, path, tuple(rest), usage, where))
+            self.extensions.append(
+                ExtensionUse(url, path, tuple(rest), usage, where, modifier=kind == "modifierExtension")
+            )
 
     def _component(
         self,
@@ -319,6 +323,19 @@ class Builder:
             el.data.setdefault("short", _short(describe(usage.case_paths[0])))
 
 
+MODIFIER_REASONS = {
+    PROFILE_PREFIX + "grade-comparator": (
+        "The grade in the element's value is a bound, not the grade: with comparator '<' the actual "
+        "grade is below the stated one (Clavien-Dindo < IIIa is I or II). A reader that ignored the "
+        "extension would take the bound for the grade."
+    ),
+}
+"""Why each modifier extension changes the meaning of its element (ElementDefinition.isModifierReason)."""
+
+COMPARATOR_VALUESET = "http://hl7.org/fhir/ValueSet/quantity-comparator|4.0.1"
+"""R4's value set of Quantity.comparator (<, <=, >=, >), bound to the grade-comparator extension."""
+
+
 def constrain(el: Element, suffix: str, usage: Usage, where: str) -> None:
     """Binding and pattern of an element from the converter or the fixed value written there."""
     if isinstance(usage.fixed, str) and suffix == "Quantity":
@@ -332,7 +349,9 @@ def constrain(el: Element, suffix: str, usage: Usage, where: str) -> None:
         return
     if usage.kind in ("codeable", "coding") and usage.arg and not table(usage.arg).fhir_code:
         el.set("binding", {"strength": "required", "valueSet": table(usage.arg).valueset}, where)
-    elif usage.kind == "quantity" and usage.arg:
+    elif usage.kind == "comparator":  # a bound on a grade: the codes of Quantity.comparator
+        el.set("binding", {"strength": "required", "valueSet": COMPARATOR_VALUESET}, where)
+    elif usage.kind == "quantity" and usage.arg and not usage.arg.startswith("@"):
         el.set("patternQuantity", {"system": systems()["UCUM"], "code": usage.arg}, where)
 
 
@@ -425,6 +444,8 @@ def _put_group(
             b.put([*prefix, *head, item], Usage(case_paths=where))
             _put_group(b, f.items, template, [*prefix, *head, item], tuple(p + "[*]" for p in where))
             continue
+        if f.unit_field is not None:  # quantity(@unit): the unit field lands in the same element
+            where = (*where, *case_paths(template, f.unit_field, bases))
         if f.range is not None:
             # value[x] is Quantity or Range: the unit cannot be one pattern on the choice, so it is
             # checked by the mapping (reverse refuses another unit) instead of patternQuantity
@@ -432,6 +453,8 @@ def _put_group(
             b.put([*prefix, *paths.parse(f.range)], Usage(case_paths=where, kind="range", arg=f.arg))
             continue
         b.put([*prefix, *steps], Usage(case_paths=where, kind=f.kind, arg=f.arg))
+        if f.comparator is not None:
+            b.put([*prefix, *paths.parse(f.comparator)], Usage(case_paths=where, kind="comparator"))
 
 
 def builder(s: Spec, template: Template) -> Builder:
@@ -545,6 +568,9 @@ def extension_definitions(builders: list[Builder], header: Header) -> list[dict[
         uses = by_url[url]
         rid = url.rsplit("/", 1)[-1]
         elements = _extension_elements(uses)
+        if any(u.modifier for u in uses):
+            elements[0]["isModifier"] = True
+            elements[0]["isModifierReason"] = MODIFIER_REASONS[url]
         title = elements[0]["short"]
         sd = header("StructureDefinition", rid, pascal(rid), title, elements[0]["definition"])
         contexts = list(dict.fromkeys(u.context for u in uses))

@@ -57,6 +57,18 @@ def bounded(values: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
     return values | bound | span
 
 
+def grade_bounds(name: str) -> st.SearchStrategy[dict[str, str]]:
+    """A bound on an ordinal grade that admits some grades and excludes others (``< IIIa``)."""
+    keys = table(name).keys()
+    below = st.fixed_dictionaries(
+        {"comparator": st.sampled_from(["<", ">="]), "value": st.sampled_from(keys[1:])}
+    )
+    above = st.fixed_dictionaries(
+        {"comparator": st.sampled_from([">", "<="]), "value": st.sampled_from(keys[:-1])}
+    )
+    return below | above
+
+
 @st.composite
 def intraoperative_events(draw: Draw) -> dict[str, Any]:
     event = draw(code("intraoperative-event"))
@@ -102,7 +114,7 @@ def labs(draw: Draw, on_or_after: dt.date) -> dict[str, Any]:
     valued = has_unit(test) and (interpretation is None or draw(booleans))
     return {
         "test": test,
-        "value": draw(amounts(500)) if valued else None,
+        "value": draw(bounded(amounts(500))) if valued else None,
         "unit": canonical_unit(test) if valued else None,
         "interpretation": interpretation,
         "date": draw(opt(st.builds(iso, st.just(on_or_after)))),
@@ -141,9 +153,16 @@ def sites(draw: Draw) -> dict[str, Any]:
 
 
 @st.composite
-def dimensions(draw: Draw) -> list[float]:
-    values = draw(st.lists(st.floats(0.1, 30).map(lambda x: round(x, 1)), min_size=1, max_size=3))
-    return sorted(values, reverse=True)
+def dimensions(draw: Draw) -> list[Any]:
+    """1-3 sizes, largest first; the largest sometimes a bound ("> 10 cm", "< 31 cm")."""
+    values: list[Any] = sorted(
+        draw(st.lists(st.floats(0.1, 30).map(lambda x: round(x, 1)), min_size=1, max_size=3)), reverse=True
+    )
+    comparator = draw(st.none() | st.sampled_from(["<", "<=", ">=", ">"]))
+    if comparator is not None:
+        top = values[0] if comparator in (">", ">=") else round(values[0] + 1, 1)
+        values[0] = {"comparator": comparator, "value": top}
+    return values
 
 
 @st.composite
@@ -332,7 +351,7 @@ def postoperatives(draw: Draw, surgery_day: dt.date) -> dict[str, Any] | None:
             {
                 "type": kind,
                 **with_other_text(draw, kind),
-                "clavien_dindo": draw(opt(code("clavien-dindo"))),
+                "clavien_dindo": draw(opt(code("clavien-dindo") | grade_bounds("clavien-dindo"))),
                 "date": draw(opt(st.just(iso(surgery_day)))),
             }
         )

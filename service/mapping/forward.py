@@ -50,6 +50,8 @@ def holds(cond: Condition | None, case: dict[str, Any], item: Tokens) -> bool:
         return True
     if cond.present:
         return any(case_get(case, resolve(f, item)) not in (None, []) for f in cond.present)
+    if any(case_get(case, resolve(f, item)) not in (None, []) for f in cond.absent):
+        return False
     value = case_get(case, resolve(cond.field, item))
     return (value in cond.values) != cond.negate
 
@@ -86,18 +88,27 @@ def write_group(node: dict[str, Any], group: Group, case: dict[str, Any], item: 
             continue
         convert = CONVERTERS[f.kind][0]
         where = case_path(tokens)
+        arg = f.arg
+        if f.unit_field is not None:  # quantity(@unit): the unit is the item's own field
+            arg = case_get(case, resolve(f.unit_field, item))
+            if value is not None and not isinstance(arg, str):
+                raise MappingError(f"{where}: no unit in {f.unit_field!r}")
         if f.absent is not None and isinstance(value, str) and table(str(f.arg)).is_absent(value):
             paths.put(node, f.absent, table(str(f.arg)).absent_concept(value))
             continue
+        if f.comparator is not None and isinstance(value, dict) and "comparator" in value:
+            paths.put(node, f.path, convert(value["value"], f.arg, ctx))
+            paths.put(node, f.comparator, value["comparator"])
+            continue
         if f.range is not None and isinstance(value, dict) and "low" in value:
-            paths.put(node, f.range, quantity_range(value, str(f.arg)))
+            paths.put(node, f.range, quantity_range(value, str(arg)))
             continue
         try:
             if paths.has_every(f.path):
                 if value:
                     paths.put_all(node, f.path, [convert(v, f.arg, ctx) for v in value])
             elif value is not None or f.kind == "map":
-                converted = convert(value, f.arg, ctx)
+                converted = convert(value, arg, ctx)
                 if converted is not None:
                     paths.put(node, f.path, converted)
         except MappingError as error:

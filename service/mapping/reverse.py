@@ -10,11 +10,13 @@ from service.mapping.spec import (
     CONVERTERS,
     IDENTIFIER_SYSTEM,
     Context,
+    Field,
     Group,
     MappingError,
     case_set,
     case_tokens,
     quantity_range_back,
+    quantity_system,
     spec,
     split_identifier,
 )
@@ -44,15 +46,49 @@ def read_group(node: dict[str, Any], group: Group, out: dict[str, Any], item: To
                 case_set(out, tokens, [back(v, f.arg, ctx) for v in paths.get_all(node, f.path)])
                 continue
             value = paths.get(node, f.path)
+            if f.unit_field is not None:  # quantity(@unit): the unit is read back into its own field
+                _read_with_unit(node, f, out, tokens, resolve(f.unit_field, item))
+                continue
             if value is None and f.range is not None and (span := paths.get(node, f.range)) is not None:
                 case_set(out, tokens, quantity_range_back(span, str(f.arg)))
                 continue
             if value is None and f.absent is not None:
                 value = paths.get(node, f.absent)  # a data-absent reason written in its place
+            if (
+                value is not None
+                and f.comparator is not None
+                and ((comparator := paths.get(node, f.comparator)) is not None)
+            ):
+                case_set(out, tokens, {"comparator": comparator, "value": back(value, f.arg, ctx)})
+                continue
             if value is not None:
                 case_set(out, tokens, back(value, f.arg, ctx))
         except MappingError as error:
             raise MappingError(f"{node.get('resourceType', 'element')}.{f.path}: {error}") from None
+
+
+def _read_with_unit(
+    node: dict[str, Any], f: Field, out: dict[str, Any], tokens: Tokens, unit: Tokens
+) -> None:
+    """A ``quantity(@unit)`` field: its value (a number, a bound or a range) and, from the quantity's
+    UCUM code, its unit field."""
+    quantity = paths.get(node, f.path)
+    span = paths.get(node, f.range) if f.range is not None else None
+    if quantity is not None:
+        carrier: dict[str, Any] = quantity
+        number = quantity.get("value")
+        bound = "comparator" in quantity
+        value = {"comparator": quantity["comparator"], "value": number} if bound else number
+    elif span is not None:
+        carrier = span.get("low") or {}
+        value = quantity_range_back(span, str(carrier.get("code")))
+    else:
+        return
+    code = carrier.get("code")
+    if not isinstance(code, str) or quantity_system(carrier) is None:
+        raise MappingError("a result's quantity needs a UCUM code (system http://unitsofmeasure.org)")
+    case_set(out, tokens, value)
+    case_set(out, unit, code)
 
 
 def _prune(node: Any) -> Any:

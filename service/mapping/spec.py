@@ -114,6 +114,9 @@ class Condition:
     values: tuple[Any, ...] = ()
     negate: bool = False
     present: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    """And these fields are empty (``absent: [...]``): a fact that holds only without another one, such
+    as "dead" without a death date (Patient.deceasedBoolean)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,12 @@ class Field:
     absent: str | None = None
     """Where a data-absent reason of the field's table goes instead of ``path`` (``dataAbsentReason`` of
     an Observation or its component: R4 obs-6 lets it stand only when the value is missing)."""
+    unit_field: str | None = None
+    """``quantity(@unit)``: the case field (relative to the item) holding the UCUM unit, when the unit
+    is data (a lab result's) rather than fixed by the mapping."""
+    comparator: str | None = None
+    """Where the comparator of a bound ``{comparator, value}`` on a codeable(table) grade goes (a project
+    extension's ``valueCode``: CodeableConcept has no comparator); the grade itself goes to ``path``."""
 
 
 @dataclass(frozen=True)
@@ -208,9 +217,10 @@ def _condition(raw: Any) -> Condition | None:
         return None
     if "present" in raw:
         return Condition("", present=tuple(raw["present"]))
+    absent = tuple(raw.get("absent", ()))
     if "in" in raw:
-        return Condition(raw["field"], tuple(raw["in"]))
-    return Condition(raw["field"], tuple(raw["not_in"]), negate=True)
+        return Condition(raw["field"], tuple(raw["in"]), absent=absent)
+    return Condition(raw["field"], tuple(raw["not_in"]), negate=True, absent=absent)
 
 
 def _group(raw: dict[str, Any], aliases: dict[str, str]) -> Group:
@@ -233,7 +243,23 @@ def _group(raw: dict[str, Any], aliases: dict[str, str]) -> Group:
         span = expand_path(f["range"], aliases) if "range" in f else None
         if span is not None and m.group("kind") != "quantity":
             raise MappingError(f"field {f['field']!r}: `range:` needs a quantity(unit) field")
-        fields.append(Field(f["field"], path, m.group("kind"), m.group("arg"), range=span, absent=absent))
+        comparator = expand_path(f["comparator"], aliases) if "comparator" in f else None
+        if comparator is not None and m.group("kind") != "codeable":
+            raise MappingError(f"field {f['field']!r}: `comparator:` needs a codeable(table) field")
+        arg = m.group("arg")
+        unit_field = arg[1:] if m.group("kind") == "quantity" and arg and arg.startswith("@") else None
+        fields.append(
+            Field(
+                f["field"],
+                path,
+                m.group("kind"),
+                arg,
+                range=span,
+                absent=absent,
+                comparator=comparator,
+                unit_field=unit_field,
+            )
+        )
     return Group(fixed, tuple(fields))
 
 
@@ -437,6 +463,12 @@ def _quantity_back(value: Any, unit: str | None, _: Context) -> Any:
     if "comparator" in value:
         return {"comparator": value["comparator"], "value": value.get("value")}
     return value.get("value")
+
+
+def quantity_system(quantity: dict[str, Any]) -> str | None:
+    """The quantity's system when it is UCUM, else None."""
+    found = quantity.get("system")
+    return str(found) if found == systems()["UCUM"] else None
 
 
 def quantity_range(value: dict[str, Any], unit: str) -> dict[str, Any]:

@@ -86,7 +86,7 @@ Path = tuple[str | int, ...]
 class Column:
     name: str
     path: Path
-    kind: str  # text | code | date | number | integer | boolean | codes | numbers | bound
+    kind: str  # text | code | date | number | integer | boolean | codes | numbers | bound | bound-code
     field: fields.Field[Any]
 
 
@@ -125,6 +125,8 @@ def _kind(field: fields.Field[Any]) -> str:
         return "numbers"
     if isinstance(field, f.Bool):
         return "boolean"
+    if isinstance(field, f.BoundedCode):
+        return "bound-code"
     if isinstance(field, f.Code):
         return "integer" if field.integer else "code"
     if isinstance(field, f.Bounded):
@@ -196,8 +198,8 @@ def _cell(value: Any, kind: str) -> str:
         return "true" if value else "false"
     if kind == "codes":
         return SEPARATOR.join(str(v) for v in value)
-    if kind == "numbers":
-        return SEPARATOR.join(_number(v) for v in value)
+    if kind == "numbers":  # the largest dimension may be a bound: ``>10;6``
+        return SEPARATOR.join(_cell(v, "bound") for v in value)
     if kind in ("number", "integer"):
         return _number(value)
     if kind == "bound":
@@ -206,6 +208,8 @@ def _cell(value: Any, kind: str) -> str:
         if isinstance(value, Mapping):
             return f"{_number(value['low'])}{RANGE}{_number(value['high'])}"
         return _number(value)
+    if kind == "bound-code" and isinstance(value, Mapping):
+        return f"{value['comparator']}{value['value']}"
     return str(value)
 
 
@@ -260,11 +264,14 @@ def _parse(cell: str, kind: str) -> Any:
     if kind == "codes":
         return [part.strip() for part in raw.split(SEPARATOR)]
     if kind == "numbers":
-        return [_parse_number(part.strip()) for part in raw.split(SEPARATOR)]
+        return [_parse_bound(part.strip()) for part in raw.split(SEPARATOR)]
     if kind == "boolean":
         return {"true": True, "false": False}.get(raw.lower(), cell)
     if kind == "bound":
         return _parse_bound(raw)
+    if kind == "bound-code":  # ``<IIIa`` -> {comparator, value}; a grade as it is
+        found = _BOUND.match(raw)
+        return {"comparator": found.group(1), "value": found.group(2)} if found else raw
     return _parse_number(raw)
 
 

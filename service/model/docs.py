@@ -160,6 +160,11 @@ def _values(field: f.Code) -> str:
     return f"`{field.table_name}`: " + ", ".join(f"`{v}`" for v in field.allowed())
 
 
+def _unit_of(field: f.Bounded) -> str:
+    unit = field.unit or field.metadata.get("unit")
+    return f" [{unit}]" if unit else ""
+
+
 def type_of(field: fields.Field[Any]) -> str:
     if isinstance(field, fields.Nested):
         return "object"
@@ -168,16 +173,19 @@ def type_of(field: fields.Field[Any]) -> str:
         if isinstance(inner, fields.Nested):
             return "list of objects"
         return "list of " + (_values(inner) if isinstance(inner, f.Code) else type_of(inner))
+    if isinstance(field, f.BoundedCode):
+        return _values(field) + ", or a bound {comparator, value} on the grade (CSV `<IIIa`, `>=IIIa`)"
     if isinstance(field, f.Code):
         return ("integer " if field.integer else "") + _values(field)
     if isinstance(field, f.Dimensions):
-        return f"list of up to {f.Dimensions.MAX} numbers [{field.unit}], largest first; units " + ", ".join(
-            field.dimension.units
+        return (
+            f"list of up to {f.Dimensions.MAX} numbers [{field.unit}], largest first, the largest may be a "
+            "bound {comparator, value} (CSV `>10;6`); units " + ", ".join(field.dimension.units)
         )
     if isinstance(field, f.Bounded):
         units = f"; units {', '.join(field.dimension.units)}" if field.dimension else ""
         return (
-            f"number [{field.unit or '%'}], bound {{comparator, value}} or range {{low, high}}{units} "
+            f"number{_unit_of(field)}, bound {{comparator, value}} or range {{low, high}}{units} "
             "(CSV `>75`, `<=2`, `90..95`)"
         )
     if isinstance(field, f.Measure):

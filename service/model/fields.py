@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -295,7 +296,9 @@ class Bounded(Number):
         if "unit" not in value:
             return self.unit
         if self.dimension is None:
-            raise ValidationError("a percentage takes no unit")
+            raise ValidationError(
+                "takes no unit here (a percentage, or a result whose unit is its own field)"
+            )
         if value["unit"] not in self.dimension.factors:
             units = ", ".join(self.dimension.units)
             raise ValidationError(f"unit {value['unit']!r} is not allowed; allowed units: {units}")
@@ -337,8 +340,13 @@ class Bounded(Number):
         )
 
 
-class Dimensions(fields.Field[list[float]]):
-    """One to three tumour dimensions, largest first, in cm (or ``{"value": [...], "unit": "mm"}``)."""
+class Dimensions(fields.Field[list[Any]]):
+    """One to three tumour dimensions, largest first, in cm (or ``{"value": [...], "unit": "mm"}``).
+
+    The largest (first) may be a bound ``{"comparator": c, "value": v}`` ("> 10 cm": data set,
+    "Incomplete records"); the others are numbers, so the list keeps its 1-3 numbers shape. After a
+    ``<``/``<=`` bound the other dimensions must be below / not above its value; after ``>``/``>=`` any
+    size fits (the largest is unknown above v)."""
 
     MAX = 3
 
@@ -349,19 +357,42 @@ class Dimensions(fields.Field[list[float]]):
         # an optional size is [] when absent; a required one has at least one dimension
         self.min_items = 1 if self.required else 0
 
+    def _size(self, raw: Any, unit: str) -> float:
+        number = convert(_number(raw), unit, self.unit, self.dimension)
+        if number <= 0:
+            raise ValidationError("dimensions must be greater than 0")
+        return number
+
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> list[float]:
+    ) -> list[Any]:
         raw, unit = _unit_value(value, self.dimension, self.unit)
         if not isinstance(raw, list) or not self.min_items <= len(raw) <= self.MAX:
             raise ValidationError(f"must be a list of {self.min_items} to {self.MAX} numbers")
-        out: list[float] = []
-        for item in raw:
-            number = convert(_number(item), unit, self.unit, self.dimension)
-            if number <= 0:
-                raise ValidationError("dimensions must be greater than 0")
-            out.append(number)
-        if any(a < b for a, b in itertools.pairwise(out)):
+        out: list[Any] = []
+        for i, item in enumerate(raw):
+            if isinstance(item, Mapping):
+                if i > 0:
+                    raise ValidationError("only the largest (first) dimension may be a bound")
+                if set(item) != {"comparator", "value"} or item["comparator"] not in COMPARATORS:
+                    raise ValidationError(
+                        f"a bound on the largest dimension is {{comparator, value}}, comparator one of: "
+                        f"{', '.join(COMPARATORS)}"
+                    )
+                out.append({"comparator": item["comparator"], "value": self._size(item["value"], unit)})
+            else:
+                out.append(self._size(item, unit))
+        first = out[0] if out else None
+        rest: list[float] = out[1:]
+        if isinstance(first, dict):
+            top, strict = first["value"], first["comparator"] == "<"
+            if first["comparator"] in ("<", "<=") and any(d >= top if strict else d > top for d in rest):
+                raise ValidationError(
+                    f"dimensions must be given largest first: the largest is {first['comparator']} {top:g}"
+                )
+        elif any(a < b for a, b in itertools.pairwise(out)):
+            raise ValidationError("dimensions must be given largest first")
+        if any(a < b for a, b in itertools.pairwise(rest)):
             raise ValidationError("dimensions must be given largest first")
         return out
 
@@ -387,6 +418,59 @@ class Code(fields.Field[str]):
         if isinstance(value, bool) or value not in allowed:
             raise ValidationError(f"must be one of: {', '.join(str(a) for a in allowed)}")
         return value
+
+
+class BoundedCode(Code):
+    """A grade of an ordinal code table that may also be a bound on it (data set, "Incomplete records":
+    "a grade may be a bound (Clavien-Dindo ``< IIIa``)"): a value of the table (or a data-absent
+    reason), or ``{"comparator": "<"|"<="|">="|">", "value": grade}``. A bound must leave at least one
+    grade of the table (``< I`` leaves none) and exclude at least one (``<= V`` says nothing)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> Any:
+        if not isinstance(value, Mapping):
+            if isinstance(value, str) and _CODE_BOUND.match(value):  # a CSV cell such as ``<IIIa``
+                raise ValidationError("a bound on a grade is {comparator, value} (CSV: <IIIa, >=IIIa)")
+            return super()._deserialize(value, attr, data, **kwargs)
+        unknown = sorted(set(value) - {"comparator", "value"})
+        if unknown or set(value) != {"comparator", "value"}:
+            raise ValidationError("a bound on a grade is {comparator, value}")
+        if value["comparator"] not in COMPARATORS:
+            raise ValidationError(f"comparator must be one of: {', '.join(COMPARATORS)}")
+        order = table(self.table_name).keys()
+        if value["value"] not in order:
+            raise ValidationError(f"the grade of a bound must be one of: {', '.join(order)}")
+        within = grades_within(value, order)
+        if not within:
+            raise ValidationError(f"no grade is {value['comparator']} {value['value']}")
+        if len(within) == len(order):
+            raise ValidationError(
+                f"every grade is {value['comparator']} {value['value']}: the bound says nothing"
+            )
+        return {"comparator": value["comparator"], "value": value["value"]}
+
+
+_ORDER: dict[str, Callable[[int, int], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
+_CODE_BOUND = re.compile(r"^\s*(<=|>=|<|>)")
+
+
+def grades_within(value: Any, order: list[str]) -> list[str]:
+    """The grades of an ordinal table (``order``, lowest first) a recorded grade may be: itself, or
+    every grade a bound ``{comparator, value}`` admits (``< IIIa`` -> I, II); [] for anything else
+    (a data-absent reason, none)."""
+    if isinstance(value, Mapping):
+        if value.get("value") not in order:
+            return []
+        at = order.index(value["value"])
+        keep = _ORDER[value["comparator"]]
+        return [g for i, g in enumerate(order) if keep(i, at)]
+    return [value] if value in order else []
 
 
 # Constructors used by the schemas: required-ness, description and metadata in one call.
@@ -420,6 +504,10 @@ def code(table_name: str, description: str, *, required: bool = False, integer: 
     return Code(table_name, integer=integer, **_options(required, description, {"table": table_name}))
 
 
+def bounded_code(table_name: str, description: str) -> BoundedCode:
+    return BoundedCode(table_name, **_options(False, description, {"table": table_name, "bounded": True}))
+
+
 def number(
     description: str,
     *,
@@ -433,6 +521,11 @@ def number(
 
 def percent(description: str) -> Number:
     return Number(minimum=0, maximum=100, **_options(False, description, {"unit": "%"}))
+
+
+def bounded_number(description: str, *, required: bool = False, minimum: float | None = 0) -> Bounded:
+    """A number that may be a bound or a range, its unit given elsewhere (a lab result's ``unit``)."""
+    return Bounded(minimum=minimum, **_options(required, description, {"bounded": True}))
 
 
 def bounded_percent(description: str) -> Bounded:

@@ -12,7 +12,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from service.codes import CANONICAL
+from service.codes import CANONICAL, table
 from service.model import dates
 from service.model import fields as f
 from service.model.schema import CaseSchema
@@ -81,12 +81,32 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(field, fields.List):
         inner = _bare(field.inner, defs)
         return {"type": "array", "items": inner}
+    if isinstance(field, f.BoundedCode):
+        bound = {
+            "type": "object",
+            "properties": {
+                "comparator": {"enum": list(f.COMPARATORS)},
+                "value": {"enum": table(field.table_name).keys()},
+            },
+            "required": ["comparator", "value"],
+            "additionalProperties": False,
+        }
+        return {"anyOf": [{"enum": field.allowed()}, bound], "x-code-table": field.table_name}
     if isinstance(field, f.Code):
         return {"enum": field.allowed(), "x-code-table": field.table_name}
     if isinstance(field, f.Dimensions):
+        size = {"type": "number", "exclusiveMinimum": 0}
+        bound = {
+            "type": "object",
+            "properties": {"comparator": {"enum": list(f.COMPARATORS)}, "value": size},
+            "required": ["comparator", "value"],
+            "additionalProperties": False,
+        }
         values = {
             "type": "array",
-            "items": {"type": "number", "exclusiveMinimum": 0},
+            # only the largest (first) may be a bound: the model checks it (prefixItems would say it,
+            # but not every JSON Schema reader knows 2020-12's prefixItems)
+            "items": {"anyOf": [size, bound]},
             "minItems": field.min_items,
             "maxItems": f.Dimensions.MAX,
         }
@@ -110,7 +130,9 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
             "required": ["low", "high"],
             "additionalProperties": False,
         }
-        return {"anyOf": [number, *([plain] if plain else []), bound, span], "x-unit": field.unit or "%"}
+        unit_name = field.unit or field.metadata.get("unit")
+        named = {"x-unit": unit_name} if unit_name else {}
+        return {"anyOf": [number, *([plain] if plain else []), bound, span], **named}
     if isinstance(field, f.Measure):
         number = _number(field)
         return {"anyOf": [number, _measure_object(number, field.dimension.units)], "x-unit": field.unit}

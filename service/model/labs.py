@@ -48,4 +48,11 @@ def normalise_lab(data: dict[str, Any]) -> dict[str, Any]:
     if factor is None:
         allowed = ", ".join(allowed_units(test))
         raise ValidationError(f"unit {unit!r} is not allowed for {test}; allowed units: {allowed}", "unit")
-    return {**data, "value": round(value * factor, DECIMALS), "unit": canonical}
+    return {**data, "value": _scaled(data["value"], factor), "unit": canonical}
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    """A number, bound or range converted: each number it holds times ``factor``."""
+    if isinstance(value, dict):
+        return {k: v if k == "comparator" else round(v * factor, DECIMALS) for k, v in value.items()}
+    return round(value * factor, DECIMALS)

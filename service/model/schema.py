@@ -89,9 +89,10 @@ def codes(table_name: str, description: str) -> fields.List[Any]:
 
 class LabResultSchema(Base):
     test = f.code("lab-test", "Laboratory test.", required=True)
-    value = f.number(
-        "Result value, in unit; value or interpretation is required (a result may be stated only as "
-        "normal or abnormal).",
+    value = f.bounded_number(
+        "Result value, in unit; or a bound {comparator, value} (creatinine < 90, LDH > 250) or a range "
+        "{low, high}; value or interpretation is required (a result may be stated only as normal or "
+        "abnormal).",
         minimum=None,
     )
     unit = f.text(
@@ -328,7 +329,9 @@ class PathologySchema(Base):
 class ComplicationSchema(Base):
     type = f.code("complication", "Complication.", required=True)
     text = f.text("Description; required when type is other.")
-    clavien_dindo = f.code("clavien-dindo", "Clavien-Dindo grade.")
+    clavien_dindo = f.bounded_code(
+        "clavien-dindo", "Clavien-Dindo grade, or a bound on it ({comparator, value}: < IIIa)."
+    )
     date = f.date("Date of onset.")
 
 

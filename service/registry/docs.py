@@ -161,6 +161,16 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
 - **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
   only to the year or month it is taken at the midpoint of the days it may still be (after the other
   end), and the summary counts such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
+- **Survival precision**: a time is reported at the precision its inputs allow. Between full dates,
+  or from intervals recorded in months: as computed (the extract: 0.1 month). A time that used a
+  month-precision date (`2019-06`) and none coarser: whole months (the midpoint is at most half a
+  month off). A time that used a year-only date (`2019`): whole months at most, and flagged
+  imprecise (`dfs_imprecise` / `os_imprecise` = true in the extract, `os_year_only` / `dfs_year_only`
+  in the summary's `precision` block): its midpoint may be six months off. Hand-worked: diagnosis
+  `2019`, last contact `2021`: midpoints 2019-07-02 and 2021-07-02, 731 days = 24.02 months, reported
+  24 (imprecise); diagnosis `2019-03`, death `2020-06`: 2019-03-16 to 2020-06-15, 457 days = 15.01
+  months, reported 15. The summary's follow-up, its median and the Kaplan-Meier times use the same
+  reported months.
   `diagnosis_to_surgery_days` and de-identified day offsets are given only between full dates (else
   unknown: a month has no day offset).
 - **Follow-up** of a case: time from diagnosis to the last contact (death for the dead), i.e. the OS
@@ -220,9 +230,11 @@ brackets):
   patients transfused (units > 0) [`transfused`].
 - Complications by Clavien-Dindo grade [`complications`]: `by_grade` counts complications,
   `highest_grade` counts patients by their worst grade (a grade stated `unknown` under `unknown`, no
-  grade given under `ungraded`), `major` = patients whose worst grade is
-  {major} or higher; `major_unknown` = patients with an ungraded complication and none graded
-  {major} or higher (it may have been major: unknown, not "not major");
+  grade given under `ungraded`, a grade recorded only as a bound such as `< {major}` under `bound`),
+  `major` = patients with a complication of grade {major} or higher, or bounded there (`> II`,
+  `>= {major}`); `major_unknown` = patients with none such but a complication that may have been
+  major: ungraded, graded `unknown`, or bounded across {major} (`< IVa` is I to IIIb); a `< {major}`
+  bound is not major: the bound decides;
   `patients_with` / `patients_without` / `{not_recorded}`.
 - Resection margin [`margin`] and `r0_rate` = R0 / operated cases with a margin of R0, R1 or R2
   (`unknown` and `not_applicable` are counted, and left out of the rate).
@@ -232,9 +244,12 @@ brackets):
   [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
   first surgery to the last contact [`follow_up_after_surgery_months`] (operated cases).
 - Precision [`precision`]: how many dates were recorded to the day, month or year only, last contacts
-  given as an interval, unknown ages, and survival times that used a partial date at its midpoint or
+  given as an interval, unknown ages, and survival times that used a partial date at its midpoint
+  (`os_midpoint`, `dfs_midpoint`; of them, a year-only date: `os_year_only`, `dfs_year_only`) or
   could not be known, and measurements given as a bound or a range (`measurements_bound`,
-  `measurements_range`).
+  `measurements_range`). Tumour sizes take a bound on the largest dimension (`> 10` cm): counted
+  under `imprecise` of `tumour_size_cm`, `tumour_dimensions_cm[0]` and
+  `pathological_tumour_size_cm`, and left out of their numbers.
 - Kaplan-Meier estimates [`kaplan_meier.disease_free_survival`, `kaplan_meier.overall_survival`]
   (`lifelines`): `table` has a row per distinct time with an event or a censoring: `time_months`,
   `at_risk` (just before that time), `events`, `censored`, `survival` and its 95% confidence interval

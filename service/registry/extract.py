@@ -69,10 +69,11 @@ DERIVED: tuple[DerivedColumn, ...] = (
     ),
     DerivedColumn(
         "dfs_months",
-        f"number [months], {MONTH_DECIMALS} decimal",
+        f"number [months], {MONTH_DECIMALS} decimal; whole months when it used a partial date",
         "Disease-free survival, operated cases: months (days / 30.4375) from the first surgery to the "
         "first follow-up not `ned` or death, whichever is first, else to `outcome.last_contact`; empty "
-        "when not operated.",
+        "when not operated. At the precision its inputs allow: a time that used a month- or year-only "
+        "date (taken at its midpoint) is given in whole months.",
     ),
     DerivedColumn(
         "dfs_event",
@@ -81,15 +82,29 @@ DERIVED: tuple[DerivedColumn, ...] = (
         "contact.",
     ),
     DerivedColumn(
+        "dfs_imprecise",
+        "boolean",
+        "`true` when `dfs_months` used a year-only date (taken at its midpoint, up to six months off): "
+        "even its whole months are finer than its inputs; `false` otherwise; empty when not operated.",
+    ),
+    DerivedColumn(
         "os_months",
-        f"number [months], {MONTH_DECIMALS} decimal",
+        f"number [months], {MONTH_DECIMALS} decimal; whole months when it used a partial date",
         "Overall survival: months from `diagnosis.date` to `outcome.death_date` (dead; the last contact "
-        "when the death date is missing), else to `outcome.last_contact`.",
+        "when the death date is missing), else to `outcome.last_contact`. At the precision its inputs "
+        "allow: a time that used a month- or year-only date (taken at its midpoint) is given in whole "
+        "months (2019 to 2021: 24, not 24.02).",
     ),
     DerivedColumn(
         "os_event",
         "integer 1 / 0",
         "1 when the patient died (`outcome.vital_status` = dead), 0 when censored at the last contact.",
+    ),
+    DerivedColumn(
+        "os_imprecise",
+        "boolean",
+        "`true` when `os_months` used a year-only date (taken at its midpoint, up to six months off): "
+        "even its whole months are finer than its inputs; `false` otherwise; empty when unknown.",
     ),
 )
 TRUNCATED = DerivedColumn(
@@ -117,7 +132,9 @@ class Options:
 
 
 def _months(value: outcomes.TimeToEvent | None) -> float | None:
-    return None if value is None else round(value.months, MONTH_DECIMALS)
+    """The time at the precision its inputs allow (``outcomes.reported``): 0.1 month when exact, whole
+    months when it used a partial date."""
+    return None if value is None else round(value.reported_months, MONTH_DECIMALS)
 
 
 def derived_values(case: Mapping[str, Any], *, deidentified: bool = False) -> dict[str, Any]:
@@ -131,8 +148,10 @@ def derived_values(case: Mapping[str, Any], *, deidentified: bool = False) -> di
         "recurrence": outcomes.recurrence(case),
         "dfs_months": _months(dfs),
         "dfs_event": None if dfs is None else dfs.event,
+        "dfs_imprecise": None if dfs is None else dfs.imprecise,
         "os_months": _months(os_),
         "os_event": None if os_ is None else os_.event,
+        "os_imprecise": None if os_ is None else os_.imprecise,
     }
 
 

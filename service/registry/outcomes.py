@@ -25,6 +25,12 @@ Event and censoring rules (documented in docs/registry.md):
   ``2019-03-10`` to ``2019`` uses the middle of 2019-03-10..2019-12-31) and the time is marked
   ``exact = False``; the summary counts such times on its page. An interval recorded in months is
   exact. An interval that certainly ends before it starts (inconsistent dates) is unknown (None).
+- **Reported precision** (``TimeToEvent.precision``, ``reported_months``): a time is reported at the
+  precision its inputs allow. Full dates and recorded intervals: ``exact``, reported as computed (the
+  extract rounds to 0.1 month). A month-precision date (``2019-06``) and no coarser: ``month``,
+  reported in whole months. A year-only date (``2019``): ``year``, reported in whole months at most and
+  flagged imprecise (``imprecise``): its midpoint may be six months off. Two year-only dates
+  2019 -> 2021 give 24 months (the midpoints are 731 days apart, 24.02 months: false decimals).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
 
 from service.model import dates
 from service.model.rules import first_surgery
@@ -44,14 +51,46 @@ DEAD = "dead"
 OUTCOME_CODES: dict[str, tuple[str, ...]] = {"disease-status": (DISEASE_FREE,), "vital-status": (DEAD,)}
 
 
+Precision = Literal["exact", "month", "year"]
+"""How precise a time is: from full dates or recorded intervals, or using a month- or year-only date."""
+_COARSENESS: tuple[Precision, ...] = ("exact", "month", "year")
+
+
+def coarser(a: Precision, b: Precision) -> Precision:
+    return a if _COARSENESS.index(a) >= _COARSENESS.index(b) else b
+
+
+def reported(months: float, precision: Precision) -> float:
+    """``months`` at the precision its inputs allow: as computed when exact, else whole months (half up:
+    23.5 -> 24, as a paper rounds)."""
+    if precision == "exact":
+        return months
+    return float(Decimal(repr(months)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
 @dataclass(frozen=True)
 class TimeToEvent:
     """Months from time zero to the event or to censoring; ``event`` 1 = observed, 0 = censored;
-    ``exact`` False when a partial date was taken at its midpoint."""
+    ``precision`` ``month`` or ``year`` when a partial date was taken at its midpoint."""
 
     months: float
     event: int
-    exact: bool = True
+    precision: Precision = "exact"
+
+    @property
+    def exact(self) -> bool:
+        """False when a partial date was taken at its midpoint."""
+        return self.precision == "exact"
+
+    @property
+    def imprecise(self) -> bool:
+        """True when a year-only date was used: even whole months are finer than its inputs."""
+        return self.precision == "year"
+
+    @property
+    def reported_months(self) -> float:
+        """The months at the precision the inputs allow (``reported``)."""
+        return reported(self.months, self.precision)
 
 
 @dataclass(frozen=True)
@@ -67,19 +106,27 @@ def months(days: int) -> float:
     return days / DAYS_PER_MONTH
 
 
-def span(start: str, end: str) -> tuple[float, bool] | None:
-    """(months, exact) from ``start`` to ``end``; partial ends at the midpoint of the days they may
-    still be; None when ``end`` is certainly before ``start``."""
+Elapsed = tuple[float, Precision]
+"""(months, precision) of an interval."""
+
+
+def _precision_of(date: dates.PartialDate) -> Precision:
+    return "exact" if date.precision == "day" else "month" if date.precision == "month" else "year"
+
+
+def span(start: str, end: str) -> Elapsed | None:
+    """(months, precision) from ``start`` to ``end``; partial ends at the midpoint of the days they may
+    still be (precision: the coarser end); None when ``end`` is certainly before ``start``."""
     a, b = dates.parse(start), dates.parse(end)
     if b.latest < a.earliest:
         return None
     if a.exact is not None and b.exact is not None:
-        return months((b.exact - a.exact).days), True
+        return months((b.exact - a.exact).days), "exact"
     first = a.exact or _mid(a.earliest, min(a.latest, b.latest))
     last = b.exact or _mid(max(b.earliest, first), b.latest)
     if last < first:
         return None
-    return months((last - first).days), False
+    return months((last - first).days), coarser(_precision_of(a), _precision_of(b))
 
 
 def _mid(low: dt.date, high: dt.date) -> dt.date:
@@ -127,14 +174,14 @@ def death_point(case: Mapping[str, Any]) -> Point | None:
     return Point(death) if death is not None else last_contact(case)
 
 
-def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> tuple[float, bool] | None:
-    """(months, exact) from time zero (``diagnosis`` or ``surgery``) to ``point``, from what is recorded:
+def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
+    """(months, precision) from time zero (``diagnosis`` or ``surgery``) to ``point``, from what is recorded:
     an interval in the same reference as recorded; else the dates; else the other interval and the
     diagnosis-to-surgery time (exact only when that is). None when it cannot be known."""
     diagnosis, surgery = diagnosis_date(case), surgery_date(case)
     if zero == "diagnosis":
         if point.after_diagnosis is not None:
-            return point.after_diagnosis, True
+            return point.after_diagnosis, "exact"
         if point.date is not None:
             return span(diagnosis, point.date)
         if point.after_surgery is not None and surgery is not None:
@@ -146,7 +193,7 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> tuple[float, bo
     if point.date is not None and dates.exact(point.date) and dates.exact(surgery):
         return span(surgery, point.date)
     if point.after_surgery is not None:
-        return point.after_surgery, True
+        return point.after_surgery, "exact"
     if point.date is not None:
         return span(surgery, point.date)
     if point.after_diagnosis is not None:
@@ -157,7 +204,7 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> tuple[float, bo
     return None
 
 
-def _time(found: tuple[float, bool] | None, event: int) -> TimeToEvent | None:
+def _time(found: Elapsed | None, event: int) -> TimeToEvent | None:
     return None if found is None else TimeToEvent(found[0], event, found[1])
 
 
@@ -168,7 +215,7 @@ def overall_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
     return _time(elapsed(case, "diagnosis", last_contact(case)), 0)
 
 
-def _recurrence_times(case: Mapping[str, Any]) -> list[tuple[float, bool]]:
+def _recurrence_times(case: Mapping[str, Any]) -> list[Elapsed]:
     start = surgery_date(case)
     if start is None:
         return []
@@ -200,7 +247,7 @@ def disease_free_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
         if at_death is not None:
             events.append(at_death)
     if events:
-        return _time(min(events), 1)
+        return _time(min(events, key=lambda e: e[0]), 1)
     return _time(elapsed(case, "surgery", last_contact(case)), 0)
 
 

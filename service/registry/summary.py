@@ -18,8 +18,10 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
 - ``precision``: how many dates are partial, intervals recorded, ages unknown, survival times taken
   at a partial date's midpoint or unknown. The page states the time zeros and events (Definitions).
 - Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
-  grade; ``major`` = patients whose worst grade is IIIa or higher; ``major_unknown`` = patients with an
-  ungraded complication and none graded that high (unknown, not "not major").
+  grade (``bound`` when the only grades known are bounds such as ``< IIIa``); ``major`` = patients with
+  a complication of grade IIIa or higher, or bounded there (``> II``, ``>= IIIa``); ``major_unknown`` =
+  patients with none such but a complication that may have been major: ungraded, graded ``unknown`` or
+  bounded across IIIa (``< IVa`` is I to IIIb). A ``< IIIa`` bound is not major: the bound decides.
 - ``r0_rate`` = R0 / operated cases with a recorded margin (R0, R1 or R2; unknown and not applicable
   left out).
 - Unknowns (data set, "Incomplete records": `unknown` = the source does not say): every coded count
@@ -27,9 +29,10 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
   the table accepts it), never dropped and never counted as a value; an IVC span with an unknown end
   is ``unknown``; a complication graded `unknown` counts under ``unknown``, one with no grade under
   ``ungraded``.
-- Bounds and ranges (``> 2000`` mL, ``500..800``): not numbers, so left out of n, mean, median, min
-  and max; each continuous value that takes them reports them as ``imprecise``, and ``precision``
-  counts them (``measurements_bound``, ``measurements_range``).
+- Bounds and ranges (``> 2000`` mL, ``500..800``, a largest tumour dimension ``> 10`` cm): not
+  numbers, so left out of n, mean, median, min and max (and of ``missing``: they were recorded); each
+  continuous value that takes them reports them as ``imprecise``, and ``precision`` counts them
+  (``measurements_bound``, ``measurements_range``).
 - Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
   last contact (death for the dead), over every case.
@@ -50,6 +53,7 @@ from typing import Any
 
 from service.codes import table
 from service.model import dates
+from service.model import fields as f
 from service.model.schema import CaseSchema
 from service.model.validate import dated_paths
 from service.registry import deidentify as deid
@@ -67,6 +71,8 @@ SUMMARY_CODES: dict[str, tuple[str, ...]] = {
     "margin": (R0,),
 }
 NOT_RECORDED = "not_recorded"
+BOUND = "bound"
+"""A grade recorded as a bound (Clavien-Dindo ``< IIIa``): counted under its own key, never as a grade."""
 UNKNOWN, NOT_APPLICABLE = "unknown", "not_applicable"
 """Data-absent reasons (mappings/codes.yaml ``absent:``): counted under their own keys, never as a value."""
 LANDMARKS_MONTHS = (12, 36, 60)
@@ -80,8 +86,10 @@ PRECISION_KEYS = (
     "last_contact_as_interval",
     "age_unknown",
     "os_midpoint",
+    "os_year_only",
     "os_unknown",
     "dfs_midpoint",
+    "dfs_year_only",
     "dfs_unknown",
     "measurements_bound",
     "measurements_range",
@@ -116,6 +124,7 @@ class _Series:
     follow_up: list[float] = field(default_factory=list)
     follow_up_surgery: list[float] = field(default_factory=list)
     dimensions: list[list[float]] = field(default_factory=lambda: [[], [], []])
+    major: int = 0
     major_unknown: int = 0
     fnclcc: Counter[str] = field(default_factory=Counter)
     graft: Counter[str] = field(default_factory=Counter)
@@ -148,7 +157,7 @@ def segment_spans() -> list[str]:
     return [a if a == b else f"{a}-{b}" for i, a in enumerate(order) for b in order[i:]]
 
 
-def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[float] | None:
+def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[Any] | None:
     """The dimensions of the first measurement at diagnosis (earliest dated, else the first listed)."""
     sizes = diagnosis["tumour_size"]
     if not sizes:
@@ -158,13 +167,23 @@ def _first_dimensions(diagnosis: Mapping[str, Any]) -> list[float] | None:
         date = pair[1]["date"]
         return (date is None, dates.sort_key(date) if date else (), pair[0])
 
-    found: list[float] = min(enumerate(sizes), key=key)[1]["dimensions_cm"]
+    found: list[Any] = min(enumerate(sizes), key=key)[1]["dimensions_cm"]
     return found
 
 
-def _first_size(diagnosis: Mapping[str, Any]) -> float | None:
+def _first_size(diagnosis: Mapping[str, Any]) -> Any:
     found = _first_dimensions(diagnosis)
     return None if found is None else found[0]
+
+
+def _add_size(series: _Series, name: str, values: list[float], value: Any) -> None:
+    """A size into its list, or, a bound (``> 10`` cm: the largest dimension may be one), counted as
+    imprecise and left out of the numbers like the other bounds (data set, "Bounds")."""
+    if isinstance(value, Mapping):
+        series.imprecise[name] += 1
+        series.precision["measurements_bound"] += 1
+    else:
+        values.append(value)
 
 
 def _count_precision(series: _Series, case: Mapping[str, Any]) -> None:
@@ -188,13 +207,16 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         series.age.append(age if age_cap is None else min(age, age_cap))
     size = _first_size(diagnosis)
     if size is not None:
-        series.size.append(size)
+        _add_size(series, "tumour_size_cm", series.size, size)
     for i, value in enumerate(_first_dimensions(diagnosis) or []):
-        series.dimensions[i].append(value)
+        if not isinstance(value, Mapping):  # a bound is counted once, under tumour_size_cm
+            series.dimensions[i].append(value)
+        elif i == 0:
+            series.imprecise["tumour_dimensions_cm"] += 1
     _count_precision(series, case)
     pathology = case["pathology"]
     if pathology and pathology["tumour_size_cm"]:
-        series.path_size.append(pathology["tumour_size_cm"][0])
+        _add_size(series, "pathological_tumour_size_cm", series.path_size, pathology["tumour_size_cm"][0])
     grade = (pathology or {}).get("fnclcc_grade")
     series.fnclcc[NOT_RECORDED if grade is None else str(grade)] += 1
     series.segments[_segment_span(diagnosis)] += 1
@@ -209,22 +231,25 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         series.recurrences += 1
     series.deaths += outcomes.died(case)
     series.lost += bool(outcome["lost_to_follow_up"])
+    # times at the precision their inputs allow (outcomes.reported): whole months from a partial date
     os_ = outcomes.overall_survival(case)
     if os_ is None:
         series.precision["os_unknown"] += 1
     else:
-        series.os.append((os_.months, os_.event))
-        series.follow_up.append(os_.months)
+        series.os.append((os_.reported_months, os_.event))
+        series.follow_up.append(os_.reported_months)
         series.precision["os_midpoint"] += not os_.exact
+        series.precision["os_year_only"] += os_.imprecise
     dfs = outcomes.disease_free_survival(case)
     if dfs is not None:
-        series.dfs.append((dfs.months, dfs.event))
+        series.dfs.append((dfs.reported_months, dfs.event))
         series.precision["dfs_midpoint"] += not dfs.exact
+        series.precision["dfs_year_only"] += dfs.imprecise
     elif outcomes.surgery_date(case) is not None:
         series.precision["dfs_unknown"] += 1
     after = outcomes.elapsed(case, "surgery", outcomes.last_contact(case))
     if after is not None:
-        series.follow_up_surgery.append(after[0])
+        series.follow_up_surgery.append(outcomes.reported(*after))
 
 
 def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
@@ -270,22 +295,38 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     if graded:
         series.highest[max(graded, key=grades.index)] += 1
     elif listed:
-        # no grade known: `unknown` if any was stated unknown, else none was recorded ("ungraded")
+        # no grade known: a bound if any was one, `unknown` if any was stated unknown, else none was
+        # recorded ("ungraded")
         ungraded = {_grade_key(c["clavien_dindo"], grades) for c in listed}
-        series.highest[UNKNOWN if UNKNOWN in ungraded else "ungraded"] += 1
-    worst = max(graded, key=grades.index) if graded else None
-    below_major = worst is None or grades.index(worst) < grades.index(MAJOR_FROM)
-    if below_major and any(c["clavien_dindo"] not in grades for c in listed):
+        series.highest[next((k for k in (BOUND, UNKNOWN) if k in ungraded), "ungraded")] += 1
+    major = [_is_major(c["clavien_dindo"], grades) for c in listed]
+    if True in major:
+        series.major += 1
+    elif None in major:
         series.major_unknown += 1  # an ungraded complication may have been major: unknown, not "no"
     margin = (case["pathology"] or {}).get("margin")
     series.margin[margin or NOT_RECORDED] += 1
 
 
-def _grade_key(grade: str | None, grades: Sequence[str]) -> str:
-    """A Clavien-Dindo grade's key: the grade, ``unknown`` (stated unknown) or ``ungraded`` (none given)."""
+def _grade_key(grade: Any, grades: Sequence[str]) -> str:
+    """A Clavien-Dindo grade's key: the grade, ``bound`` (``< IIIa``: not one grade), ``unknown`` (stated
+    unknown) or ``ungraded`` (none given)."""
+    if isinstance(grade, Mapping):
+        return BOUND
     if grade in grades:
         return str(grade)
     return UNKNOWN if grade == UNKNOWN else "ungraded"
+
+
+def _is_major(grade: Any, grades: list[str]) -> bool | None:
+    """Whether a complication is major (grade IIIa or higher): what its grade decides. A bound decides
+    when every grade it admits is on one side (``< IIIa``: I or II, not major; ``> II`` and ``>= IIIa``:
+    major); one that admits both (``< IVa``: I to IIIb) is unknown, as are ``unknown`` and no grade."""
+    within = f.grades_within(grade, grades)
+    if not within:
+        return None
+    sides = {grades.index(g) >= grades.index(MAJOR_FROM) for g in within}
+    return sides.pop() if len(sides) == 1 else None
 
 
 def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
@@ -394,9 +435,6 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
     for case in cases:
         _add(series, case, age_cap)
     grades = table("clavien-dindo").keys()
-    highest_major = sum(
-        n for g, n in series.highest.items() if g in grades and grades.index(g) >= grades.index(MAJOR_FROM)
-    )
     margins = table("margin").keys()
     sides = table("side").keys()
     recorded_margins = sum(series.margin[m] for m in margins)
@@ -405,9 +443,21 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
         "operated": series.operated,
         "sex": _counts(series.sex, table("sex").keys()),
         "age_at_diagnosis_years": describe(series.age, series.cases - len(series.age)),
-        "tumour_size_cm": describe(series.size, series.cases - len(series.size)),
-        "tumour_dimensions_cm": [describe(d, series.cases - len(d)) for d in series.dimensions],
-        "pathological_tumour_size_cm": describe(series.path_size, series.operated - len(series.path_size)),
+        "tumour_size_cm": describe(
+            series.size,
+            series.cases - len(series.size) - series.imprecise["tumour_size_cm"],
+            series.imprecise["tumour_size_cm"],
+        ),
+        "tumour_dimensions_cm": [
+            describe(d, series.cases - len(d) - (series.imprecise["tumour_dimensions_cm"] if i == 0 else 0))
+            | ({"imprecise": series.imprecise["tumour_dimensions_cm"]} if i == 0 else {})
+            for i, d in enumerate(series.dimensions)
+        ],
+        "pathological_tumour_size_cm": describe(
+            series.path_size,
+            series.operated - len(series.path_size) - series.imprecise["pathological_tumour_size_cm"],
+            series.imprecise["pathological_tumour_size_cm"],
+        ),
         "segments": _counts(series.segments, segment_spans(), UNKNOWN),
         "fnclcc_grade": _counts(
             series.fnclcc, table("fnclcc-grade").keys(), UNKNOWN, NOT_APPLICABLE, NOT_RECORDED
@@ -432,9 +482,9 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
             "patients_with": series.complications["with"],
             "patients_without": series.complications["without"],
             NOT_RECORDED: series.complications[NOT_RECORDED],
-            "by_grade": _counts(series.by_grade, grades, UNKNOWN, "ungraded"),
-            "highest_grade": _counts(series.highest, grades, UNKNOWN, "ungraded"),
-            "major": highest_major,
+            "by_grade": _counts(series.by_grade, grades, BOUND, UNKNOWN, "ungraded"),
+            "highest_grade": _counts(series.highest, grades, BOUND, UNKNOWN, "ungraded"),
+            "major": series.major,
             "major_unknown": series.major_unknown,
         },
         "margin": {
@@ -476,7 +526,12 @@ def _display(table_name: str, key: str) -> str:
     return values[key].display if key in values else key.replace("_", " ")
 
 
-_ABSENT_DISPLAY = {UNKNOWN: "unknown", NOT_APPLICABLE: "not applicable", NOT_RECORDED: "not recorded"}
+_ABSENT_DISPLAY = {
+    UNKNOWN: "unknown",
+    NOT_APPLICABLE: "not applicable",
+    NOT_RECORDED: "not recorded",
+    BOUND: "a bound (e.g. < IIIa)",
+}
 
 
 def _pct(n: int, of: int) -> str:
@@ -561,7 +616,7 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [(f"Major (grade {MAJOR_FROM} or higher)", _pct(complications["major"], operated))]
     rows += [
         (
-            f"Major unknown (an ungraded complication, none graded {MAJOR_FROM}+)",
+            f"Major unknown (a complication ungraded or bounded across {MAJOR_FROM}, none {MAJOR_FROM}+)",
             _pct(complications["major_unknown"], operated),
         )
     ]
@@ -635,9 +690,11 @@ _PRECISION_LABELS = {
     "dates_year": "... to the year only",
     "last_contact_as_interval": "Last contact given as an interval (months), no date",
     "age_unknown": "Age at diagnosis unknown (not given, not determinate from partial dates)",
-    "os_midpoint": "Overall survival times using a partial date at its midpoint",
+    "os_midpoint": "Overall survival times using a partial date at its midpoint (in whole months)",
+    "os_year_only": "... of which using a year-only date (imprecise even in whole months)",
     "os_unknown": "Overall survival time unknown (left out)",
-    "dfs_midpoint": "Disease-free survival times using a partial date at its midpoint",
+    "dfs_midpoint": "Disease-free survival times using a partial date at its midpoint (in whole months)",
+    "dfs_year_only": "... of which using a year-only date (imprecise even in whole months)",
     "dfs_unknown": "Disease-free survival time unknown (operated, left out)",
     "measurements_bound": "Measurements given as a bound (e.g. > 2000 mL), left out of means and medians",
     "measurements_range": "Measurements given as a range (e.g. 500-800 mL), left out of means and medians",
@@ -664,12 +721,17 @@ DEFINITIONS = (
     (
         "Partial dates",
         "a date known only to the year or month is taken at the midpoint of the days it "
-        "may still be (after the other end of the interval); such times are counted under Precision.",
+        "may still be (after the other end of the interval); such times are counted under Precision. "
+        "A time is reported at the precision its inputs allow: one that used a month- or year-only date "
+        "is given in whole months (2019 to 2021: 24, not 24.02); one that used a year-only date is also "
+        "flagged imprecise (its midpoint may be six months off).",
     ),
     (
         "Major complication",
-        f"worst Clavien-Dindo grade {MAJOR_FROM} or higher; a patient with an "
-        "ungraded complication and none graded that high is counted as unknown, not as not major.",
+        f"worst Clavien-Dindo grade {MAJOR_FROM} or higher; a grade recorded as a bound counts by what "
+        f"the bound decides (< {MAJOR_FROM}: not major; > II or >= {MAJOR_FROM}: major; < IVa: unknown); "
+        "a patient with an ungraded complication, or a bound that does not decide, and none graded that "
+        "high is counted as unknown, not as not major.",
     ),
     (
         "Unknown",

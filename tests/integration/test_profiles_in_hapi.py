@@ -20,6 +20,7 @@ import pytest
 from service.fhir.client import FhirClient
 from service.mapping.forward import case_to_bundle
 from service.mapping.spec import IDENTIFIER_SYSTEM
+from service.model import validate_case
 from tests.integration.conftest import package_resources
 
 pytestmark = pytest.mark.integration
@@ -121,6 +122,39 @@ def _assert_conform(
                 unexpected.append(f"{name}: {warning}")
     assert not errors, "\n".join(errors)
     assert not unexpected, "\n".join(unexpected)
+
+
+def _bounded_case() -> dict[str, Any]:
+    """Example 003 with every bound of issue 15: a Clavien-Dindo `< IIIa`, a lab bound and range, a
+    largest tumour dimension `> 10` cm, and death without a date (Patient.deceasedBoolean)."""
+    data = _case(ROOT / "examples" / "ivclms-003-segment-i-ii-dacron-left-nephrectomy.json")
+    data["postoperative"]["complications"][0]["clavien_dindo"] = {"comparator": "<", "value": "IIIa"}
+    data["postoperative"]["complications"][1]["clavien_dindo"] = {"comparator": ">=", "value": "IIIa"}
+    data["diagnosis"]["labs"][0]["value"] = {"comparator": "<", "value": 90}
+    data["diagnosis"]["labs"][1]["value"] = {"low": 1.1, "high": 1.3}
+    data["diagnosis"]["tumour_size"][0]["dimensions_cm"] = [{"comparator": ">", "value": 10}, 6]
+    data["outcome"]["death_date"] = None
+    return validate_case(data)
+
+
+def test_bounds_on_grades_labs_and_sizes_and_a_dateless_death_conform(package_loaded, hapi, report):
+    bundle = case_to_bundle(_bounded_case(), now=NOW)
+    resources = [e["resource"] for e in bundle["entry"]]
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    assert patient["deceasedBoolean"] is True
+    components = [c for r in resources for c in r.get("component", []) if "modifierExtension" in c]
+    assert len(components) == 2  # the two bounded grades carry the comparator as a modifier extension
+    _assert_conform(hapi, package_loaded, report, resources)
+
+
+def test_hapi_rejects_a_grade_comparator_outside_quantity_comparator(package_loaded, hapi):
+    bundle = case_to_bundle(_bounded_case(), now=NOW)
+    resources = [e["resource"] for e in bundle["entry"]]
+    complication = next(r for r in resources if any("modifierExtension" in c for c in r.get("component", [])))
+    complication["component"][0]["modifierExtension"][0]["valueCode"] = "about"
+    (profile,) = complication["meta"]["profile"]
+    errors = "\n".join(_issues(hapi.validate(complication, profile=profile), "error", "fatal"))
+    assert "about" in errors and "quantity-comparator" in errors, errors
 
 
 def test_the_package_examples_load_and_conform(package_loaded, hapi, report):

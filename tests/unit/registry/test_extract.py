@@ -73,8 +73,10 @@ EXPECTED = {
         "recurrence": False,
         "dfs_months": 36.3,
         "dfs_event": 0,
+        "dfs_imprecise": False,
         "os_months": 37.9,
         "os_event": 0,
+        "os_imprecise": False,
     },
     "ivclms-003": {
         "age_at_diagnosis_years": 45,
@@ -82,8 +84,10 @@ EXPECTED = {
         "recurrence": True,
         "dfs_months": 18.3,
         "dfs_event": 1,
+        "dfs_imprecise": False,
         "os_months": 40.2,
         "os_event": 1,
+        "os_imprecise": False,
     },
     "ivclms-007": {
         "age_at_diagnosis_years": 68,
@@ -91,14 +95,16 @@ EXPECTED = {
         "recurrence": None,
         "dfs_months": None,
         "dfs_event": None,
+        "dfs_imprecise": None,
         "os_months": 8.2,
         "os_event": 0,
+        "os_imprecise": False,
     },
 }
 EXPECTED_CELLS = {
-    "ivclms-001": ["52", "51", "false", "36.3", "0", "37.9", "0", ""],
-    "ivclms-003": ["45", "87", "true", "18.3", "1", "40.2", "1", ""],
-    "ivclms-007": ["68", "", "", "", "", "8.2", "0", ""],
+    "ivclms-001": ["52", "51", "false", "36.3", "0", "false", "37.9", "0", "false", ""],
+    "ivclms-003": ["45", "87", "true", "18.3", "1", "false", "40.2", "1", "false", ""],
+    "ivclms-007": ["68", "", "", "", "", "", "8.2", "0", "false", ""],
 }
 
 

@@ -100,7 +100,15 @@ def test_summary_counts_of_the_examples(cases, written):
         "missing": 0,
     }
     # Largest dimension of the first measurement: 9.0 6.2 11.0 7.5 5.4 3.2 8.2 6.8 10.2, sum 67.5.
-    assert s["tumour_size_cm"] == {"n": 9, "mean": 7.5, "median": 7.5, "min": 3.2, "max": 11.0, "missing": 0}
+    assert s["tumour_size_cm"] == {
+        "n": 9,
+        "mean": 7.5,
+        "median": 7.5,
+        "min": 3.2,
+        "max": 11.0,
+        "missing": 0,
+        "imprecise": 0,
+    }
     assert s["segments"] == {"I": 1, "I-II": 2, "I-III": 0, "II": 3, "II-III": 1, "III": 2, "unknown": 0}
     assert s["ivc_management"] == {
         "none": 0,
