@@ -615,6 +615,11 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
 _KM_HEAD = ("months", "at risk", "events", "censored", "survival", "95% CI")
 
 
+def table_rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
+    """The rows of the summary table as the HTML page shows them (counts with percentages)."""
+    return _rows(summary)
+
+
 def _km_table(title: str, km: Mapping[str, Any]) -> str:
     head = "<tr>" + "".join(f"<th>{h}</th>" for h in _KM_HEAD) + "</tr>"
     body = "".join(
