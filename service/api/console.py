@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, abort, g, render_template, request, send_file, url_for
+from flask import Blueprint, Response, abort, g, render_template, request, url_for
 
 from service import __version__
 from service.api import openapi
@@ -90,9 +90,9 @@ def asset(filename: str) -> Response:
     if "/" in name or not path.is_file() or path.parent != folder.resolve():
         abort(404)
     mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    response = send_file(path, mimetype=mimetype, max_age=3600)
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    # Read whole (the largest, swagger-ui-bundle.js, is about 1 MB): no file handle outlives the request.
+    headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    return Response(path.read_bytes(), mimetype=mimetype, headers=headers)
 
 
 # ---- /ui: the console -----------------------------------------------------------------------------
@@ -219,13 +219,9 @@ def _series() -> tuple[dict[str, Any], list[tuple[str, str]], str, bool]:
 
 
 def _landmarks(km: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = km["table"]
     return [
-        (
-            f"{int(month) // 12} year" + ("s" if int(month) > 12 else ""),
-            km_svg.landmark(point, km_svg.events_by(rows, float(month))),
-        )
-        for month, point in km["at_months"].items()
+        (f"{int(m) // 12} year" + ("s" if int(m) > 12 else ""), km_svg.landmark_text(km, m))
+        for m in km["at_months"]
     ]
 
 
@@ -247,7 +243,7 @@ def series() -> Response:
     return _page(
         render_template(
             "series.html",
-            rows=summary.table_rows(report),
+            rows=summary.table_rows(report, km_svg.landmark_text),
             curves=curves,
             shown=shown,
             as_of=as_of,
@@ -268,7 +264,7 @@ def series_csv() -> Response:
     for name, value in shown:
         writer.writerow(["filter", name, value])
     group = ""
-    for row in summary.table_rows(report):
+    for row in summary.table_rows(report, km_svg.landmark_text):
         if isinstance(row, str):
             group = row
         else:

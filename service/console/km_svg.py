@@ -136,3 +136,8 @@ def landmark(point: Mapping[str, Any] | None, events_before: int) -> str:
 def events_by(rows: Sequence[Mapping[str, Any]], month: float) -> int:
     """Events observed at or before ``month``."""
     return sum(int(r["events"]) for r in rows if float(r["time_months"]) <= month)
+
+
+def landmark_text(km: Mapping[str, Any], months: str) -> str:
+    """``landmark`` for a Kaplan-Meier result of the summary at one of its landmarks (``at_months``)."""
+    return landmark(km["at_months"][months], events_by(km["table"], float(months)))

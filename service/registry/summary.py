@@ -43,7 +43,7 @@ import html
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -501,7 +501,15 @@ def _ci(point: Mapping[str, Any] | None) -> str:
     return f"{_num(point['survival'])} (95% CI {_num(point['ci_lower'])}-{_num(point['ci_upper'])})"
 
 
-def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
+SurvivalText = Callable[[Mapping[str, Any], str], str]
+"""(a Kaplan-Meier result, a landmark in months) -> the text of the survival at that landmark."""
+
+
+def _landmark_ci(km: Mapping[str, Any], months: str) -> str:
+    return _ci(km["at_months"][months])
+
+
+def _rows(summary: Mapping[str, Any], survival: SurvivalText = _landmark_ci) -> list[tuple[str, str] | str]:
     """(label, value) rows and group headings (plain strings), not yet escaped."""
     n, operated = summary["cases"], summary["operated"]
     rows: list[tuple[str, str] | str] = ["Patients", ("Cases", str(n)), ("Operated", _pct(operated, n))]
@@ -608,16 +616,17 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
                 "not reached" if km["median_months"] is None else _num(km["median_months"]),
             )
         ]
-        rows += [(f"{title} at {t} months", _ci(p)) for t, p in km["at_months"].items()]
+        rows += [(f"{title} at {t} months", survival(km, t)) for t in km["at_months"]]
     return rows
 
 
 _KM_HEAD = ("months", "at risk", "events", "censored", "survival", "95% CI")
 
 
-def table_rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
-    """The rows of the summary table as the HTML page shows them (counts with percentages)."""
-    return _rows(summary)
+def table_rows(summary: Mapping[str, Any], survival: SurvivalText) -> list[tuple[str, str] | str]:
+    """The rows of the summary table (counts with percentages), survival at the landmarks written by
+    ``survival`` (the console's percentages)."""
+    return _rows(summary, survival)
 
 
 def _km_table(title: str, km: Mapping[str, Any]) -> str:

@@ -1,0 +1,151 @@
+"""The landing page, /docs and the read-only console (/ui) through the Flask test client: what a user
+sees, the same gate as the API, escaping and the pages' security headers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from service.api.security import PAGE_CSP
+from service.case_files import EXAMPLE_SERIES
+from tests.tokens import bearer
+
+HTML = {"Accept": "text/html"}
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SOURCE_B = "urn:ivclms:example:hospital-b"
+
+
+@pytest.fixture
+def series(client):
+    resp = client.post(
+        "/cases/import", data=EXAMPLE_SERIES.read_bytes(), headers=bearer(), content_type="text/csv"
+    )
+    assert resp.status_code == 200, resp.get_json()
+    return {c["case_id"]: c["id"] for c in resp.get_json()["cases"]}
+
+
+def _get(client, path, **headers):
+    return client.get(path, headers={**HTML, **bearer(), **headers})
+
+
+def test_landing_page_for_browsers_and_json_for_the_rest(client):
+    page = client.get("/", headers=HTML)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    for href in ("/ui", "/docs", "/fhir/metadata", "/healthz", "/readyz"):
+        assert f'href="{href}"' in text
+    assert page.headers["Content-Security-Policy"] == PAGE_CSP
+    body = client.get("/", headers={"Accept": "application/json"}).get_json()
+    assert body["links"]["docs"]["href"] == "/docs"
+    assert client.get("/").mimetype == "application/json"  # no Accept: not a browser
+
+
+def test_docs_is_swagger_ui_served_from_here_with_no_inline_script(client):
+    resp = client.get("/docs")
+    page = resp.get_data(as_text=True)
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts and all('src="/assets/' in attrs and not body.strip() for attrs, body in scripts)
+    # CSP3: "script-src 'self'" without 'unsafe-inline' blocks inline script
+    assert "script-src 'self';" in resp.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in resp.headers["Content-Security-Policy"]
+    for asset in re.findall(r'(?:src|href)="(/assets/[^"]+)"', page):
+        got = client.get(asset)
+        assert got.status_code == 200, asset
+        assert got.headers["X-Content-Type-Options"] == "nosniff"
+    init = client.get("/assets/docs-init.js").get_data(as_text=True)
+    assert "SwaggerUIBundle" in init
+    assert "http" not in re.sub(r"//.*", "", init)  # nothing fetched from elsewhere
+    assert "SwaggerUIBundle" in client.get("/assets/swagger-ui/swagger-ui-bundle.js").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "path", ["/assets/../api/console.py", "/assets/swagger-ui/../__init__.py", "/assets/nope.js"]
+)
+def test_assets_outside_the_folders_are_404(client, path):
+    assert client.get(path).status_code == 404
+
+
+def test_openapi_declares_bearer_for_try_it(client):
+    document = client.get("/openapi.json").get_json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["paths"]["/"]["get"]["security"] == []
+
+
+@pytest.mark.parametrize("path", ["/ui", "/ui/series", "/ui/cases/00000000-0000-4000-8000-000000000000"])
+def test_console_without_a_token_is_401_and_shows_no_data(client, series, path):
+    page = client.get(path, headers=HTML)
+    assert page.status_code == 401 and page.mimetype == "text/html"
+    assert page.headers["WWW-Authenticate"].startswith("Bearer")
+    text = page.get_data(as_text=True)
+    assert "not configured" in text and "IVC-00" not in text and "Hospital" not in text
+    api = client.get(path)  # a non-browser client gets the OperationOutcome as from the API
+    assert api.status_code == 401 and api.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_case_list_with_filters_and_paging(client, series):
+    page = _get(client, "/ui").get_data(as_text=True)
+    assert "9 cases" in page and all(case_id in page for case_id in series)
+    segment_i = _get(client, "/ui?segment=I").get_data(as_text=True)
+    shown = set(re.findall(r">(IVC-\d{3})</a>", segment_i))
+    assert shown and shown < set(series)
+    assert not shown & {"IVC-004", "IVC-007"}  # segments II-III and III do not touch segment I
+    assert "0 cases" in _get(client, "/ui?sync=dead").get_data(as_text=True)
+    assert _get(client, "/ui?status=nonsense").status_code == 400
+
+
+def test_case_list_shows_only_the_callers_sources(client, series):
+    page = _get(client, "/ui", **bearer(sources=[SOURCE_B], roles=[])).get_data(as_text=True)
+    assert "IVC-002" in page and "IVC-001" not in page
+
+
+def test_case_page_timeline_resources_and_diff(client, series):
+    ref = series["IVC-002"]
+    case = json.loads((EXAMPLES / "ivclms-002-segment-i-ligation-local-recurrence.json").read_text())
+    changed = copy.deepcopy(case)
+    changed["surgery"][0]["date"] = "2019-06"
+    changed["institution"] = '<script>alert("x")</script>'
+    assert client.put(f"/cases/{ref}", json=changed, headers=bearer()).status_code == 200
+    resp = _get(client, f"/ui/cases/{ref}")
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:500]
+    page = resp.get_data(as_text=True)
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    timeline = page.split("Clinical timeline", 1)[1].split("FHIR resources", 1)[0]
+    assert re.search(r'class="when">2019-06</span> <strong>Surgery', timeline)  # a month stays a month
+    assert "Patient/" in page and ("valid" in page or "error" in page)
+    diff = page.split("Changes from version", 1)[1]
+    assert "surgery[0].date" in diff and "&#34;2019-06-20&#34;" in diff and "&#34;2019-06&#34;" in diff
+    assert "No change" in _get(client, f"/ui/cases/{ref}?from=2&to=2").get_data(as_text=True)
+    assert _get(client, f"/ui/cases/{ref}?from=9").status_code == 400
+
+
+def test_case_page_of_another_source_is_refused(client, series):
+    resp = _get(client, f"/ui/cases/{series['IVC-001']}", **bearer(sources=[SOURCE_B], roles=[]))
+    assert resp.status_code in (403, 404) and "IVC-001" not in resp.get_data(as_text=True)
+
+
+def test_series_page(client, series):
+    resp = _get(client, "/ui/series?consent=yes&consent=no&consent=unknown")
+    assert resp.status_code == 200
+    page = resp.get_data(as_text=True)
+    assert page.count("<svg") == 2 and 'class="at-risk">9</text>' in page
+    assert "Data as of" in page and "<code>consent</code> = no" in page
+    assert "(100.0%)" in page or "%)" in page  # counts with percentages
+    assert "100% (no event yet)" in page or "95% CI" in page
+    assert not re.search(r"\b1 \(95% CI 1-1\)", page) and "100.0%-100.0%" not in page
+    default = _get(client, "/ui/series").get_data(as_text=True)
+    assert "<code>consent</code> = yes (default)" in default
+    csv_resp = _get(client, "/ui/series.csv?consent=yes&consent=no&consent=unknown")
+    assert csv_resp.mimetype == "text/csv" and "Overall survival" in csv_resp.get_data(as_text=True)
+    svg = _get(client, "/ui/series/overall_survival.svg")
+    assert svg.mimetype == "image/svg+xml" and svg.get_data(as_text=True).startswith("<svg")
+    assert _get(client, "/ui/series/nope.svg").status_code == 404
+    assert _get(client, "/ui/series?bogus=1").status_code == 400
+
+
+def test_series_needs_what_the_summary_needs(client, series):
+    resp = _get(client, "/ui/series", **bearer(roles=[]))
+    assert resp.status_code == 403 and "role" in resp.get_data(as_text=True)
