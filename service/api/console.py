@@ -47,9 +47,11 @@ pages = Blueprint("pages", __name__, template_folder=str(CONSOLE_DIR / "template
 
 
 def _swagger_dir() -> Path:
-    from swagger_ui_bundle import swagger_ui_path  # the dist files of swagger-ui, from PyPI
+    """swagger-ui's dist files as the PyPI package ``flask-swagger-ui`` ships them (swagger-ui 5.x,
+    which renders OpenAPI 3.1; only its files are used, not its blueprint)."""
+    import flask_swagger_ui
 
-    return Path(str(swagger_ui_path))
+    return Path(flask_swagger_ui.__file__).resolve().parent / "dist"
 
 
 # ---- public: landing page and assets --------------------------------------------------------------
