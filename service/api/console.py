@@ -33,6 +33,7 @@ from service.console import km_svg
 from service.console.diff import diff
 from service.console.timeline import timeline
 from service.errors import BadRequest, Issue
+from service.model import csv_flat
 from service.registry import access, source, summary
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
@@ -256,11 +257,21 @@ def series() -> Response:
     )
 
 
+class _Neutral:
+    """A csv writer whose cells a spreadsheet cannot run (a filter value is the caller's text)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def writerow(self, row: list[str]) -> None:
+        self.writer.writerow([csv_flat.neutralise(str(cell)) for cell in row])
+
+
 @bp.get("/ui/series.csv")
 def series_csv() -> Response:
     report, shown, as_of, _ = _series()
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = _Neutral(csv.writer(out))
     writer.writerow(["section", "characteristic", "value"])
     writer.writerow(["about", "data as of", as_of])
     for name, value in shown:

@@ -140,6 +140,8 @@ def test_series_page(client, series):
     assert "<code>consent</code> = yes (default)" in default
     csv_resp = _get(client, "/ui/series.csv?consent=yes&consent=no&consent=unknown")
     assert csv_resp.mimetype == "text/csv" and "Overall survival" in csv_resp.get_data(as_text=True)
+    formula = _get(client, "/ui/series.csv?institution=%3DHYPERLINK(1)").get_data(as_text=True)
+    assert "filter,institution,'=HYPERLINK(1)" in formula  # OWASP CSV injection: neutralised
     svg = _get(client, "/ui/series/overall_survival.svg")
     assert svg.mimetype == "image/svg+xml" and svg.get_data(as_text=True).startswith("<svg")
     assert _get(client, "/ui/series/nope.svg").status_code == 404
