@@ -160,8 +160,11 @@ def _resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
         problems = [i for i in issues if i.severity in ("fatal", "error", "warning")]
         out.append(
             {
-                "type": resource.get("resourceType", ""),
-                "id": resource.get("id", ""),
+                "label": (
+                    f"{resource.get('resourceType', '')}/{resource['id']}"
+                    if resource.get("id")
+                    else f"{resource.get('resourceType', '')} ({entry.get('fullUrl', 'no fullUrl')})"
+                ),
                 "json": json.dumps(resource, indent=2, ensure_ascii=False),
                 "errors": sum(i.severity in ("fatal", "error") for i in problems),
                 "issues": problems,

@@ -115,7 +115,15 @@ def test_case_page_timeline_resources_and_diff(client, series):
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page
     timeline = page.split("Clinical timeline", 1)[1].split("FHIR resources", 1)[0]
     assert re.search(r'class="when">2019-06</span> <strong>Surgery', timeline)  # a month stays a month
-    assert "Patient/" in page and ("valid" in page or "error" in page)
+    assert re.search(r"<summary>Patient \(urn:uuid:[0-9a-f-]{36}\)</summary>", page)
+    bundle = client.get(f"/cases/{ref}", headers={**bearer(), "Accept": "application/fhir+json"}).get_json()
+    table = page.split('class="resources"', 1)[1].split("</table>", 1)[0]
+    assert table.count("<summary>") == len(bundle["entry"])  # every resource, each with its result
+    patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    outcome = client.post("/fhir/Patient/$validate", json=patient, headers=bearer()).get_json()
+    errors = [i for i in outcome["issue"] if i["severity"] in ("error", "fatal")]
+    row = table.split("<summary>Patient (", 1)[1].split("</tr>", 1)[0]
+    assert (f"{len(errors)} error" in row) if errors else ("valid" in row or "warnings" in row)
     diff = page.split("Changes from version", 1)[1]
     assert "surgery[0].date" in diff and "&#34;2019-06-20&#34;" in diff and "&#34;2019-06&#34;" in diff
     assert "No change" in _get(client, f"/ui/cases/{ref}?from=2&to=2").get_data(as_text=True)
