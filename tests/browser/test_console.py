@@ -106,6 +106,18 @@ def test_api_docs_swagger_ui_works_offline_under_the_csp(browser, base):
     assert "/cases" in paths and "/ui/series" in paths
     assert browser.find_elements(By.CSS_SELECTOR, "button.authorize")  # bearer auth for "try it out"
     _check_page(browser, "docs")
+    # "try it": GET /healthz from the page (fetch to our own origin, allowed by the CSP)
+    operation = browser.find_element(By.ID, "operations-default-get_healthz")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))
+    operation.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.execute"))
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
+    assert operation.find_element(*live).text.strip() == "200"
+    log = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in log if "Content Security Policy" in m], log
 
 
 def test_case_list(browser, base):
