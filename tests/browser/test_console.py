@@ -23,6 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from service.case_files import EXAMPLE_SERIES
 from tests.serving import Serve
+from tests.tokens import token
 
 REPO = Path(__file__).resolve().parents[2]
 AXE = REPO / "tests" / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
@@ -50,6 +51,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
         assert resp.status_code == 200, resp.text
         yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server with authentication on (the test secret), as deployed: no OIDC sign-in yet."""
+    server = Serve(tmp_path_factory.mktemp("guarded"), {}, _healthy)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
     finally:
         server.stop()
 
@@ -151,3 +162,34 @@ def test_series_page_kaplan_meier(browser, base):
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "Data as of" in page and "consent = unknown" in page
     _check_page(browser, "series")
+
+
+def test_with_auth_on_the_console_says_sign_in_is_not_configured(browser, guarded):
+    browser.get(f"{guarded}/ui")
+    heading = WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert heading.text.startswith("401")
+    assert "not configured" in browser.find_element(By.TAG_NAME, "main").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "table.cases")
+    _check_page(browser, "console-401")
+
+
+def test_try_it_with_a_bearer_token_through_authorize(browser, guarded):
+    _open(browser, f"{guarded}/docs", ".swagger-ui .opblock")
+    browser.find_element(By.CSS_SELECTOR, "button.authorize").click()
+    field = WebDriverWait(browser, WAIT_S).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, ".auth-container input"))
+    )
+    field.send_keys(token())
+    browser.find_element(By.CSS_SELECTOR, ".auth-container .auth-btn-wrapper .authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".auth-container .auth-btn-wrapper .btn-done").click()
+    operation = browser.find_element(By.ID, "operations-default-get_cases")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))
+    operation.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.execute"))
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
+    assert operation.find_element(*live).text.strip() == "200"  # without the token it is 401
+    curl = operation.find_element(By.CSS_SELECTOR, ".curl-command").text
+    assert "Authorization: Bearer " in curl
