@@ -226,7 +226,7 @@ def _series() -> tuple[dict[str, Any], list[tuple[str, str]], str, bool]:
 
 def _landmarks(km: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        (f"{int(m) // 12} year" + ("s" if int(m) > 12 else ""), km_svg.landmark_text(km, m))
+        (f"{int(m) // 12} year" + ("s" if int(m) > 12 else ""), summary.landmark_text(km, m))
         for m in km["at_months"]
     ]
 
@@ -249,13 +249,13 @@ def series() -> Response:
     return _page(
         render_template(
             "series.html",
-            rows=summary.table_rows(report, km_svg.landmark_text),
+            rows=summary.table_rows(report),
             curves=curves,
             shown=shown,
             as_of=as_of,
             deidentified=deidentified,
             query=("?" + query) if query else "",
-            percent=km_svg.percent,
+            percent=summary.percent,
         )
     )
 
@@ -280,7 +280,7 @@ def series_csv() -> Response:
     for name, value in shown:
         writer.writerow(["filter", name, value])
     group = ""
-    for row in summary.table_rows(report, km_svg.landmark_text):
+    for row in summary.table_rows(report):
         if isinstance(row, str):
             group = row
         else:
@@ -292,8 +292,8 @@ def series_csv() -> Response:
                     title,
                     f"{r['time_months']:g} months: at risk {r['at_risk']}, events {r['events']}, "
                     f"censored {r['censored']}",
-                    f"{km_svg.percent(r['survival'])} (95% CI {km_svg.percent(r['ci_lower'])}-"
-                    f"{km_svg.percent(r['ci_upper'])})",
+                    f"{summary.percent(r['survival'])} (95% CI {summary.percent(r['ci_lower'])}-"
+                    f"{summary.percent(r['ci_upper'])})",
                 ]
             )
     headers = {"Content-Disposition": 'attachment; filename="ivclms-case-series.csv"', "X-Data-As-Of": as_of}

@@ -4,6 +4,8 @@ Nothing is estimated here: the step function, its 95% confidence band and the ce
 rows of ``service.registry.summary.kaplan_meier`` (lifelines); the numbers at risk under the axis are
 read off the same rows (at a tick t: the ``at_risk`` of the first row at or after t, i.e. those still
 followed at t; 0 past the last row). Survival is shown in percent. Every text is escaped.
+The landmarks' wording (percentages, nothing like "1 (95% CI 1-1)" before any event) is the
+summary's own (``service.registry.summary.landmark_text``), shared with ``/registry/summary``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,6 @@ def ticks(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     longest = max((float(r["time_months"]) for r in rows), default=0.0)
     last = max(TICK_MONTHS, math.ceil(longest / TICK_MONTHS) * TICK_MONTHS)
     return list(range(0, last + 1, TICK_MONTHS))
-
-
-def percent(value: float | None) -> str:
-    """A survival fraction as a percentage (one decimal)."""
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 def render(km: Mapping[str, Any], title: str) -> str:
@@ -121,23 +118,3 @@ def render(km: Mapping[str, Any], title: str) -> str:
     )
     parts.append("</svg>")
     return "\n".join(parts)
-
-
-def landmark(point: Mapping[str, Any] | None, events_before: int) -> str:
-    """Survival at a landmark as "p% (95% CI l-u%)"; before any event there is no interval to give
-    (the estimate is 100% by construction), so it says so instead of "100% (95% CI 100-100%)"."""
-    if point is None:
-        return "- (past the longest follow-up)"
-    if events_before == 0:
-        return "100% (no event yet)"
-    return f"{percent(point['survival'])} (95% CI {percent(point['ci_lower'])}-{percent(point['ci_upper'])})"
-
-
-def events_by(rows: Sequence[Mapping[str, Any]], month: float) -> int:
-    """Events observed at or before ``month``."""
-    return sum(int(r["events"]) for r in rows if float(r["time_months"]) <= month)
-
-
-def landmark_text(km: Mapping[str, Any], months: str) -> str:
-    """``landmark`` for a Kaplan-Meier result of the summary at one of its landmarks (``at_months``)."""
-    return landmark(km["at_months"][months], events_by(km["table"], float(months)))

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from service.console import km_svg
+from service.registry import summary
 from service.registry.summary import kaplan_meier
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -40,12 +41,17 @@ def test_the_step_falls_only_at_events_to_the_summary_s_survival():
 
 
 def test_landmarks_in_percent_and_no_interval_before_any_event():
-    rows = KM["table"]
-    assert km_svg.landmark({"survival": 1.0, "ci_lower": 1.0, "ci_upper": 1.0}, 0) == "100% (no event yet)"
-    text = km_svg.landmark(KM["at_months"]["12"], km_svg.events_by(rows, 12))
-    assert re.fullmatch(r"\d+\.\d% \(95% CI \d+\.\d%-\d+\.\d%\)", text), text
-    assert "83.3%" in text  # 5/6 after the first death (product-limit by hand)
-    assert km_svg.landmark(None, 0).startswith("-")
+    assert summary.landmark_text(KM, "12").startswith("83.3% (95% CI ")  # 5/6 after the first death
+    assert re.fullmatch(r"\d+\.\d% \(95% CI \d+\.\d%-\d+\.\d%\)", summary.landmark_text(KM, "36"))
+    assert summary.landmark_text(KM, "60") == "- (past the longest follow-up)"
+    late = kaplan_meier([20, 30], [1, 0])  # no event in the first year
+    assert late["at_months"]["12"] == {"survival": 1.0, "ci_lower": 1.0, "ci_upper": 1.0}
+    assert summary.landmark_text(late, "12") == "100% (no event yet)"
+    # the same wording on /registry/summary's own HTML page
+    page = summary.render_html(
+        {**summary.summarise([]), "kaplan_meier": {"overall_survival": late, "disease_free_survival": KM}}
+    )
+    assert "100% (no event yet)" in page and not re.search(r"\b1 \(95% CI 1-1\)", page)
 
 
 def test_an_empty_series_still_draws_axes():
