@@ -4,12 +4,15 @@ sees, the same gate as the API, escaping and the pages' security headers."""
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
+from service.api import console
 from service.api.security import PAGE_CSP
 from service.case_files import EXAMPLE_SERIES
 from tests.tokens import bearer
@@ -159,3 +162,33 @@ def test_series_page(client, series):
 def test_series_needs_what_the_summary_needs(client, series):
     resp = _get(client, "/ui/series", **bearer(roles=[]))
     assert resp.status_code == 403 and "role" in resp.get_data(as_text=True)
+
+
+def test_paging_walks_every_case_once_and_keeps_the_filters(client, series, monkeypatch):
+    monkeypatch.setattr(console, "PAGE_SIZE", 4)
+    seen: list[str] = []
+    path: str | None = "/ui?status=active"
+    while path:
+        page = _get(client, html.unescape(path)).get_data(as_text=True)
+        seen += re.findall(r">(IVC-\d{3})</a>", page)
+        found = re.search(r'<a href="([^"]+)" rel="next">', page)
+        path = found.group(1) if found else None
+        if path:
+            assert "status=active" in path
+    assert sorted(seen) == sorted(series)  # 4 + 4 + 1, none twice
+    last = _get(client, "/ui?status=active&offset=8").get_data(as_text=True)
+    assert 'rel="prev"' in last and 'rel="next"' not in last
+
+
+def test_institution_filter(client, series):
+    case = client.get(f"/cases/{series['IVC-002']}", headers=bearer()).get_json()
+    query = urlencode({"institution": case["institution"]})
+    page = _get(client, f"/ui?{query}").get_data(as_text=True)
+    shown = set(re.findall(r">(IVC-\d{3})</a>", page))
+    assert "IVC-002" in shown and shown < set(series)
+
+
+def test_an_unknown_case_is_a_404_page(client, series):
+    resp = _get(client, "/ui/cases/00000000-0000-4000-8000-000000000000")
+    assert resp.status_code == 404 and resp.mimetype == "text/html"
+    assert "<h1>404" in resp.get_data(as_text=True)
