@@ -22,9 +22,17 @@ PUBLIC_ENDPOINTS = frozenset(
 )
 
 DEIDENTIFIED_ENDPOINTS = frozenset(
-    {"registry.registry_csv", "registry.registry_ndjson", "registry.registry_summary"}
+    {
+        "registry.registry_csv",
+        "registry.registry_ndjson",
+        "registry.registry_summary",
+        "console.series",
+        "console.series_csv",
+        "console.series_svg",
+    }
 )
-"""All a de-identified recipient's token reaches (issue 12: de-identified access as its own permission)."""
+"""All a de-identified recipient's token reaches (issue 12: de-identified access as its own permission);
+the console's case-series page is the summary drawn, under the same de-identified rules."""
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

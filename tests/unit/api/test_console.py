@@ -192,3 +192,14 @@ def test_an_unknown_case_is_a_404_page(client, series):
     resp = _get(client, "/ui/cases/00000000-0000-4000-8000-000000000000")
     assert resp.status_code == 404 and resp.mimetype == "text/html"
     assert "<h1>404" in resp.get_data(as_text=True)
+
+
+def test_a_deidentified_recipient_sees_the_series_under_its_rules_and_nothing_else(client, series):
+    deidentified = bearer("system/*.rs", roles=["deidentified"])
+    page = _get(client, "/ui/series", **deidentified)
+    assert page.status_code == 200 and "de-identified rules apply" in page.get_data(as_text=True)
+    assert "IVC-00" not in page.get_data(as_text=True)
+    refused = _get(client, "/ui/series?institution=Example%20General%20Hospital%20B", **deidentified)
+    assert refused.status_code == 400 and "institution" in refused.get_data(as_text=True)
+    assert _get(client, "/ui", **deidentified).status_code == 403
+    assert _get(client, f"/ui/cases/{series['IVC-002']}", **deidentified).status_code == 403
