@@ -313,13 +313,13 @@ def series_svg(curve: str) -> Response:
 # ---- OpenAPI ----------------------------------------------------------------------------------------
 
 
-def _html(summary_text: str, *params: dict[str, Any], secured: bool = True) -> dict[str, Any]:
+def _html(
+    summary_text: str, *params: dict[str, Any], secured: bool = True, media: str = "text/html"
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary_text,
         "parameters": list(params),
-        "responses": {
-            "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
-        },
+        "responses": {"200": {"description": media, "content": {media: {"schema": {"type": "string"}}}}},
     }
     if not secured:
         op["security"] = []
@@ -338,8 +338,38 @@ def _q(name: str, description: str) -> dict[str, Any]:
     }
 
 
+_LANDING_JSON = {
+    "type": "object",
+    "required": ["service", "version", "links"],
+    "properties": {
+        "service": {"type": "string"},
+        "version": {"type": "string"},
+        "links": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"href": {"type": "string"}, "title": {"type": "string"}},
+            },
+        },
+    },
+}
 openapi.describe(
-    "/", {"get": {**_html("Landing page (HTML for browsers, its links as JSON otherwise)", secured=False)}}
+    "/",
+    {
+        "get": {
+            "summary": "Landing page: HTML for a browser (Accept: text/html), its links as JSON otherwise",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The page, or its links",
+                    "content": {
+                        "text/html": {"schema": {"type": "string"}},
+                        "application/json": {"schema": _LANDING_JSON},
+                    },
+                }
+            },
+        }
+    },
 )
 openapi.describe(
     "/assets/{filename}",
@@ -379,20 +409,31 @@ openapi.describe(
         )
     },
 )
-for _path, _what in (
-    ("/ui/series", "Console: the case series with Kaplan-Meier curves (as GET /registry/summary)"),
-    ("/ui/series.csv", "The case series as CSV"),
+for _path, _what, _media in (
+    (
+        "/ui/series",
+        "Console: the case series with Kaplan-Meier curves (as GET /registry/summary)",
+        "text/html",
+    ),
+    ("/ui/series.csv", "The case series as CSV", "text/csv"),
 ):
     openapi.describe(
-        _path, {"get": _html(_what, *(_q(n, "As in /registry/summary") for n in SUMMARY_PARAMS))}
+        _path,
+        {"get": _html(_what, *(_q(n, "As in /registry/summary") for n in SUMMARY_PARAMS), media=_media)},
     )
 openapi.describe(
     "/ui/series/{curve}.svg",
     {
         "get": _html(
             "A Kaplan-Meier curve as SVG (overall_survival, disease_free_survival)",
-            {"name": "curve", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "curve",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": list(CURVES)},
+            },
             *(_q(n, "As in /registry/summary") for n in SUMMARY_PARAMS),
+            media="image/svg+xml",
         )
     },
 )
