@@ -12,6 +12,7 @@ from service.api import (
     audit,
     bulk,
     cases,
+    console,
     errors,
     fhir_intake,
     fhir_read,
@@ -78,4 +79,6 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(sync.bp)
     app.register_blueprint(registry.bp)
     app.register_blueprint(validate.bp)
+    app.register_blueprint(console.pages)
+    app.register_blueprint(console.bp)
     return app

@@ -6,9 +6,10 @@ import logging
 import traceback
 from pathlib import Path
 
-from flask import Flask, Response
+from flask import Flask, Response, render_template, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from service.api.responses import fhir_response
 from service.errors import Issue, ServiceError, TooMany, Unavailable
@@ -31,13 +32,34 @@ _HTTP_ISSUE_CODES = {
 }
 
 
+CONSOLE_PREFIX = "/ui"
+
+
+def _wants_page() -> bool:
+    """A browser on a console page gets the error as an HTML page (same status and headers); every
+    other client the OperationOutcome."""
+    path = request.path
+    if path != CONSOLE_PREFIX and not path.startswith(CONSOLE_PREFIX + "/"):
+        return False
+    choices = ["application/fhir+json", "application/json", "text/html"]
+    return request.accept_mimetypes.best_match(choices) == "text/html"
+
+
+def respond(issues: list[Issue], status: int, headers: dict[str, str] | None = None) -> Response:
+    if _wants_page():
+        reason = HTTP_STATUS_CODES.get(status, "Error")
+        page = render_template("error.html", status=status, reason=reason, issues=issues)
+        return Response(page, status=status, headers=headers, content_type="text/html; charset=utf-8")
+    return fhir_response(operation_outcome(issues), status, headers)
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> Response:
         headers = {"WWW-Authenticate": 'Bearer realm="ivclms"'} if exc.status == 401 else {}
         if isinstance(exc, Unavailable | TooMany):
             headers["Retry-After"] = str(exc.retry_after)
-        return fhir_response(operation_outcome(exc.issues), exc.status, headers)
+        return respond(exc.issues, exc.status, headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -49,7 +71,7 @@ def init_app(app: Flask) -> None:
                 f"request body exceeds the configured limit of {limit} bytes (IVCLMS_HTTP_MAX_BODY_BYTES)"
             )
         issue = Issue(code=_HTTP_ISSUE_CODES.get(status, "processing"), diagnostics=message)
-        return fhir_response(operation_outcome([issue]), status)
+        return respond([issue], status)
 
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError) -> Response:
@@ -70,4 +92,4 @@ def init_app(app: Flask) -> None:
         where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-3:])
         log.error("unexpected error %s at %s", type(exc).__name__, where)
         issue = Issue(code="exception", diagnostics="internal error; the request was not applied")
-        return fhir_response(operation_outcome([issue]), 500)
+        return respond([issue], 500)

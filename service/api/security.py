@@ -16,13 +16,30 @@ PUBLIC_ENDPOINTS = frozenset(
         "static",
         "openapi.openapi_json",
         "openapi.docs",
+        "pages.landing",
+        "pages.asset",
     }
 )
 
 DEIDENTIFIED_ENDPOINTS = frozenset(
-    {"registry.registry_csv", "registry.registry_ndjson", "registry.registry_summary"}
+    {
+        "registry.registry_csv",
+        "registry.registry_ndjson",
+        "registry.registry_summary",
+        "console.series",
+        "console.series_csv",
+        "console.series_svg",
+    }
 )
-"""All a de-identified recipient's token reaches (issue 12: de-identified access as its own permission)."""
+"""All a de-identified recipient's token reaches (issue 12: de-identified access as its own permission);
+the console's case-series page is the summary drawn, under the same de-identified rules."""
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""The policy of every HTML page (landing, API docs, console): nothing but our own files, no inline
+script or style (Swagger UI is started from a served file), never framed. ``data:`` images are
+swagger-ui's icons in its CSS."""
 
 
 def init_app(app: Flask) -> None:
@@ -49,4 +66,9 @@ def init_app(app: Flask) -> None:
         # no cache, shared or private, may keep it. Public endpoints keep their own caching.
         if request.endpoint not in PUBLIC_ENDPOINTS:
             response.headers["Cache-Control"] = "no-store"
+        if response.mimetype in ("text/html", "image/svg+xml"):
+            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response

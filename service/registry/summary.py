@@ -550,10 +550,26 @@ def _range(stats: Mapping[str, Any], centre: str) -> str:
     return f"{_num(stats[centre])} ({_num(stats['min'])}-{_num(stats['max'])}); n = {stats['n']}" + note
 
 
-def _ci(point: Mapping[str, Any] | None) -> str:
+def percent(value: float | None) -> str:
+    """A survival fraction as a percentage with one decimal (pages show percentages, JSON fractions)."""
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def events_by(rows: Sequence[Mapping[str, Any]], month: float) -> int:
+    """Events observed at or before ``month`` (rows of ``kaplan_meier``'s table)."""
+    return sum(int(r["events"]) for r in rows if float(r["time_months"]) <= month)
+
+
+def landmark_text(km: Mapping[str, Any], months: str) -> str:
+    """Survival at a landmark of ``km["at_months"]`` as "p% (95% CI l-u%)". Before any event the
+    estimate is 100% by construction and has no interval to give, so the text says so instead of
+    "1 (95% CI 1-1)"; past the longest follow-up there is no estimate."""
+    point = km["at_months"][months]
     if point is None:
-        return "-"
-    return f"{_num(point['survival'])} (95% CI {_num(point['ci_lower'])}-{_num(point['ci_upper'])})"
+        return "- (past the longest follow-up)"
+    if events_by(km["table"], float(months)) == 0:
+        return "100% (no event yet)"
+    return f"{percent(point['survival'])} (95% CI {percent(point['ci_lower'])}-{percent(point['ci_upper'])})"
 
 
 def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
@@ -663,11 +679,16 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
                 "not reached" if km["median_months"] is None else _num(km["median_months"]),
             )
         ]
-        rows += [(f"{title} at {t} months", _ci(p)) for t, p in km["at_months"].items()]
+        rows += [(f"{title} at {t} months", landmark_text(km, t)) for t in km["at_months"]]
     return rows
 
 
 _KM_HEAD = ("months", "at risk", "events", "censored", "survival", "95% CI")
+
+
+def table_rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
+    """The rows of the summary table (counts and survival with percentages), not yet escaped."""
+    return _rows(summary)
 
 
 def _km_table(title: str, km: Mapping[str, Any]) -> str:
@@ -675,8 +696,8 @@ def _km_table(title: str, km: Mapping[str, Any]) -> str:
     body = "".join(
         f"<tr><td class=n>{_num(r['time_months'])}</td><td class=n>{r['at_risk']}</td>"
         f"<td class=n>{r['events']}</td><td class=n>{r['censored']}</td>"
-        f"<td class=n>{_num(r['survival'])}</td>"
-        f"<td class=n>{_num(r['ci_lower'])}-{_num(r['ci_upper'])}</td></tr>"
+        f"<td class=n>{percent(r['survival'])}</td>"
+        f"<td class=n>{percent(r['ci_lower'])}-{percent(r['ci_upper'])}</td></tr>"
         for r in km["table"]
     )
     caption = f"{title} (Kaplan-Meier; n = {km['n']}, events = {km['events']})"

@@ -519,6 +519,16 @@ ELSEWHERE = {
     "openapi.openapi_json": "public, no data",
     "openapi.docs": "public, no data",
     "static": "public, no data",
+    "pages.landing": "public, links only",
+    "pages.asset": "public, the package's CSS and scripts: tests/unit/api/test_console.py",
+    "console.case_list": "the gate of GET /cases (s on every case type, the caller's sources): "
+    "test_security_matrix.py, tests/unit/api/test_console.py",
+    "console.case_page": "the gate of GET /cases/{id} (r, the case's source): test_security_matrix.py, "
+    "tests/unit/api/test_console.py",
+    "console.series": "the gate of GET /registry/summary (service.registry.access): test_security_matrix.py, "
+    "tests/unit/api/test_console.py",
+    "console.series_csv": "as console.series",
+    "console.series_svg": "as console.series",
 }
 
 

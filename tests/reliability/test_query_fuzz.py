@@ -152,6 +152,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "job_id": job_id,
         "name": "Patient.ndjson",
         "group_id": "ivclms-cohort",
+        "filename": "console.css",
+        "curve": "overall_survival",
     }
     targets = _targets(client.get("/openapi.json").get_json(), client.get("/fhir/metadata").get_json())
     yield {"app": app, "probe": Probe(app), "defaults": defaults, "targets": targets}

@@ -30,6 +30,8 @@ PATH_VALUES = {
     "name": "Patient.ndjson",
     "entry_id": "1",
     "group_id": ID,
+    "filename": "console.css",
+    "curve": "overall_survival",
 }
 TOKENS = {
     "none": None,
@@ -71,7 +73,8 @@ def _routes() -> list[tuple[str, str, str]]:
             continue
         path = rule.rule
         for name in rule.arguments:
-            path = path.replace(f"<int:{name}>", PATH_VALUES[name]).replace(f"<{name}>", PATH_VALUES[name])
+            for form in (f"<int:{name}>", f"<path:{name}>", f"<{name}>"):
+                path = path.replace(form, PATH_VALUES[name])
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             routes.append((rule.endpoint, method, path))
     return sorted(routes)

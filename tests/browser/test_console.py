@@ -1,0 +1,195 @@
+"""The landing page, the API docs and the console in a real headless Chromium (issue 16).
+
+``ivclms serve`` runs on loopback with authentication off (local trial mode) and the example series
+imported; each page is opened as a user would, checked for what it shows, checked by axe-core (no
+serious or critical violation) and kept as a screenshot under ``.run/screenshots/``. The browser's
+console log must hold no Content-Security-Policy violation: the pages run under ``script-src 'self'``.
+Needs the Debian ``chromium`` and ``chromium-driver`` packages and ``npm ci`` in tests/clients/js
+(scripts/setup installs them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from service.case_files import EXAMPLE_SERIES
+from tests.serving import Serve
+from tests.tokens import token
+
+REPO = Path(__file__).resolve().parents[2]
+AXE = REPO / "tests" / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
+SHOTS = REPO / ".run" / "screenshots"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+WAIT_S = 30
+"""Upper bound for a page to show what is awaited (a condition polled, not a timed assertion)."""
+EVERY_CONSENT = "consent=yes&consent=no&consent=unknown"
+
+
+def _healthy(port: int) -> bool:
+    return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = Serve(tmp_path_factory.mktemp("browser"), {"IVCLMS_AUTH_DISABLED": "true"}, _healthy)
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        resp = requests.post(
+            f"{url}/cases/import",
+            data=EXAMPLE_SERIES.read_bytes(),
+            headers={"Content-Type": "text/csv"},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server with authentication on (the test secret), as deployed: no OIDC sign-in yet."""
+    server = Serve(tmp_path_factory.mktemp("guarded"), {}, _healthy)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1400"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _open(driver: webdriver.Chrome, url: str, ready: str) -> None:
+    driver.get(url)
+    WebDriverWait(driver, WAIT_S).until(ec.presence_of_element_located((By.CSS_SELECTOR, ready)))
+
+
+def _check_page(driver: webdriver.Chrome, name: str) -> None:
+    """Screenshot, no CSP violation in the console log, and axe-core: no serious or critical issue."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    log = [entry["message"] for entry in driver.get_log("browser")]
+    assert not [m for m in log if "Content Security Policy" in m], log
+    driver.execute_script(AXE.read_text(encoding="utf-8"))
+    violations = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then(r => done(r.violations), e => done(String(e)));"
+    )
+    assert isinstance(violations, list), violations
+    bad = [(v["id"], v["impact"], v["help"]) for v in violations if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{name}: {bad}"
+
+
+def test_landing_page(browser, base):
+    _open(browser, f"{base}/", "ul.links")
+    hrefs = {
+        a.get_attribute("href").removeprefix(base)
+        for a in browser.find_elements(By.CSS_SELECTOR, "ul.links a")
+    }
+    assert {"/ui", "/docs", "/fhir/metadata", "/healthz", "/readyz"} <= hrefs
+    _check_page(browser, "landing")
+
+
+def test_api_docs_swagger_ui_works_offline_under_the_csp(browser, base):
+    _open(browser, f"{base}/docs", ".swagger-ui .opblock")
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/cases" in paths and "/ui/series" in paths
+    assert browser.find_elements(By.CSS_SELECTOR, "button.authorize")  # bearer auth for "try it out"
+    _check_page(browser, "docs")
+    # "try it": GET /healthz from the page (fetch to our own origin, allowed by the CSP)
+    operation = browser.find_element(By.ID, "operations-default-get_healthz")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))
+    operation.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.execute"))
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
+    assert operation.find_element(*live).text.strip() == "200"
+    log = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in log if "Content Security Policy" in m], log
+
+
+def test_case_list(browser, base):
+    _open(browser, f"{base}/ui", "table.cases tbody tr")
+    shown = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "table.cases tbody td:first-child a")}
+    assert {f"IVC-00{i}" for i in range(1, 10)} <= shown
+    _check_page(browser, "case-list")
+
+
+def test_case_page_timeline_lists_the_surgery_at_its_date(browser, base):
+    cases = requests.get(f"{base}/cases", timeout=30).json()["cases"]
+    ref = next(c["id"] for c in cases if c["case_id"] == "IVC-002")
+    stored = requests.get(f"{base}/cases/{ref}", timeout=30).json()  # the oracle: the case as stored
+    _open(browser, f"{base}/ui/cases/{ref}", "ol.timeline")
+    surgeries = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "li.event-surgery .when")]
+    assert surgeries == [s["date"] for s in stored["surgery"]]
+    assert browser.find_elements(By.CSS_SELECTOR, "table.resources tbody tr")
+    _check_page(browser, "case")
+
+
+def test_series_page_kaplan_meier(browser, base):
+    summary = requests.get(f"{base}/registry/summary?{EVERY_CONSENT}", timeout=60).json()
+    _open(browser, f"{base}/ui/series?{EVERY_CONSENT}", "svg.km")
+    curves = browser.find_elements(By.CSS_SELECTOR, "svg.km")
+    assert len(curves) == 2
+    for key, curve in (("overall_survival", curves[0]), ("disease_free_survival", curves[1])):
+        assert curve.find_element(By.XPATH, "./ancestor::section").get_attribute("id") == key
+        at_risk = [t.text for t in curve.find_elements(By.CSS_SELECTOR, "text.at-risk")]
+        assert at_risk[0] == str(summary["kaplan_meier"][key]["n"])  # everyone is at risk at 0
+        assert curve.find_elements(By.CSS_SELECTOR, "polyline.curve")
+    page = browser.find_element(By.TAG_NAME, "main").text
+    assert "Data as of" in page and "consent = unknown" in page
+    _check_page(browser, "series")
+
+
+def test_with_auth_on_the_console_says_sign_in_is_not_configured(browser, guarded):
+    browser.get(f"{guarded}/ui")
+    heading = WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.TAG_NAME, "h1")))
+    assert heading.text.startswith("401")
+    assert "not configured" in browser.find_element(By.TAG_NAME, "main").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "table.cases")
+    _check_page(browser, "console-401")
+
+
+def test_try_it_with_a_bearer_token_through_authorize(browser, guarded):
+    _open(browser, f"{guarded}/docs", ".swagger-ui .opblock")
+    browser.find_element(By.CSS_SELECTOR, "button.authorize").click()
+    field = WebDriverWait(browser, WAIT_S).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, ".auth-container input"))
+    )
+    field.send_keys(token())
+    browser.find_element(By.CSS_SELECTOR, ".auth-container .auth-btn-wrapper .authorize").click()
+    browser.find_element(By.CSS_SELECTOR, ".auth-container .auth-btn-wrapper .btn-done").click()
+    operation = browser.find_element(By.ID, "operations-default-get_cases")
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))
+    operation.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.execute"))
+    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
+    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
+    assert operation.find_element(*live).text.strip() == "200"  # without the token it is 401
+    curl = operation.find_element(By.CSS_SELECTOR, ".curl-command").text
+    assert "Authorization: Bearer " in curl
