@@ -147,7 +147,7 @@ class PatientSchema(Base):
     birth_date = f.date("Birth date; birth_date or age_at_diagnosis is required.")
     age_at_diagnosis = f.number(
         "Age at diagnosis in full years; derived from birth_date and diagnosis.date when the birth "
-        "date is known (both given: they must agree).",
+        "date is known (both given: they must agree); required when diagnosis.date is unknown.",
         integer=True,
         maximum=130,
     )
@@ -192,7 +192,7 @@ class TumourSizeSchema(Base):
 
 
 class DiagnosisSchema(Base):
-    date = f.date("Date of diagnosis.", required=True)
+    date = f.date("Date of diagnosis; `unknown` when the source gives none.", required=True, unknown=True)
     basis = f.code("diagnosis-basis", "Basis of diagnosis.", required=True)
     biopsy_result = f.text("Biopsy result (text or morphology).")
     imaging = many_of(ImagingSchema, "Imaging studies of the work-up.")
@@ -241,7 +241,7 @@ class IntraoperativeEventSchema(Base):
 
 
 class SurgerySchema(Base):
-    date = f.date("Date of the operation.", required=True)
+    date = f.date("Date of the operation; `unknown` when the source gives none.", required=True, unknown=True)
     intent = f.code("surgery-intent", "Intent.")
     approach = f.code("approach", "Surgical approach.")
     resection = f.code("resection", "Resection type.", required=True)
