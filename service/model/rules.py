@@ -231,8 +231,9 @@ def not_after_today(dated: Iterable[tuple[str, str]], today: dt.date) -> Iterato
 @rule
 def last_contact_given(case: dict[str, Any]) -> Iterator[Issue]:
     """The last contact is a date or an interval in months (data set, "Incomplete records": "Intervals
-    may be given instead of dates ... and stay intervals, in the unit given"); an interval after surgery
-    needs an operation to count from."""
+    may be given instead of dates ... and stay intervals, in the unit given"), or ``unknown`` stated
+    explicitly when the source gives neither (issue 15); an interval after surgery needs an operation
+    to count from."""
     outcome = case["outcome"]
     intervals = ("last_contact_months_after_diagnosis", "last_contact_months_after_surgery")
     if outcome["last_contact"] is None and all(outcome[name] is None for name in intervals):
@@ -274,7 +275,7 @@ def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
         ("diagnosis", dates.known(case["diagnosis"]["date"]), after_diagnosis),
         ("surgery", dates.known(first[1]) if first else None, after_surgery),
     )
-    last = outcome["last_contact"]
+    last = dates.known(outcome["last_contact"])
     for name, start, months in starts:
         if start is None or last is None or months is None:
             continue

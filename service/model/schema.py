@@ -383,7 +383,8 @@ class OutcomeSchema(Base):
     vital_status = f.code("vital-status", "Vital status.", required=True)
     last_contact = f.date(
         "Date of last contact (not before diagnosis); this or an interval (last_contact_months_after_*) "
-        "is required."
+        "is required; `unknown` when the source gives neither (survival then unknown).",
+        unknown=True,
     )
     last_contact_months_after_diagnosis = f.measure(
         DURATION, "months", "Last contact as an interval after diagnosis, as the source gives it [months]."
