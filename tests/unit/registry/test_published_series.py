@@ -75,6 +75,9 @@ def test_the_case_format_rows_say_only_what_the_paper_says():
         assert case["diagnosis_basis"] == "unknown"
         # "over the past 3 years": no per-patient date of diagnosis or last contact
         assert (case["diagnosis_date"], case["outcome_last_contact"]) == ("unknown", "unknown")
+        # "Resection of the middle segment ...", "Resection of the tumor", "She underwent resection"
+        assert "esection" in text and case["surgery1_date"] == "unknown"
+        assert (case["surgery1_resection"], case["surgery1_ivc_management_method"]) == ("unknown", "unknown")
 
 
 def _summary(client: FlaskClient, form: str) -> Response:
@@ -102,7 +105,7 @@ def test_the_stored_cases_summary_json_prints_the_papers_figures_and_no_survival
     """Age and sex as the paper prints them, from the stored cases. Survival: the paper gives "a mean
     overall survival of 21 months (range 12-30)" but no per-patient time, so each case's last contact
     is ``unknown``: every overall survival is unknown, counted as such and left out of Kaplan-Meier
-    (nothing invented). Not operated as stored (no per-patient operation date), so no DFS."""
+    (nothing invented); likewise every disease-free survival (operated, on an unknown date)."""
     report = _summary(client, "json").get_json()
     assert report["cases"] == 3
     age = report["age_at_diagnosis_years"]
@@ -110,6 +113,9 @@ def test_the_stored_cases_summary_json_prints_the_papers_figures_and_no_survival
     assert (report["sex"]["male"], report["sex"]["female"]) == (2, 1)
     assert report["precision"]["os_unknown"] == 3
     assert report["kaplan_meier"]["overall_survival"]["n"] == 0
+    # each was operated ("Resection of ... was performed"), on a date the paper does not give
+    assert report["operated"] == 3 and report["precision"]["dfs_unknown"] == 3
+    assert report["kaplan_meier"]["disease_free_survival"]["n"] == 0
 
 
 def test_the_rows_are_cases_with_unknown_dates_not_placeholders():
@@ -118,4 +124,4 @@ def test_the_rows_are_cases_with_unknown_dates_not_placeholders():
     assert not report.rejected and len(report.imported) == 3
     for row in report.imported:
         assert (row.case["diagnosis"]["date"], row.case["outcome"]["last_contact"]) == ("unknown", "unknown")
-        assert row.case["surgery"] == []
+        assert [s["date"] for s in row.case["surgery"]] == ["unknown"]
