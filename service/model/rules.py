@@ -74,11 +74,11 @@ def date_after(start: str, months: float) -> str:
 def first_surgery(case: dict[str, Any]) -> tuple[int, str] | None:
     """(index, date) of the first operation: the earliest by earliest possible day, then latest day,
     then list order (2019 sorts before 2019-03-02; ties keep the order given). When any operation's
-    date is ``unknown`` the first one is not known: (index of the first such operation, ``unknown``),
-    so callers read the date through ``dates.known`` and derive nothing from it."""
-    for i, s in enumerate(case["surgery"]):
-        if s["date"] == dates.UNKNOWN:
-            return i, dates.UNKNOWN
+    date is ``unknown`` no date orders them: the first listed, with date ``unknown`` (the list order is
+    the only order the source gives), so callers read the date through ``dates.known`` and derive
+    nothing from it."""
+    if any(s["date"] == dates.UNKNOWN for s in case["surgery"]):
+        return 0, dates.UNKNOWN
     dated = [(dates.sort_key(s["date"]), i, s["date"]) for i, s in enumerate(case["surgery"])]
     if not dated:
         return None

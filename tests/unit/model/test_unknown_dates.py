@@ -165,11 +165,17 @@ def test_intervals_are_not_checked_against_an_unknown_start() -> None:
 
 
 def test_an_unknown_operation_date_makes_the_first_operation_unknown() -> None:
-    """Of a 2019 operation and one on an unknown date, either may be the first."""
+    """Of a 2019 operation and one on an unknown date, either may be the first: its date is unknown
+    and the list order given is kept (the first listed is the index operation)."""
     case = validate_case(_undated())
-    second = copy.deepcopy(case["surgery"][0])
-    case["surgery"] = [{**second, "date": "2019"}, second]
-    assert first_surgery(case) == (1, "unknown")
+    undated = copy.deepcopy(case["surgery"][0])
+    case["surgery"] = [{**undated, "date": "2019"}, undated]
+    assert first_surgery(case) == (0, "unknown")
+    case["surgery"] = [undated, {**undated, "date": "2019"}]
+    assert first_surgery(case) == (0, "unknown")
+    assert outcomes.surgery_date(case) is None and outcomes.operated(case)
+    case["surgery"] = [{**undated, "date": "2019"}, {**undated, "date": "2018"}]
+    assert first_surgery(case) == (1, "2018")  # all known: by date, as before
 
 
 def test_a_postoperative_day_needs_only_an_operation_not_its_date() -> None:
