@@ -17,6 +17,7 @@ import copy
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -33,7 +34,7 @@ from service.registry import deidentify, outcomes, source, summary
 from service.registry.extract import derived_values
 from service.store.resources import date_range
 from tests.unit.api.test_cases import _auth
-from tests.unit.model.conftest import load_example
+from tests.unit.model.conftest import ROOT, load_example
 
 NOW = "2026-01-01T00:00:00Z"
 DAR = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
@@ -344,3 +345,24 @@ def test_a_date_filter_leaves_out_an_unknown_diagnosis_date() -> None:
     assert source.matches(case, source.Filters())
     assert not source.matches(case, source.Filters(diagnosed_from=dt.date(2000, 1, 1)))
     assert not source.matches(case, source.Filters(diagnosed_to_year=2030))
+
+
+ALL_EXAMPLES = sorted((ROOT / "examples").glob("ivclms-0*.json")) + sorted(
+    (ROOT / "examples" / "literature").glob("ivclms-*.json")
+)
+
+
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=[p.stem for p in ALL_EXAMPLES])
+def test_every_example_with_its_dates_unknown_is_valid_and_round_trips(path: Path) -> None:
+    """Each example with its diagnosis, operation and last-contact dates made unknown (the age and the
+    follow-up months kept as derived from them): still a valid case (nothing left to disagree with),
+    and the FHIR round trip gives it back unchanged."""
+    known = validate_case(load_example(path))
+    case = copy.deepcopy(known)
+    case["diagnosis"]["date"] = "unknown"
+    for surgery in case["surgery"]:
+        surgery["date"] = "unknown"
+    if case["outcome"]["last_contact"] is not None:
+        case["outcome"]["last_contact"] = "unknown"
+    undated = validate_case(case)
+    assert bundle_to_case(case_to_bundle(undated, now=NOW)) == undated
