@@ -18,6 +18,26 @@ ABSENT_REASONS: dict[str, tuple[str, str]] = {
     "not_applicable": ("not-applicable", "Not Applicable"),
 }
 """Case key -> (data-absent-reason code, its R4 display) of the reasons a table may accept (``absent:``)."""
+DATA_ABSENT_EXTENSION = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+"""R4's extension "Provides a reason why the expected value or elements in the element that is extended
+are missing": on a primitive with no value (``_onsetDateTime``), how a date the source does not give is
+written (issue 15)."""
+
+
+def absent_primitive(key: str) -> dict[str, Any]:
+    """The JSON of a primitive with no value and a data-absent-reason extension (``_performedDateTime``)."""
+    return {"extension": [{"url": DATA_ABSENT_EXTENSION, "valueCode": ABSENT_REASONS[key][0]}]}
+
+
+def absent_primitive_key(node: Any) -> str | None:
+    """The case key of the data-absent reason a primitive's extension carries, or None."""
+    extensions = node.get("extension", []) if isinstance(node, dict) else []
+    found = [
+        e.get("valueCode")
+        for e in extensions
+        if isinstance(e, dict) and e.get("url") == DATA_ABSENT_EXTENSION
+    ]
+    return next((key for key, (code, _) in ABSENT_REASONS.items() if found and found[0] == code), None)
 
 
 @dataclass(frozen=True)

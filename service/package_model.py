@@ -81,6 +81,12 @@ def _type(field: fields.Field[Any]) -> tuple[str, dict[str, Any]]:
     if isinstance(inner, f.Bool):
         return "boolean", {}
     if isinstance(inner, f.Date):
+        if inner.unknown:  # issue 15: the case JSON's `unknown` is a date element with no value
+            note = (
+                "`unknown` in the case JSON when the source gives no date: the element then has no value "
+                "and the data-absent-reason extension (valueCode unknown)."
+            )
+            return "date", {"comment": note}
         return "date", {}
     if isinstance(inner, f.Uri):
         return "uri", {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.codes import CANONICAL, table
+from service.codes import CANONICAL, absent_primitive, table
 from service.mapping import paths
 from service.mapping.spec import (
     CONVERTERS,
@@ -27,6 +27,7 @@ from service.mapping.spec import (
     quantity_range,
     spec,
 )
+from service.model import dates
 
 Tokens = list[str | int]
 
@@ -93,7 +94,11 @@ def write_group(node: dict[str, Any], group: Group, case: dict[str, Any], item: 
             arg = case_get(case, resolve(f.unit_field, item))
             if value is not None and not isinstance(arg, str):
                 raise MappingError(f"{where}: no unit in {f.unit_field!r}")
-        if f.absent is not None and isinstance(value, str) and table(str(f.arg)).is_absent(value):
+        if f.absent is not None and f.kind == "date":
+            if value == dates.UNKNOWN:  # the source gives no date: the extension, no value
+                paths.put(node, f.absent, absent_primitive(value))
+                continue
+        elif f.absent is not None and isinstance(value, str) and table(str(f.arg)).is_absent(value):
             paths.put(node, f.absent, table(str(f.arg)).absent_concept(value))
             continue
         if f.comparator is not None and isinstance(value, dict) and "comparator" in value:

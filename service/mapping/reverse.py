@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.codes import absent_primitive_key
 from service.mapping import paths
 from service.mapping.forward import Tokens, resolve
 from service.mapping.spec import (
@@ -51,6 +52,11 @@ def read_group(node: dict[str, Any], group: Group, out: dict[str, Any], item: To
                 continue
             if value is None and f.range is not None and (span := paths.get(node, f.range)) is not None:
                 case_set(out, tokens, quantity_range_back(span, str(f.arg)))
+                continue
+            if value is None and f.absent is not None and f.kind == "date":
+                value = absent_primitive_key(paths.get(node, f.absent))  # `unknown`, no value
+                if value is not None:
+                    case_set(out, tokens, value)
                 continue
             if value is None and f.absent is not None:
                 value = paths.get(node, f.absent)  # a data-absent reason written in its place

@@ -137,7 +137,9 @@ class Field:
     """Where a range ``{low, high}`` of a ``quantity(unit)`` field goes (a ``...valueRange`` path)."""
     absent: str | None = None
     """Where a data-absent reason of the field's table goes instead of ``path`` (``dataAbsentReason`` of
-    an Observation or its component: R4 obs-6 lets it stand only when the value is missing)."""
+    an Observation or its component: R4 obs-6 lets it stand only when the value is missing); for a
+    ``date`` field, the primitive's ``_element`` that carries the data-absent-reason extension when the
+    value is ``unknown`` (issue 15)."""
     unit_field: str | None = None
     """``quantity(@unit)``: the case field (relative to the item) holding the UCUM unit, when the unit
     is data (a lab result's) rather than fixed by the mapping."""
@@ -238,8 +240,8 @@ def _group(raw: dict[str, Any], aliases: dict[str, str]) -> Group:
         if not m or m.group("kind") not in CONVERTERS:
             raise MappingError(f"unknown converter {f['as']!r} for field {f['field']!r}")
         absent = expand_path(f["absent"], aliases) if "absent" in f else None
-        if absent is not None and m.group("kind") != "codeable":
-            raise MappingError(f"field {f['field']!r}: `absent:` needs a codeable(table) field")
+        if absent is not None and m.group("kind") not in ("codeable", "date"):
+            raise MappingError(f"field {f['field']!r}: `absent:` needs a codeable(table) or date field")
         span = expand_path(f["range"], aliases) if "range" in f else None
         if span is not None and m.group("kind") != "quantity":
             raise MappingError(f"field {f['field']!r}: `range:` needs a quantity(unit) field")

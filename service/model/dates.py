@@ -24,6 +24,10 @@ PATTERN = r"^\d{4}(-\d{2}(-\d{2})?)?$"
 """The JSON Schema pattern of a partial date (FHIR R4 ``date`` without its optional timezone-free
 relaxations: four-digit year, two-digit month and day)."""
 _FORM = re.compile(PATTERN)
+UNKNOWN = "unknown"
+"""The value of a date the source does not give (issue 15: diagnosis.date, surgery[].date): still
+required, so a forgotten date is an error, but ``unknown`` says the source has none. Rules treat it as
+"not known" (``known``): nothing is checked against it and nothing derived from it."""
 _MIN_YEAR = 1
 UTC_LEAD = dt.timedelta(hours=14)
 """The furthest ahead of UTC a civil time zone runs (UTC+14, Line Islands): "today" somewhere on Earth
@@ -80,6 +84,11 @@ def parse(text: str) -> PartialDate:
     return PartialDate(text, "day", exact, exact)
 
 
+def known(value: str | None) -> str | None:
+    """The date, or None when it is absent or ``unknown``: what a rule or derivation may read."""
+    return None if value is None or value == UNKNOWN else value
+
+
 def is_partial(text: str) -> bool:
     return parse(text).precision != "day"
 
@@ -119,7 +128,8 @@ def sort_key(text: str) -> tuple[dt.date, dt.date]:
 
 
 def exact(text: str | None) -> dt.date | None:
-    """The day of a full date; None for a partial or absent one."""
+    """The day of a full date; None for a partial, absent or unknown one."""
+    text = known(text)
     return None if text is None else parse(text).exact
 
 

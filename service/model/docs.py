@@ -202,7 +202,7 @@ def type_of(field: fields.Field[Any]) -> str:
     if isinstance(field, f.Bool):
         return "boolean"
     if isinstance(field, f.Date):
-        return "date"
+        return "date or `unknown`" if field.unknown else "date"
     if isinstance(field, f.Uri):
         return "URI"
     return "text"

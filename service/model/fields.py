@@ -177,11 +177,18 @@ class SourceUri(Uri):
 
 class Date(fields.Field[str]):
     """A date at the precision recorded: ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (service.model.dates);
-    kept as the ISO string, so the precision survives mapping, storage and extracts."""
+    kept as the ISO string, so the precision survives mapping, storage and extracts. With ``unknown``
+    the explicit value ``unknown`` is accepted too (``dates.UNKNOWN``: the source gives no date)."""
+
+    def __init__(self, *, unknown: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.unknown = unknown
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> str:
+        if self.unknown and value == dates.UNKNOWN:
+            return dates.UNKNOWN
         try:
             return dates.parse(value).text
         except dates.DateError as error:
@@ -492,8 +499,10 @@ def source_uri(description: str, *, max_length: int) -> SourceUri:
     return SourceUri(max_length=max_length, **_options(True, description))
 
 
-def date(description: str, *, required: bool = False) -> Date:
-    return Date(**_options(required, description))
+def date(description: str, *, required: bool = False, unknown: bool = False) -> Date:
+    """A date field; ``unknown`` also accepts the value ``unknown`` (a source that gives no date)."""
+    extra = {"unknown": True} if unknown else None
+    return Date(unknown=unknown, **_options(required, description, extra))
 
 
 def boolean(description: str, *, required: bool = False) -> Bool:

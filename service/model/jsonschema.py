@@ -141,7 +141,8 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(field, f.Bool):
         return {"type": "boolean"}
     if isinstance(field, f.Date):
-        return {"type": "string", "pattern": dates.PATTERN}
+        pattern = {"type": "string", "pattern": dates.PATTERN}
+        return {"anyOf": [pattern, {"const": dates.UNKNOWN}]} if field.unknown else pattern
     if isinstance(field, f.Uri):
         return {"type": "string", "format": "uri", "minLength": 1, **_max_length(field)}
     if isinstance(field, f.Text):

@@ -74,7 +74,12 @@ def date_after(start: str, months: float) -> str:
 
 def first_surgery(case: dict[str, Any]) -> tuple[int, str] | None:
     """(index, date) of the first operation: the earliest by earliest possible day, then latest day,
-    then list order (2019 sorts before 2019-03-02; ties keep the order given)."""
+    then list order (2019 sorts before 2019-03-02; ties keep the order given). When any operation's
+    date is ``unknown`` no date orders them: the first listed, with date ``unknown`` (the list order is
+    the only order the source gives), so callers read the date through ``dates.known`` and derive
+    nothing from it."""
+    if any(s["date"] == dates.UNKNOWN for s in case["surgery"]):
+        return 0, dates.UNKNOWN
     dated = [(dates.sort_key(s["date"]), i, s["date"]) for i, s in enumerate(case["surgery"])]
     if not dated:
         return None
@@ -90,8 +95,13 @@ def derive(case: dict[str, Any]) -> list[Issue]:
     report disagreements. A partial date derives nothing it cannot know: born ``1960`` and diagnosed
     ``2019-06`` leaves the age unknown (58 or 59) unless it is given, and then it must be possible."""
     issues: list[Issue] = []
-    patient, diagnosis_date = case["patient"], case["diagnosis"]["date"]
-    if patient["birth_date"] is not None:
+    patient, diagnosis_date = case["patient"], dates.known(case["diagnosis"]["date"])
+    if diagnosis_date is None:
+        # no date to count the age from: the age itself is the only way to know it (issue 15)
+        if patient["age_at_diagnosis"] is None:
+            rule_text = "required when diagnosis.date is unknown"
+            issues.append(issue("patient.age_at_diagnosis", rule_text, "required"))
+    elif patient["birth_date"] is not None:
         if dates.certainly_before(diagnosis_date, patient["birth_date"]):
             issues.append(issue("patient.birth_date", "must not be after diagnosis.date"))
         else:
@@ -173,8 +183,13 @@ def dates_consistent(case: dict[str, Any]) -> Iterator[Issue]:
     """diagnosis <= surgery <= follow-up, start <= end: compared at the coarser precision, so a rule
     fails only when the dates are certainly out of order (data set, "Incomplete records": "Date rules
     compare at the coarser precision (2019 <= 2019-06-12 holds)")."""
-    before = dates.certainly_before
-    diagnosis = case["diagnosis"]["date"]
+    diagnosis = dates.known(case["diagnosis"]["date"])
+
+    def before(a: str | None, b: str | None) -> bool:
+        """Certainly out of order; an ``unknown`` date (issue 15) is in no order: the rule is skipped."""
+        a, b = dates.known(a), dates.known(b)
+        return a is not None and b is not None and dates.certainly_before(a, b)
+
     for i, s in enumerate(case["surgery"]):
         if before(s["date"], diagnosis):
             yield issue(f"surgery[{i}].date", "must not be before diagnosis.date")
@@ -217,8 +232,9 @@ def not_after_today(dated: Iterable[tuple[str, str]], today: dt.date) -> Iterato
 @rule
 def last_contact_given(case: dict[str, Any]) -> Iterator[Issue]:
     """The last contact is a date or an interval in months (data set, "Incomplete records": "Intervals
-    may be given instead of dates ... and stay intervals, in the unit given"); an interval after surgery
-    needs an operation to count from."""
+    may be given instead of dates ... and stay intervals, in the unit given"), or ``unknown`` stated
+    explicitly when the source gives neither (issue 15); an interval after surgery needs an operation
+    to count from."""
     outcome = case["outcome"]
     intervals = ("last_contact_months_after_diagnosis", "last_contact_months_after_surgery")
     if outcome["last_contact"] is None and all(outcome[name] is None for name in intervals):
@@ -257,10 +273,10 @@ def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
         )
     first = first_surgery(case)
     starts = (
-        ("diagnosis", case["diagnosis"]["date"], after_diagnosis),
-        ("surgery", first[1] if first else None, after_surgery),
+        ("diagnosis", dates.known(case["diagnosis"]["date"]), after_diagnosis),
+        ("surgery", dates.known(first[1]) if first else None, after_surgery),
     )
-    last = outcome["last_contact"]
+    last = dates.known(outcome["last_contact"])
     for name, start, months in starts:
         if start is None or last is None or months is None:
             continue

@@ -171,7 +171,7 @@ class PatientSchema(Base):
     birth_date = f.date("Birth date; birth_date or age_at_diagnosis is required.")
     age_at_diagnosis = f.number(
         "Age at diagnosis in full years; derived from birth_date and diagnosis.date when the birth "
-        "date is known (both given: they must agree).",
+        "date is known (both given: they must agree); required when diagnosis.date is unknown.",
         integer=True,
         maximum=130,
     )
@@ -216,7 +216,7 @@ class TumourSizeSchema(Base):
 
 
 class DiagnosisSchema(Base):
-    date = f.date("Date of diagnosis.", required=True)
+    date = f.date("Date of diagnosis; `unknown` when the source gives none.", required=True, unknown=True)
     basis = f.code("diagnosis-basis", "Basis of diagnosis.", required=True)
     biopsy_result = f.text("Biopsy result (text or morphology).")
     imaging = many_of(ImagingSchema, "Imaging studies of the work-up.")
@@ -269,7 +269,7 @@ class IntraoperativeEventSchema(Base):
 
 
 class SurgerySchema(Base):
-    date = f.date("Date of the operation.", required=True)
+    date = f.date("Date of the operation; `unknown` when the source gives none.", required=True, unknown=True)
     intent = f.code("surgery-intent", "Intent.")
     approach = f.code("approach", "Surgical approach.")
     resection = f.code("resection", "Resection type.", required=True)
@@ -414,7 +414,8 @@ class OutcomeSchema(Base):
     vital_status = f.code("vital-status", "Vital status.", required=True)
     last_contact = f.date(
         "Date of last contact (not before diagnosis); this or an interval (last_contact_months_after_*) "
-        "is required."
+        "is required; `unknown` when the source gives neither (survival then unknown).",
+        unknown=True,
     )
     last_contact_months_after_diagnosis = f.measure(
         DURATION, "months", "Last contact as an interval after diagnosis, as the source gives it [months]."

@@ -70,7 +70,8 @@ def dated_paths(schema: Schema, data: Mapping[str, Any], prefix: str) -> Iterato
         if value is None:
             continue
         if isinstance(field, f.Date):
-            yield path, value
+            if value != dates.UNKNOWN:  # no date, so nothing that can be after today
+                yield path, value
         elif isinstance(field, fields.Nested) and isinstance(value, Mapping):
             yield from dated_paths(_nested(field), value, f"{path}.")
         elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):

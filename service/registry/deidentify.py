@@ -136,28 +136,33 @@ def deidentify(case: Mapping[str, Any], key: bytes) -> dict[str, Any]:
     """The de-identified copy of a canonical case (the input is not changed)."""
     if not key:
         raise ValueError("a pseudonym key is required for de-identification")
-    origin = dates.parse(case["diagnosis"]["date"])
+    known = dates.known(case["diagnosis"]["date"])  # ``unknown`` (issue 15): no origin, no offsets
+    origin = None if known is None else dates.parse(known)
     out = _copy(CaseSchema(), case, "", origin, frozenset(free_text_paths()))
     out[PSEUDONYMISED] = pseudonym(case["source_system"], case["case_id"], key)
     out[SOURCE_PSEUDONYMISED] = source_pseudonym(case["source_system"], key)
     return out
 
 
-def _offset(value: str | None, origin: dates.PartialDate) -> int | None:
+def _offset(value: str | None, origin: dates.PartialDate | None) -> int | None:
     """Days from diagnosis, only when both are full dates: a year or month date has no day offset, so
-    it is left unknown rather than given a day it does not have."""
-    day = None if value is None else dates.parse(value).exact
-    return None if day is None or origin.exact is None else (day - origin.exact).days
+    it is left unknown rather than given a day it does not have (so is an ``unknown`` date)."""
+    day = dates.exact(value)
+    return None if day is None or origin is None or origin.exact is None else (day - origin.exact).days
 
 
 def _copy(
-    schema: Schema, data: Mapping[str, Any], prefix: str, origin: dates.PartialDate, free_text: frozenset[str]
+    schema: Schema,
+    data: Mapping[str, Any],
+    prefix: str,
+    origin: dates.PartialDate | None,
+    free_text: frozenset[str],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in schema.fields.items():
         path = f"{prefix}{name}"
         if path == YEAR_OF:
-            out[YEAR] = origin.year
+            out[YEAR] = None if origin is None else origin.year
         if path in REMOVED or path in free_text or name not in data:
             continue
         value = data[name]

@@ -158,6 +158,13 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
 - **Recurrence** (yes/no), operated cases only: event (a) happened. Death without recurrence is no
   recurrence. Not operated: unknown.
 - An interval that would end before it starts (inconsistent dates) is unknown and left out.
+- **Unknown dates** (`diagnosis.date`, `surgery[].date` or `outcome.last_contact` given as `unknown`:
+  the source gives none, as published series often do): nothing is counted from or to them. OS is then
+  the recorded `last_contact_months_after_diagnosis` (as recorded), DFS the recorded
+  `months_after_surgery` of the follow-up and `last_contact_months_after_surgery`; otherwise the time
+  is unknown, left out of Kaplan-Meier and counted in `precision` (`os_unknown`, `dfs_unknown`). A
+  recurrence seen at a follow-up with no time after surgery is still a recurrence (DFS unknown).
+  With an operation on an unknown date, the first operation is the first listed.
 - **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
   only to the year or month it is taken at the midpoint of the days it may still be (after the other
   end), and the summary counts such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).

@@ -31,6 +31,10 @@ Event and censoring rules (documented in docs/registry.md):
   reported in whole months. A year-only date (``2019``): ``year``, reported in whole months at most and
   flagged imprecise (``imprecise``): its midpoint may be six months off. Two year-only dates
   2019 -> 2021 give 24 months (the midpoints are 731 days apart, 24.02 months: false decimals).
+- **Unknown time zero** (issue 15: ``diagnosis.date`` or a ``surgery[].date`` is ``unknown``, as in
+  published series): nothing is counted from it. OS is then ``last_contact_months_after_diagnosis``
+  (or the death) as recorded, else unknown; DFS is counted from follow-up ``months_after_surgery`` and
+  ``last_contact_months_after_surgery`` as recorded, else unknown. A case still counts as operated.
 """
 
 from __future__ import annotations
@@ -114,9 +118,13 @@ def _precision_of(date: dates.PartialDate) -> Precision:
     return "exact" if date.precision == "day" else "month" if date.precision == "month" else "year"
 
 
-def span(start: str, end: str) -> Elapsed | None:
+def span(start: str | None, end: str | None) -> Elapsed | None:
     """(months, precision) from ``start`` to ``end``; partial ends at the midpoint of the days they may
-    still be (precision: the coarser end); None when ``end`` is certainly before ``start``."""
+    still be (precision: the coarser end); None when ``end`` is certainly before ``start`` or either is
+    absent or ``unknown``."""
+    start, end = dates.known(start), dates.known(end)
+    if start is None or end is None:
+        return None
     a, b = dates.parse(start), dates.parse(end)
     if b.latest < a.earliest:
         return None
@@ -133,15 +141,21 @@ def _mid(low: dt.date, high: dt.date) -> dt.date:
     return low + (high - low) // 2
 
 
-def diagnosis_date(case: Mapping[str, Any]) -> str:
-    found: str = case["diagnosis"]["date"]
-    return found
+def diagnosis_date(case: Mapping[str, Any]) -> str | None:
+    """The diagnosis date (possibly partial); None when the source gives none (``unknown``)."""
+    return dates.known(case["diagnosis"]["date"])
+
+
+def operated(case: Mapping[str, Any]) -> bool:
+    """At least one operation recorded (dated or not): DFS and recurrence apply."""
+    return bool(case["surgery"])
 
 
 def surgery_date(case: Mapping[str, Any]) -> str | None:
-    """Date (possibly partial) of the first (earliest) operation; None when the case was not operated."""
+    """Date (possibly partial) of the first (earliest) operation; None when the case was not operated
+    or an operation's date is ``unknown`` (then the first one is not known: ``operated`` tells)."""
     first = first_surgery(dict(case))
-    return None if first is None else first[1]
+    return None if first is None else dates.known(first[1])
 
 
 def index_surgery(case: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -184,11 +198,11 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
             return point.after_diagnosis, "exact"
         if point.date is not None:
             return span(diagnosis, point.date)
-        if point.after_surgery is not None and surgery is not None:
+        if point.after_surgery is not None:
             gap = span(diagnosis, surgery)
             return None if gap is None else (gap[0] + point.after_surgery, gap[1])
         return None
-    if surgery is None:
+    if not operated(case):
         return None
     if point.date is not None and dates.exact(point.date) and dates.exact(surgery):
         return span(surgery, point.date)
@@ -215,32 +229,40 @@ def overall_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
     return _time(elapsed(case, "diagnosis", last_contact(case)), 0)
 
 
-def _recurrence_times(case: Mapping[str, Any]) -> list[Elapsed]:
-    start = surgery_date(case)
-    if start is None:
+def _recurrence_times(case: Mapping[str, Any]) -> list[Elapsed | None]:
+    """Each follow-up assessment after the first surgery that is not disease-free, as its time after
+    that surgery; None for one whose time cannot be known (its surgery date is ``unknown`` and it
+    gives no months_after_surgery): it is still a recurrence, only not timed."""
+    if not operated(case):
         return []
-    found = []
+    start = surgery_date(case)
+    found: list[Elapsed | None] = []
     for fu in case["follow_up"]:
         if fu["disease_status"] == DISEASE_FREE:
             continue
-        if fu["date"] is not None and dates.certainly_before(fu["date"], start):
+        if fu["date"] is not None and start is not None and dates.certainly_before(fu["date"], start):
             continue
         time = elapsed(case, "surgery", Point(fu["date"], None, fu["months_after_surgery"]))
-        if time is not None:
+        if time is not None or start is None:
             found.append(time)
     return found
 
 
 def recurrence(case: Mapping[str, Any]) -> bool | None:
-    if surgery_date(case) is None:
+    if not operated(case):
         return None
     return bool(_recurrence_times(case))
 
 
 def disease_free_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
-    if surgery_date(case) is None:
+    """DFS; unknown (None) when not operated, or when a recurrence's time cannot be known (the
+    earliest event may be that one)."""
+    if not operated(case):
         return None
-    events = _recurrence_times(case)
+    times = _recurrence_times(case)
+    if None in times:
+        return None
+    events = [time for time in times if time is not None]
     death = death_point(case)
     if death is not None:
         at_death = elapsed(case, "surgery", death)

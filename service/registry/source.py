@@ -92,8 +92,18 @@ def matches(case: Mapping[str, Any], filters: Filters) -> bool:
         low, high = order.index(diagnosis["ivc_segment_from"]), order.index(diagnosis["ivc_segment_to"])
         if not any(low <= order.index(s) <= high for s in filters.segments):
             return False
-    # a partial diagnosis date passes a bound unless it is certainly outside it (as the date rules)
-    date = dates.parse(diagnosis["date"])
+    # a partial diagnosis date passes a bound unless it is certainly outside it (as the date rules);
+    # an unknown one (issue 15) is not known to be inside any bound, so it passes only when none is set
+    known = dates.known(diagnosis["date"])
+    if known is None:
+        bounds = (
+            filters.diagnosed_from,
+            filters.diagnosed_to,
+            filters.diagnosed_from_year,
+            filters.diagnosed_to_year,
+        )
+        return all(bound is None for bound in bounds)
+    date = dates.parse(known)
     if filters.diagnosed_from is not None and date.latest < filters.diagnosed_from:
         return False
     if filters.diagnosed_to is not None and date.earliest > filters.diagnosed_to:

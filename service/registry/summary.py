@@ -245,7 +245,7 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         series.dfs.append((dfs.reported_months, dfs.event))
         series.precision["dfs_midpoint"] += not dfs.exact
         series.precision["dfs_year_only"] += dfs.imprecise
-    elif outcomes.surgery_date(case) is not None:
+    elif outcomes.operated(case):
         series.precision["dfs_unknown"] += 1
     after = outcomes.elapsed(case, "surgery", outcomes.last_contact(case))
     if after is not None:

@@ -6,21 +6,23 @@ age at diagnosis was 60.3 years (range 43-78)" (an en dash in the paper). The su
 and its page cells must print exactly that from the per-patient values.
 
 ann-vasc-surg-2016-ivc-lms.cases.csv holds the same patients in the project's CSV case-series format,
-with only what the paper says. The case model requires a diagnosis date, which the paper does not
-give for any patient, so the service refuses every row for that element alone: the test pins that
-blocker (README.md, "What blocks a full case"), so that the day the model can say "unknown" for it,
-this test fails and the rows can become cases.
+with only what the paper says. The paper gives no per-patient date of diagnosis or of last contact, so
+both are ``unknown`` (issue 15); the rows are posted through the service as cases and the registry
+summary of the stored cases must print the paper's age and sex figures.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse as Response
+
 from service.case_files import import_rows
 from service.registry import summary
+from tests.unit.api.test_cases import _auth
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "published"
 DATA = PUBLISHED / "ann-vasc-surg-2016-ivc-lms.csv"
@@ -47,36 +49,6 @@ def test_sex_as_the_paper_prints_it():
     assert summary._pct(sexes["female"], 3) == "1 (33.3%)"
 
 
-def _series_summary() -> dict:
-    """The summary of these three patients as far as the paper lets it be computed: its sex counts
-    and age statistics from the per-patient rows, every other figure empty (no case can be built,
-    see the module docstring)."""
-    table = summary.summarise([])
-    patients = rows()
-    table["cases"] = len(patients)
-    table["sex"] = {**table["sex"], **Counter(row["sex"] for row in patients)}
-    table["age_at_diagnosis_years"] = summary.describe(
-        [int(row["age_at_diagnosis_years"]) for row in patients]
-    )
-    return table
-
-
-def test_the_summary_page_prints_the_papers_age_and_sex_cells():
-    """The paper: "Mean age at diagnosis was 60.3 years (range 43-78)" and "There were 2 males
-    (66.7%) and 1 female (33.3%)"; the page prints the same figures at the same precision."""
-    page = summary.render_html(_series_summary())
-    assert "<td>Age at diagnosis, years: mean (range)</td><td class=n>60.3 (43-78); n = 3</td>" in page
-    assert "<td>Sex: Male</td><td class=n>2 (66.7%)</td>" in page
-    assert "<td>Sex: Female</td><td class=n>1 (33.3%)</td>" in page
-
-
-def test_the_summary_json_prints_the_papers_mean_and_range():
-    """The JSON carries 60.3, 43 and 78 as numbers that print as the paper does (not 60.333...)."""
-    printed = json.loads(json.dumps(_series_summary()))["age_at_diagnosis_years"]
-    assert (printed["n"], printed["mean"], printed["min"], printed["max"]) == (3, 60.3, 43, 78)
-    assert '"mean": 60.3,' in json.dumps(_series_summary()["age_at_diagnosis_years"])
-
-
 def test_every_row_quotes_its_sentence():
     for row in rows():
         assert f"{row['age_at_diagnosis_years']}-year-old" in row["paper_sentence"]
@@ -101,11 +73,55 @@ def test_the_case_format_rows_say_only_what_the_paper_says():
         # "All patients ... are alive with a mean overall survival of 21 months (range 12-30)."
         assert case["outcome_vital_status"] == "alive"
         assert case["diagnosis_basis"] == "unknown"
+        # "over the past 3 years": no per-patient date of diagnosis or last contact
+        assert (case["diagnosis_date"], case["outcome_last_contact"]) == ("unknown", "unknown")
+        # "Resection of the middle segment ...", "Resection of the tumor", "She underwent resection"
+        assert "esection" in text and case["surgery1_date"] == "unknown"
+        assert (case["surgery1_resection"], case["surgery1_ivc_management_method"]) == ("unknown", "unknown")
 
 
-def test_the_service_refuses_the_rows_only_for_the_diagnosis_date_the_paper_does_not_give():
+def _summary(client: FlaskClient, form: str) -> Response:
+    """The three rows posted through the service (POST /cases/import) and summarised by GET
+    /registry/summary. The rows give no consent (``unknown``), so every consent value is named."""
+    posted = client.post(
+        "/cases/import", data=CASES.read_text(encoding="utf-8"), headers=_auth(), content_type="text/csv"
+    )
+    assert posted.status_code == 200, posted.get_json()
+    assert posted.get_json()["created"] == 3
+    every = "consent=yes&consent=no&consent=unknown"
+    return client.get(f"/registry/summary?{every}&format={form}", headers=_auth())
+
+
+def test_the_stored_cases_summary_page_prints_the_papers_age_and_sex_cells(client):
+    """The paper: "Mean age at diagnosis was 60.3 years (range 43-78)" and "There were 2 males
+    (66.7%) and 1 female (33.3%)"; the page of the three stored cases prints the same figures."""
+    page = _summary(client, "html").get_data(as_text=True)
+    assert "<td>Age at diagnosis, years: mean (range)</td><td class=n>60.3 (43-78); n = 3</td>" in page
+    assert "<td>Sex: Male</td><td class=n>2 (66.7%)</td>" in page
+    assert "<td>Sex: Female</td><td class=n>1 (33.3%)</td>" in page
+
+
+def test_the_stored_cases_summary_json_prints_the_papers_figures_and_no_survival(client):
+    """Age and sex as the paper prints them, from the stored cases. Survival: the paper gives "a mean
+    overall survival of 21 months (range 12-30)" but no per-patient time, so each case's last contact
+    is ``unknown``: every overall survival is unknown, counted as such and left out of Kaplan-Meier
+    (nothing invented); likewise every disease-free survival (operated, on an unknown date)."""
+    report = _summary(client, "json").get_json()
+    assert report["cases"] == 3
+    age = report["age_at_diagnosis_years"]
+    assert (age["n"], age["mean"], age["min"], age["max"]) == (3, 60.3, 43, 78)
+    assert (report["sex"]["male"], report["sex"]["female"]) == (2, 1)
+    assert report["precision"]["os_unknown"] == 3
+    assert report["kaplan_meier"]["overall_survival"]["n"] == 0
+    # each was operated ("Resection of ... was performed"), on a date the paper does not give
+    assert report["operated"] == 3 and report["precision"]["dfs_unknown"] == 3
+    assert report["kaplan_meier"]["disease_free_survival"]["n"] == 0
+
+
+def test_the_rows_are_cases_with_unknown_dates_not_placeholders():
+    """Each row is a valid case; the dates the paper does not give are ``unknown``, never a date."""
     report = import_rows(CASES.read_text(encoding="utf-8"), NOW)
-    assert len(report.rows) == 3 and not report.imported
-    for row in report.rejected:
-        assert [(issue.code, issue.expression) for issue in row.issues] == [("required", "diagnosis.date")]
-        assert row.issues[0].diagnostics == f"line {row.line}: diagnosis_date: required"
+    assert not report.rejected and len(report.imported) == 3
+    for row in report.imported:
+        assert (row.case["diagnosis"]["date"], row.case["outcome"]["last_contact"]) == ("unknown", "unknown")
+        assert [s["date"] for s in row.case["surgery"]] == ["unknown"]
