@@ -114,7 +114,10 @@ def _page(html: str) -> Response:
 
 @bp.get("/ui")
 def case_list() -> Response:
+    # the list shows content (institution, segments, diagnosis date) and filters by it: search AND read,
+    # where GET /cases (ids and versions only) needs search alone (docs/security.md: content needs r)
     gate.require_case_types(g.principal, "s")
+    gate.require_case_types(g.principal, "r")
     segments = list(table("ivc-segment").keys())
     institution = request.args.get("institution", "").strip()
     if len(institution) > 512:
