@@ -104,6 +104,7 @@ class Validator:
         by a walk that read nothing but the value and its element (``_Run.context``), keyed by the
         element, type, native flag and the value's JSON: the same value there is clean again."""
         self._regex: dict[str, re.Pattern[str] | None] = {}
+        self._modifiers: dict[str, bool | None] = {}
         self.own_canonical: str | None = None
         """Canonical base of this project's package: an extension under it is ours, so one that
         profiles/ does not define is a defect of the package (a warning), not an unknown extension."""
@@ -634,6 +635,8 @@ class Validator:
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
         for item, item_expr, tref in items:
             target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
+            if elem.name in _EXTENSIONS and isinstance(item, dict):
+                self._modifier_place(item, elem, item_expr, run)
             if target is not None:
                 matched[id(target)].append((item, item_expr, tref))
                 self._value(
@@ -651,6 +654,37 @@ class Validator:
             got = matched[id(s)]
             beyond = got[s.max][1] if s.max is not None and len(got) > s.max else None
             self._cardinality(s, len(got), beyond or (got[0][1] if got else _parent(items, elem)), run)
+
+    def _modifier_place(self, item: dict[str, Any], elem: Elem, expr: str, run: _Run) -> None:
+        """An extension whose definition says it is a modifier (the root element's ``isModifier``) goes
+        under ``modifierExtension``, any other under ``extension`` (R4 extensibility.html: "modifier
+        extensions SHALL NOT be included in extension"): a reader that ignores ``extension`` would
+        otherwise take the bound for the value (Clavien-Dindo ``< IIIa`` read as ``IIIa``)."""
+        url = item.get("url")
+        modifier = self._is_modifier(url) if isinstance(url, str) else None
+        if modifier is None:
+            return
+        if modifier and elem.name == "extension":
+            message = f"Extension {url} must not be used as an extension (it's a modifierExtension)"
+            run.add("error", "structure", expr, message)
+        elif not modifier and elem.name == "modifierExtension":
+            message = f"Extension {url} must not be used as a modifierExtension (it's not a modifier)"
+            run.add("error", "structure", expr, message)
+
+    def _is_modifier(self, url: str) -> bool | None:
+        """Whether the extension's definition marks it a modifier; None when no definition is loaded."""
+        url = url.split("|", 1)[0]
+        if url not in self._modifiers:
+            elements = self.snapshots.get(url)
+            if elements is None:
+                sd = self.defs.structure(url)
+                if sd is None or sd.get("type") != "Extension":
+                    self._modifiers[url] = None
+                    return None
+                elements = (sd.get("snapshot") or sd.get("differential") or {}).get("element", [])
+            first = next((e for e in elements if e.get("path") == "Extension"), {})
+            self._modifiers[url] = bool(first.get("isModifier", False))
+        return self._modifiers[url]
 
     def _unsliced_extension(
         self,
