@@ -27,6 +27,7 @@ Entries mean what they say (issue 13 item 2):
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,13 +37,25 @@ from service.case_files import CaseFileError, unmap_bundle
 from service.errors import Issue, ServiceError, Unprocessable
 from service.intake import Intake, Prepared
 from service.limits import check_bundle_entries, check_cases, check_resources
-from service.mapping.recognise import BUNDLE_TYPES, is_primary_cancer, profile_bundle, what_a_case_is
-from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, full_url, split_identifier
+from service.mapping.negation import denials, vital_contradiction
+from service.mapping.recognise import (
+    BUNDLE_TYPES,
+    is_primary_cancer,
+    local_concept_maps,
+    profile_bundle,
+    read_field,
+    recognise,
+    translate,
+    what_a_case_is,
+)
+from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, Template, full_url, spec, split_identifier
 from service.model import validate_case
 from service.model.fields import fold_source
 from service.references import references
 
 NOT_DATA = frozenset({"Provenance"})
+VITAL_STATUS = "vital-status"
+"""The template whose ``vital_status`` field ``Patient.deceased[x]`` must agree with."""
 _ENTRY = re.compile(r"^Bundle\.entry\[(\d+)\]")
 MOST_ISSUES = 20
 """At most this many issues in a refusal (then one saying how many were left out): an EHR that posts a
@@ -247,8 +260,20 @@ def _read_group(
         where = _where(group.entries[0])
         message = f"{where}: linked resources must belong to exactly one Patient (found {len(patients)})"
         raise Unprocessable([Issue("invariant", message, where)])
+    profiled_input = _is_profiled(mine)
+    read = {i: _template_of(resources[i], profiled_input) for i in group.entries}
+    denied = [
+        Issue(
+            "business-rule", f"{_where(i, '.resource.' + d.path)}: {d.rule}", _where(i, ".resource." + d.path)
+        )
+        for i in group.entries
+        for d in denials(resources[i], read[i][0])
+    ]
+    if denied:
+        raise Unprocessable(denied)
+    _check_vital_status(resources, read, patients[0])
     try:
-        if _is_profiled(mine):
+        if profiled_input:
             case = unmap_bundle(sub)  # validated: source and case id normalised
             group.urls = {i: _business_url(resources[i], case) for i in group.entries}
         else:
@@ -270,6 +295,42 @@ def _read_group(
             [Issue("processing", f"{_where(patients[0])}: {error}", _where(patients[0]))]
         ) from None
     group.prepared = intake.prepare_valid(validate_case(case))
+
+
+def _template_of(resource: dict[str, Any], profiled: bool) -> tuple[Template | None, dict[str, Any]]:
+    """The case element a resource is read as (by its profile for profiled input, else recognised from
+    its codes as ``profile_bundle`` does; None if neither), and the resource as it is read (hospital
+    codes translated)."""
+    readable = copy.deepcopy(resource)
+    translate(readable, local_concept_maps())
+    if profiled:
+        claimed = resource.get("meta", {}).get("profile", [])
+        found = next((t for p in claimed if isinstance(p, str) and (t := spec().by_profile(p))), None)
+        return found, readable
+    recognised = recognise(readable)
+    return (None if isinstance(recognised, str) else recognised), readable
+
+
+def _check_vital_status(
+    resources: dict[int, dict[str, Any]],
+    read: dict[int, tuple[Template | None, dict[str, Any]]],
+    patient: int,
+) -> None:
+    """``Patient.deceased[x]`` must not contradict the vital status the case stores from the
+    vital-status Observation: the case keeps one of them, so the other would be dropped silently."""
+    for i, (template, readable) in read.items():
+        if template is None or template.name != VITAL_STATUS:
+            continue
+        why = vital_contradiction(resources[patient], read_field(template, "vital_status", readable))
+        if why is None:
+            continue
+        element = "deceasedDateTime" if "deceasedDateTime" in resources[patient] else "deceasedBoolean"
+        where = _where(patient, f".resource.{element}")
+        message = (
+            f"{where} and {_where(i, '.resource.valueCodeableConcept')} contradict each other: {why}; "
+            "a case has one vital status"
+        )
+        raise Unprocessable([Issue("business-rule", message, where)])
 
 
 def _entry_of(issue: Issue) -> int | None:

@@ -254,6 +254,13 @@ def _read(f: Field, resource: dict[str, Any]) -> Any:
         return None
 
 
+def read_field(template: Template, name: str, resource: dict[str, Any]) -> Any:
+    """The case value of ``template``'s field ``name`` read back from ``resource`` (None if absent,
+    unreadable, or no such field): what ``bundle_to_case`` would store there."""
+    f = next((f for f in template.group.fields if f.field == name), None)
+    return None if f is None else _read(f, resource)
+
+
 def _when_holds(template: Template, resource: dict[str, Any]) -> bool:
     cond = template.when
     if cond is None or cond.present:  # `present` decides whether forward writes it, not what it is
