@@ -23,6 +23,10 @@ Entries mean what they say (issue 13 item 2):
   the writes, GET after them. ``DELETE`` withdraws a whole case (``DELETE Patient/id``) and is
   taken in a batch only: a transaction's writes and a withdrawal are not one database transaction
   here, so a transaction with a DELETE entry is refused (422) rather than half applied.
+- A resource is not read as the case element its codes make it when its status or a modifier denies
+  the fact (``mappings/negations.yaml``: a ``not-done`` surgery, an ``entered-in-error`` Observation, a
+  refuted primary cancer, a modifierExtension the mapping does not read), and ``Patient.deceased[x]``
+  must agree with the vital status: 422 naming the element, nothing stored (outside review, fix B).
 """
 
 from __future__ import annotations
