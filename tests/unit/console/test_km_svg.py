@@ -68,7 +68,7 @@ def test_ticks_are_bounded_whatever_the_longest_time():
     assert len(marks) <= km_svg.MAX_TICKS + 1
     assert marks[0] == 0 and marks[-1] >= 12_000_000
     step = marks[1] - marks[0]
-    assert all(b - a == step for a, b in zip(marks, marks[1:], strict=False))
+    assert marks == list(range(0, marks[-1] + 1, step))
     assert step % km_svg.TICK_MONTHS == 0 and str(step // km_svg.TICK_MONTHS).lstrip("125").strip("0") == ""
     svg = km_svg.render(huge, "Overall survival")
     assert len(svg) < 20_000

@@ -97,7 +97,8 @@ def test_diagnosis_and_surgery_in_the_same_year_make_no_gap():
     """The reviewer's four cases: diagnosis 2014, surgery 2014, alive 21/25/26/30 months after
     surgery. OS and follow-up must agree with the follow-up after surgery: median 25.5 (21-30)."""
     cases = [
-        operated(i, "2014", "2014", last_contact_months_after_surgery=m) for i, m in enumerate((21, 25, 26, 30))
+        operated(i, "2014", "2014", last_contact_months_after_surgery=m)
+        for i, m in enumerate((21, 25, 26, 30))
     ]
     found = summary.summarise(cases)
     for key in ("follow_up_months", "follow_up_after_surgery_months"):
@@ -126,7 +127,7 @@ def test_same_year_gap_is_consistent_with_the_death_case():
 
 
 def test_summary_and_km_use_the_extracts_rounding():
-    # diagnosis 2021-02-20 to last contact 2024-02-20: 1095 days = 35.975 months; extract 36.0
+    # diagnosis 2021-02-20 to last contact 2024-04-20: 1155 days = 37.947 months; the extract says 37.9
     data = copy.deepcopy(BASE)
     case = validate_case(data, now=NOW)
     derived = extract.derived_values(case)
@@ -168,7 +169,9 @@ def _cd(grade: str | None) -> dict[str, Any]:
 
 
 def _row(page: str, label: str) -> str:
-    start = page.index(f"<td>{html.escape(label)}</td><td class=n>") + len(f"<td>{html.escape(label)}</td><td class=n>")
+    start = page.index(f"<td>{html.escape(label)}</td><td class=n>") + len(
+        f"<td>{html.escape(label)}</td><td class=n>"
+    )
     return page[start : page.index("</td>", start)]
 
 
@@ -187,7 +190,7 @@ def test_the_page_shows_not_recorded_counts_the_r0_denominator_and_grade_or_unkn
     assert _row(page, "Worst: Grade II or unknown") == "1 (33.3%)"
     assert _row(page, "Worst: Grade II") == "1 (33.3%)"  # only the certain one
     assert "(percentages of the 3 operated)" in page
-    assert _row(page, "R0 rate (of 3 recorded margins: R0, R1 or R2)").endswith(f"of 3)")
+    assert _row(page, "R0 rate (of 3 recorded margins: R0, R1 or R2)").endswith("of 3)")
 
 
 def test_the_r0_rate_names_its_denominator_of_one():
