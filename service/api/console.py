@@ -259,6 +259,7 @@ def series() -> Response:
             deidentified=deidentified,
             query=("?" + query) if query else "",
             percent=summary.percent,
+            date_rule=source.DATE_FILTER_RULE,
         )
     )
 

@@ -2,8 +2,9 @@
 
 Nothing is estimated here: the step function, its 95% confidence band and the censoring marks are the
 rows of ``service.registry.summary.kaplan_meier`` (lifelines); the numbers at risk under the axis are
-read off the same rows (at a tick t: the ``at_risk`` of the first row at or after t, i.e. those still
-followed at t; 0 past the last row). Survival is shown in percent. Every text is escaped.
+read off the same rows (ticks yearly, or every 2, 5, 10 ... years: at most MAX_TICKS steps; at a
+tick t: the ``at_risk`` of the first row at or after t, i.e. those still followed at t; 0 past the
+last row). Survival is shown in percent. Every text is escaped.
 The landmarks' wording (percentages, nothing like "1 (95% CI 1-1)" before any event) is the
 summary's own (``service.registry.summary.landmark_text``), shared with ``/registry/summary``.
 """
@@ -19,7 +20,10 @@ WIDTH, HEIGHT = 640, 360
 LEFT, RIGHT, TOP = 64, 24, 24
 PLOT_H = 220
 TICK_MONTHS = 12
-"""Ticks every year, the time unit of the summary being months."""
+"""Ticks every year, the time unit of the summary being months, while that gives few enough."""
+MAX_TICKS = 12
+"""At most this many steps on the axis whatever the longest time (one case followed 12,000,000
+months must not draw a million ticks): the step grows by 1, 2, 5 x 10^k years."""
 
 
 def at_risk(rows: Sequence[Mapping[str, Any]], n: int, month: float) -> int:
@@ -30,11 +34,27 @@ def at_risk(rows: Sequence[Mapping[str, Any]], n: int, month: float) -> int:
     return 0 if rows else n
 
 
+def step(longest: float) -> int:
+    """The tick step in months: a year, else the smallest "nice" multiple of a year (2, 5, 10, 20,
+    50 ... years) that covers ``longest`` in at most MAX_TICKS steps."""
+    if not math.isfinite(longest):
+        longest = 0.0
+    scale = 1
+    while True:
+        for factor in (1, 2, 5):
+            months = TICK_MONTHS * factor * scale
+            if longest <= months * MAX_TICKS:
+                return months
+        scale *= 10
+
+
 def ticks(rows: Sequence[Mapping[str, Any]]) -> list[int]:
-    """Yearly ticks from 0 to past the longest time."""
+    """Ticks from 0 to past the longest time: yearly, or a nice multiple of a year, at most MAX_TICKS
+    steps (so MAX_TICKS + 1 marks) whatever the range."""
     longest = max((float(r["time_months"]) for r in rows), default=0.0)
-    last = max(TICK_MONTHS, math.ceil(longest / TICK_MONTHS) * TICK_MONTHS)
-    return list(range(0, last + 1, TICK_MONTHS))
+    every = step(longest)
+    last = max(every, math.ceil(longest / every) * every)
+    return list(range(0, last + 1, every))
 
 
 def render(km: Mapping[str, Any], title: str) -> str:

@@ -168,6 +168,11 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
 - **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
   only to the year or month it is taken at the midpoint of the days it may still be (after the other
   end), and the summary counts such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
+  Two partial dates equal at the coarser one's precision (`2014` and `2014`, `2014` and `2014-06`)
+  may be the same day: the time between them is 0 (no gap is made up from two midpoints), at the
+  coarser precision (a year: flagged imprecise). So diagnosis `2014`, surgery `2014`, alive 21 months
+  after surgery gives OS 21 and follow-up after surgery 21, as diagnosis `2012`, surgery `2012`,
+  death `2014` gives OS = DFS = 24.
 - **Survival precision**: a time is reported at the precision its inputs allow. Between full dates,
   or from intervals recorded in months: as computed (the extract: 0.1 month). A time that used a
   month-precision date (`2019-06`) and none coarser: whole months (the midpoint is at most half a
@@ -176,8 +181,9 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
   in the summary's `precision` block): its midpoint may be six months off. Hand-worked: diagnosis
   `2019`, last contact `2021`: midpoints 2019-07-02 and 2021-07-02, 731 days = 24.02 months, reported
   24 (imprecise); diagnosis `2019-03`, death `2020-06`: 2019-03-16 to 2020-06-15, 457 days = 15.01
-  months, reported 15. The summary's follow-up, its median and the Kaplan-Meier times use the same
-  reported months.
+  months, reported 15. One rounding for the extract and the summary: exact times to 0.1 month,
+  times that used a partial date in whole months (half up); the summary's follow-up, its median and
+  the Kaplan-Meier times use the extract's numbers (37.2, never 37.19).
   `diagnosis_to_surgery_days` and de-identified day offsets are given only between full dates (else
   unknown: a month has no day offset).
 - **Follow-up** of a case: time from diagnosis to the last contact (death for the dead), i.e. the OS
@@ -242,10 +248,14 @@ brackets):
   `>= {major}`); `major_unknown` = patients with none such but a complication that may have been
   major: ungraded, graded `unknown`, or bounded across {major} (`< IVa` is I to IIIb); a `< {major}`
   bound is not major: the bound decides;
-  `patients_with` / `patients_without` / `{not_recorded}`.
+  `patients_with` / `patients_without` / `{not_recorded}`; `highest_grade_or_higher_unknown`: of the
+  patients counted under a grade in `highest_grade`, those who also have a complication that may be
+  graded higher (ungraded, `unknown`, or a bound admitting a higher grade): the page prints their
+  worst as "Grade II or unknown", not "Grade II".
 - Resection margin [`margin`] and `r0_rate` = R0 / operated cases with a margin of R0, R1 or R2
   (`unknown` and `not_applicable` are counted, and left out of the rate).
-- Neoadjuvant and adjuvant therapy [`therapy`]: patients with at least one therapy of that timing, per
+- Neoadjuvant and adjuvant therapy [`therapy`]: patients with at least one therapy of that timing
+  given (`status` absent, {given}; `planned` and `not_given` were not given and are not counted), per
   kind ({kinds}) and `any`; the same for therapies of `unknown` timing (never counted as either).
 - Recurrences [`recurrences`] (operated cases), deaths [`deaths`], lost to follow-up
   [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
@@ -270,7 +280,9 @@ brackets):
   months recorded as 21, 25, 26 and 30 print as median 25.5, range 21-30; survival to 4 decimals.
 
 The HTML form (`Accept: text/html` or `format=html`) prints the same as one page: n (%) per row
-(percent of all cases, or of operated cases for surgical rows), the two Kaplan-Meier tables, the
+(percent of all cases, or of operated cases for surgical rows; each group heading or row names its
+denominator, the R0 rate its recorded margins; the not-recorded counts of transfusion and
+complications have their own rows), the two Kaplan-Meier tables, the
 precision block and a Definitions section stating each time zero and event on the page; no script,
 every text escaped.
 
@@ -345,7 +357,7 @@ def _parameters() -> list[tuple[str, str, str]]:
             "`diagnosed_from`, `diagnosed_to`",
             "all",
             "`diagnosis.date` within these dates (`YYYY-MM-DD`, inclusive); de-identified pulls: the "
-            "diagnosis year within these years (`YYYY`, inclusive)",
+            "diagnosis year within these years (`YYYY`, inclusive). " + source.DATE_FILTER_RULE,
         ),
         (
             "`case`",
@@ -468,6 +480,7 @@ def render() -> str:
         not_recorded=summary.NOT_RECORDED,
         major=summary.MAJOR_FROM,
         kinds=", ".join(f"`{k}`" for k in summary.ONCOLOGIC_KINDS),
+        given=", ".join(f"`{k}`" for k in summary.GIVEN_STATUSES),
         landmarks=", ".join(str(t) for t in summary.LANDMARKS_MONTHS),
         dictionary="\n".join(dictionary()),
     )

@@ -38,7 +38,7 @@ from service.registry import deidentify as deid
 from service.registry import outcomes
 
 DERIVED_PREFIX = "derived_"
-MONTH_DECIMALS = 1
+MONTH_DECIMALS = outcomes.MONTH_DECIMALS
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Options:
 def _months(value: outcomes.TimeToEvent | None) -> float | None:
     """The time at the precision its inputs allow (``outcomes.reported``): 0.1 month when exact, whole
     months when it used a partial date."""
-    return None if value is None else round(value.reported_months, MONTH_DECIMALS)
+    return None if value is None else value.rounded_months
 
 
 def derived_values(case: Mapping[str, Any], *, deidentified: bool = False) -> dict[str, Any]:

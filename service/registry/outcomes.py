@@ -31,6 +31,14 @@ Event and censoring rules (documented in docs/registry.md):
   reported in whole months. A year-only date (``2019``): ``year``, reported in whole months at most and
   flagged imprecise (``imprecise``): its midpoint may be six months off. Two year-only dates
   2019 -> 2021 give 24 months (the midpoints are 731 days apart, 24.02 months: false decimals).
+- **Same partial period**: two partial dates that are equal at the coarser one's precision (``2014``
+  and ``2014``, ``2014`` and ``2014-06``, ``2014-06`` and ``2014-06``) may be the same day: the interval
+  between them is 0 months (no gap is invented from midpoints), at the coarser precision (``year``:
+  flagged imprecise; ``month``: whole months). So diagnosis 2014, surgery 2014, alive 21 months after
+  surgery gives OS = 21 months, as diagnosis 2012, surgery 2012, death 2014 gives OS = DFS.
+- **Rounding** (``rounded``): one rounding for the extract and the summary (its numbers and its
+  Kaplan-Meier input): exact times to 0.1 month, times that used a partial date in whole months (half
+  up both).
 - **Unknown time zero** (issue 15: ``diagnosis.date`` or a ``surgery[].date`` is ``unknown``, as in
   published series): nothing is counted from it. OS is then ``last_contact_months_after_diagnosis``
   (or the death) as recorded, else unknown; DFS is counted from follow-up ``months_after_surgery`` and
@@ -42,7 +50,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from service.model import dates
@@ -64,12 +72,32 @@ def coarser(a: Precision, b: Precision) -> Precision:
     return a if _COARSENESS.index(a) >= _COARSENESS.index(b) else b
 
 
+MONTH_DECIMALS = 1
+"""Exact times are reported to 0.1 month (extract and summary alike)."""
+
+
+def _half_up(value: float, decimals: int) -> float:
+    """``value`` rounded half up to ``decimals``; a value too large for Decimal's 28 digits (a float that
+    large has no fraction left to round) or not finite is returned as it is, never an error."""
+    try:
+        places = Decimal(1).scaleb(-decimals)
+        return float(Decimal(repr(float(value))).quantize(places, rounding=ROUND_HALF_UP))
+    except InvalidOperation:
+        return float(value)
+
+
 def reported(months: float, precision: Precision) -> float:
     """``months`` at the precision its inputs allow: as computed when exact, else whole months (half up:
     23.5 -> 24, as a paper rounds)."""
     if precision == "exact":
         return months
-    return float(Decimal(repr(months)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return _half_up(months, 0)
+
+
+def rounded(months: float, precision: Precision) -> float:
+    """The one rounding of the extract and the summary: 0.1 month when exact, whole months when a partial
+    date was used (``reported``)."""
+    return _half_up(reported(months, precision), MONTH_DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,11 @@ class TimeToEvent:
         """The months at the precision the inputs allow (``reported``)."""
         return reported(self.months, self.precision)
 
+    @property
+    def rounded_months(self) -> float:
+        """The months as the extract and the summary print them (``rounded``)."""
+        return rounded(self.months, self.precision)
+
 
 @dataclass(frozen=True)
 class Point:
@@ -120,7 +153,8 @@ def _precision_of(date: dates.PartialDate) -> Precision:
 
 def span(start: str | None, end: str | None) -> Elapsed | None:
     """(months, precision) from ``start`` to ``end``; partial ends at the midpoint of the days they may
-    still be (precision: the coarser end); None when ``end`` is certainly before ``start`` or either is
+    still be (precision: the coarser end); 0 when both are partial and one's period holds the other
+    (they may be the same day); None when ``end`` is certainly before ``start`` or either is
     absent or ``unknown``."""
     start, end = dates.known(start), dates.known(end)
     if start is None or end is None:
@@ -130,11 +164,21 @@ def span(start: str | None, end: str | None) -> Elapsed | None:
         return None
     if a.exact is not None and b.exact is not None:
         return months((b.exact - a.exact).days), "exact"
+    precision = coarser(_precision_of(a), _precision_of(b))
+    if a.exact is None and b.exact is None and _same_period(a, b):
+        return 0.0, precision  # may be the same day: no gap invented from two midpoints
     first = a.exact or _mid(a.earliest, min(a.latest, b.latest))
     last = b.exact or _mid(max(b.earliest, first), b.latest)
     if last < first:
         return None
-    return months((last - first).days), coarser(_precision_of(a), _precision_of(b))
+    return months((last - first).days), precision
+
+
+def _same_period(a: dates.PartialDate, b: dates.PartialDate) -> bool:
+    """Two partial dates equal at the coarser one's precision: one's period holds the other's."""
+    return (a.earliest <= b.earliest and b.latest <= a.latest) or (
+        b.earliest <= a.earliest and a.latest <= b.latest
+    )
 
 
 def _mid(low: dt.date, high: dt.date) -> dt.date:

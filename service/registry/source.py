@@ -75,6 +75,15 @@ def _fold(text: str) -> str:
     return text.strip().casefold()
 
 
+DATE_FILTER_RULE = (
+    "A diagnosis date known only to the year or month passes a date filter unless it is certainly "
+    "outside it: a diagnosis in 2020 is counted by diagnosed_to=2020-06-30 and by "
+    "diagnosed_from=2020-07-01 alike (both halves of the year); an unknown diagnosis date passes only "
+    "when no date filter is set."
+)
+"""The partial-date rule of the diagnosis filters, as the pages and docs/registry.md state it."""
+
+
 def matches(case: Mapping[str, Any], filters: Filters) -> bool:
     """Whether a canonical case passes the content filters (institution, segment, diagnosis, consent)."""
     if filters.institutions:

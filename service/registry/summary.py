@@ -18,7 +18,10 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
 - ``precision``: how many dates are partial, intervals recorded, ages unknown, survival times taken
   at a partial date's midpoint or unknown. The page states the time zeros and events (Definitions).
 - Complications: ``by_grade`` counts complications, ``highest_grade`` counts patients by their worst
-  grade (``bound`` when the only grades known are bounds such as ``< IIIa``); ``major`` = patients with
+  grade (``bound`` when the only grades known are bounds such as ``< IIIa``), and
+  ``highest_grade_or_higher_unknown`` how many of those also have a complication that may be graded
+  higher (ungraded, ``unknown``, a bound admitting a higher grade): the page says "Grade II or
+  unknown" for them; ``major`` = patients with
   a complication of grade IIIa or higher, or bounded there (``> II``, ``>= IIIa``); ``major_unknown`` =
   patients with none such but a complication that may have been major: ungraded, graded ``unknown`` or
   bounded across IIIa (``< IVa`` is I to IIIb). A ``< IIIa`` bound is not major: the bound decides.
@@ -33,7 +36,8 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
   numbers, so left out of n, mean, median, min and max (and of ``missing``: they were recorded); each
   continuous value that takes them reports them as ``imprecise``, and ``precision`` counts them
   (``measurements_bound``, ``measurements_range``).
-- Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing, per kind.
+- Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing given, per kind;
+  given = status absent, in progress, completed or stopped (``planned`` and ``not_given`` are not).
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
   last contact (death for the dead), over every case.
 - Kaplan-Meier (``lifelines``): product-limit estimate, 95% confidence interval by the exponential
@@ -48,7 +52,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from service.codes import table
@@ -57,18 +61,22 @@ from service.model import fields as f
 from service.model.schema import CaseSchema
 from service.model.validate import dated_paths
 from service.registry import deidentify as deid
-from service.registry import outcomes
+from service.registry import outcomes, source
 
 # The codes the summary names, per table of mappings/codes.yaml (a test checks that each exists).
 MAJOR_FROM = "IIIa"
 NEOADJUVANT, ADJUVANT = "neoadjuvant", "adjuvant"
 ONCOLOGIC_KINDS = ("radiotherapy", "chemotherapy", "targeted_therapy")
 R0 = "R0"
+GIVEN_STATUSES = ("in_progress", "completed", "stopped")
+"""A therapy counts as given when its status is one of these or absent; ``planned`` and ``not_given``
+(stated as not given) were not given and are not counted."""
 SUMMARY_CODES: dict[str, tuple[str, ...]] = {
     "clavien-dindo": (MAJOR_FROM,),
     "therapy-timing": (NEOADJUVANT, ADJUVANT),
     "therapy-kind": ONCOLOGIC_KINDS,
     "margin": (R0,),
+    "therapy-status": GIVEN_STATUSES,
 }
 NOT_RECORDED = "not_recorded"
 BOUND = "bound"
@@ -126,6 +134,7 @@ class _Series:
     dimensions: list[list[float]] = field(default_factory=lambda: [[], [], []])
     major: int = 0
     major_unknown: int = 0
+    highest_uncertain: Counter[str] = field(default_factory=Counter)
     fnclcc: Counter[str] = field(default_factory=Counter)
     graft: Counter[str] = field(default_factory=Counter)
     imprecise: Counter[str] = field(default_factory=Counter)
@@ -198,6 +207,12 @@ def _count_precision(series: _Series, case: Mapping[str, Any]) -> None:
         series.precision["age_unknown"] += 1
 
 
+def given(therapy: Mapping[str, Any]) -> bool:
+    """Whether a therapy was given: status absent, in progress, completed or stopped; a ``planned``
+    or ``not_given`` one is not counted as given."""
+    return therapy.get("status") is None or therapy["status"] in GIVEN_STATUSES
+
+
 def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> None:
     series.cases += 1
     patient, diagnosis, outcome = case["patient"], case["diagnosis"], case["outcome"]
@@ -222,7 +237,7 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
     series.segments[_segment_span(diagnosis)] += 1
     _add_surgery(series, case)
     for timing in (NEOADJUVANT, ADJUVANT, UNKNOWN):
-        kinds = {t["kind"] for t in case["therapies"] if t["timing"] == timing}
+        kinds = {t["kind"] for t in case["therapies"] if t["timing"] == timing and given(t)}
         counter = series.therapy.setdefault(timing, Counter())
         for kind in ONCOLOGIC_KINDS:
             counter[kind] += kind in kinds
@@ -231,25 +246,26 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         series.recurrences += 1
     series.deaths += outcomes.died(case)
     series.lost += bool(outcome["lost_to_follow_up"])
-    # times at the precision their inputs allow (outcomes.reported): whole months from a partial date
+    # times rounded as the extract rounds them (outcomes.rounded): 0.1 month when exact, whole months
+    # from a partial date, so the summary, its Kaplan-Meier table and the extract print the same numbers
     os_ = outcomes.overall_survival(case)
     if os_ is None:
         series.precision["os_unknown"] += 1
     else:
-        series.os.append((os_.reported_months, os_.event))
-        series.follow_up.append(os_.reported_months)
+        series.os.append((os_.rounded_months, os_.event))
+        series.follow_up.append(os_.rounded_months)
         series.precision["os_midpoint"] += not os_.exact
         series.precision["os_year_only"] += os_.imprecise
     dfs = outcomes.disease_free_survival(case)
     if dfs is not None:
-        series.dfs.append((dfs.reported_months, dfs.event))
+        series.dfs.append((dfs.rounded_months, dfs.event))
         series.precision["dfs_midpoint"] += not dfs.exact
         series.precision["dfs_year_only"] += dfs.imprecise
     elif outcomes.operated(case):
         series.precision["dfs_unknown"] += 1
     after = outcomes.elapsed(case, "surgery", outcomes.last_contact(case))
     if after is not None:
-        series.follow_up_surgery.append(outcomes.reported(*after))
+        series.follow_up_surgery.append(outcomes.rounded(*after))
 
 
 def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
@@ -293,7 +309,10 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
     for c in listed:
         series.by_grade[_grade_key(c["clavien_dindo"], grades)] += 1
     if graded:
-        series.highest[max(graded, key=grades.index)] += 1
+        worst = max(graded, key=grades.index)
+        series.highest[worst] += 1
+        if any(_may_exceed(c["clavien_dindo"], worst, grades) for c in listed):
+            series.highest_uncertain[worst] += 1
     elif listed:
         # no grade known: a bound if any was one, `unknown` if any was stated unknown, else none was
         # recorded ("ungraded")
@@ -306,6 +325,13 @@ def _add_surgery(series: _Series, case: Mapping[str, Any]) -> None:
         series.major_unknown += 1  # an ungraded complication may have been major: unknown, not "no"
     margin = (case["pathology"] or {}).get("margin")
     series.margin[margin or NOT_RECORDED] += 1
+
+
+def _may_exceed(grade: Any, worst: str, grades: list[str]) -> bool:
+    """Whether a complication may have been graded higher than ``worst``: ungraded, ``unknown``, or a
+    bound that admits a higher grade. Its patient's worst is then "``worst`` or unknown"."""
+    within = f.grades_within(grade, grades)
+    return not within or max(grades.index(g) for g in within) > grades.index(worst)
 
 
 def _grade_key(grade: Any, grades: Sequence[str]) -> str:
@@ -334,7 +360,10 @@ def _round(value: float | None, decimals: int = DECIMALS) -> float | None:
     ``round`` gives 53.2: the float 53.25 is exact and ``round`` breaks ties to even)."""
     if value is None or not math.isfinite(value):
         return None
-    exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    try:
+        exact = Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than Decimal's 28 (1e27): a float that large has no fraction
+        return float(value)
     return float(exact)
 
 
@@ -484,6 +513,7 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
             NOT_RECORDED: series.complications[NOT_RECORDED],
             "by_grade": _counts(series.by_grade, grades, BOUND, UNKNOWN, "ungraded"),
             "highest_grade": _counts(series.highest, grades, BOUND, UNKNOWN, "ungraded"),
+            "highest_grade_or_higher_unknown": _counts(series.highest_uncertain, grades),
             "major": series.major,
             "major_unknown": series.major_unknown,
         },
@@ -612,23 +642,29 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
             for k, v in counts.items()
             if v
         ]
+    transfusion = summary["transfusion_units"]
     rows += [
         ("Operative time, min: median (range)", _range(summary["operative_time_min"], "median")),
         ("Estimated blood loss, mL: median (range)", _range(summary["blood_loss_ml"], "median")),
-        ("Red cell transfusion, units: median (range)", _range(summary["transfusion_units"], "median")),
-        ("Patients transfused", _pct(summary["transfused"], operated)),
+        ("Red cell transfusion, units: median (range)", _range(transfusion, "median")),
+        (f"Patients transfused (of {operated} operated)", _pct(summary["transfused"], operated)),
+        ("Transfusion not recorded", _pct(transfusion["missing"], operated)),
         ("Length of stay, days: median (range)", _range(summary["length_of_stay_days"], "median")),
     ]
     complications = summary["complications"]
     rows += [
-        "Complications (Clavien-Dindo)",
+        f"Complications (Clavien-Dindo; percentages of the {operated} operated)",
         ("Patients with complications", _pct(complications["patients_with"], operated)),
+        ("Patients without complications", _pct(complications["patients_without"], operated)),
+        ("Complications not recorded", _pct(complications[NOT_RECORDED], operated)),
     ]
-    rows += [
-        (f"Worst: {_display('clavien-dindo', k)}", _pct(v, operated))
-        for k, v in complications["highest_grade"].items()
-        if v
-    ]
+    uncertain = complications.get("highest_grade_or_higher_unknown", {})
+    for k, v in complications["highest_grade"].items():
+        maybe = uncertain.get(k, 0)
+        if v - maybe:
+            rows += [(f"Worst: {_display('clavien-dindo', k)}", _pct(v - maybe, operated))]
+        if maybe:
+            rows += [(f"Worst: {_display('clavien-dindo', k)} or unknown", _pct(maybe, operated))]
     rows += [(f"Major (grade {MAJOR_FROM} or higher)", _pct(complications["major"], operated))]
     rows += [
         (
@@ -642,15 +678,22 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         if v
     ]
     margin = summary["margin"]
-    rows += ["Pathology"]
+    rows += [f"Pathology (percentages of the {operated} operated)"]
     rows += [
         (f"Margin {_display('margin', k)}", _pct(v, operated))
         for k, v in margin.items()
         if k != "r0_rate" and v
     ]
     rate = margin["r0_rate"]
-    rows += [("R0 rate (of recorded margins)", "-" if rate is None else f"{100 * rate:.1f}%")]
-    rows += ["Therapy"]
+    codes = table("margin").keys()
+    recorded = sum(v for k, v in margin.items() if k in codes)
+    rows += [
+        (
+            f"R0 rate (of {recorded} recorded margin{'' if recorded == 1 else 's'}: R0, R1 or R2)",
+            "-" if rate is None else f"{100 * rate:.1f}% ({margin[R0]} of {recorded})",
+        )
+    ]
+    rows += [f"Therapy given (percentages of the {n} cases)"]
     for timing, counts in summary["therapy"].items():
         title = "Timing unknown" if timing == UNKNOWN else _display("therapy-timing", timing)
         rows += [
@@ -659,9 +702,9 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         ]
     rows += [
         "Outcome",
-        ("Recurrence (operated)", _pct(summary["recurrences"], operated)),
-        ("Deaths", _pct(summary["deaths"], n)),
-        ("Lost to follow-up", _pct(summary["lost_to_follow_up"], n)),
+        (f"Recurrence (of {operated} operated)", _pct(summary["recurrences"], operated)),
+        (f"Deaths (of {n} cases)", _pct(summary["deaths"], n)),
+        (f"Lost to follow-up (of {n} cases)", _pct(summary["lost_to_follow_up"], n)),
         ("Follow-up, months: median (range)", _range(summary["follow_up_months"], "median")),
         (
             "Follow-up after surgery, months: median (range)",
@@ -764,7 +807,28 @@ DEFINITIONS = (
         "a measurement recorded as a bound (> 2000 mL) or a range (500-800 mL) is not a number: it is "
         "left out of the mean, median and range, and counted under Precision.",
     ),
-    ("Rounding", "minimum and maximum as recorded; mean and median one decimal more (at most two)."),
+    (
+        "Rounding",
+        "minimum and maximum as recorded; mean and median one decimal more (at most two). Survival and "
+        "follow-up times as in the extract: 0.1 month when exact, whole months when a partial date was "
+        "used.",
+    ),
+    (
+        "Same partial period",
+        "two partial dates equal at the coarser one's precision (2014 and 2014, 2014 and 2014-06) may "
+        "be the same day: the time between them is 0, at the coarser precision (a year: imprecise).",
+    ),
+    (
+        "Therapy given",
+        "a therapy counts when it was given: status absent, in progress, completed or stopped; planned "
+        "and not given (stated as not given) are not counted.",
+    ),
+    (
+        "Worst grade or unknown",
+        "a patient whose worst known Clavien-Dindo grade is II but who also has an ungraded complication "
+        "(or one graded unknown, or a bound admitting a higher grade) is shown as 'Grade II or unknown'.",
+    ),
+    ("Diagnosis date filters", source.DATE_FILTER_RULE),
 )
 DEFINITIONS_HTML = (
     "<h2>Definitions</h2><dl>"

@@ -15,6 +15,7 @@ import pytest
 from service.api import console
 from service.api.security import PAGE_CSP
 from service.case_files import EXAMPLE_SERIES
+from service.registry import source
 from tests.tokens import bearer
 
 HTML = {"Accept": "text/html"}
@@ -157,6 +158,13 @@ def test_series_page(client, series):
     assert svg.mimetype == "image/svg+xml" and svg.get_data(as_text=True).startswith("<svg")
     assert _get(client, "/ui/series/nope.svg").status_code == 404
     assert _get(client, "/ui/series?bogus=1").status_code == 400
+
+
+def test_series_page_states_the_partial_date_filter_rule_next_to_the_filters(client, series):
+    """Review 15: a year-only diagnosis passes both halves of its year; the page says so by the filters."""
+    page = _get(client, "/ui/series?diagnosed_to=2020-06-30").get_data(as_text=True)
+    filters = page.index("Filters applied")
+    assert page.index(source.DATE_FILTER_RULE) - filters < 600
 
 
 def test_series_needs_what_the_summary_needs(client, series):

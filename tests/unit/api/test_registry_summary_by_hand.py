@@ -10,8 +10,9 @@ The first four example cases (rows 1-4 of examples/ivclms-case-series.csv):
 
 Ages sorted 45, 52, 55, 61: an even count, so the median is (52 + 55) / 2 = 53.5; range 45-61;
 mean 213 / 4 = 53.25, printed 53.3 (whole-year ages: mean to one decimal, half up; issue 15).
-Overall survival (Kaplan-Meier): censorings at 37.95 and 38.08 leave 2 at
-risk at 40.25 where 1 dies: S = 1 - 1/2 = 0.5, which is also the median; S(36 months) = 1.
+Overall survival (Kaplan-Meier) on the times as the extract gives them (0.1 month, review 15: 37.9,
+38.1, 40.2, 45.6): censorings at 37.9 and 38.1 leave 2 at risk at 40.2 where 1 dies: S = 1 - 1/2 =
+0.5, which is also the median; S(36 months) = 1.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def test_summary_of_a_posted_csv_series_matches_the_hand_computed_figures(client
     age = summary["age_at_diagnosis_years"]
     assert (age["median"], age["min"], age["max"], age["mean"]) == (53.5, 45, 61, 53.3)
     os_ = summary["kaplan_meier"]["overall_survival"]
-    assert (os_["n"], os_["events"], os_["median_months"]) == (4, 1, 40.25)
+    assert (os_["n"], os_["events"], os_["median_months"]) == (4, 1, 40.2)
     rows = [(r["time_months"], r["at_risk"], r["events"], r["survival"]) for r in os_["table"]]
-    assert rows == [(37.95, 4, 0, 1.0), (38.08, 3, 0, 1.0), (40.25, 2, 1, 0.5), (45.57, 1, 0, 0.5)]
+    assert rows == [(37.9, 4, 0, 1.0), (38.1, 3, 0, 1.0), (40.2, 2, 1, 0.5), (45.6, 1, 0, 0.5)]
     assert os_["at_months"]["36"]["survival"] == 1.0
     assert summary["deaths"] == 1

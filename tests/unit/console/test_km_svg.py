@@ -58,3 +58,24 @@ def test_an_empty_series_still_draws_axes():
     root = ET.fromstring(km_svg.render(kaplan_meier([], []), "none"))
     assert root.find(f"{SVG}polyline") is None
     assert _texts(root, "at-risk") == ["0", "0"]
+
+
+def test_ticks_are_bounded_whatever_the_longest_time():
+    """Review 15 (attacker): one case followed 12,000,000 months drew a tick per year (a million ticks,
+    383 MB). At most MAX_TICKS "nice" steps (1, 2, 5 x 10^k years), starting at 0, past the longest."""
+    huge = kaplan_meier([5, 12_000_000], [1, 0])
+    marks = km_svg.ticks(huge["table"])
+    assert len(marks) <= km_svg.MAX_TICKS + 1
+    assert marks[0] == 0 and marks[-1] >= 12_000_000
+    step = marks[1] - marks[0]
+    assert marks == list(range(0, marks[-1] + 1, step))
+    assert step % km_svg.TICK_MONTHS == 0 and str(step // km_svg.TICK_MONTHS).lstrip("125").strip("0") == ""
+    svg = km_svg.render(huge, "Overall survival")
+    assert len(svg) < 20_000
+    ET.fromstring(svg)
+
+
+def test_short_series_keep_yearly_ticks_and_long_ones_a_nice_step():
+    assert km_svg.ticks(kaplan_meier([40], [0])["table"]) == [0, 12, 24, 36, 48]
+    assert km_svg.ticks(kaplan_meier([144], [0])["table"]) == list(range(0, 145, 12))  # 12 steps
+    assert km_svg.ticks(kaplan_meier([150], [0])["table"]) == list(range(0, 168 + 1, 24))  # 2 years
