@@ -13,6 +13,7 @@ import pytest
 from service.errors import Unprocessable
 from service.model import validate_case
 from service.model.rules import date_after
+from tests.unit.api.test_cases import api  # noqa: F401  (the fixture)
 from tests.unit.model.conftest import load_example
 
 NOW = dt.datetime(2026, 12, 2, 6, 0, tzinfo=dt.UTC)
@@ -297,3 +298,44 @@ def test_clavien_dindo_grade_v_with_the_patient_alive_is_refused(case: dict[str,
     case["postoperative"]["complications"][0]["clavien_dindo"] = grade
     issues = _refused(case)
     assert "outcome.vital_status alive" in issues["postoperative.complications[0].clavien_dindo"]
+
+
+# ---- through the API: POST /cases answers 422 with an OperationOutcome, and stores nothing -----------
+
+
+def _stored(client_api: Any) -> int:
+    return len(client_api.get("/cases?_count=500").get_json()["cases"])
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [
+        (
+            lambda c: (
+                c["surgery"][0].update(date="2014-02-01"),
+                c["follow_up"][0].update(date=None, months_after_surgery=1e6),
+            ),
+            "follow_up[0].months_after_surgery",
+        ),
+        (lambda c: c["surgery"][0].update(operative_time_min=1e27), "surgery[0].operative_time_min"),
+        (
+            lambda c: c["outcome"].update(last_contact=None, last_contact_months_after_diagnosis=12_000_000),
+            "outcome.last_contact_months_after_diagnosis",
+        ),
+        (lambda c: c["postoperative"].update(mortality_30d=True), "postoperative.mortality_30d"),
+    ],
+)
+def test_post_cases_answers_422_naming_the_element_and_stores_nothing(
+    api: Any,  # noqa: F811  (the fixture)
+    change: Any,
+    expression: str,
+) -> None:
+    case = load_example()
+    change(case)
+    before = _stored(api)
+    resp = api.post(case)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert expression in [e for i in body["issue"] for e in i.get("expression", [])]
+    assert _stored(api) == before
