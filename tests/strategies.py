@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from service.codes import table
-from service.model.fields import case_id_problem
+from service.model.fields import case_id_problem, grades_within
 from service.model.labs import canonical_unit, has_unit
 from service.model.rules import date_after, full_years, months_between
 
@@ -527,5 +527,32 @@ def valid_cases(draw: Draw) -> Case:
     ]
     if case["pathology"] is not None and not given:  # a response needs its therapy (rules.py)
         case["pathology"]["neoadjuvant_response_percent"] = None
+    one_timeline(case, first)
     case["care_plan"] = draw(care_plans(case))
     return case
+
+
+def one_timeline(case: Case, first: dt.date | None) -> None:
+    """Make the drawn dates one possible life (rules.py, outside review of issue 15): the last contact
+    not before any operation, follow-up, therapy start or complication; the death not before the last
+    contact; a 30-day death and a Clavien-Dindo grade V only for a patient who may have died so."""
+    outcome, post = case["outcome"], case["postoperative"]
+    events = [s["date"] for s in case["surgery"]] + [fu["date"] for fu in case["follow_up"]]
+    events += [t["start"] for t in case["therapies"]]
+    if post is not None:
+        events += [c["date"] for c in post["complications"]]
+    outcome["last_contact"] = max([outcome["last_contact"], *(e for e in events if e is not None)])
+    if outcome["death_date"] is not None:
+        outcome["death_date"] = max(outcome["death_date"], outcome["last_contact"])
+    if post is None:
+        return
+    alive = outcome["vital_status"] == "alive"
+    death = outcome["death_date"]
+    late = first is not None and death is not None and dt.date.fromisoformat(death) > first + dt.timedelta(30)
+    if post["mortality_30d"] and (alive or late):
+        post["mortality_30d"] = None
+    for complication in post["complications"]:
+        grade = complication["clavien_dindo"]
+        if alive and grades_within(grade, table("clavien-dindo").keys()) == ["V"]:
+            complication["clavien_dindo"] = None
+    case["postoperative"] = collapse(post)

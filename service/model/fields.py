@@ -20,7 +20,7 @@ from marshmallow import ValidationError, fields
 
 from service.codes import table
 from service.model import dates
-from service.model.units import Dimension, convert
+from service.model.units import DURATION, Dimension, convert, duration_max
 
 REQUIRED = "required"
 NULL = "must not be null"
@@ -97,6 +97,21 @@ def _number(value: Any) -> float | int:
     if not math.isfinite(value):
         raise ValidationError("must be a finite number")
     return value
+
+
+NUMBER_MAX = 1e9
+"""Largest absolute value of any number of the model: far above every real measurement, and finite
+enough that nothing downstream (Decimal sums of the registry, date arithmetic, console charts) can
+overflow (outside review: 1e27 minutes and 1e300 litres were stored, then the registry answered 500)."""
+
+
+def _ceiling(number: float) -> float:
+    """``number`` when within ``NUMBER_MAX`` in absolute value (the same ceiling after unit conversion)."""
+    if not math.isfinite(number):
+        raise ValidationError("must be a finite number")
+    if abs(number) > NUMBER_MAX:
+        raise ValidationError(f"must be at most {NUMBER_MAX:g} in absolute value")
+    return number
 
 
 TEXT_MAX = 10_000
@@ -225,7 +240,7 @@ class Number(fields.Field[float]):
         self.integer = integer
 
     def check(self, value: Any) -> float:
-        number = _number(value)
+        number = _ceiling(_number(value))
         if self.integer:
             if isinstance(number, float) and not number.is_integer():
                 raise ValidationError("must be a whole number")
@@ -236,7 +251,8 @@ class Number(fields.Field[float]):
             if number < self.minimum:
                 raise ValidationError(f"must be at least {self.minimum:g}")
         if self.maximum is not None and number > self.maximum:
-            raise ValidationError(f"must be at most {self.maximum:g}")
+            unit = f" {self.metadata['unit']}" if "dimension" in self.metadata else ""
+            raise ValidationError(f"must be at most {self.maximum:g}{unit}")
         return number
 
     def _deserialize(
@@ -365,7 +381,7 @@ class Dimensions(fields.Field[list[Any]]):
         self.min_items = 1 if self.required else 0
 
     def _size(self, raw: Any, unit: str) -> float:
-        number = convert(_number(raw), unit, self.unit, self.dimension)
+        number = _ceiling(convert(_number(raw), unit, self.unit, self.dimension))
         if number <= 0:
             raise ValidationError("dimensions must be greater than 0")
         return number
@@ -543,12 +559,26 @@ def bounded_percent(description: str) -> Bounded:
 
 def bounded_measure(dimension: Dimension, unit: str, description: str) -> Bounded:
     meta = {"unit": unit, "dimension": dimension.name, "units": dimension.units, "bounded": True}
-    return Bounded(dimension=dimension, unit=unit, minimum=0, **_options(False, description, meta))
+    return Bounded(
+        dimension=dimension,
+        unit=unit,
+        minimum=0,
+        maximum=_dimension_max(dimension, unit),
+        **_options(False, description, meta),
+    )
 
 
 def measure(dimension: Dimension, unit: str, description: str, *, required: bool = False) -> Measure:
     meta = {"unit": unit, "dimension": dimension.name, "units": dimension.units}
-    return Measure(dimension=dimension, unit=unit, minimum=0, **_options(required, description, meta))
+    maximum = _dimension_max(dimension, unit)
+    return Measure(
+        dimension=dimension, unit=unit, minimum=0, maximum=maximum, **_options(required, description, meta)
+    )
+
+
+def _dimension_max(dimension: Dimension, unit: str) -> float | None:
+    """A duration is at most a human life (``units.duration_max``); other dimensions only the ceiling."""
+    return duration_max(unit) if dimension is DURATION else None
 
 
 def dimensions(dimension: Dimension, unit: str, description: str, *, required: bool = False) -> Dimensions:

@@ -7,6 +7,7 @@ and the rule. ``derive`` fills the derived values in place; ``check`` only reads
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from service.codes import table
 from service.errors import Issue
 from service.model import dates
+from service.model.fields import grades_within
 from service.model.units import DAYS_PER_MONTH
 
 # ``performed`` of a care plan activity: surgery[i] or therapies[i].
@@ -30,7 +32,8 @@ RULE_CODES: dict[str, tuple[str, ...]] = {
     "organ": (*_KIDNEY_SIDE, _OTHER_TEXT),
     "side": tuple(_KIDNEY_SIDE.values()),
     "ihc-marker": ("ki67", _OTHER_TEXT),
-    "vital-status": ("dead",),
+    "vital-status": ("dead", "alive"),
+    "clavien-dindo": ("V",),
     "plan-activity": ("surgery", "surveillance_imaging", "radiotherapy", "chemotherapy", "anticoagulation"),
     "therapy-kind": ("radiotherapy", "chemotherapy", "anticoagulation"),
     "history-condition": (_OTHER_TEXT,),
@@ -69,7 +72,10 @@ def date_after(start: str, months: float) -> str:
     a = dates.parse(start).exact
     if a is None:
         raise ValueError("date_after needs a full date")
-    return (a + dt.timedelta(days=round(months * DAYS_PER_MONTH))).isoformat()
+    try:  # defence in depth: intake bounds every duration, but a date must never overflow into a 500
+        return (a + dt.timedelta(days=round(months * DAYS_PER_MONTH))).isoformat()
+    except (OverflowError, ValueError):
+        raise ValueError(f"{months} months after {start} is no calendar date") from None
 
 
 def first_surgery(case: dict[str, Any]) -> tuple[int, str] | None:
@@ -120,7 +126,10 @@ def derive(case: dict[str, Any]) -> list[Issue]:
             continue
         surgery_date = first[1]
         if fu["date"] is None:
-            fu["date"] = date_after(surgery_date, fu["months_after_surgery"])
+            try:
+                fu["date"] = date_after(surgery_date, fu["months_after_surgery"])
+            except ValueError as error:
+                issues.append(issue(f"{path}.months_after_surgery", str(error)))
         elif dates.exact(fu["date"]) is None:
             continue
         elif fu["months_after_surgery"] is None:
@@ -178,17 +187,19 @@ def check(case: dict[str, Any]) -> list[Issue]:
     return [found for fn in RULES for found in fn(case)]
 
 
+def before(a: str | None, b: str | None) -> bool:
+    """Certainly out of order; an absent or ``unknown`` date (issue 15) is in no order: the rule is
+    skipped."""
+    a, b = dates.known(a), dates.known(b)
+    return a is not None and b is not None and dates.certainly_before(a, b)
+
+
 @rule
 def dates_consistent(case: dict[str, Any]) -> Iterator[Issue]:
     """diagnosis <= surgery <= follow-up, start <= end: compared at the coarser precision, so a rule
     fails only when the dates are certainly out of order (data set, "Incomplete records": "Date rules
     compare at the coarser precision (2019 <= 2019-06-12 holds)")."""
     diagnosis = dates.known(case["diagnosis"]["date"])
-
-    def before(a: str | None, b: str | None) -> bool:
-        """Certainly out of order; an ``unknown`` date (issue 15) is in no order: the rule is skipped."""
-        a, b = dates.known(a), dates.known(b)
-        return a is not None and b is not None and dates.certainly_before(a, b)
 
     for i, s in enumerate(case["surgery"]):
         if before(s["date"], diagnosis):
@@ -252,6 +263,15 @@ INTERVAL_SLACK_MONTHS = 1.0
 the span its dates allow by more than this."""
 
 
+def span_allows(start: str, end: str, months: float) -> bool:
+    """Whether ``months`` can lie between two (partial) dates: within every span they allow, with
+    ``INTERVAL_SLACK_MONTHS`` for the source's rounding."""
+    begin, finish = dates.parse(start), dates.parse(end)
+    shortest = (finish.earliest - begin.latest).days / DAYS_PER_MONTH
+    longest = (finish.latest - begin.earliest).days / DAYS_PER_MONTH
+    return shortest - INTERVAL_SLACK_MONTHS <= months <= longest + INTERVAL_SLACK_MONTHS
+
+
 @rule
 def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
     """An interval and the dates it counts between cannot disagree (data set: "Date rules compare at
@@ -280,13 +300,159 @@ def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
     for name, start, months in starts:
         if start is None or last is None or months is None:
             continue
-        begin, end = dates.parse(start), dates.parse(last)
-        shortest = (end.earliest - begin.latest).days / DAYS_PER_MONTH
-        longest = (end.latest - begin.earliest).days / DAYS_PER_MONTH
-        if not shortest - INTERVAL_SLACK_MONTHS <= months <= longest + INTERVAL_SLACK_MONTHS:
+        if not span_allows(start, last, months):
             yield issue(
                 f"outcome.last_contact_months_after_{name}",
                 f"{months} months after the {name} ({start}) cannot end at the last contact ({last})",
+            )
+
+
+def intervals_not_after_today(case: dict[str, Any], today: dt.date) -> Iterator[Issue]:
+    """An interval counted from a known anchor (diagnosis or first surgery, even partial) whose
+    earliest possible end is after ``today``: the same "a date after today is an error" as
+    ``not_after_today``, for the days an interval names (outside review: 120 months after a 2020
+    operation was accepted). Earliest end = the anchor's earliest day + months x 30.4375 days."""
+    first = first_surgery(case)
+    diagnosis = ("diagnosis.date", dates.known(case["diagnosis"]["date"]))
+    surgery = (f"surgery[{first[0]}].date", dates.known(first[1])) if first else ("", None)
+    outcome = case["outcome"]
+    months, days = ("months", DAYS_PER_MONTH), ("days", 1.0)
+    intervals: list[tuple[str, tuple[str, str | None], float | None, tuple[str, float]]] = [
+        (
+            "outcome.last_contact_months_after_diagnosis",
+            diagnosis,
+            outcome["last_contact_months_after_diagnosis"],
+            months,
+        ),
+        (
+            "outcome.last_contact_months_after_surgery",
+            surgery,
+            outcome["last_contact_months_after_surgery"],
+            months,
+        ),
+    ]
+    intervals += [
+        (f"follow_up[{i}].months_after_surgery", surgery, fu["months_after_surgery"], months)
+        for i, fu in enumerate(case["follow_up"])
+    ]
+    intervals += [
+        (f"therapies[{i}].start_postoperative_day", surgery, t["start_postoperative_day"], days)
+        for i, t in enumerate(case["therapies"])
+    ]
+    for path, (anchor_path, anchor), amount, (unit, days_each) in intervals:
+        if anchor is None or amount is None:
+            continue
+        counted = f"{amount:g} {unit} after {anchor_path} ({anchor})"
+        try:
+            earliest = dates.parse(anchor).earliest + dt.timedelta(days=math.floor(amount * days_each))
+        except OverflowError:
+            yield issue(path, f"{counted} is beyond the calendar")
+            continue
+        if earliest > today:
+            yield issue(
+                path,
+                f"must not end after today ({today.isoformat()}, the latest date on Earth now): "
+                f"{counted} is {earliest.isoformat()} at the earliest",
+            )
+
+
+@rule
+def nothing_after_death(case: dict[str, Any]) -> Iterator[Issue]:
+    """No operation, follow-up, therapy start, complication or last contact certainly after the death
+    (outside clinician review: such timelines were stored); compared at the coarser precision."""
+    outcome = case["outcome"]
+    death = dates.known(outcome["death_date"])
+    if death is None:
+        return
+    dated = [(f"surgery[{i}].date", s["date"]) for i, s in enumerate(case["surgery"])]
+    dated += [(f"follow_up[{i}].date", fu["date"]) for i, fu in enumerate(case["follow_up"])]
+    dated += [(f"therapies[{i}].start", t["start"]) for i, t in enumerate(case["therapies"])]
+    if case["postoperative"] is not None:
+        complications = case["postoperative"]["complications"]
+        dated += [(f"postoperative.complications[{i}].date", c["date"]) for i, c in enumerate(complications)]
+    dated.append(("outcome.last_contact", outcome["last_contact"]))
+    for path, value in dated:
+        if before(death, value):
+            yield issue(path, f"must not be after outcome.death_date ({death})")
+
+
+@rule
+def follow_up_within_last_contact(case: dict[str, Any]) -> Iterator[Issue]:
+    """A follow-up is a contact, so the last contact is not before it: by date (coarser precision) or
+    by months after surgery (0.1 month for the rounding of derived months). A follow-up with both a
+    date and months must agree with them within what the partial dates allow (full dates: ``derive``),
+    the rule of the last contact (``span_allows``)."""
+    outcome = case["outcome"]
+    last, last_months = outcome["last_contact"], outcome["last_contact_months_after_surgery"]
+    first = first_surgery(case)
+    surgery = dates.known(first[1]) if first else None
+    for i, fu in enumerate(case["follow_up"]):
+        path, months = f"follow_up[{i}]", fu["months_after_surgery"]
+        if before(last, fu["date"]):
+            yield issue(f"{path}.date", f"must not be after outcome.last_contact ({last})")
+        if months is not None and last_months is not None and months > last_months + _MONTHS_TOLERANCE:
+            yield issue(
+                f"{path}.months_after_surgery",
+                f"must not be more than outcome.last_contact_months_after_surgery ({last_months:g})",
+            )
+        date = dates.known(fu["date"])
+        if first is None or surgery is None or date is None or months is None:
+            continue
+        both_full = dates.exact(surgery) is not None and dates.exact(date) is not None
+        if not both_full and not span_allows(surgery, date, months):
+            yield issue(
+                f"{path}.months_after_surgery",
+                f"{months:g} months after the first surgery (surgery[{first[0]}].date {surgery}) "
+                f"cannot fall on follow_up[{i}].date ({date})",
+            )
+
+
+@rule
+def complications_after_surgery(case: dict[str, Any]) -> Iterator[Issue]:
+    """A postoperative complication is not certainly before the first operation."""
+    post, first = case["postoperative"], first_surgery(case)
+    if post is None or first is None:
+        return
+    for i, complication in enumerate(post["complications"]):
+        if before(complication["date"], first[1]):
+            yield issue(
+                f"postoperative.complications[{i}].date",
+                f"must not be before the first surgery (surgery[{first[0]}].date {first[1]})",
+            )
+
+
+DEATH_WITHIN_DAYS = 30
+"""postoperative.mortality_30d: death within 30 days of surgery."""
+
+
+@rule
+def deaths_agree(case: dict[str, Any]) -> Iterator[Issue]:
+    """A death the postoperative record states (30-day mortality, Clavien-Dindo grade V: "death of a
+    patient") cannot contradict the outcome: not with vital status alive, and a 30-day death not
+    certainly more than 30 days after the first full surgery date."""
+    post, outcome = case["postoperative"], case["outcome"]
+    if post is None:
+        return
+    alive = outcome["vital_status"] == "alive"
+    if post["mortality_30d"] is True:
+        if alive:
+            yield issue("postoperative.mortality_30d", "true contradicts outcome.vital_status alive")
+        first = first_surgery(case)
+        surgery, death = dates.exact(first[1]) if first else None, dates.known(outcome["death_date"])
+        if surgery is not None and death is not None:
+            days = (dates.parse(death).earliest - surgery).days
+            if days > DEATH_WITHIN_DAYS:
+                yield issue(
+                    "postoperative.mortality_30d",
+                    f"true contradicts outcome.death_date ({death}): at least {days} days after the "
+                    f"first surgery (surgery[{first[0] if first else 0}].date {surgery.isoformat()})",
+                )
+    order = table("clavien-dindo").keys()
+    for i, complication in enumerate(post["complications"]):
+        if alive and grades_within(complication["clavien_dindo"], order) == ["V"]:
+            yield issue(
+                f"postoperative.complications[{i}].clavien_dindo",
+                "grade V (death of the patient) contradicts outcome.vital_status alive",
             )
 
 

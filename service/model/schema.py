@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, fields, post_load, pre_load
 
 from service.model import fields as f
 from service.model.labs import normalise_lab
-from service.model.units import DOSE, DURATION, LENGTH, MASS, TIME, VOLUME
+from service.model.units import DOSE, DURATION, LENGTH, MASS, TIME, VOLUME, duration_max
 
 
 class Base(Schema):
@@ -378,7 +378,9 @@ class TherapySchema(Base):
     status = f.code("therapy-status", "Status; not_given = stated as not given (e.g. no anticoagulation).")
     not_given_reason = f.text("Why the therapy was not given (only with status not_given).")
     start_postoperative_day = f.number(
-        "Started on this post-operative day (0 = day of the operation); needs an operation.", integer=True
+        "Started on this post-operative day (0 = day of the operation); needs an operation.",
+        integer=True,
+        maximum=duration_max("days"),  # counted into dates: bounded like every duration
     )
     radiotherapy = one(RadiotherapySchema, "Radiotherapy dose; only when kind is radiotherapy.")
     drugs = many_of(DrugSchema, "Drugs.")

@@ -6,6 +6,7 @@ input in another unit of the same dimension is converted, never rejected.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Days per month and per year: the conventions of the data set (months = days / 30.4375).
@@ -34,6 +35,16 @@ DURATION = Dimension(
     "duration",
     {"days": 1.0, "weeks": 7.0, "months": DAYS_PER_MONTH, "years": DAYS_PER_YEAR},
 )
+
+MAX_YEARS = 130
+"""The longest duration of the model: the model's own age maximum (patient.age_at_diagnosis <= 130).
+An interval beyond it is a typo or an attack (outside review: 1e6 months overflowed the date arithmetic,
+12 000 000 months made the survival chart hundreds of MB)."""
+
+
+def duration_max(unit: str) -> int:
+    """``MAX_YEARS`` in ``unit`` of DURATION, whole (1560 months, 47482 days, 6783 weeks, 130 years)."""
+    return math.floor(MAX_YEARS * DAYS_PER_YEAR / DURATION.factors[unit])
 
 
 def convert(value: float, unit: str, canonical: str, dimension: Dimension) -> float:

@@ -31,6 +31,7 @@ def validate_case(data: Any, *, now: dt.datetime | None = None) -> dict[str, Any
     issues += rules.check(case)
     today = dates.latest_today(now or utcnow())
     issues += rules.not_after_today(dated_paths(_SCHEMA, case, ""), today)
+    issues += rules.intervals_not_after_today(case, today)
     if issues:
         raise Unprocessable(issues)
     return case

@@ -57,13 +57,9 @@ BROKEN = {
         set_(["therapies", 0, "end"], "2021-02-24"),
         "therapies[0].end: must not be before start",
     ),
-    "last contact before diagnosis": (
-        set_(["outcome", "last_contact"], "2020-12-31"),
+    "last contact before diagnosis": (  # without the follow-up, which would be after the last contact
+        both(set_(["outcome", "last_contact"], "2020-12-31"), set_(["follow_up"], [])),
         "outcome.last_contact: must not be before diagnosis.date",
-    ),
-    "death before diagnosis": (
-        both(set_(["outcome", "vital_status"], "dead"), set_(["outcome", "death_date"], "2021-01-01")),
-        "outcome.death_date: must not be before diagnosis.date",
     ),
     "birth after diagnosis": (
         both(set_(["patient", "birth_date"], "2021-03-01"), set_(["patient", "age_at_diagnosis"], None)),
@@ -192,7 +188,7 @@ BROKEN = {
     ),
     # outcome
     "death date while alive": (
-        set_(["outcome", "death_date"], "2024-01-01"),
+        set_(["outcome", "death_date"], "2024-05-01"),  # after the last contact (2024-04-20)
         "outcome.death_date: only allowed when vital_status is dead",
     ),
     "death cause while alive": (
@@ -254,10 +250,22 @@ def test_rules_hold_in_the_example(example):
     assert validate_case(example) == example
 
 
+def test_a_death_before_the_diagnosis_is_refused_and_so_is_everything_after_it(example):
+    """The diagnosis, operation, follow-up, therapies and last contact of the example all come after a
+    death on 2021-01-01: each is named (rules.nothing_after_death), the death first."""
+    example["outcome"].update({"vital_status": "dead", "death_date": "2021-01-01"})
+    with pytest.raises(Unprocessable) as caught:
+        validate_case(example)
+    found = [i.diagnostics for i in caught.value.issues]
+    assert found[0] == "outcome.death_date: must not be before diagnosis.date"
+    assert "outcome.last_contact: must not be after outcome.death_date (2021-01-01)" in found
+    assert "surgery[0].date: must not be after outcome.death_date (2021-01-01)" in found
+
+
 def test_several_rules_broken_are_all_reported(example):
     example["surgery"][0]["ivc_management"]["graft_material"] = None
     example["diagnosis"]["ivc_segment_from"] = "III"
-    example["outcome"]["death_date"] = "2024-01-01"
+    example["outcome"]["death_date"] = "2024-05-01"
     with pytest.raises(Unprocessable) as caught:
         validate_case(example)
     assert {i.expression for i in caught.value.issues} == {

@@ -203,7 +203,7 @@ def test_a_plain_observation_of_a_synced_patient_adds_a_follow_up_visit(
 ):
     _, before = current(engine, synced)
     patient = server.named("Patient", "patient")
-    server.create(disease_status(patient, "2024-10-01"))
+    server.create(disease_status(patient, "2024-04-01"))
 
     report = run_pull(engine, fhir_client, clock)
 
@@ -212,7 +212,7 @@ def test_a_plain_observation_of_a_synced_patient_adds_a_follow_up_visit(
     assert version == 2
     assert len(after["follow_up"]) == len(before["follow_up"]) + 1
     visit = after["follow_up"][-1]
-    assert (visit["date"], visit["disease_status"]) == ("2024-10-01", "progressive")
+    assert (visit["date"], visit["disease_status"]) == ("2024-04-01", "progressive")
     assert {k: v for k, v in after.items() if k != "follow_up"} == {
         k: v for k, v in before.items() if k != "follow_up"
     }
@@ -239,7 +239,7 @@ def test_an_earlier_plain_visit_is_appended_and_no_stored_visit_is_renumbered(
 
 
 def test_unrecognised_plain_resources_are_ignored(engine, server, synced, clock, fhir_client):
-    blood_pressure = disease_status(server.named("Patient", "patient"), "2024-10-01")
+    blood_pressure = disease_status(server.named("Patient", "patient"), "2024-04-01")
     blood_pressure["code"] = {"coding": [{"system": LOINC, "code": "85354-9"}]}
     server.create(blood_pressure)
     report = run_pull(engine, fhir_client, clock)
@@ -362,7 +362,7 @@ def test_a_case_only_the_server_has_is_pulled_whole(engine, server, synced, cloc
 
 
 def test_ivclms_pull_command(engine, server, synced, clock, tmp_path, db_url):
-    server.create(disease_status(server.named("Patient", "patient"), "2024-10-01"))
+    server.create(disease_status(server.named("Patient", "patient"), "2024-04-01"))
     env = {
         "IVCLMS_DATA_DIR": str(tmp_path),
         "IVCLMS_DB_URL": db_url,
@@ -380,7 +380,7 @@ def test_ivclms_pull_command(engine, server, synced, clock, tmp_path, db_url):
 
 
 def test_worker_once_with_a_pull_interval_also_pulls(engine, server, synced, clock, tmp_path, db_url):
-    server.create(disease_status(server.named("Patient", "patient"), "2024-10-01"))
+    server.create(disease_status(server.named("Patient", "patient"), "2024-04-01"))
     env = {
         "IVCLMS_DATA_DIR": str(tmp_path),
         "IVCLMS_DB_URL": db_url,
@@ -413,7 +413,7 @@ def test_a_case_withdrawn_on_the_server_is_not_imported(engine, server, synced, 
 
 def test_the_worker_updates_a_merged_plain_resource_in_place(engine, server, synced, clock, fhir_client):
     """The EHR's Observation gains the business identifier and profile; no second copy beside it."""
-    name = server.create(disease_status(server.named("Patient", "patient"), "2024-10-01"))
+    name = server.create(disease_status(server.named("Patient", "patient"), "2024-04-01"))
     assert run_pull(engine, fhir_client, clock).changed == 1
     with engine.connect() as conn:
         (merged,) = conn.execute(select(pulled_resources.c.identifier)).scalars()
