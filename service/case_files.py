@@ -63,7 +63,9 @@ def map_case(data: Any, *, now: str) -> dict[str, Any]:
     return case_to_bundle(validate_case(data), now=now)
 
 
-def unmap_bundle(data: Any) -> dict[str, Any]:
+def unmap_bundle(
+    data: Any, adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The canonical case of a Bundle made by ``map_case``; raises CaseFileError, MappingError or
     Unprocessable, never a bare KeyError/TypeError for a hand-edited Bundle of the wrong shape."""
     if not isinstance(data, dict):
@@ -76,7 +78,7 @@ def unmap_bundle(data: Any) -> dict[str, Any]:
     ):
         raise CaseFileError("Bundle.entry must be a list of objects, each with a resource object")
     try:
-        return bundle_to_case(data)
+        return bundle_to_case(data, adjust)
     except (AttributeError, KeyError, TypeError, IndexError) as error:
         # reverse.py reads the shape case_to_bundle writes and does not check it element by element.
         raise MappingError(f"an element of the Bundle has an unexpected shape ({error!r})") from error

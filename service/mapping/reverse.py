@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from service.codes import absent_primitive_key
@@ -109,8 +110,11 @@ def _prune(node: Any) -> Any:
     return node
 
 
-def bundle_to_case(bundle: dict[str, Any]) -> dict[str, Any]:
-    """The canonical case carried by a Bundle made by ``case_to_bundle`` (validated)."""
+def bundle_to_case(
+    bundle: dict[str, Any], adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The canonical case carried by a Bundle made by ``case_to_bundle`` (validated; ``adjust``, when
+    given, sees the case just before validation: the pull's ``contact_at_visits``)."""
     s = spec()
     found: list[tuple[dict[str, Any], Any, str]] = []
     ctx = Context()
@@ -138,4 +142,4 @@ def bundle_to_case(bundle: dict[str, Any]) -> dict[str, Any]:
         item = case_tokens(key.split("#", 1)[0])
         read_group(resource, template.group, out, item, ctx)
     root = {k: _prune(v) for k, v in out.items()}
-    return validate_case(root)
+    return validate_case(adjust(root) if adjust is not None else root)

@@ -73,7 +73,7 @@ from service.mapping.spec import (
     spec,
     split_identifier,
 )
-from service.model import validate_case
+from service.model import dates, validate_case
 from service.store import cases as store
 from service.store.cases import ACTIVE
 from service.store.pull_tables import pull_conflicts, pull_cursors, pulled_resources
@@ -472,9 +472,31 @@ class _Outcome:
     ignored: int = 0
 
 
+def contact_at_visits(case: dict[str, Any]) -> dict[str, Any]:
+    """A follow-up visit is a contact: a visit pulled from the server that is certainly after the stored
+    last contact date moves the last contact to the visit's date (at the visit's precision). An EHR adds
+    visits without touching the registry's vital-status record; without this the rule "a follow-up is
+    not after the last contact" would reject every such pull. Nothing else is inferred."""
+    outcome = case.get("outcome") or {}
+    last = outcome.get("last_contact")
+    if not isinstance(last, str) or not dates.known(last):
+        return case
+    later = [
+        fu["date"]
+        for fu in case.get("follow_up", [])
+        if isinstance(fu.get("date"), str)
+        and dates.known(fu["date"])
+        and dates.certainly_before(last, fu["date"])
+    ]
+    if not later:
+        return case
+    latest = max(later, key=lambda d: dates.parse(d).latest)
+    return {**case, "outcome": {**outcome, "last_contact": latest}}
+
+
 def _unmap(entries: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": list(entries.values())}
-    return validate_case(unmap_bundle(bundle))
+    return unmap_bundle(bundle, contact_at_visits)
 
 
 def _canonical(current: Mapping[str, dict[str, Any]], value: str, entry: dict[str, Any]) -> Any:
@@ -701,7 +723,7 @@ class Puller:
             try:
                 case, outcome = merge.run(profiled, plain)
                 if outcome.merged and case is not stored.case:
-                    prepared = self.intake.prepare_valid(validate_case(case))
+                    prepared = self.intake.prepare_valid(validate_case(contact_at_visits(case)))
                     outcome.accepted = self.intake.update(ref, prepared, self.author, if_match=stored.version)
             except (PreconditionFailed, Conflict):
                 continue  # the case changed while it was merged: merge again on the new version
