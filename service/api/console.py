@@ -73,14 +73,16 @@ def landing() -> Response:
     """HTML for a browser; JSON (the same links) for any other client, which asked for no HTML."""
     if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
         return Response(
-            render_template("landing.html", links=LINKS, version=__version__), content_type=HTML_TYPE
+            render_template("landing.html", links=LINKS, version=__version__),
+            content_type=HTML_TYPE,
+            headers={"Vary": "Accept"},
         )
     body = {
         "service": "IVC-LMS FHIR interoperability service",
         "version": __version__,
         "links": {name: {"href": href, "title": title} for name, href, title in LINKS},
     }
-    return Response(orjson.dumps(body), content_type="application/json")
+    return Response(orjson.dumps(body), content_type="application/json", headers={"Vary": "Accept"})
 
 
 @pages.get("/assets/<path:filename>")
@@ -300,7 +302,11 @@ def series_csv() -> Response:
                     f"{summary.percent(r['ci_upper'])})",
                 ]
             )
-    headers = {"Content-Disposition": 'attachment; filename="ivclms-case-series.csv"', "X-Data-As-Of": as_of}
+    headers = {
+        "Content-Disposition": 'attachment; filename="ivclms-case-series.csv"',
+        "X-Data-As-Of": as_of,
+        "X-Content-Type-Options": "nosniff",
+    }
     return Response(out.getvalue(), content_type="text/csv; charset=utf-8", headers=headers)
 
 

@@ -46,6 +46,8 @@ def test_landing_page_for_browsers_and_json_for_the_rest(client):
     body = client.get("/", headers={"Accept": "application/json"}).get_json()
     assert body["links"]["docs"]["href"] == "/docs"
     assert client.get("/").mimetype == "application/json"  # no Accept: not a browser
+    # RFC 9110 12.5.5: a response chosen by Accept names it in Vary (a cache keeps them apart)
+    assert page.headers["Vary"] == "Accept" and client.get("/").headers["Vary"] == "Accept"
 
 
 def test_docs_is_swagger_ui_served_from_here_with_no_inline_script(client):
@@ -152,6 +154,7 @@ def test_series_page(client, series):
     assert "<code>consent</code> = yes (default)" in default
     csv_resp = _get(client, "/ui/series.csv?consent=yes&consent=no&consent=unknown")
     assert csv_resp.mimetype == "text/csv" and "Overall survival" in csv_resp.get_data(as_text=True)
+    assert csv_resp.headers["X-Content-Type-Options"] == "nosniff"  # outside review: HTML and SVG had it
     formula = _get(client, "/ui/series.csv?institution=%3DHYPERLINK(1)").get_data(as_text=True)
     assert "filter,institution,'=HYPERLINK(1)" in formula  # OWASP CSV injection: neutralised
     svg = _get(client, "/ui/series/overall_survival.svg")
