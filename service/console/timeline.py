@@ -48,13 +48,29 @@ def display(table_name: str, key: Any) -> str:
 
 
 def _day(text: str | None) -> dt.date | None:
-    return None if not text else dates.parse(text).earliest
+    """The earliest day of a recorded date; None for none or ``unknown`` (the source gives no date)."""
+    known = dates.known(text)
+    return None if known is None else dates.parse(known).earliest
+
+
+def _when(text: str | None) -> str | None:
+    return "date unknown (not given by the source)" if text == dates.UNKNOWN else text
+
+
+def _grade(grade: Any) -> str:
+    """A Clavien-Dindo grade as recorded: a grade, ``unknown``, or a bound (``< IIIa``)."""
+    if isinstance(grade, Mapping):
+        return f"{grade.get('comparator', '')} {grade.get('value', '')}".strip()
+    return str(grade)
 
 
 def _plus_months(anchor: dt.date | None, months: Any) -> dt.date | None:
     if anchor is None or not isinstance(months, int | float):
         return None
-    return anchor + dt.timedelta(days=round(float(months) * DAYS_PER_MONTH))
+    try:
+        return anchor + dt.timedelta(days=round(float(months) * DAYS_PER_MONTH))
+    except OverflowError:  # intake bounds durations; a sort key must never fail a page
+        return None
 
 
 def _segments(diagnosis: Mapping[str, Any]) -> str:
@@ -76,7 +92,7 @@ def timeline(case: Mapping[str, Any]) -> list[Event]:
         shown: str = "",
     ) -> None:
         """``text`` the recorded date (sorts the event), ``shown`` what to print instead when set."""
-        when = shown or text or fallback
+        when = shown or _when(text) or fallback
         events.append(Event(kind, when, title, detail, ((_day(text) or at or _FAR), len(events))))
 
     diagnosis = case.get("diagnosis") or {}
@@ -90,7 +106,7 @@ def timeline(case: Mapping[str, Any]) -> list[Event]:
         f"{display('diagnosis-basis', diagnosis.get('basis'))}; {_segments(diagnosis)}",
     )
     surgeries = case.get("surgery") or []
-    first_surgery = min((dates.parse(s["date"]).earliest for s in surgeries if s.get("date")), default=None)
+    first_surgery = min((d for s in surgeries if (d := _day(s.get("date"))) is not None), default=None)
     for therapy in case.get("therapies") or []:
         timing = therapy.get("timing")
         kind = TIMING_KINDS.get(str(timing), "therapy")
@@ -110,7 +126,7 @@ def timeline(case: Mapping[str, Any]) -> list[Event]:
         grade = complication.get("clavien_dindo")
         text = complication.get("text")
         what = display("complication", complication.get("type"))
-        detail = (f"Clavien-Dindo {grade}" if grade else "not graded") + (f"; {text}" if text else "")
+        detail = (f"Clavien-Dindo {_grade(grade)}" if grade else "not graded") + (f"; {text}" if text else "")
         add("complication", complication.get("date"), "date not recorded", first_surgery, what, detail)
     recurrence_seen = False
     for follow_up in case.get("follow_up") or []:
@@ -137,13 +153,24 @@ def timeline(case: Mapping[str, Any]) -> list[Event]:
             "Death",
             str(cause) if cause else "cause not recorded",
         )
-    elif outcome.get("last_contact"):
-        add(
-            "last-contact",
-            outcome.get("last_contact"),
-            "",
-            None,
-            "Last contact",
-            display("vital-status", outcome.get("vital_status")),
-        )
+    else:
+        last = outcome.get("last_contact")
+        after_surgery = outcome.get("last_contact_months_after_surgery")
+        after_diagnosis = outcome.get("last_contact_months_after_diagnosis")
+        interval = ""
+        if isinstance(after_surgery, int | float):
+            interval = f"{after_surgery:g} months after surgery"
+        elif isinstance(after_diagnosis, int | float):
+            interval = f"{after_diagnosis:g} months after diagnosis"
+        if last or interval:
+            at = _plus_months(first_surgery, after_surgery) or _plus_months(diagnosed, after_diagnosis)
+            add(
+                "last-contact",
+                last,
+                "date not recorded",
+                at,
+                "Last contact",
+                display("vital-status", outcome.get("vital_status")),
+                shown=interval if dates.known(last) is None else "",
+            )
     return sorted(events, key=lambda e: e.order)

@@ -310,8 +310,9 @@ def disease_free_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
     death = death_point(case)
     if death is not None:
         at_death = elapsed(case, "surgery", death)
-        if at_death is not None:
-            events.append(at_death)
+        if at_death is None:
+            return None  # a death is an event: with its time unknown, so is DFS (never censored)
+        events.append(at_death)
     if events:
         return _time(min(events, key=lambda e: e[0]), 1)
     return _time(elapsed(case, "surgery", last_contact(case)), 0)

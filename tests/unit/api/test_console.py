@@ -214,3 +214,27 @@ def test_a_deidentified_recipient_sees_the_series_under_its_rules_and_nothing_el
     assert refused.status_code == 400 and "institution" in refused.get_data(as_text=True)
     assert _get(client, "/ui", **deidentified).status_code == 403
     assert _get(client, f"/ui/cases/{series['IVC-002']}", **deidentified).status_code == 403
+
+
+def test_a_case_with_unknown_dates_has_its_page(client):
+    # second outside review: `unknown` dates (issue 15) made every such case page a 500
+    case = json.loads((EXAMPLES / "ivclms-001-segment-ii-graft.json").read_text())
+    case["case_id"] = "UNKNOWN-DATES-1"
+    case["diagnosis"]["date"] = "unknown"
+    case["patient"]["birth_date"] = None
+    case["patient"]["age_at_diagnosis"] = 52
+    for surgery in case["surgery"]:
+        surgery["date"] = "unknown"
+    case["outcome"].update({"last_contact": "unknown", "last_contact_months_after_surgery": 27})
+    case["follow_up"] = []
+    case["therapies"] = []
+    case["care_plan"] = None
+    case["pathology"]["neoadjuvant_response_percent"] = None
+    for complication in (case.get("postoperative") or {}).get("complications") or []:
+        complication["date"] = None
+    created = client.post("/cases", json=case, headers=bearer())
+    assert created.status_code == 201, created.get_json()
+    page = _get(client, created.headers["Location"].replace("/cases/", "/ui/cases/"))
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "date unknown (not given by the source)" in text and "27 months after surgery" in text

@@ -66,3 +66,25 @@ def test_an_undated_follow_up_shows_its_interval():
     assert events.index(("adjuvant", "2019-08-05 to 2019-09-13")) < events.index(
         ("follow-up", "6 months after surgery")
     )
+
+
+def test_unknown_dates_bounds_and_an_interval_only_last_contact():
+    # second outside review: every case with an `unknown` date (issue 15) made its case page a 500
+    case = copy.deepcopy(CASE)
+    case["diagnosis"]["date"] = "unknown"
+    for surgery in case["surgery"]:
+        surgery["date"] = "unknown"
+    case["outcome"].update(
+        {"last_contact": "unknown", "last_contact_months_after_surgery": 27, "vital_status": "alive"}
+    )
+    post = case.get("postoperative") or {}
+    if post.get("complications"):
+        post["complications"][0]["clavien_dindo"] = {"comparator": "<", "value": "IIIa"}
+    events = _kinds(timeline(case))
+    assert ("diagnosis", "date unknown (not given by the source)") in events
+    assert ("surgery", "date unknown (not given by the source)") in events
+    assert ("last-contact", "27 months after surgery") in events
+    details = [e.detail for e in timeline(case)]
+    if post.get("complications"):
+        assert any("Clavien-Dindo < IIIa" in d for d in details)
+    assert not any("{" in d for d in details)  # no dict printed as text

@@ -368,3 +368,17 @@ def test_every_example_with_its_dates_unknown_is_valid_and_round_trips(path: Pat
         case["outcome"]["last_contact"] = "unknown"
     undated = validate_case(case)
     assert bundle_to_case(case_to_bundle(undated, now=NOW)) == undated
+
+
+def test_a_death_of_unknown_time_after_surgery_makes_dfs_unknown_not_censored() -> None:
+    """Second outside review: dead in 2023-05, surgery date unknown, last contact 20 months after surgery
+    gave DFS 20 censored. docs/registry.md: the DFS event includes "death from any cause", so a death whose
+    time after surgery is unknown makes DFS unknown; it is never counted as survival without an event."""
+    case = _undated(
+        outcome=_outcome(last_contact_months_after_surgery=20, vital_status="dead", death_date="2023-05")
+    )
+    for fu in case["follow_up"]:
+        fu["date"] = None
+    validated = validate_case(case)
+    assert outcomes.died(validated)
+    assert outcomes.disease_free_survival(validated) is None
