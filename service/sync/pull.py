@@ -476,7 +476,8 @@ def contact_at_visits(case: dict[str, Any]) -> dict[str, Any]:
     """A follow-up visit is a contact: a visit pulled from the server that is certainly after the stored
     last contact date moves the last contact to the visit's date (at the visit's precision). An EHR adds
     visits without touching the registry's vital-status record; without this the rule "a follow-up is
-    not after the last contact" would reject every such pull. Nothing else is inferred."""
+    not after the last contact" would reject every such pull. The intervals recorded for the earlier
+    contact go with it (kept, they would contradict the new date). Nothing else is inferred."""
     outcome = case.get("outcome") or {}
     last = outcome.get("last_contact")
     if not isinstance(last, str) or not dates.known(last):
@@ -491,7 +492,13 @@ def contact_at_visits(case: dict[str, Any]) -> dict[str, Any]:
     if not later:
         return case
     latest = max(later, key=lambda d: dates.parse(d).latest)
-    return {**case, "outcome": {**outcome, "last_contact": latest}}
+    # the recorded intervals described the earlier contact: kept, they would contradict the new one
+    moved = {
+        "last_contact": latest,
+        "last_contact_months_after_diagnosis": None,
+        "last_contact_months_after_surgery": None,
+    }
+    return {**case, "outcome": {**outcome, **moved}}
 
 
 def _unmap(entries: Mapping[str, dict[str, Any]]) -> dict[str, Any]:

@@ -34,3 +34,17 @@ def test_nothing_moves_without_a_later_visit_or_a_known_last_contact() -> None:
     assert contact_at_visits(unknown) is unknown
     interval = _case(None, "2024-10-01")
     assert contact_at_visits(interval) is interval
+
+
+def test_the_intervals_of_the_earlier_contact_go_with_it() -> None:
+    # second outside review: a recorded 36.3 months after surgery contradicted the moved last contact
+    case = _case("2024-04-20", "2025-01-15")
+    case["outcome"]["last_contact_months_after_surgery"] = 36.3
+    case["outcome"]["last_contact_months_after_diagnosis"] = 38.0
+    outcome = contact_at_visits(case)["outcome"]
+    assert outcome["last_contact"] == "2025-01-15"
+    assert outcome["last_contact_months_after_surgery"] is None
+    assert outcome["last_contact_months_after_diagnosis"] is None
+    kept = _case("2024-04-20", "2024-01-05")
+    kept["outcome"]["last_contact_months_after_surgery"] = 36.3
+    assert contact_at_visits(kept)["outcome"]["last_contact_months_after_surgery"] == 36.3
