@@ -307,6 +307,19 @@ def intervals_agree_with_dates(case: dict[str, Any]) -> Iterator[Issue]:
             )
 
 
+def _diagnosis_floor(patient: dict[str, Any]) -> str | None:
+    """The earliest day a diagnosis of unknown date can be: birth date + the age at diagnosis in years."""
+    birth, age = dates.known(patient.get("birth_date")), patient.get("age_at_diagnosis")
+    if birth is None or not isinstance(age, int):
+        return None
+    day = dates.parse(birth).earliest
+    try:
+        floor = day.replace(year=day.year + age)
+    except ValueError:  # 29 February in a year that has none
+        floor = day.replace(year=day.year + age, day=28)
+    return floor.isoformat()
+
+
 def intervals_not_after_today(case: dict[str, Any], today: dt.date) -> Iterator[Issue]:
     """An interval counted from a known anchor (diagnosis or first surgery, even partial) whose
     earliest possible end is after ``today``: the same "a date after today is an error" as
@@ -314,7 +327,11 @@ def intervals_not_after_today(case: dict[str, Any], today: dt.date) -> Iterator[
     operation was accepted). Earliest end = the anchor's earliest day + months x 30.4375 days."""
     first = first_surgery(case)
     diagnosis = ("diagnosis.date", dates.known(case["diagnosis"]["date"]))
+    if diagnosis[1] is None:  # unknown: not before birth + age (second outside review)
+        diagnosis = ("patient.birth_date + age_at_diagnosis", _diagnosis_floor(case["patient"]))
     surgery = (f"surgery[{first[0]}].date", dates.known(first[1])) if first else ("", None)
+    if first and surgery[1] is None:  # unknown: not before the diagnosis ("diagnosis <= surgery")
+        surgery = (f"{diagnosis[0]} (surgery[{first[0]}].date is unknown, not before it)", diagnosis[1])
     outcome = case["outcome"]
     months, days = ("months", DAYS_PER_MONTH), ("days", 1.0)
     intervals: list[tuple[str, tuple[str, str | None], float | None, tuple[str, float]]] = [

@@ -382,3 +382,21 @@ def test_a_death_of_unknown_time_after_surgery_makes_dfs_unknown_not_censored() 
     validated = validate_case(case)
     assert outcomes.died(validated)
     assert outcomes.disease_free_survival(validated) is None
+
+
+def test_an_unknown_anchor_still_bounds_an_interval_by_today() -> None:
+    """Second outside review: an unknown date switched off "a date after today is an error" for the
+    intervals counted from it. An unknown surgery is not before the diagnosis ("diagnosis <= surgery");
+    an unknown diagnosis is not before birth date + age at diagnosis. Example 1: born 1968-03-14."""
+    case = _undated(outcome=_outcome(last_contact_months_after_diagnosis=1000))
+    assert case["patient"]["birth_date"] == "1968-03-14" and case["patient"]["age_at_diagnosis"] == 52
+    assert ("business-rule", "outcome.last_contact_months_after_diagnosis") in _refused(case)
+    dated_diagnosis = _undated(outcome=_outcome(last_contact_months_after_surgery=1500))
+    dated_diagnosis["diagnosis"]["date"] = "2021-02-20"
+    dated_diagnosis["patient"]["age_at_diagnosis"] = None
+    assert ("business-rule", "outcome.last_contact_months_after_surgery") in _refused(dated_diagnosis)
+    # the true record of the same shape stays accepted
+    fine = _undated(outcome=_outcome(last_contact_months_after_surgery=27))
+    fine["diagnosis"]["date"] = "2021-02-20"
+    fine["patient"]["age_at_diagnosis"] = None
+    assert validate_case(fine)["outcome"]["last_contact_months_after_surgery"] == 27
