@@ -528,7 +528,7 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
         "recurrences": series.recurrences,
         "deaths": series.deaths,
         "lost_to_follow_up": series.lost,
-        "follow_up_months": describe(series.follow_up),
+        "follow_up_months": describe(series.follow_up, series.precision["os_unknown"]),
         "follow_up_after_surgery_months": describe(
             series.follow_up_surgery, series.operated - len(series.follow_up_surgery)
         ),

@@ -328,6 +328,8 @@ def test_the_summary_counts_unknown_survival_and_leaves_it_out_of_kaplan_meier()
     assert report["cases"] == 2 and report["operated"] == 2
     assert report["precision"]["os_unknown"] == 1
     assert report["kaplan_meier"]["overall_survival"]["n"] == 1
+    # second outside review: follow-up said missing 0 beside an unknown OS time
+    assert report["follow_up_months"]["n"] == 1 and report["follow_up_months"]["missing"] == 1
     assert report["precision"]["dfs_unknown"] == 2
     assert "<td>" in summary.render_html(report)
 
