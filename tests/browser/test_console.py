@@ -101,6 +101,18 @@ def _check_page(driver: webdriver.Chrome, name: str) -> None:
     assert not bad, f"{name}: {bad}"
 
 
+def _try_it(browser, operation_id: str):
+    """Swagger UI's "try it out" on one operation, as a user clicks it: (the operation, its status)."""
+    operation = browser.find_element(By.ID, operation_id)
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    for button in (".try-out__btn", "button.execute"):
+        WebDriverWait(browser, WAIT_S).until(lambda d, b=button: operation.find_elements(By.CSS_SELECTOR, b))
+        operation.find_element(By.CSS_SELECTOR, button).click()
+    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
+    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
+    return operation, operation.find_element(*live).text.strip()
+
+
 def test_landing_page(browser, base):
     _open(browser, f"{base}/", "ul.links")
     hrefs = {
@@ -118,15 +130,8 @@ def test_api_docs_swagger_ui_works_offline_under_the_csp(browser, base):
     assert browser.find_elements(By.CSS_SELECTOR, "button.authorize")  # bearer auth for "try it out"
     _check_page(browser, "docs")
     # "try it": GET /healthz from the page (fetch to our own origin, allowed by the CSP)
-    operation = browser.find_element(By.ID, "operations-default-get_healthz")
-    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
-    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))
-    operation.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
-    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.execute"))
-    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
-    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
-    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
-    assert operation.find_element(*live).text.strip() == "200"
+    _, status = _try_it(browser, "operations-default-get_healthz")
+    assert status == "200"
     log = [entry["message"] for entry in browser.get_log("browser")]
     assert not [m for m in log if "Content Security Policy" in m], log
 
@@ -182,14 +187,7 @@ def test_try_it_with_a_bearer_token_through_authorize(browser, guarded):
     field.send_keys(token())
     browser.find_element(By.CSS_SELECTOR, ".auth-container .auth-btn-wrapper .authorize").click()
     browser.find_element(By.CSS_SELECTOR, ".auth-container .auth-btn-wrapper .btn-done").click()
-    operation = browser.find_element(By.ID, "operations-default-get_cases")
-    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
-    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, ".try-out__btn"))
-    operation.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
-    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(By.CSS_SELECTOR, "button.execute"))
-    operation.find_element(By.CSS_SELECTOR, "button.execute").click()
-    live = (By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status")
-    WebDriverWait(browser, WAIT_S).until(lambda d: operation.find_elements(*live))
-    assert operation.find_element(*live).text.strip() == "200"  # without the token it is 401
+    operation, status = _try_it(browser, "operations-default-get_cases")
+    assert status == "200"  # without the token it is 401
     curl = operation.find_element(By.CSS_SELECTOR, ".curl-command").text
     assert "Authorization: Bearer " in curl
