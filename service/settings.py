@@ -222,6 +222,19 @@ class Settings:
         1024**3,
     )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+    session_secret: str = _env(
+        "SESSION_SECRET",
+        "Key signing the console's session cookie (sign-in and CSRF tokens), at least 32 bytes. Empty: a "
+        "random key kept in `<DATA_DIR>/session.key` (mode 0600), shared by every worker on this host; set "
+        "it when several hosts serve one console.",
+        "",
+    )
+    session_cookie_secure: bool = _env(
+        "SESSION_COOKIE_SECURE",
+        "Send the console's session cookie over HTTPS only. Browsers treat http://127.0.0.1 and "
+        "http://localhost as secure, so local trial mode works with it on.",
+        True,
+    )
 
     def __post_init__(self) -> None:
         # Resolved here, once: a relative IVCLMS_DATA_DIR must not mean another folder per command.
@@ -311,6 +324,8 @@ class Settings:
             )
         if self.fhir_auth_mode == "smart-backend":
             self._check_smart_backend()
+        if self.session_secret and len(self.session_secret.encode("utf-8")) < MIN_KEY_BYTES:
+            raise SettingsError(f"{PREFIX}SESSION_SECRET must be at least {MIN_KEY_BYTES} bytes")
         if serving and not self.auth_disabled and not (self.auth_jwt_secret or self.auth_jwt_public_key_file):
             raise SettingsError(
                 f"authentication is on by default: set {PREFIX}AUTH_JWT_SECRET or "

@@ -13,6 +13,7 @@ from service.api import (
     bulk,
     cases,
     console,
+    csrf,
     errors,
     fhir_intake,
     fhir_read,
@@ -63,6 +64,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     if not settings.sync_enabled:
         log.warning("no FHIR server configured (IVCLMS_FHIR_URL is empty): sync to a FHIR server is off")
     errors.init_app(app)
+    csrf.init_app(app, settings)
     http_edges.lower_host(app)
     http_edges.init_cors(app)  # before authentication: a CORS preflight carries no token
     security.init_app(app)
