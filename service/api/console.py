@@ -24,7 +24,7 @@ from service import __version__
 from service.api import openapi
 from service.api.context import ctx
 from service.api.params import int_arg
-from service.api.registry import SUMMARY_PARAMS, _check_names, _filters, recipient_key
+from service.api.registry import SUMMARY_PARAMS, check_names, recipient_key, summary_filters
 from service.auth import gate
 from service.clock import instant
 from service.codes import table
@@ -40,6 +40,8 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 STATIC_DIR = CONSOLE_DIR / "static"
 SWAGGER_PREFIX = "swagger-ui/"
 PAGE_SIZE = 25
+LIST_PARAMS = ("institution", "segment", "status", "sync", "offset")
+CASE_PARAMS = ("from", "to")
 HTML_TYPE = "text/html; charset=utf-8"
 CURVES = {"overall_survival": "Overall survival", "disease_free_survival": "Disease-free survival"}
 
@@ -120,6 +122,7 @@ def case_list() -> Response:
     # where GET /cases (ids and versions only) needs search alone (docs/security.md: content needs r)
     gate.require_case_types(g.principal, "s")
     gate.require_case_types(g.principal, "r")
+    check_names(LIST_PARAMS, frozenset())
     segments = list(table("ivc-segment").keys())
     institution = request.args.get("institution", "").strip()
     if len(institution) > 512:
@@ -184,6 +187,7 @@ def case_page(ref: str) -> Response:
     intake = ctx().intake
     row, current = intake.get(ref)
     gate.require_case_read(g.principal, row.source_system, ref)  # before any version says more
+    check_names(CASE_PARAMS, frozenset())
     versions = sorted(intake.history(ref), key=lambda v: v.version)
     numbers = [v.version for v in versions]
     default_from = numbers[-2] if len(numbers) > 1 else numbers[-1]
@@ -215,9 +219,9 @@ def case_page(ref: str) -> Response:
 def _series() -> tuple[dict[str, Any], list[tuple[str, str]], str, bool]:
     """The summary of the asked filters, the filters as shown, the data-as-of stamp, de-identified?"""
     principal = g.principal
-    _check_names(SUMMARY_PARAMS)
+    check_names(SUMMARY_PARAMS)
     deidentified = access.summary_is_deidentified(principal)
-    filters = _filters(principal, recipient_key(principal) if deidentified else None)
+    filters = summary_filters(principal, recipient_key(principal) if deidentified else None)
     as_of = instant(ctx().intake.clock())
     cases = (found.case for found in source.stream_cases(ctx().engine, filters))
     report = summary.summarise(cases, deidentified=deidentified)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask, Response, render_template, request
 from sqlalchemy.exc import OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
 from service.api.responses import fhir_response
@@ -71,7 +71,11 @@ def init_app(app: Flask) -> None:
                 f"request body exceeds the configured limit of {limit} bytes (IVCLMS_HTTP_MAX_BODY_BYTES)"
             )
         issue = Issue(code=_HTTP_ISSUE_CODES.get(status, "processing"), diagnostics=message)
-        return respond([issue], status)
+        headers = {}
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            # RFC 9110 15.5.6: "The origin server MUST generate an Allow header field in a 405 response"
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return respond([issue], status, headers)
 
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError) -> Response:

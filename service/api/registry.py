@@ -53,11 +53,13 @@ def _bad(name: str, message: str) -> BadRequest:
     return BadRequest([Issue("invalid", f"{name}: {message}", name)])
 
 
-def _check_names(allowed: tuple[str, ...]) -> None:
+def check_names(allowed: tuple[str, ...], repeatable: frozenset[str] = REPEATABLE) -> None:
+    """400 for a parameter the route does not know (never silently ignored: a misspelt filter would
+    widen what comes back) and for one given twice that is not ``repeatable``."""
     for name in request.args:
         if name not in allowed:
             raise _bad(name, f"unknown parameter; allowed: {', '.join(allowed)}")
-        if name not in REPEATABLE and len(request.args.getlist(name)) > 1:
+        if name not in repeatable and len(request.args.getlist(name)) > 1:
             raise _bad(name, "may be given once")
 
 
@@ -129,7 +131,7 @@ def _since(key: bytes | None) -> dt.datetime | None:
     return parse_instant(signed, "since")
 
 
-def _filters(principal: Principal, key: bytes | None) -> source.Filters:
+def summary_filters(principal: Principal, key: bytes | None) -> source.Filters:
     """The request's filters; ``key`` (the recipient's pseudonym key, ``b""`` when none is configured)
     means the de-identified rules apply, None the identified ones."""
     deidentified = key is not None
@@ -218,9 +220,9 @@ def _stream(lines: Iterator[str], primed: int, content_type: str, filename: str,
 
 def _extract() -> tuple[Iterator[dict[str, Any]], extract.Options, str]:
     principal: Principal = g.principal
-    _check_names(EXTRACT_PARAMS)
+    check_names(EXTRACT_PARAMS)
     options = _options(principal)
-    filters = _filters(principal, options.key if options.deidentified else None)
+    filters = summary_filters(principal, options.key if options.deidentified else None)
     as_of = instant(ctx().intake.clock())
     if options.deidentified:
         as_of = deid.cursor(as_of, options.key)
@@ -245,12 +247,12 @@ def registry_ndjson() -> Response:
 @bp.get("/registry/summary")
 def registry_summary() -> Response:
     principal: Principal = g.principal
-    _check_names(SUMMARY_PARAMS)
+    check_names(SUMMARY_PARAMS)
     deidentified = access.summary_is_deidentified(principal)
     form = request.args.get("format")
     if form is not None and form not in ("json", "html"):
         raise _bad("format", "must be json or html")
-    filters = _filters(principal, recipient_key(principal) if deidentified else None)
+    filters = summary_filters(principal, recipient_key(principal) if deidentified else None)
     if form is None:
         form = "html" if request.accept_mimetypes.best_match([JSON, "text/html"]) == "text/html" else "json"
     cases = (found.case for found in source.stream_cases(ctx().engine, filters))

@@ -238,3 +238,18 @@ def test_a_case_with_unknown_dates_has_its_page(client):
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "date unknown (not given by the source)" in text and "27 months after surgery" in text
+
+
+@pytest.mark.parametrize("path", ["/ui?segmnt=I", "/ui?segment=I&segment=II", "/ui?page=2"])
+def test_the_case_list_refuses_a_parameter_it_does_not_know(client, series, path):
+    """A misspelt filter silently ignored would show every case as if filtered (the API's extracts refuse
+    it too)."""
+    resp = _get(client, path)
+    assert resp.status_code == 400
+    assert ("segment" if "segment" in path else path.split("?")[1].split("=")[0]) in resp.get_data(as_text=True)
+
+
+def test_the_case_page_refuses_a_parameter_it_does_not_know(client, series):
+    ref = series["IVC-002"]
+    assert _get(client, f"/ui/cases/{ref}?frm=1").status_code == 400
+    assert _get(client, f"/ui/cases/{ref}?from=1").status_code == 200
