@@ -246,7 +246,8 @@ def test_the_case_list_refuses_a_parameter_it_does_not_know(client, series, path
     it too)."""
     resp = _get(client, path)
     assert resp.status_code == 400
-    assert ("segment" if "segment" in path else path.split("?")[1].split("=")[0]) in resp.get_data(as_text=True)
+    named = "segment" if "segment" in path else path.split("?")[1].split("=")[0]
+    assert named in resp.get_data(as_text=True)
 
 
 def test_the_case_page_refuses_a_parameter_it_does_not_know(client, series):
