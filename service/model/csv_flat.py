@@ -55,7 +55,7 @@ SEPARATOR = ";"
 RANGE = ".."
 """Between the ends of a range in a cell (``90..95``): ``-`` would clash with negative numbers and with
 the spreadsheet formula guard."""
-_INTEGER = re.compile(r"^[+-]?\d+$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 """A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV Injection": =, +, -, @,
 tab, carriage return; and line feed, which some spreadsheets also skip before a formula)."""
@@ -291,12 +291,13 @@ def _parse_bound(raw: str) -> Any:
 
 
 def _parse_number(raw: str) -> Any:
-    if _INTEGER.match(raw):
+    """A number in ASCII digits only (``float`` would take ``١٢``, ``nan`` and ``inf``); else the text, which
+    the model then refuses as not a number, naming the column."""
+    if _INTEGER.fullmatch(raw):
         return int(raw)
-    try:
+    if _NUMERIC.fullmatch(raw):
         return float(raw)
-    except ValueError:
-        return raw
+    return raw
 
 
 # ---- files --------------------------------------------------------------------------------------

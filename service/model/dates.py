@@ -20,9 +20,10 @@ from typing import Literal
 
 Precision = Literal["year", "month", "day"]
 PRECISIONS: tuple[Precision, ...] = ("year", "month", "day")
-PATTERN = r"^\d{4}(-\d{2}(-\d{2})?)?$"
+PATTERN = r"^[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?$"
 """The JSON Schema pattern of a partial date (FHIR R4 ``date`` without its optional timezone-free
-relaxations: four-digit year, two-digit month and day)."""
+relaxations: four-digit year, two-digit month and day). ASCII digits only, matched whole: Python's
+backslash-d takes any Unicode digit and ``$`` a trailing newline, both of which FHIR's ``date`` refuses."""
 _FORM = re.compile(PATTERN)
 UNKNOWN = "unknown"
 """The value of a date the source does not give (issue 15: diagnosis.date, surgery[].date): still
@@ -63,7 +64,7 @@ class PartialDate:
 
 def parse(text: str) -> PartialDate:
     """``text`` as a PartialDate; DateError when the form is wrong or the day does not exist."""
-    if not isinstance(text, str) or not _FORM.match(text):
+    if not isinstance(text, str) or not _FORM.fullmatch(text):
         raise DateError("must be a date YYYY, YYYY-MM or YYYY-MM-DD")
     parts = [int(p) for p in text.split("-")]
     year = parts[0]

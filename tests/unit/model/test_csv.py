@@ -154,3 +154,13 @@ def test_code_and_date_cells_are_trimmed_and_a_bom_is_ignored(example):
     row["diagnosis_date"] = "2021-02-20 "
     [(_, case)] = read_csv("\ufeff" + write_rows([row]))
     assert case == example
+
+
+@pytest.mark.parametrize("cell", ["\u0661\u0662\u0660", "\uff11\uff12\uff10", "nan", "inf"])
+def test_a_number_cell_is_ascii_digits_only(example, cell):
+    """Python's float() takes Arabic-Indic and fullwidth digits, nan and inf; a sheet's number is none of
+    them (FHIR decimal: "-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?")."""
+    row = {**flatten(example), "surgery1_operative_time_min": cell}
+    [(_line, found)] = read_csv(write_rows([row]))
+    assert isinstance(found, Unprocessable), found
+    assert [i.diagnostics for i in found.issues] == ["line 2: surgery1_operative_time_min: must be a number"]

@@ -45,7 +45,21 @@ def test_a_partial_date_keeps_its_precision_and_its_days(text, precision, earlie
 
 
 @pytest.mark.parametrize(
-    "text", ["2019-02-30", "2019-13", "2019-00", "2019-6", "19", "2019-06-12T10:00", "0000"]
+    "text",
+    [
+        "2019-02-30",
+        "2019-13",
+        "2019-00",
+        "2019-6",
+        "19",
+        "2019-06-12T10:00",
+        "0000",
+        # FHIR R4 date: "([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|
+        # [1-2][0-9]|3[0-1]))?)?" -- ASCII digits, the whole value (Python's \d and $ took these)
+        "2019-06-12\n",
+        "\u0662\u0660\u0661\u0669",
+        "\uff12\uff10\uff11\uff19-06",
+    ],
 )
 def test_impossible_or_malformed_dates_are_refused(text):
     with pytest.raises(dates.DateError):
