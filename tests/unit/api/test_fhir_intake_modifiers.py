@@ -97,12 +97,20 @@ def test_the_own_bundle_unedited_is_stored(client: FlaskClient) -> None:
     assert len(_stored(client)) == 1
 
 
-@pytest.mark.parametrize("status", ["not-done", "entered-in-error"])
-def test_a_surgery_that_did_not_happen_is_refused(client: FlaskClient, status: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        ("not-done", "was not done"),
+        ("entered-in-error", "was entered in error"),
+        # R4 event-status: "preparation: The core event has not started yet, but some staging activities
+        # have begun"
+        ("preparation", "has not started"),
+    ],
+)
+def test_a_surgery_that_did_not_happen_is_refused(client: FlaskClient, status: str, words: str) -> None:
     bundle = _bundle(_case())
     i, surgery = _entry(bundle, "surgery")
     surgery["status"] = status
-    words = "was not done" if status == "not-done" else "was entered in error"
     _refused(client, bundle, f"Bundle.entry[{i}].resource.status", words)
 
 
@@ -128,6 +136,9 @@ def test_a_surgery_not_done_is_refused_in_plain_r4_too(client: FlaskClient) -> N
         ("complication", "entered-in-error"),
         ("neoadjuvant-response", "entered-in-error"),
         ("vital-status", "cancelled"),
+        # R4 observation-status: "registered: The existence of the observation is registered, but there is
+        # no result yet available"
+        ("vital-status", "registered"),
     ],
 )
 def test_a_withdrawn_observation_is_refused(client: FlaskClient, name: str, status: str) -> None:
@@ -137,7 +148,12 @@ def test_a_withdrawn_observation_is_refused(client: FlaskClient, name: str, stat
     _refused(client, bundle, f"Bundle.entry[{i}].resource.status", f"(status {status})")
 
 
-@pytest.mark.parametrize("code", ["refuted", "entered-in-error"])
+@pytest.mark.parametrize(
+    "code",
+    # R4 condition-ver-status: unconfirmed "There is not sufficient diagnostic and/or clinical evidence to
+    # treat this as a confirmed condition"; provisional and differential are its children
+    ["refuted", "entered-in-error", "unconfirmed", "provisional", "differential"],
+)
 def test_a_refuted_primary_cancer_is_refused(client: FlaskClient, code: str) -> None:
     bundle = _bundle(_case())
     i, condition = _entry(bundle, "primary-cancer")
