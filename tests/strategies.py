@@ -50,9 +50,17 @@ def amounts(maximum: float = 1000) -> st.SearchStrategy[float]:
     return st.integers(0, int(maximum)) | st.floats(0, maximum).map(lambda x: round(x, 2))
 
 
-def bounded(values: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
-    """A value, a bound {comparator, value} or a range {low, high} (data set, "Incomplete records")."""
-    bound = st.fixed_dictionaries({"comparator": st.sampled_from(["<", "<=", ">=", ">"]), "value": values})
+def bounded(values: st.SearchStrategy[float], top: float | None = None) -> st.SearchStrategy[Any]:
+    """A value, a bound {comparator, value} or a range {low, high} (data set, "Incomplete records"); a
+    bound admits some value of the scale [0, top] (``< 0``, ``> 100 %`` are refused)."""
+    bound = st.fixed_dictionaries(
+        {"comparator": st.sampled_from(["<", "<=", ">=", ">"]), "value": values}
+    ).filter(
+        lambda b: (
+            not (b["comparator"] == "<" and b["value"] <= 0)
+            and not (top is not None and b["comparator"] == ">" and b["value"] >= top)
+        )
+    )
     span = st.tuples(values, values).filter(lambda p: p[0] < p[1]).map(lambda p: {"low": p[0], "high": p[1]})
     return values | bound | span
 
@@ -205,7 +213,7 @@ def performance_statuses() -> st.SearchStrategy[dict[str, Any]]:
 
 def weight_losses() -> st.SearchStrategy[dict[str, Any]]:
     """An amount (kg and/or percent, either may be a bound or range), with or without a period."""
-    kg, percent = opt(bounded(amounts(40))), opt(bounded(percents()))
+    kg, percent = opt(bounded(amounts(40))), opt(bounded(percents(), 100))
     loss = st.fixed_dictionaries({"kg": kg, "percent": percent, "over_months": opt(bounded(amounts(24)))})
     return loss.filter(lambda x: x["kg"] is not None or x["percent"] is not None)
 
@@ -257,7 +265,7 @@ def diagnoses(draw: Draw, diagnosis: dt.date) -> dict[str, Any]:
         "ivc_segment_from": draw(st.sampled_from([order[low], *table("ivc-segment").absent])),
         "ivc_segment_to": draw(st.sampled_from([order[high], *table("ivc-segment").absent])),
         "growth_pattern": draw(opt(code("growth-pattern"))),
-        "luminal_occlusion_percent": draw(opt(bounded(percents()))),
+        "luminal_occlusion_percent": draw(opt(bounded(percents(), 100))),
         "renal_vein_involvement": draw(opt(code("renal-vein-involvement"))),
         "hepatic_vein_involvement": draw(opt(booleans)),
         "right_atrium_extension": draw(opt(booleans)),
@@ -335,7 +343,7 @@ def pathologies(draw: Draw) -> dict[str, Any]:
         "tumour_size_cm": draw(st.just([]) | dimensions()),
         "margin": draw(opt(code("margin"))),
         "closest_margin_mm": draw(opt(bounded(amounts(50)))),
-        "neoadjuvant_response_percent": draw(opt(bounded(percents()))),
+        "neoadjuvant_response_percent": draw(opt(bounded(percents(), 100))),
         "ihc": ihc,
         "metastatic_lesions": lesions,
     }

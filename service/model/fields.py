@@ -315,6 +315,15 @@ class Bounded(Number):
             number = convert(number, unit, self.unit, self.dimension)
         return self.check(number)
 
+    def _admits_some(self, comparator: str, bound: float) -> None:
+        """A bound that no allowed value meets (``> 100 %``, ``< 0 mm``) says something impossible, as
+        a value past the scale would: refused the same way."""
+        top, bottom = self.maximum, self.minimum
+        if comparator == ">" and top is not None and bound >= top:
+            raise ValidationError(f"no value is > {bound:g}: the scale ends at {top:g}")
+        if comparator == "<" and bottom is not None and not self.exclusive_minimum and bound <= bottom:
+            raise ValidationError(f"no value is < {bound:g}: the scale starts at {bottom:g}")
+
     def _unit(self, value: Mapping[str, Any]) -> str | None:
         if "unit" not in value:
             return self.unit
@@ -352,7 +361,9 @@ class Bounded(Number):
         if keys == {"comparator", "value"}:
             if value["comparator"] not in COMPARATORS:
                 raise ValidationError(f"comparator must be one of: {', '.join(COMPARATORS)}")
-            return {"comparator": value["comparator"], "value": self._one(value["value"], unit)}
+            bound = self._one(value["value"], unit)
+            self._admits_some(value["comparator"], bound)
+            return {"comparator": value["comparator"], "value": bound}
         if keys == {"low", "high"}:
             low, high = self._one(value["low"], unit), self._one(value["high"], unit)
             if not low < high:

@@ -139,3 +139,34 @@ def test_csv_file_round_trip_keeps_bounds():
     case = _case()
     ((_line, read),) = read_csv(write_csv([case]))
     assert read == case
+
+
+@pytest.mark.parametrize(
+    ("path", "bound", "words"),
+    [
+        (("diagnosis", "luminal_occlusion_percent"), {"comparator": ">", "value": 100}, "no value is > 100"),
+        (("pathology", "closest_margin_mm"), {"comparator": "<", "value": 0}, "no value is < 0"),
+        (("surgery", 0, "blood_loss_ml"), {"comparator": "<", "value": 0}, "no value is < 0"),
+    ],
+)
+def test_a_bound_past_the_scale_is_refused(path, bound, words):
+    """ "> 100 %" or "< 0 mm" admits no value the element may take (a percentage is 0-100, a margin or a
+    blood loss is not negative): as impossible as 101 %, and refused like it, naming the element."""
+    case = _case()
+    node = case
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = bound
+    with pytest.raises(Unprocessable) as caught:
+        validate_case(case)
+    named = ".".join(str(p) for p in path).replace(".0.", "[0].")
+    assert [i.diagnostics for i in caught.value.issues if i.expression == named] == [
+        f"{named}: {words}: " + ("the scale ends at 100" if ">" in words else "the scale starts at 0")
+    ]
+
+
+@pytest.mark.parametrize("bound", [{"comparator": ">=", "value": 100}, {"comparator": "<=", "value": 0}])
+def test_a_bound_at_the_end_of_the_scale_still_admits_that_end(bound):
+    case = _case()
+    case["diagnosis"]["luminal_occlusion_percent"] = bound
+    assert validate_case(case)["diagnosis"]["luminal_occlusion_percent"] == bound
