@@ -8,20 +8,20 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 
 from service.clock import utcnow
 from service.intake import Intake
-from service.store.cases import find, find_version
+from service.store.cases import enqueue, find, find_version
 from service.store.pull_tables import pull_conflicts
 from service.store.tables import outbox
 
 SERVER = "http://fhir.test/fhir"
-SERVER_ID = "9001"
 
 
 def dead_letter(engine: Engine, ref: str, version: int) -> int:
-    """The newest outbox entry of ``ref`` version ``version`` rejected by the server (dead, one attempt)."""
+    """The newest outbox entry of ``ref`` version ``version`` (queued if there is none) rejected by the
+    server: dead after one attempt, with the server's OperationOutcome."""
     answer = {
         "resourceType": "OperationOutcome",
         "issue": [
@@ -34,15 +34,12 @@ def dead_letter(engine: Engine, ref: str, version: int) -> int:
         ],
     }
     with engine.begin() as conn:
-        entry_id = (
-            conn.execute(
-                outbox.select()
-                .where(outbox.c.case_ref == ref, outbox.c.version == version)
-                .order_by(outbox.c.id.desc())
-            )
-            .first()
-            .id
-        )
+        query = outbox.select().where(outbox.c.case_ref == ref, outbox.c.version == version)
+        found = conn.execute(query.order_by(outbox.c.id.desc())).first()
+        if found is None:  # an instance without a FHIR server queues nothing: queue it as intake would
+            enqueue(conn, ref, version, utcnow())
+            found = conn.execute(query.order_by(outbox.c.id.desc())).first()
+        entry_id = found.id
         conn.execute(
             update(outbox)
             .where(outbox.c.id == entry_id)
@@ -71,7 +68,9 @@ def outcome_conflict(engine: Engine, ref: str, effective: str, *, now: datetime 
         if any(str(i.get("value", "")).endswith("|outcome") for i in e["resource"].get("identifier", []))
     )
     resource: dict[str, Any] = copy.deepcopy(entry["resource"])
-    resource.update(id=SERVER_ID, effectiveDateTime=effective)
+    with engine.connect() as conn:  # one server resource per conflict seeded
+        server_id = str(9001 + len(conn.execute(select(pull_conflicts.c.id)).all()))
+    resource.update(id=server_id, effectiveDateTime=effective)
     resource.setdefault("meta", {})["versionId"] = "2"
     identifier = next(i["value"] for i in resource["identifier"] if i["value"].endswith("|outcome"))
     with engine.begin() as conn:
@@ -82,7 +81,7 @@ def outcome_conflict(engine: Engine, ref: str, effective: str, *, now: datetime 
                 case_ref=ref,
                 identifier=identifier,
                 resource_type="Observation",
-                server_id=SERVER_ID,
+                server_id=server_id,
                 server_version="2",
                 case_version=row.version,
                 reason=f"Observation changed on the server (version 2) and here (now v{row.version})",
