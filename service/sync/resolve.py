@@ -8,10 +8,11 @@
   merged it had the service not changed the element (the pull's own merge, with the resource accepted),
   stored through ``Intake.update`` with ``If-Match`` (a case changed meanwhile is merged again), recorded
   in ``pulled_resources``, and the conflict resolved. A merged case the mapping or the validation rejects
-  is a 422: nothing stored, the conflict stays open.
+  is a 422: nothing stored, the conflict stays open. A withdrawn case is not merged into (409), as the
+  pull does not merge into one.
 * A ``rejected`` entry (the pull's merge already failed the mapping or validation) can only be
-  dismissed: ``ours`` resolves it and queues the case to be sent again; ``theirs`` is a 409 (the same
-  merge would fail the same way; the server's resource must be fixed there and pulled again).
+  dismissed: ``ours`` resolves it and queues the case to be sent again (when the service has it);
+  ``theirs`` is a 409 (the same merge would fail the same way; fix the resource on the server and pull).
 
 An unknown id is 404, one already resolved 409. Logs carry ids and case refs, never content.
 """
@@ -34,6 +35,7 @@ from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unproc
 from service.intake import Intake
 from service.mapping.spec import MappingError
 from service.store import cases as store
+from service.store.cases import ACTIVE
 from service.store.pull_tables import pull_conflicts
 from service.sync import outbox, pull
 
@@ -128,6 +130,10 @@ def _take_theirs(
         stored = pull.load_case(engine, row.server_url, row.case_ref) if row.case_ref else None
         if stored is None:
             raise NotFound(f"pull conflict {row.id}: its case is not stored")
+        if stored.status != ACTIVE:
+            raise Conflict(
+                f"pull conflict {row.id}: the case is withdrawn; keep ours dismisses the conflict", "keep"
+            )
         merge = pull.Merge(stored, row.server_url, accept=frozenset({name}))
         try:
             outcome = pull.merge_and_store(intake, merge, profiled, plain, author)

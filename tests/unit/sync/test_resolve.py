@@ -186,3 +186,16 @@ def test_a_rejected_merge_can_only_be_dismissed(engine, intake, server, synced, 
     assert again.rejected == 0
     with engine.connect() as conn:
         assert [r.resolved_at is not None for r in conn.execute(select(pull_conflicts))] == [True]
+
+
+def test_a_withdrawn_case_is_not_merged_into(engine, intake, server, synced, clock, fhir_client):
+    conflict_id, _ = conflict_on_last_contact(engine, intake, server, clock, fhir_client)
+    intake.retract(synced, "test", None)
+    version = current(engine, synced)[0]
+
+    with pytest.raises(Conflict, match="withdrawn"):
+        resolve(engine, intake, conflict_id, THEIRS, clock=clock)
+
+    assert current(engine, synced)[0] == version
+    assert open_ids(engine) == [conflict_id]
+    assert resolve(engine, intake, conflict_id, OURS, clock=clock).version == version
