@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from flask import Blueprint, Response, g
 
 from service.api import openapi
+from service.api.body import CASE_JSON, json_body
 from service.api.context import ctx
 from service.auth import ROLE_REGISTRY, Principal, gate
-from service.errors import Forbidden
-from service.sync import status
+from service.errors import BadRequest, Forbidden, Issue
+from service.sync import resolve, status
 
 bp = Blueprint("sync", __name__)
 
@@ -42,12 +45,53 @@ def sync_retry(entry_id: int) -> Response:
     return Response(orjson.dumps({"id": entry_id, "state": state}), content_type="application/json")
 
 
+def resolver(principal: Principal) -> None:
+    """Resolving shows and writes a case: an operator's update, and the whole-case read that the
+    conflicts of ``/sync/status`` (the server's resources: patient data) need."""
+    _operator(principal, "r")
+    _operator(principal, "u")
+
+
+def keep_choice(body: Any) -> str:
+    """``{"keep": "ours" | "theirs"}``; anything else is a 400 naming the element."""
+    if not isinstance(body, dict):
+        raise BadRequest([Issue("structure", "the body must be a JSON object", "$")])
+    unknown = sorted(k for k in body if k != "keep")
+    if unknown:
+        raise BadRequest([Issue("structure", f"unknown member {unknown[0]!r}", unknown[0])])
+    keep = body.get("keep")
+    if keep not in resolve.CHOICES:
+        raise BadRequest([Issue("required" if keep is None else "value", 'keep: "ours" or "theirs"', "keep")])
+    return str(keep)
+
+
+@bp.post("/sync/conflicts/<int:conflict_id>/resolve")
+def sync_resolve(conflict_id: int) -> Response:
+    """404 unknown, 409 resolved already (or ``theirs`` of a rejected merge), 422 a merge the
+    validation rejects (nothing stored, the conflict stays open)."""
+    resolver(g.principal)
+    keep = keep_choice(json_body(CASE_JSON))
+    done = resolve.resolve(ctx().engine, ctx().intake, conflict_id, keep)
+    body = {
+        "id": done.id,
+        "keep": done.keep,
+        "case_ref": done.case_ref,
+        "version": done.version,
+        "queued": done.queued,
+        "changed": done.changed,
+    }
+    return Response(orjson.dumps(body), content_type=JSON)
+
+
 def _errors(*statuses: int) -> dict[str, object]:
     reasons = {
         401: "No valid bearer token",
         403: "The token lacks the scope",
         404: "No such entry",
         409: "The entry is not dead",
+        400: 'The body is not {"keep": "ours" | "theirs"}',
+        415: "The body is not application/json",
+        422: "The merged case fails validation: nothing stored, the conflict stays open",
         503: "Database unavailable; retry after Retry-After",
     }
     return {
@@ -93,6 +137,48 @@ openapi.describe(
                     "content": {JSON: {"schema": {"type": "object"}}},
                 },
                 **_errors(401, 403, 404, 409, 503),
+            },
+        }
+    },
+)
+openapi.describe(
+    "/sync/conflicts/{conflict_id}/resolve",
+    {
+        "post": {
+            "summary": "Settle an open pull conflict: keep the service's side or take the server's",
+            "description": "Scopes system/*.r and system/*.u (every case type), and the registry role or "
+            "every source system. ours: the conflict is resolved and the case's current version queued to "
+            "be sent again (the server's change is overwritten). theirs: the server's resource is merged "
+            "into the case as the pull merges it, stored as a new version, and the conflict resolved. A "
+            "rejected merge can only be dismissed (ours); theirs is 409 for it.",
+            "parameters": [
+                {
+                    "name": "conflict_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "Pull conflict id (GET /sync/status lists the open ones)",
+                    "schema": {"type": "integer"},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["keep"],
+                            "additionalProperties": False,
+                            "properties": {"keep": {"type": "string", "enum": list(resolve.CHOICES)}},
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The resolution: the case version that holds the chosen side",
+                    "content": {JSON: {"schema": {"type": "object"}}},
+                },
+                **_errors(400, 401, 403, 404, 409, 415, 422, 503),
             },
         }
     },

@@ -112,15 +112,18 @@ def claim(
             outbox.c.lease_until,
         )
         .where(outbox.c.case_ref.in_(locked), outbox.c.state.in_((PENDING, SENDING)))
-        .order_by(outbox.c.version)
+        .order_by(outbox.c.version, outbox.c.id)
     ).all()
-    newest_done = dict(
-        conn.execute(
-            select(outbox.c.case_ref, func.max(outbox.c.version))
-            .where(outbox.c.case_ref.in_(locked), outbox.c.state == DONE, outbox.c.server_url == server_url)
-            .group_by(outbox.c.case_ref)
-        ).all()
-    )
+    # (version, entry id) of the newest delivery per case, compared with the newest open entry's: an
+    # entry of the same version queued after the delivery (an operator keeping the service's side of a
+    # pull conflict, ``requeue``) is sent again, not superseded
+    newest_done: dict[str, tuple[int, int]] = {}
+    for ref, version, entry_id in conn.execute(
+        select(outbox.c.case_ref, outbox.c.version, func.max(outbox.c.id))
+        .where(outbox.c.case_ref.in_(locked), outbox.c.state == DONE, outbox.c.server_url == server_url)
+        .group_by(outbox.c.case_ref, outbox.c.version)
+    ):
+        newest_done[ref] = max(newest_done.get(ref, (0, 0)), (version, entry_id))
     by_case: dict[str, list[Any]] = {}
     for row in open_rows:
         by_case.setdefault(row.case_ref, []).append(row)
@@ -132,8 +135,10 @@ def claim(
             continue  # another worker is sending this case right now
         newest = rows[-1]
         done = newest_done.get(ref)
-        if done is not None and done >= newest.version:
-            stale.extend(r.id for r in rows)  # the server already has a newer snapshot
+        if done is not None and (
+            done[0] > newest.version or (done[0] == newest.version and done[1] > newest.id)
+        ):
+            stale.extend(r.id for r in rows)  # the server already has this snapshot or a newer one
             continue
         stale.extend(r.id for r in rows[:-1])
         due = (newest.state == PENDING and newest.next_attempt_at <= now) or (
@@ -304,6 +309,25 @@ class NotDead(ValueError):
     def __init__(self, state: str) -> None:
         super().__init__(f"the entry is {state}, not dead")
         self.state = state
+
+
+def requeue(conn: Connection, ref: str, version: int, *, now: datetime) -> bool:
+    """Send ``version`` of a case again, though it may have been delivered (the server changed its
+    resources since and the service's side is to win). False when an entry of it waits or is being sent
+    already (that send carries it)."""
+    waiting = conn.execute(
+        select(outbox.c.id).where(
+            outbox.c.case_ref == ref, outbox.c.version >= version, outbox.c.state.in_((PENDING, SENDING))
+        )
+    ).first()
+    if waiting is not None:
+        return False
+    conn.execute(
+        insert(outbox).values(
+            case_ref=ref, version=version, state=PENDING, attempts=0, next_attempt_at=now, created_at=now
+        )
+    )
+    return True
 
 
 def retry(conn: Connection, entry_id: int, *, now: datetime) -> str:

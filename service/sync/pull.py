@@ -29,9 +29,11 @@ A server change of an element the service also changed since the two last agreed
 differs between the current version and the version recorded at the last sync or pull) is a
 *conflict*: recorded in ``pull_conflicts`` and shown by ``/sync/status``, never merged, unless the
 server's content maps to exactly what one of the service's versions since then holds (its own write,
-or the same change on both sides). A case whose merge the mapping or the validation rejects is
-recorded there as ``rejected``. A case the service does not have whose resources all carry the
-withdrawal marks (``retraction:``) was withdrawn where it came from: it is ignored, not imported.
+or the same change on both sides). An operator settles a conflict (``service.sync.resolve``): the
+server version it named is then decided and not merged or recorded again. A case whose merge the
+mapping or the validation rejects is recorded there as ``rejected``. A case the service does not have
+whose resources all carry the withdrawal marks (``retraction:``) was withdrawn where it came from: it
+is ignored, not imported.
 Plain resources no template recognises are not case data and are ignored (counted).
 When the worker later sends the case, what the pull merged is updated where it lives on the server
 (``service.sync.adopt``), so a plain resource is not copied beside itself.
@@ -260,6 +262,9 @@ class _Case:
     """(type, server id) -> pulled_resources row."""
     history: dict[int, dict[str, dict[str, Any]]]
     """Recent versions' entries (by business identifier), the current one included."""
+    settled: frozenset[tuple[str, str, str]] = frozenset()
+    """(type, server id, server version) of conflicts an operator resolved (``service.sync.resolve``):
+    decided, so not merged or recorded again."""
 
 
 def _entries(bundle_json: str) -> dict[str, dict[str, Any]]:
@@ -271,7 +276,8 @@ def _entries(bundle_json: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _load(engine: Engine, server_url: str, ref: str) -> _Case | None:
+def load_case(engine: Engine, server_url: str, ref: str) -> _Case | None:
+    """What a merge of ``ref`` needs, read in one transaction (None when the case is not stored)."""
     with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
         row = store.find(conn, ref)
         if row is None:
@@ -296,6 +302,20 @@ def _load(engine: Engine, server_url: str, ref: str) -> _Case | None:
                 )
             )
         }
+        settled = frozenset(
+            (r.resource_type, r.server_id, r.server_version)
+            for r in conn.execute(
+                select(
+                    pull_conflicts.c.resource_type,
+                    pull_conflicts.c.server_id,
+                    pull_conflicts.c.server_version,
+                ).where(
+                    pull_conflicts.c.case_ref == ref,
+                    pull_conflicts.c.server_url == server_url,
+                    pull_conflicts.c.resolved_at.is_not(None),
+                )
+            )
+        )
         wanted = {r.case_version for r in synced.values()} | {r.case_version for r in pulled.values()}
         for number in wanted - set(versions):
             old = store.find_version(conn, ref, number)
@@ -311,6 +331,7 @@ def _load(engine: Engine, server_url: str, ref: str) -> _Case | None:
         synced=synced,
         pulled=pulled,
         history={n: _entries(v.bundle_json) for n, v in versions.items()},
+        settled=settled,
     )
 
 
@@ -343,6 +364,11 @@ def _clean(resource: dict[str, Any], targets: Mapping[str, str], *, keep_id: boo
     else:
         out.pop("meta", None)
     return out
+
+
+def strip_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    """A server resource without its server bookkeeping (references left as they are)."""
+    return _clean(resource, {})
 
 
 def _key(value: str) -> str:
@@ -516,16 +542,26 @@ def _canonical(current: Mapping[str, dict[str, Any]], value: str, entry: dict[st
     return next((e["resource"] for e in bundle["entry"] if business(e["resource"]) == value), None)
 
 
-class _Merge:
-    def __init__(self, stored: _Case, server_url: str) -> None:
+class Merge:
+    def __init__(
+        self, stored: _Case, server_url: str, accept: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
+        """``accept``: (type, server id) of resources an operator chose to take from the server
+        (``service.sync.resolve``): merged as if the service had not changed their element."""
         self.stored = stored
         self.server_url = server_url
+        self.accept = accept
         self.targets: dict[str, str] = {}
         for value, row in stored.synced.items():
             if "|" in value:
                 self.targets[f"{row.resource_type}/{row.server_id}"] = full_url(value)
         for (rtype, server_id), row in stored.pulled.items():
             self.targets[f"{rtype}/{server_id}"] = full_url(row.identifier)
+
+    def as_merged(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A server resource as the merge would hold it: no server bookkeeping, references pointing
+        into the case's Bundle (what the console compares with the service's entry)."""
+        return _clean(resource, self.targets)
 
     def baseline(self, value: str, found: _Found) -> int | None:
         """The last case version the server and the service agreed on for this element."""
@@ -562,6 +598,8 @@ class _Merge:
     def decide(self, found: _Found, value: str, entry: dict[str, Any], out: _Outcome) -> bool:
         """True if the entry is to be merged; a conflict or the service's own write is noted in ``out``."""
         found.identifier, found.entry = value, entry
+        if _name(found.resource) in self.accept:
+            return True
         since = self.baseline(value, found)
         if not self.locally_changed(value, since):
             return True
@@ -635,7 +673,56 @@ class _Merge:
         if row is not None and row.server_id == server_id and (row.server_version or "") == version:
             return True
         pulled = self.stored.pulled.get((rtype, server_id))
-        return pulled is not None and (pulled.server_version or "") == version
+        if pulled is not None and (pulled.server_version or "") == version:
+            return True
+        return (rtype, server_id, version) in self.stored.settled
+
+
+def merge_and_store(
+    intake: Intake, merge: Merge, profiled: list[dict[str, Any]], plain: list[dict[str, Any]], author: str
+) -> _Outcome:
+    """One merge into ``merge.stored``, stored as a new version through ``Intake.update`` with ``If-Match``
+    (steps 2-4 of the module doc). Raises PreconditionFailed or Conflict when the case changed meanwhile
+    (merge again), MappingError, CaseFileError or ServiceError when the merged case is rejected."""
+    stored = merge.stored
+    case, outcome = merge.run(profiled, plain)
+    if outcome.merged and case is not stored.case:
+        prepared = intake.prepare_valid(validate_case(contact_at_visits(case)))
+        outcome.accepted = intake.update(stored.ref, prepared, author, if_match=stored.version)
+    return outcome
+
+
+def record_merged(
+    conn: Connection, server_url: str, ref: str, version: int, merged: Sequence[_Found], now: datetime
+) -> None:
+    """The server versions case ``version`` now holds (``pulled_resources``); an open conflict of each
+    merged resource is settled by it."""
+    rows = [
+        {
+            "server_url": server_url,
+            "resource_type": f.resource["resourceType"],
+            "server_id": str(f.resource["id"]),
+            "server_version": _version(f.resource) or None,
+            "case_ref": ref,
+            "identifier": f.identifier,
+            "case_version": version,
+            "pulled_at": now,
+        }
+        for f in merged
+        if f.identifier is not None
+    ]
+    _upsert(conn, pulled_resources, rows, ["server_url", "resource_type", "server_id"])
+    for f in merged:
+        conn.execute(
+            update(pull_conflicts)
+            .where(
+                pull_conflicts.c.server_url == server_url,
+                pull_conflicts.c.resource_type == f.resource["resourceType"],
+                pull_conflicts.c.server_id == str(f.resource["id"]),
+                pull_conflicts.c.resolved_at.is_(None),
+            )
+            .values(resolved_at=now)
+        )
 
 
 # ---- the pull -------------------------------------------------------------------------------------
@@ -716,7 +803,7 @@ class Puller:
         self, ref: str, profiled: list[dict[str, Any]], plain: list[dict[str, Any]], report: PullReport
     ) -> None:
         for _attempt in range(3):
-            stored = _load(self.engine, self.server_url, ref)
+            stored = load_case(self.engine, self.server_url, ref)
             if stored is None:
                 self._new_case(ref, profiled, report)
                 return
@@ -726,12 +813,9 @@ class Puller:
                 )
                 report.ignored += len(profiled) + len(plain)
                 return
-            merge = _Merge(stored, self.server_url)
+            merge = Merge(stored, self.server_url)
             try:
-                case, outcome = merge.run(profiled, plain)
-                if outcome.merged and case is not stored.case:
-                    prepared = self.intake.prepare_valid(validate_case(contact_at_visits(case)))
-                    outcome.accepted = self.intake.update(ref, prepared, self.author, if_match=stored.version)
+                outcome = merge_and_store(self.intake, merge, profiled, plain, self.author)
             except (PreconditionFailed, Conflict):
                 continue  # the case changed while it was merged: merge again on the new version
             except (MappingError, CaseFileError, ServiceError) as error:
@@ -797,32 +881,7 @@ class Puller:
         version = accepted.version.version if accepted is not None else base_version
         with self.engine.begin() as conn:
             if version is not None:
-                rows = [
-                    {
-                        "server_url": self.server_url,
-                        "resource_type": f.resource["resourceType"],
-                        "server_id": str(f.resource["id"]),
-                        "server_version": _version(f.resource) or None,
-                        "case_ref": ref,
-                        "identifier": f.identifier,
-                        "case_version": version,
-                        "pulled_at": now,
-                    }
-                    for f in outcome.merged
-                    if f.identifier is not None
-                ]
-                _upsert(conn, pulled_resources, rows, ["server_url", "resource_type", "server_id"])
-                for f in outcome.merged:  # merged now: an older conflict of the resource is settled
-                    conn.execute(
-                        update(pull_conflicts)
-                        .where(
-                            pull_conflicts.c.server_url == self.server_url,
-                            pull_conflicts.c.resource_type == f.resource["resourceType"],
-                            pull_conflicts.c.server_id == str(f.resource["id"]),
-                            pull_conflicts.c.resolved_at.is_(None),
-                        )
-                        .values(resolved_at=now)
-                    )
+                record_merged(conn, self.server_url, ref, version, outcome.merged, now)
             self._conflicts(
                 conn,
                 ref,

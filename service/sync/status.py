@@ -39,6 +39,7 @@ class PullConflict:
 
     id: int
     kind: str
+    server_url: str
     case_ref: str | None
     identifier: str | None
     resource_type: str
@@ -151,6 +152,7 @@ def status(
             PullConflict(
                 id=c.id,
                 kind=c.kind,
+                server_url=c.server_url,
                 case_ref=c.case_ref,
                 identifier=c.identifier,
                 resource_type=c.resource_type,
