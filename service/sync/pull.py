@@ -62,6 +62,7 @@ from service.errors import Conflict, PreconditionFailed, ServiceError
 from service.fhir.client import FhirClient, FhirError
 from service.intake import Accepted, Intake
 from service.mapping.forward import case_to_bundle
+from service.mapping.negation import denials
 from service.mapping.recognise import profile_bundle
 from service.mapping.retract import withdrawn
 from service.mapping.spec import (
@@ -495,6 +496,9 @@ class _Outcome:
     merged: list[_Found] = field(default_factory=list)
     """Resources whose server version the case now holds (recorded in pulled_resources)."""
     conflicts: list[tuple[_Found, str]] = field(default_factory=list)
+    denied: list[tuple[_Found, str]] = field(default_factory=list)
+    """Server resources whose status denies the element they look like (``mappings/negations.yaml``):
+    never merged, recorded as rejected with the rule."""
     ignored: int = 0
 
 
@@ -540,6 +544,14 @@ def _canonical(current: Mapping[str, dict[str, Any]], value: str, entry: dict[st
     except (MappingError, CaseFileError, ServiceError):
         return None
     return next((e["resource"] for e in bundle["entry"] if business(e["resource"]) == value), None)
+
+
+def _denied(resource: dict[str, Any], entry: dict[str, Any]) -> str:
+    """Why ``resource`` may not be read as the element ``entry`` places it as (empty: it may), with the
+    same rules as ``POST /fhir`` (a surgery not done, a diagnosis unconfirmed, an unknown modifier)."""
+    claimed = entry["resource"].get("meta", {}).get("profile", [])
+    template = next((t for p in claimed if isinstance(p, str) and (t := spec().by_profile(p))), None)
+    return "; ".join(f"{d.path}: {d.rule}" for d in denials(resource, template))
 
 
 class Merge:
@@ -598,6 +610,10 @@ class Merge:
     def decide(self, found: _Found, value: str, entry: dict[str, Any], out: _Outcome) -> bool:
         """True if the entry is to be merged; a conflict or the service's own write is noted in ``out``."""
         found.identifier, found.entry = value, entry
+        denied = _denied(found.resource, entry)
+        if denied:  # not even an operator's "take the server's" merges a fact the record denies
+            out.denied.append((found, denied))
+            return False
         if _name(found.resource) in self.accept:
             return True
         since = self.baseline(value, found)
@@ -848,6 +864,13 @@ class Puller:
             log.info("pull: case %s was withdrawn on the server; %d resources left", ref, len(mine))
             report.ignored += len(mine)
             return
+        denied = [(r, business(r), why[:2000]) for r in mine if (why := _denied(r, {"resource": r}))]
+        if denied:
+            report.rejected += 1
+            with self.engine.begin() as conn:
+                self._conflicts(conn, ref, None, denied, REJECTED, self.clock())
+            log.warning("pull: case %s not imported: %d denied resources", ref, len(denied))
+            return
         targets = {f"{r['resourceType']}/{r['id']}": full_url(str(business(r))) for r in mine}
         entries = {
             str(business(r)): {
@@ -878,20 +901,21 @@ class Puller:
             report.unchanged += 1
         report.ignored += outcome.ignored
         report.conflicts += len(outcome.conflicts)
+        report.rejected += bool(outcome.denied)
         version = accepted.version.version if accepted is not None else base_version
         with self.engine.begin() as conn:
             if version is not None:
                 record_merged(conn, self.server_url, ref, version, outcome.merged, now)
-            self._conflicts(
-                conn,
+            for found, kind in ((outcome.conflicts, CONFLICT), (outcome.denied, REJECTED)):
+                rows = [(f.resource, f.identifier, r[:2000]) for f, r in found]
+                self._conflicts(conn, ref, base_version, rows, kind, now)
+        if outcome.conflicts or outcome.denied:
+            log.warning(
+                "pull: case %s: %d conflicts, %d denied resources recorded",
                 ref,
-                base_version,
-                [(f.resource, f.identifier, r) for f, r in outcome.conflicts],
-                CONFLICT,
-                now,
+                len(outcome.conflicts),
+                len(outcome.denied),
             )
-        if outcome.conflicts:
-            log.warning("pull: case %s: %d conflicts recorded", ref, len(outcome.conflicts))
         if accepted is not None and accepted.changed:
             log.info(
                 "pull: case %s v%d stored (%d resources merged)",

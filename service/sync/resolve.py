@@ -148,6 +148,9 @@ def _take_theirs(
                     )
                 ]
             ) from None
+        if outcome.denied:
+            (_found, why), *_ = outcome.denied
+            raise Unprocessable([Issue("business-rule", f"the server's resource cannot be merged: {why}")])
         if not any(f.resource is resource for f in outcome.merged) and not merge.known(resource):
             raise Unprocessable(
                 [Issue("processing", "the server's resource is not recognised as an element of the case")]

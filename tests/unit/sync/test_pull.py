@@ -436,3 +436,33 @@ def test_the_worker_updates_a_merged_plain_resource_in_place(engine, server, syn
     assert f"Observation/{server_id}" == name
     again = run_pull(engine, fhir_client, clock)
     assert (again.changed, again.conflicts, again.rejected) == (0, 0, 0)
+
+
+def _rejected_reasons(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return [r.reason for r in conn.execute(select(pull_conflicts)) if r.kind == "rejected"]
+
+
+def test_a_surgery_marked_not_done_on_the_server_is_never_merged(engine, server, synced, clock, fhir_client):
+    """R4 Procedure.status (isModifier) "not-done: The procedure was terminated prior to any activity
+    beyond preparation": read by its codes alone the pull would keep the surgery as done. The same rule as
+    POST /fhir (mappings/negations.yaml): recorded as rejected with the rule, the case unchanged."""
+    server.edit(server.named("Procedure", "surgery[0]"), lambda r: r.update(status="not-done"))
+    report = run_pull(engine, fhir_client, clock)
+    assert (report.rejected, report.changed) == (1, 0)
+    assert current(engine, synced)[0] == 1
+    (reason,) = _rejected_reasons(engine)
+    assert reason.startswith("status: a Procedure that was not done (status not-done)")
+
+
+def test_a_plain_observation_with_no_result_yet_is_not_a_visit(engine, server, synced, clock, fhir_client):
+    """R4 observation-status "registered: The existence of the observation is registered, but there is no
+    result yet available"."""
+    waiting = disease_status(server.named("Patient", "patient"), "2024-04-01")
+    waiting["status"] = "registered"
+    server.create(waiting)
+    report = run_pull(engine, fhir_client, clock)
+    assert (report.rejected, report.changed) == (1, 0)
+    assert current(engine, synced)[0] == 1
+    (reason,) = _rejected_reasons(engine)
+    assert "has no result yet (status registered)" in reason
