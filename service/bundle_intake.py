@@ -41,7 +41,7 @@ from service.case_files import CaseFileError, unmap_bundle
 from service.errors import Issue, ServiceError, Unprocessable
 from service.intake import Intake, Prepared
 from service.limits import check_bundle_entries, check_cases, check_resources
-from service.mapping.negation import denials, vital_contradiction
+from service.mapping.negation import denials, profiled_template, vital_contradiction
 from service.mapping.recognise import (
     BUNDLE_TYPES,
     is_primary_cancer,
@@ -52,7 +52,7 @@ from service.mapping.recognise import (
     translate,
     what_a_case_is,
 )
-from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, Template, full_url, spec, split_identifier
+from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, Template, full_url, split_identifier
 from service.model import validate_case
 from service.model.fields import fold_source
 from service.references import references
@@ -308,9 +308,7 @@ def _template_of(resource: dict[str, Any], profiled: bool) -> tuple[Template | N
     readable = copy.deepcopy(resource)
     translate(readable, local_concept_maps())
     if profiled:
-        claimed = resource.get("meta", {}).get("profile", [])
-        found = next((t for p in claimed if isinstance(p, str) and (t := spec().by_profile(p))), None)
-        return found, readable
+        return profiled_template(resource), readable
     recognised = recognise(readable)
     return (None if isinstance(recognised, str) else recognised), readable
 

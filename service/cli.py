@@ -254,9 +254,12 @@ def unmap_command(bundle_file: str) -> None:
     """Print the case carried by a Bundle that `ivclms map` made (`-` reads stdin)."""
     from service.case_files import CaseFileError, dump_json, unmap_bundle
     from service.errors import Unprocessable
+    from service.mapping.negation import bundle_denials
     from service.mapping.spec import MappingError
 
     data = _load_json(bundle_file)
+    if isinstance(data, dict) and (denied := bundle_denials(data)):
+        _fail(f"{_name(bundle_file)}: {line}" for line in denied)
     try:
         case = unmap_bundle(data)
     except CaseFileError as exc:

@@ -165,3 +165,22 @@ def vital_contradiction(patient: dict[str, Any], vital_status: Any) -> str | Non
     if not says and vital_status in rules["dead"]:
         return f"the Patient is not deceased (deceasedBoolean false) but the vital status is {vital_status}"
     return None
+
+
+def bundle_denials(bundle: dict[str, Any]) -> list[str]:
+    """``Bundle.entry[i].resource.<element>: <rule>`` for each entry of a Bundle of the service's profiles
+    whose status or modifier denies the element its profile makes it (what ``POST /fhir`` refuses)."""
+    out = []
+    for i, entry in enumerate(bundle.get("entry") or []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        denied = denials(resource, profiled_template(resource))
+        out += [f"Bundle.entry[{i}].resource.{d.path}: {d.rule}" for d in denied]
+    return out
+
+
+def profiled_template(resource: dict[str, Any]) -> Template | None:
+    """The template of the first of the resource's ``meta.profile`` that is one of the service's."""
+    claimed = (resource.get("meta") or {}).get("profile") or []
+    return next((t for p in claimed if isinstance(p, str) and (t := spec().by_profile(p))), None)

@@ -62,7 +62,7 @@ from service.errors import Conflict, PreconditionFailed, ServiceError
 from service.fhir.client import FhirClient, FhirError
 from service.intake import Accepted, Intake
 from service.mapping.forward import case_to_bundle
-from service.mapping.negation import denials
+from service.mapping.negation import denials, profiled_template
 from service.mapping.recognise import profile_bundle
 from service.mapping.retract import withdrawn
 from service.mapping.spec import (
@@ -549,8 +549,7 @@ def _canonical(current: Mapping[str, dict[str, Any]], value: str, entry: dict[st
 def _denied(resource: dict[str, Any], entry: dict[str, Any]) -> str:
     """Why ``resource`` may not be read as the element ``entry`` places it as (empty: it may), with the
     same rules as ``POST /fhir`` (a surgery not done, a diagnosis unconfirmed, an unknown modifier)."""
-    claimed = entry["resource"].get("meta", {}).get("profile", [])
-    template = next((t for p in claimed if isinstance(p, str) and (t := spec().by_profile(p))), None)
+    template = profiled_template(entry["resource"])
     return "; ".join(f"{d.path}: {d.rule}" for d in denials(resource, template))
 
 

@@ -145,6 +145,26 @@ def test_unmap_of_a_case_says_it_is_not_a_bundle():
     assert result.stderr == f"Error: {EXAMPLES[0]}: not a FHIR Bundle (resourceType: None)\n"
 
 
+def test_unmap_refuses_a_bundle_whose_surgery_was_not_done(tmp_path: Path):
+    """The rules POST /fhir applies (mappings/negations.yaml): R4 Procedure.status "not-done: The
+    procedure was terminated prior to any activity beyond preparation" is no surgery of the case."""
+    bundle = case_to_bundle(validate_case(example_data()), now=NOW)
+    i, surgery = next(
+        (i, e["resource"])
+        for i, e in enumerate(bundle["entry"])
+        if e["resource"]["meta"]["profile"][0].endswith("ivclms-surgery")
+    )
+    surgery["status"] = "not-done"
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    result = run("unmap", str(path))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"{path}: Bundle.entry[{i}].resource.status: a Procedure that was not done (status not-done)"
+    )
+    assert result.stdout == ""
+
+
 def test_unmap_of_an_unmappable_bundle_is_a_one_line_error():
     bundle = case_to_bundle(validate_case(example_data()), now=NOW)
     bundle["entry"][0]["resource"]["gender"] = "robot"
