@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -231,10 +231,8 @@ def _node(
     # the message for ``path`` goes on the plain input when there is one, else on the fieldset
     group = Group(path, s.title, s.hint, error="" if s.scalars else errors.get(path, ""))
     if s.scalars:
-        plain = _scalar(s, path, flat, errors)
-        plain.label = "Value" + (f" [{s.unit}]" if s.unit else "")
-        plain.hint = ""
-        group.children.append(plain)
+        # the fieldset's legend names it: the input is its plain value, with the type's rules as hint
+        group.children.append(_scalar(replace(s, title="Value", hint=""), path, flat, errors))
     for array in s.arrays:
         group.children.append(_array(s, array, path, flat, errors, legend="Values"))
     forms = Group(path, "Or as a bound, a range or in another unit", "", optional_forms=True)
@@ -450,9 +448,13 @@ def _parse(
         found.append(_parse_scalar(scalars, path, form, errors))
     for array in arrays:
         found.append(_parse_array(array, path, data_path, form, errors, renames))
-    if objects:
+    if len(alts) == 1 and objects:  # a plain object: its required members are intake's to report
+        found.append(_parse_object(objects[0], path, data_path, form, errors, renames))
+    elif objects:  # the object forms of a choice: the form given must be complete
         found.append(_parse_forms(objects, path, data_path, form, errors, renames))
     given = [v for v in found if v is not ABSENT]
+    if path in errors:
+        return ABSENT  # one of its forms is wrong: no half of it is taken
     if len(given) > 1:
         errors[path] = (
             f"{path}: give one form only: a plain value, or a bound, a range or a value with its unit"
@@ -469,8 +471,6 @@ def _parse_forms(
     errors: dict[str, str],
     renames: dict[str, str],
 ) -> Any:
-    if len(objects) == 1:
-        return _parse_object(objects[0], path, data_path, form, errors, renames)
     merged = {"type": "object", "properties": {k: v for k, (v, _) in _properties(objects).items()}}
     value = _parse_object(merged, path, data_path, form, errors, renames)
     if value is ABSENT:
