@@ -354,8 +354,8 @@ def flatten(case: Mapping[str, Any]) -> Flat:
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value)) if abs(value) < 2**53 else repr(value)
+    if isinstance(value, float):
+        return repr(value)  # 91.0 stays 91.0: the model keeps a number as given, and so does the form
     return str(value)
 
 

@@ -146,7 +146,9 @@ def test_a_stored_case_round_trips_through_the_edit_form(name, stored):
     posted = {f.name: f.value for f in shown}  # what the browser posts: every input, empty or not
     parsed = form.parse(posted)
     assert parsed.errors == {}
-    assert validate_case(parsed.case) == stored
+    again = validate_case(parsed.case)
+    # byte for byte as the content hash sees it (6.0 is not 6 there: the same content stores nothing)
+    assert json.dumps(again, sort_keys=True) == json.dumps(stored, sort_keys=True)
     assert None not in _values(parsed.case)  # nothing recorded as null: empty is left out
 
 
