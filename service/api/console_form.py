@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, g, render_template, request, url_for
 
-from service.api import csrf
+from service.api import csrf, openapi
 from service.api.context import ctx
 from service.api.writes import _granted, case_writes, require_writer
 from service.auth import gate
@@ -239,3 +239,66 @@ def update_case(ref: str) -> Response:
         )
         return _page(flat, where, status=409, message=message, version=now.version)
     return _see_other(url_for("console.case_page", ref=ref))
+
+
+# ---- OpenAPI ----------------------------------------------------------------------------------------
+
+
+def _html(status: int, what: str) -> dict[str, Any]:
+    return {str(status): {"description": what, "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+
+_FORM_BODY = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "description": "The case's elements by path (surgery.0.date; see docs/case.schema.json), "
+                "csrf_token, _version (edit), _add or _remove (the list buttons)",
+                "additionalProperties": {"type": "string"},
+            }
+        }
+    },
+}
+
+
+def _post(summary: str, *params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": list(params),
+        "requestBody": _FORM_BODY,
+        "responses": {
+            **_html(200, "The form again after an Add another or Remove button (nothing stored)"),
+            "303": {"description": "Saved: see the case page"},
+            **_html(409, "Not stored: the case exists, or was saved by someone else since the form opened"),
+            **_html(422, "Not stored: the form again with what was typed and each problem at its field"),
+            **openapi._errors(400, 401, 403),
+        },
+    }
+
+
+def _get(summary: str, *params: dict[str, Any]) -> dict[str, Any]:
+    responses = {**_html(200, "The form"), **openapi._errors(401, 403)}
+    return {"summary": summary, "parameters": list(params), "responses": responses}
+
+
+openapi.describe(
+    "/ui/cases/new",
+    {
+        "get": _get("Console: the case entry form, generated from the case schema (scope c, as POST /cases)"),
+        "post": _post("Console: save a new case from the form (as POST /cases; CSRF token required)"),
+    },
+)
+openapi.describe(
+    "/ui/cases/{id}/edit",
+    {
+        "get": _get(
+            "Console: the edit form of a case, filled from its current version (scopes r and u)", openapi.REF
+        ),
+        "post": _post(
+            "Console: save the edited case (as PUT /cases/{id} with If-Match: the version the form showed)",
+            openapi.REF,
+        ),
+    },
+)
