@@ -134,6 +134,8 @@ def _controls(flat: form.Flat) -> form.Flat | None:
     """The values after an "Add another" or "Remove" button, or None when the form was submitted."""
     form.check_names(flat)
     add, remove = flat.get("_add"), flat.get("_remove")
+    if isinstance(add, list) or isinstance(remove, list):
+        raise BadRequest([Issue("invalid", "one button at a time: _add or _remove was sent twice", "_add")])
     if isinstance(add, str) and add:
         return form.add_item(flat, add)
     if isinstance(remove, str) and remove:

@@ -171,6 +171,16 @@ def test_another_source_is_refused_as_by_the_api(client):
     assert _cases(client) == []
 
 
+def test_a_case_that_exists_is_not_overwritten_by_the_new_case_form(client):
+    assert _post(client, "/ui/cases/new", {**MINIMAL, "csrf_token": _token(client)}).status_code == 303
+    again = {**MINIMAL, "institution": "Another Hospital", "csrf_token": _token(client)}
+    resp = _post(client, "/ui/cases/new", again)
+    assert resp.status_code == 409 and "exists already" in resp.get_data(as_text=True)
+    assert 'value="Another Hospital"' in _field(resp.get_data(as_text=True), "institution")
+    [row] = _cases(client)
+    assert row["version"] == 1
+
+
 def test_an_unknown_field_is_400(client):
     resp = _post(
         client, "/ui/cases/new", {**MINIMAL, "patient.shoe_size": "44", "csrf_token": _token(client)}
