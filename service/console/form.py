@@ -235,12 +235,31 @@ def _node(
         group.children.append(_scalar(replace(s, title="Value", hint=""), path, flat, errors))
     for array in s.arrays:
         group.children.append(_array(s, array, path, flat, errors, legend="Values"))
-    forms = Group(path, "Or as a bound, a range or in another unit", "", optional_forms=True)
+    forms = Group(path, _forms_legend(s.objects), "", optional_forms=True)
     for prop, (sub, needed) in _properties(s.objects).items():
         forms.children.append(_node(sub, _join(path, prop), prop, needed, flat, errors))
     if forms.children:
         group.children.append(forms)
     return group
+
+
+_FORM_NAMES = (
+    ("comparator", "a bound (e.g. < 5)"),
+    ("low", "a range (low to high)"),
+    ("unit", "another unit"),
+)
+
+
+def _forms_legend(objects: list[dict[str, Any]]) -> str:
+    """What the object forms of a choice are, named from their required members."""
+    found = []
+    for alt in objects:
+        required = alt.get("required", [])
+        name = next((text for key, text in _FORM_NAMES if key in required), "another form")
+        if name not in found:
+            found.append(name)
+    text = ", ".join(found[:-1]) + (" or " if len(found) > 1 else "") + found[-1]
+    return f"Or as {text}" if found else "Other forms"
 
 
 def _array(

@@ -88,3 +88,35 @@ def test_enter_a_case_see_the_field_error_fix_it_and_find_it(browser, base):
     assert stored["diagnosis"]["date"] in dates
     assert browser.find_element(By.LINK_TEXT, "Edit").get_attribute("href").endswith(f"/ui/cases/{ref}/edit")
     _check_page(browser, "case-form-timeline")
+
+
+def test_edit_adds_an_operation_without_script_and_saves_a_new_version(browser, base):
+    cases = requests.get(f"{base}/cases", timeout=30).json()["cases"]
+    row = next(c for c in cases if c["case_id"] == "IVC-002")
+    _open(browser, f"{base}/ui/cases/{row['id']}", "ol.timeline")
+    browser.find_element(By.LINK_TEXT, "Edit").click()
+    WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.case-form")))
+    stored = requests.get(f"{base}/cases/{row['id']}", timeout=30).json()
+    count = len(stored["surgery"])
+    assert _by_name(browser, "surgery.0.date").get_attribute("value") == stored["surgery"][0]["date"]
+    assert not browser.find_elements(By.NAME, f"surgery.{count}.date")
+    browser.find_element(By.CSS_SELECTOR, "button[name=_add][value=surgery]").click()
+    new_date = WebDriverWait(browser, WAIT_S).until(
+        ec.presence_of_element_located((By.NAME, f"surgery.{count}.date"))
+    )
+    assert browser.current_url.endswith(f"#g-surgery-{count}")  # the page opens at the new item
+    _check_page(browser, "case-form-edit")
+    new_date.send_keys("unknown")
+    Select(_by_name(browser, f"surgery.{count}.resection")).select_by_value("tumour_excision")
+    Select(_by_name(browser, f"surgery.{count}.ivc_management.method")).select_by_value("none")
+    _save(browser)
+    WebDriverWait(browser, WAIT_S).until(ec.presence_of_element_located((By.CSS_SELECTOR, "ol.timeline")))
+    after = requests.get(f"{base}/cases/{row['id']}", timeout=30)
+    assert after.headers["ETag"] == f'W/"{row["version"] + 1}"'
+    added = after.json()["surgery"][count]
+    assert (added["date"], added["resection"], added["ivc_management"]["method"]) == (
+        "unknown",
+        "tumour_excision",
+        "none",
+    )
+    assert after.json()["surgery"][:count] == stored["surgery"]  # the others as they were
