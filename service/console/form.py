@@ -29,7 +29,9 @@ MAX_ITEMS = 200
 """Highest item index a posted field may name (a bound on the work one request can ask for)."""
 YES_NO = (("yes", True), ("no", False))
 ABSENT: Any = object()
-_INT = re.compile(r"^[+-]?\d+$")
+_INT = re.compile(r"^[+-]?[0-9]+$")
+_DIGITS_MAX = 40
+_INDEX = re.compile(r"0|[1-9][0-9]{0,5}")
 _ISSUE_INDEX = re.compile(r"\[(\d+)\]")
 
 Flat = dict[str, "str | list[str]"]
@@ -182,6 +184,12 @@ class Group:
         return bool(self.error) or any(f.value or f.error for f in self.fields())
 
 
+def _is_index(segment: str) -> bool:
+    """An item index as the form writes it: ASCII digits, no leading zero (``01`` would be item 1 read
+    twice)."""
+    return _INDEX.fullmatch(segment) is not None
+
+
 def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else str(key)
 
@@ -309,7 +317,7 @@ def item_count(flat: Mapping[str, Any], path: str) -> int:
     for name in flat:
         if name.startswith(prefix):
             head = name[len(prefix) :].split(".", 1)[0]
-            if head.isdigit():
+            if _is_index(head):
                 highest = max(highest, int(head))
     return highest + 1
 
@@ -442,7 +450,7 @@ def _resolves(schema: dict[str, Any], segments: list[str]) -> bool:
                 return True
         elif (
             kind == "array"
-            and segments[0].isdigit()
+            and _is_index(segments[0])
             and int(segments[0]) < MAX_ITEMS
             and _resolves(alt.get("items", {}), segments[1:])
         ):
@@ -565,7 +573,7 @@ def _parse_scalar(
             answer = dict(YES_NO).get(text)
             if answer is not None:
                 return answer
-        elif kind == "integer" and _INT.match(text):
+        elif kind == "integer" and _INT.match(text) and len(text) <= _DIGITS_MAX:
             return int(text)
         elif kind == "number":
             number = _number(text)
@@ -584,6 +592,8 @@ def _parse_scalar(
 
 
 def _number(text: str) -> int | float | None:
+    if len(text) > _DIGITS_MAX:
+        return None  # past any number the model takes (and int() refuses 4300 digits)
     if _INT.match(text):
         return int(text)
     try:
@@ -622,7 +632,7 @@ def _is_group(name: str) -> bool:
         for alt in _alternatives(schema or {}):
             if alt.get("type") == "object" and segment in alt.get("properties", {}):
                 nxt = alt["properties"][segment]
-            elif alt.get("type") == "array" and segment.isdigit():
+            elif alt.get("type") == "array" and _is_index(segment):
                 nxt = alt.get("items", {})
             if nxt is not None:
                 break
@@ -646,13 +656,13 @@ def add_item(flat: Flat, path: str) -> Flat:
 def remove_item(flat: Flat, item: str) -> Flat:
     """The values without the array item ``item`` (``surgery.1``); the items after it move up."""
     parent, _, last = item.rpartition(".")
-    if not last.isdigit() or not _is_group(item):
+    if not _is_index(last) or not _is_group(item):
         raise BadRequest([Issue("invalid", f"_remove: {item[:80]} is not an item of a list", "_remove")])
     gone, prefix = int(last), f"{parent}." if parent else ""
     out: Flat = {}
     for name, value in flat.items():
         head, _, tail = name[len(prefix) :].partition(".") if name.startswith(prefix) else ("", "", "")
-        if head.isdigit() and int(head) >= gone:
+        if _is_index(head) and int(head) >= gone:
             if int(head) == gone:
                 continue
             name = f"{prefix}{int(head) - 1}" + (f".{tail}" if tail else "")
@@ -669,7 +679,7 @@ def is_code_list(name: str) -> bool:
         for alt in (a for s in schemas for a in _alternatives(s)):
             if alt.get("type") == "object" and segment in alt.get("properties", {}):
                 nxt.append(alt["properties"][segment])
-            elif alt.get("type") == "array" and segment.isdigit():
+            elif alt.get("type") == "array" and _is_index(segment):
                 nxt.append(alt.get("items", {}))
         schemas = nxt
     return any(a.get("type") == "array" and _is_code_list(a) for s in schemas for a in _alternatives(s))

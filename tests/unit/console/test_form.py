@@ -210,6 +210,8 @@ def test_typed_values_are_coerced_and_wrong_ones_reported_at_their_field():
         "postoperative.icu_stay_days",  # a value without its unit
     }
     assert "whole number" in parsed.errors["surgery.0.transfusion_units"]
+    huge = form.parse({"surgery.0.transfusion_units": "9" * 5000, "patient.smoking.pack_years": "9" * 5000})
+    assert set(huge.errors) == {"surgery.0.transfusion_units", "patient.smoking.pack_years"}
 
 
 @pytest.mark.parametrize(
@@ -222,6 +224,8 @@ def test_typed_values_are_coerced_and_wrong_ones_reported_at_their_field():
         {"patient": "x"},
         {"surgery.5000.date": "2020"},  # beyond the item bound
         {"case_id.more": "x"},
+        {"surgery.01.date": "2020"},  # item 1 written twice would be read once
+        {"surgery.\u0661.date": "2020"},  # a digit, but not an ASCII one
     ],
 )
 def test_a_field_the_schema_does_not_have_is_refused(posted):
