@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.tokens import bearer
+from tests.unit.console.test_form import _schema_leaves
 
 HTML = {"Accept": "text/html"}
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -272,3 +273,16 @@ def test_an_edit_without_its_version_is_400(client, stored):
     values = _single(form_values(_get(client, f"/ui/cases/{ref}/edit").get_data(as_text=True)))
     del values["_version"]
     assert _post(client, f"/ui/cases/{ref}/edit", values).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "junk", ["<script>alert(1)</script>", "-1", "1e999", "yes", "0", "unknown", " 2020 "]
+)
+def test_any_text_in_every_field_is_a_form_with_errors_never_a_500(client, junk):
+    leaves, _ = _schema_leaves()  # every input of the form, one item in each list
+    resp = _post(client, "/ui/cases/new", {**dict.fromkeys(leaves, junk), "csrf_token": _token(client)})
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert "<script>alert" not in page  # shown escaped, as typed
+    assert 'aria-invalid="true"' in page
+    assert _cases(client) == []
