@@ -82,6 +82,7 @@ def _page(
         action=where.action,
         summary=summary or [],
         anchors=form.anchors(tree),
+        labels=form.labels(tree),
         message=message,
         version=version,
         cancel=where.cancel,
@@ -124,10 +125,20 @@ def _issues(issues: list[Issue], parsed: form.Parsed) -> tuple[dict[str, str], l
                 continue
         text = issue.diagnostics
         if name:
+            text = _at_field(text, expression, name)
             errors[name] = f"{errors[name]} {text}" if name in errors else text
         else:
             loose.append(text)
     return errors, loose
+
+
+def _at_field(text: str, expression: str, name: str) -> str:
+    """The message without its path when shown at the field it names (``outcome.last_contact: must
+    be ...`` -> ``must be ...``); a path deeper than the field keeps it (it says which part)."""
+    own = expression.removeprefix("form:")
+    prefix = f"{own}: "
+    exact = form.element_path(own).count(".") == name.count(".")
+    return text.removeprefix(prefix) if exact and text.startswith(prefix) else text
 
 
 def _controls(flat: form.Flat) -> form.Flat | None:

@@ -606,14 +606,20 @@ def _number(text: str) -> int | float | None:
 # ---- issues -> fields, add / remove --------------------------------------------------------------
 
 
-def field_of(expression: str | None, renames: Mapping[str, str]) -> str:
-    """The field name an intake issue path concerns (``surgery[0].date``, ``/surgery/0/date``,
-    ``case.x``), or "" when it names no field (the issue then goes in the summary only)."""
+def element_path(expression: str | None) -> str:
+    """An issue path in the form's dotted spelling (``surgery[0].date``, ``/surgery/0/date`` ->
+    ``surgery.0.date``); "" for the whole case."""
     if not expression or expression == "case":
         return ""
     path = expression.removeprefix("case.").removeprefix("#")
     path = path.strip("/").replace("/", ".") if "/" in path else _ISSUE_INDEX.sub(r".\1", path)
-    path = path.strip(".")
+    return path.strip(".")
+
+
+def field_of(expression: str | None, renames: Mapping[str, str]) -> str:
+    """The field name an intake issue path concerns (``surgery[0].date``, ``/surgery/0/date``,
+    ``case.x``), or "" when it names no field (the issue then goes in the summary only)."""
+    path = element_path(expression)
     # the longest renamed prefix: the item's place in the form, not in the case
     for prefix in sorted(renames, key=len, reverse=True):
         if path == prefix or path.startswith(prefix + "."):
@@ -683,6 +689,29 @@ def is_code_list(name: str) -> bool:
                 nxt.append(alt.get("items", {}))
         schemas = nxt
     return any(a.get("type") == "array" and _is_code_list(a) for s in schemas for a in _alternatives(s))
+
+
+def labels(tree: Group) -> dict[str, str]:
+    """Field name -> what the error summary calls it, with the list item it is in (``Operations 2,
+    Date of the operation``); the fieldset's legend where a name has both (a choice's plain input is
+    labelled just "Value")."""
+    out: dict[str, str] = {}
+
+    def walk(group: Group, prefix: str) -> None:
+        for child in group.children:
+            if isinstance(child, Field):
+                out.setdefault(child.name, prefix + child.label)
+            else:
+                if not child.optional_forms:
+                    out.setdefault(child.name, prefix + child.legend)
+                choice = any(isinstance(c, Group) and c.optional_forms for c in child.children)
+                walk(child, f"{prefix}{child.legend}, " if choice else prefix)
+        for item in group.items or []:
+            out[item.name] = prefix + item.legend
+            walk(item, f"{prefix}{item.legend}, ")
+
+    walk(tree, "")
+    return out
 
 
 def anchors(tree: Group) -> dict[str, str]:

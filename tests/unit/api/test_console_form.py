@@ -128,12 +128,14 @@ def test_an_invalid_case_is_the_form_again_with_the_message_at_its_field(client)
     message_id = next(i for i in described.group(1).split() if i.endswith("-error"))
     message = re.search(rf'<p class="field-error" id="{message_id}">(.*?)</p>', page, re.S)
     assert message and "month 01-12" in message.group(1)
+    assert "outcome.last_contact" not in message.group(1)  # beside its field the path says nothing more
     units = _field(page, "surgery.0.transfusion_units")
     assert 'aria-invalid="true"' in units and 'value="two"' in units
     summary = re.search(r'<div class="error-summary".*?</div>', page, re.S)
     assert summary
     assert f'href="#{tag.split(" id=")[1].split(chr(34))[1]}"' in summary.group(0)  # links to the field
-    assert "whole number" in summary.group(0)
+    assert "Date of last contact: must be a valid calendar date" in summary.group(0)  # the field's label
+    assert "Operations 1, Red cell transfusion [units]: must be a whole number" in summary.group(0)
     assert form_values(page)["case_id"] == ["FORM-1"]  # everything else refilled
     assert _cases(client) == []  # nothing stored
 

@@ -271,3 +271,12 @@ def test_add_and_remove_items_without_script():
             form.add_item({}, bad)
     with pytest.raises(BadRequest):
         form.remove_item({}, "patient")
+
+
+def test_the_summary_names_a_field_by_its_label_and_list_item():
+    names = form.labels(form.build({"surgery.1.renal_veins.0.side": ""}))
+    assert names["outcome.last_contact"] == "Date of last contact"
+    assert names["surgery.1.date"] == "Operations 2, Date of the operation"
+    assert names["surgery.1.renal_veins.0.side"] == "Operations 2, Renal vein management, per side 1, Side"
+    assert names["surgery.0.blood_loss_ml"] == "Operations 1, Estimated blood loss [mL]"  # not "Value"
+    assert names["surgery.0.blood_loss_ml.unit"] == "Operations 1, Estimated blood loss [mL], Unit"
