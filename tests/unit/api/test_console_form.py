@@ -288,3 +288,16 @@ def test_any_text_in_every_field_is_a_form_with_errors_never_a_500(client, junk)
     assert "<script>alert" not in page  # shown escaped, as typed
     assert 'aria-invalid="true"' in page
     assert _cases(client) == []
+
+
+@pytest.mark.parametrize("path", ["/ui/cases/new", "/ui/cases/00000000-0000-4000-8000-000000000000/edit"])
+def test_without_a_token_the_form_is_401_and_nothing_is_stored(client, path):
+    page = client.get(path, headers=HTML)
+    assert page.status_code == 401 and page.mimetype == "text/html"
+    posted = client.post(path, data={**MINIMAL, "_version": "1"}, headers=HTML)
+    assert posted.status_code == 401
+    assert _cases(client) == []
+
+
+def test_editing_a_case_that_does_not_exist_is_404(client):
+    assert _get(client, "/ui/cases/00000000-0000-4000-8000-000000000000/edit").status_code == 404
