@@ -19,26 +19,36 @@ from flask import Blueprint, Response, g, render_template, request, url_for
 
 from service.api import csrf, openapi
 from service.api.context import ctx
-from service.api.writes import _granted, case_writes, require_writer
+from service.api.writes import case_writes, require_writer
 from service.auth import gate
 from service.auth.gate import require_source_write
+from service.auth.principal import Principal
 from service.console import form
-from service.errors import BadRequest, Conflict, Issue, PreconditionFailed, Unprocessable
-from service.intake import OnChange
+from service.errors import BadRequest, Conflict, Forbidden, Issue, PreconditionFailed, Unprocessable
+from service.intake import OnChange, Prepared
 from service.store.cases import CaseRow, VersionRow
 
 bp = Blueprint("console_form", __name__)
 HTML_TYPE = "text/html; charset=utf-8"
 
 
-def may_edit(principal: Any, source_system: str) -> bool:
+def _allowed(principal: Principal, action: str) -> bool:
+    """Whether ``require_writer`` lets ``action`` through: the link shows what the form will allow."""
+    try:
+        require_writer(principal, action)
+    except Forbidden:
+        return False
+    return True
+
+
+def may_edit(principal: Principal, source_system: str) -> bool:
     """Whether the case page offers "Edit": an update scope on cases and the case's source."""
-    return _granted(principal, "u") and principal.may_write_source(source_system)
+    return _allowed(principal, "u") and principal.may_write_source(source_system)
 
 
-def may_create(principal: Any) -> bool:
+def may_create(principal: Principal) -> bool:
     """Whether the case list offers "New case" (the source is checked when the form is saved)."""
-    return _granted(principal, "c")
+    return _allowed(principal, "c")
 
 
 def _author() -> str:
@@ -94,7 +104,7 @@ def _summary(errors: dict[str, str], loose: list[str]) -> list[tuple[str, str]]:
     return [(name, message) for name, message in errors.items()] + [("", text) for text in loose]
 
 
-def _prepare(parsed: form.Parsed) -> Any:
+def _prepare(parsed: form.Parsed) -> Prepared:
     """``Intake.prepare`` of the parsed case; a field that was not even of its type is reported with
     whatever else intake finds (all problems at once, not one round per kind)."""
     try:

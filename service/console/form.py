@@ -165,7 +165,6 @@ class Group:
     hint: str
     children: list[Field | Group] = field(default_factory=list)
     items: list[Group] | None = None
-    removable: bool = False
     optional_forms: bool = False
     error: str = ""
     node: str = "group"
@@ -303,7 +302,6 @@ def _array(
         )
         wrapper.legend = f"{noun} {i + 1}"
         wrapper.hint = ""
-        wrapper.removable = True
         assert group.items is not None
         group.items.append(wrapper)
     return group
