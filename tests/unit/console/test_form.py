@@ -280,3 +280,24 @@ def test_the_summary_names_a_field_by_its_label_and_list_item():
     assert names["surgery.1.renal_veins.0.side"] == "Operations 2, Renal vein management, per side 1, Side"
     assert names["surgery.0.blood_loss_ml"] == "Operations 1, Estimated blood loss [mL]"  # not "Value"
     assert names["surgery.0.blood_loss_ml.unit"] == "Operations 1, Estimated blood loss [mL], Unit"
+
+
+def test_every_property_of_the_published_schema_has_a_short_title():
+    titles = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, sub in node.get("properties", {}).items():
+                if "description" in sub:  # a model field (the inner forms of a choice have none)
+                    titles.append((f"{where}.{key}", sub.get("title", "")))
+            for key, sub in node.items():
+                walk(sub, f"{where}/{key}")
+        elif isinstance(node, list):
+            for sub in node:
+                walk(sub, where)
+
+    walk(SCHEMA, "")
+    assert len(titles) > 150
+    for where, title in titles:
+        assert title and len(title) <= 60, where
+        assert not title.endswith((".", ",", ";", ":")) and "`" not in title and "(" not in title, where
