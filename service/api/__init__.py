@@ -13,6 +13,7 @@ from service.api import (
     bulk,
     cases,
     console,
+    console_form,
     console_sync,
     csrf,
     errors,
@@ -84,5 +85,6 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(validate.bp)
     app.register_blueprint(console.pages)
     app.register_blueprint(console.bp)
+    app.register_blueprint(console_form.bp)
     app.register_blueprint(console_sync.bp)
     return app

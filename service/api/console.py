@@ -21,7 +21,7 @@ import orjson
 from flask import Blueprint, Response, abort, g, render_template, request, url_for
 
 from service import __version__
-from service.api import openapi
+from service.api import console_form, openapi
 from service.api.context import ctx
 from service.api.params import int_arg
 from service.api.registry import SUMMARY_PARAMS, check_names, recipient_key, summary_filters
@@ -154,6 +154,7 @@ def case_list() -> Response:
             institutions=console_cases.institutions(ctx().engine, sources),
             previous=previous,
             following=following,
+            may_create=console_form.may_create(g.principal),
         )
     )
 
@@ -212,6 +213,7 @@ def case_page(ref: str) -> Response:
             after=after,
             changes=changes,
             instant=instant,
+            may_edit=console_form.may_edit(g.principal, row.source_system),
         )
     )
 

@@ -8,11 +8,12 @@ listed in docs/case-model.md.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from marshmallow import Schema, fields
 
-from service.codes import CANONICAL, table
+from service.codes import ABSENT_REASONS, CANONICAL, table
 from service.model import dates
 from service.model import fields as f
 from service.model.schema import CaseSchema
@@ -40,7 +41,7 @@ def case_json_schema() -> dict[str, Any]:
 
 
 def _object(schema: Schema, defs: dict[str, Any]) -> dict[str, Any]:
-    properties = {name: field_schema(field, defs) for name, field in schema.fields.items()}
+    properties = {name: field_schema(field, defs, name) for name, field in schema.fields.items()}
     required = [name for name, field in schema.fields.items() if field.required]
     out: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
@@ -58,13 +59,46 @@ def _ref(field: fields.Nested, defs: dict[str, Any]) -> dict[str, Any]:
     return {"$ref": f"#/$defs/{name}"}
 
 
-def field_schema(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON Schema of one field, nullable when the field is optional."""
+def field_schema(field: fields.Field[Any], defs: dict[str, Any], name: str = "") -> dict[str, Any]:
+    """The JSON Schema of one field, nullable when the field is optional, with a ``title`` (the label a
+    form shows: the field's ``title`` metadata, else the description's first clause)."""
     out = _bare(field, defs)
     if not field.required:
         out = _nullable(out)
     description = field.metadata.get("description")
-    return {"description": description, **out} if description else out
+    title = field.metadata.get("title") or title_of(description, name)
+    named = {"title": title} if title else {}
+    return {**named, "description": description, **out} if description else {**named, **out}
+
+
+_CLAUSE = re.compile(r"[;.]| = |, (?:or|in|required|unique|as|with|only|derived)\b|: ")
+_ASIDE = re.compile(r"\s*\([^)]*\)")
+_UNIT = re.compile(r" \[[^\]]+\]")
+
+
+def title_of(description: str | None, name: str) -> str:
+    """A short label: the description without asides, up to its first clause break (``Date of
+    diagnosis; `unknown` when ...`` -> ``Date of diagnosis``), keeping a `` [unit]`` that follows it;
+    else the property name in words."""
+    if description:
+        text = _ASIDE.sub("", description)
+        head = _CLAUSE.split(text, maxsplit=1)[0].strip()
+        unit = _UNIT.search(text)
+        if unit and unit.group(0) not in head and unit.start() <= len(head) + 40:
+            head = f"{head}{unit.group(0)}"
+        if head:
+            return head
+    return name.replace("_", " ").capitalize()
+
+
+def _labels(table_name: str, values: list[Any]) -> dict[str, str]:
+    """``x-labels``: the code table's display of each value (what a form's select shows)."""
+    t = table(table_name)
+    out = {}
+    for value in values:
+        key = str(value)
+        out[key] = t.values[key].display if key in t.values else ABSENT_REASONS[key][1]
+    return out
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +125,18 @@ def _bare(field: fields.Field[Any], defs: dict[str, Any]) -> dict[str, Any]:
             "required": ["comparator", "value"],
             "additionalProperties": False,
         }
-        return {"anyOf": [{"enum": field.allowed()}, bound], "x-code-table": field.table_name}
+        allowed = field.allowed()
+        return {
+            "anyOf": [{"enum": allowed, "x-labels": _labels(field.table_name, allowed)}, bound],
+            "x-code-table": field.table_name,
+        }
     if isinstance(field, f.Code):
-        return {"enum": field.allowed(), "x-code-table": field.table_name}
+        allowed = field.allowed()
+        return {
+            "enum": allowed,
+            "x-code-table": field.table_name,
+            "x-labels": _labels(field.table_name, allowed),
+        }
     if isinstance(field, f.Dimensions):
         size = {"type": "number", "exclusiveMinimum": 0}
         bound = {

@@ -1,6 +1,6 @@
-"""Shared by the browser tests: headless Chromium, opening a page and checking it (screenshot, no CSP
-violation, axe-core: no serious or critical violation). Needs the Debian ``chromium`` and
-``chromium-driver`` packages and ``npm ci`` in tests/clients/js (scripts/setup installs them)."""
+"""Shared by the browser tests: ``ivclms serve`` with the example series (``base``, authentication off)
+or as deployed (``guarded``), one headless Chromium per module, and ``_check_page`` (screenshot under
+``.run/screenshots/``, no CSP violation, axe-core: no serious or critical violation)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,47 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from service.case_files import EXAMPLE_SERIES
+from tests.serving import Serve
+
 REPO = Path(__file__).resolve().parents[2]
 AXE = REPO / "tests" / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = REPO / ".run" / "screenshots"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WAIT_S = 30
 """Upper bound for a page to show what is awaited (a condition polled, not a timed assertion)."""
+EVERY_CONSENT = "consent=yes&consent=no&consent=unknown"
 
 
 def _healthy(port: int) -> bool:
     return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = Serve(tmp_path_factory.mktemp("browser"), {"IVCLMS_AUTH_DISABLED": "true"}, _healthy)
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        resp = requests.post(
+            f"{url}/cases/import",
+            data=EXAMPLE_SERIES.read_bytes(),
+            headers={"Content-Type": "text/csv"},
+            timeout=120,
+        )
+        assert resp.status_code == 200, resp.text
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server with authentication on (the test secret), as deployed: no OIDC sign-in yet."""
+    server = Serve(tmp_path_factory.mktemp("guarded"), {}, _healthy)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

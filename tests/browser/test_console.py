@@ -10,47 +10,13 @@ Needs the Debian ``chromium`` and ``chromium-driver`` packages and ``npm ci`` in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from service.case_files import EXAMPLE_SERIES
-from tests.browser.conftest import WAIT_S, _check_page, _healthy, _open
-from tests.serving import Serve
+from tests.browser.conftest import EVERY_CONSENT, WAIT_S, _check_page, _open
 from tests.tokens import token
-
-EVERY_CONSENT = "consent=yes&consent=no&consent=unknown"
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = Serve(tmp_path_factory.mktemp("browser"), {"IVCLMS_AUTH_DISABLED": "true"}, _healthy)
-    url = f"http://127.0.0.1:{server.port}"
-    try:
-        resp = requests.post(
-            f"{url}/cases/import",
-            data=EXAMPLE_SERIES.read_bytes(),
-            headers={"Content-Type": "text/csv"},
-            timeout=120,
-        )
-        assert resp.status_code == 200, resp.text
-        yield url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The server with authentication on (the test secret), as deployed: no OIDC sign-in yet."""
-    server = Serve(tmp_path_factory.mktemp("guarded"), {}, _healthy)
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.stop()
 
 
 def _try_it(browser, operation_id: str):
