@@ -22,7 +22,7 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from service.auth.principal import Principal
@@ -178,14 +178,14 @@ class OidcClient:
     def _verify(self, id_token: str, nonce: str) -> dict[str, Any]:
         issuer = self.metadata()["issuer"]  # exactly as the provider writes it (a trailing slash too)
         token = None
-        for refresh in (False, True):  # an unknown kid: the provider may have rotated its keys
+        for refresh in (False, True):  # an unknown kid only: the provider may have rotated its keys
             try:
                 token = jwt.decode(id_token, self._key_set(refresh), algorithms=list(SIGNING_ALGS))
                 break
-            except JoseError:
+            except InvalidKeyIdError:
                 continue
-            except (ValueError, TypeError):
-                break
+            except (JoseError, ValueError, TypeError):
+                break  # a bad signature or a malformed token is not worth another fetch of the keys
         if token is None:
             raise _refused("the ID token's signature is not valid")
         claims = dict(token.claims)

@@ -21,14 +21,17 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from flask import Flask
+from flask import Blueprint, Flask, g
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 from service import create_app
-from service.api import signin
-from service.auth.oidc import safe_next
+from service.api import csrf, signin
+from service.auth.oidc import OidcClient, safe_next
 from service.case_files import EXAMPLE_SERIES
+from service.errors import BadRequest
 from service.settings import Settings, SettingsError
 from tests.conftest import TEST_SECRET
 from tests.tokens import bearer
@@ -303,12 +306,38 @@ def test_sign_in_makes_a_new_session(web):
 # ---- without the provider -------------------------------------------------------------------------
 
 
-def test_a_post_without_a_session_is_a_401_page_with_a_sign_in_link(tmp_path):
-    app = create_app(_settings(tmp_path, "http://127.0.0.1:9/none"))  # never reached
-    resp = app.test_client().post("/ui/sign-out", data={}, headers=HTML)
-    assert resp.status_code == 403  # sign-out needs no sign-in, only the form's token
-    page = app.test_client().get("/ui/cases/x", headers={"Accept": "application/json"})
-    assert page.status_code == 302  # a GET is sent to sign in whatever it accepts
+def _with_console_form(app: Flask) -> Flask:
+    """A console form post as the other console blueprints have them (``console_form``: CSRF first)."""
+    form = Blueprint("console_form", __name__)
+
+    @form.post("/ui/test-form")
+    def submit() -> str:
+        csrf.check()
+        return f"posted by {g.principal.subject}"
+
+    app.register_blueprint(form)
+    return app
+
+
+def test_a_console_post_without_a_sign_in_is_a_401_page_with_a_sign_in_link(tmp_path):
+    app = _with_console_form(create_app(_settings(tmp_path, "http://127.0.0.1:9/none")))  # never reached
+    web = app.test_client()
+    resp = web.post("/ui/test-form", data={}, headers=HTML)
+    assert resp.status_code == 401 and resp.mimetype == "text/html"
+    assert '<a class="sign-in" href="/ui/sign-in">sign in</a>' in resp.get_data(as_text=True)
+    assert web.post("/ui/sign-out", data={}, headers=HTML).status_code == 403  # only the form's token
+    assert web.get("/ui/cases/x", headers={"Accept": "application/json"}).status_code == 302
+
+
+@pytest.mark.integration
+def test_a_console_form_post_goes_through_with_the_session_and_its_csrf_token(tmp_path, issuer):
+    web = _with_console_form(create_app(_settings(tmp_path, issuer))).test_client()
+    assert _sign_in(web).status_code == 200
+    assert web.post("/ui/test-form", data={"csrf_token": "guessed"}, headers=HTML).status_code == 403
+    with web.session_transaction() as sess:
+        token = sess["csrf"]
+    resp = web.post("/ui/test-form", data={"csrf_token": token}, headers=HTML)
+    assert resp.status_code == 200 and resp.get_data(as_text=True) == "posted by alice"
 
 
 def test_without_oidc_the_console_stays_as_it_was(client):
@@ -366,7 +395,7 @@ def test_the_issuer_must_be_https_unless_loopback(tmp_path, issuer, ok):
         )
 
     if ok:
-        assert make().oidc_enabled
+        assert make().validated().oidc_enabled
     else:
         with pytest.raises(SettingsError, match="OIDC_ISSUER"):
             make().validated()
@@ -380,3 +409,22 @@ def test_oidc_needs_a_client_id_and_openid(tmp_path):
         base.replace(oidc_issuer="https://idp.example.org", oidc_client_id="c", oidc_scopes="profile")
     with pytest.raises(SettingsError, match="SESSION_MAX_AGE"):
         base.replace(oidc_issuer="https://idp.example.org", oidc_client_id="c", oidc_session_max_age_s=0)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("alg", ["RS256", "none"])
+def test_an_id_token_not_signed_by_the_provider_is_refused(tmp_path, issuer, alg):
+    """Right issuer, audience, nonce and the provider's own kid, but signed by another key (or not at
+    all): refused by the check against the provider's JWKS."""
+    client = OidcClient(_settings(tmp_path, issuer))
+    kid = requests.get(client.metadata()["jwks_uri"], timeout=30).json()["keys"][0]["kid"]
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": CLIENT_ID, "sub": "mallory", "nonce": "n", "iat": now, "exp": now + 300}
+    if alg == "none":
+        body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        forged = "eyJhbGciOiJub25lIn0." + body + "."
+    else:
+        forged = jwt.encode({"alg": alg, "kid": kid}, claims, RSAKey.generate_key(2048))
+    with pytest.raises(BadRequest) as refused:
+        client._verify(forged, "n")
+    assert "signature" in refused.value.issues[0].diagnostics
