@@ -27,7 +27,7 @@ from joserfc.jwk import KeySet
 
 from service.auth.principal import Principal
 from service.auth.tokens import ROLES_CLAIM, SOURCES_CLAIM, principal_from_claims
-from service.errors import BadRequest, Issue, Unavailable
+from service.errors import BadRequest, Issue, Unauthorized, Unavailable
 from service.settings import Settings
 
 TIMEOUT_S = 10.0
@@ -161,7 +161,13 @@ class OidcClient:
             raise _refused("the identity provider sent no ID token")
         claims = self._verify(id_token, txn.nonce)
         kept = {k: claims[k] for k in (*KEPT_CLAIMS, self.scope_claim) if k in claims}
-        principal_from_session(kept, self.scope_claim)  # claims that make no principal fail here, as 401
+        try:
+            principal_from_session(kept, self.scope_claim)  # claims that make no principal fail here
+        except Unauthorized:
+            raise _refused(
+                f"the identity provider's claims for this user are not valid ({self.scope_claim}, "
+                f"{SOURCES_CLAIM} or {ROLES_CLAIM} malformed, or no sub)"
+            ) from None
         return kept
 
     def _key_set(self, refresh: bool) -> KeySet:

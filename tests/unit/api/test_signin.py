@@ -276,6 +276,14 @@ def test_a_list_valued_scope_claim_is_read_too(web, case_ids):
 
 
 @pytest.mark.integration
+def test_malformed_claims_are_a_400_page_and_no_sign_in(web):
+    resp = _sign_in(web, "bob", {"scope": 42, "ivclms_roles": ["registry"]})
+    assert resp.status_code == 400
+    assert "claims for this user are not valid" in resp.get_data(as_text=True)
+    assert web.get("/ui", headers=HTML).status_code == 302
+
+
+@pytest.mark.integration
 def test_an_expired_session_is_refused(web, case_ids):
     assert _sign_in(web).status_code == 200
     with web.session_transaction() as sess:
