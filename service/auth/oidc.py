@@ -39,6 +39,7 @@ KEPT_CLAIMS = ("iss", "sub", "aud", "azp", SOURCES_CLAIM, ROLES_CLAIM, "preferre
 """Claims kept in the session besides the scope claim: enough to rebuild the principal and name the
 user, nothing else of the ID token."""
 SAFE_NEXT_DEFAULT = "/ui"
+SIGNIN_PATHS = frozenset({"/ui/sign-in", "/ui/callback", "/ui/sign-out"})
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def safe_next(target: str | None) -> str:
         return SAFE_NEXT_DEFAULT
     if "/../" in path + "/" or "/./" in path + "/" or "//" in path:
         return SAFE_NEXT_DEFAULT
+    if path.rstrip("/") in SIGNIN_PATHS:
+        return SAFE_NEXT_DEFAULT  # back into sign-in: a loop
     return target
 
 

@@ -379,6 +379,8 @@ def test_auth_disabled_means_no_sign_in(tmp_path):
         ("/ui/\nx", "/ui"),
         ("http://localhost/ui", "/ui"),
         ("/ui#frag", "/ui"),
+        ("/ui/sign-in?next=/ui", "/ui"),
+        ("/ui/callback/", "/ui"),
     ],
 )
 def test_safe_next(target, kept):
