@@ -236,6 +236,33 @@ class Settings:
         True,
     )
 
+    oidc_issuer: str = _env(
+        "OIDC_ISSUER",
+        "OpenID Connect issuer of the hospital's identity provider for console sign-in (its endpoints are "
+        "discovered from `<issuer>/.well-known/openid-configuration`); https unless on loopback. Empty: "
+        "no sign-in, the console takes the API's bearer token only. Ignored when AUTH_DISABLED.",
+        "",
+    )
+    oidc_client_id: str = _env("OIDC_CLIENT_ID", "The console's client id at the identity provider.", "")
+    oidc_client_secret: str = _env(
+        "OIDC_CLIENT_SECRET",
+        "The console's client secret (client_secret_basic). Empty: a public client (PKCE S256 is always "
+        "used).",
+        "",
+    )
+    oidc_scopes: str = _env("OIDC_SCOPES", "Scopes asked for at sign-in (space-separated).", "openid profile")
+    oidc_scope_claim: str = _env(
+        "OIDC_SCOPE_CLAIM",
+        "ID-token claim that carries the user's API scopes (a space-separated string or a list), read like "
+        "an access token's `scope`; `ivclms_sources` and `ivclms_roles` are read as for access tokens.",
+        "scope",
+    )
+    oidc_session_max_age_s: int = _env(
+        "OIDC_SESSION_MAX_AGE_S",
+        "Seconds a console sign-in lasts (from the sign-in, not bound to the ID token's own expiry).",
+        8 * 3600,
+    )
+
     def __post_init__(self) -> None:
         # Resolved here, once: a relative IVCLMS_DATA_DIR must not mean another folder per command.
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().absolute())
@@ -332,6 +359,7 @@ class Settings:
                 f"{PREFIX}AUTH_JWT_PUBLIC_KEY_FILE, or {PREFIX}AUTH_DISABLED=true for a local trial"
             )
         self._check_client_sources()
+        self._check_oidc()
         if self.http_max_body_bytes <= 0:
             raise SettingsError(f"{PREFIX}HTTP_MAX_BODY_BYTES must be positive")
         self._check_keys()
@@ -341,6 +369,29 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive")
         return self
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """Console sign-in is on: an issuer is configured and authentication is not disabled."""
+        return bool(self.oidc_issuer) and not self.auth_disabled
+
+    def _check_oidc(self) -> None:
+        if not self.oidc_issuer:
+            return
+        parts = urlsplit(self.oidc_issuer)
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise SettingsError(f"{PREFIX}OIDC_ISSUER must be an https URL (http only on loopback)")
+        if not parts.netloc or parts.query or parts.fragment:
+            raise SettingsError(f"{PREFIX}OIDC_ISSUER must be a URL like https://idp.example.org/realm")
+        if not self.oidc_client_id:
+            raise SettingsError(f"{PREFIX}OIDC_CLIENT_ID is required with {PREFIX}OIDC_ISSUER")
+        if "openid" not in self.oidc_scopes.split():
+            raise SettingsError(f"{PREFIX}OIDC_SCOPES must include openid")
+        if not self.oidc_scope_claim:
+            raise SettingsError(f"{PREFIX}OIDC_SCOPE_CLAIM must name a claim")
+        if self.oidc_session_max_age_s <= 0:
+            raise SettingsError(f"{PREFIX}OIDC_SESSION_MAX_AGE_S must be positive")
 
     def _check_keys(self) -> None:
         for name in ("auth_jwt_secret", "registry_pseudonym_key"):

@@ -25,6 +25,7 @@ from service.api import (
     openapi,
     registry,
     security,
+    signin,
     sync,
     validate,
 )
@@ -67,6 +68,7 @@ def build_app(settings: Settings | None = None) -> Flask:
         log.warning("no FHIR server configured (IVCLMS_FHIR_URL is empty): sync to a FHIR server is off")
     errors.init_app(app)
     csrf.init_app(app, settings)
+    signin.init_app(app, settings)
     http_edges.lower_host(app)
     http_edges.init_cors(app)  # before authentication: a CORS preflight carries no token
     security.init_app(app)

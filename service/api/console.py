@@ -4,8 +4,9 @@ Thin: parse the query, call the Flask-free ``service.console`` and ``service.reg
 render a Jinja template (autoescaped). Every ``/ui`` route passes the same gate as the API: the
 bearer token of ``service.api.security`` and the scope / source / role checks of ``service.auth.gate``
 and ``service.registry.access`` (a case page needs what ``GET /cases/{id}`` needs, the list what
-``GET /cases`` needs, the series page what ``GET /registry/summary`` needs). Sign-in with OpenID Connect
-comes later; until then a browser without a token gets a 401 page that says so (``service.api.errors``).
+``GET /cases`` needs, the series page what ``GET /registry/summary`` needs). With OpenID Connect
+configured, a signed-in user's session stands in for the token on these pages (``service.api.signin``);
+without it, a browser without a token gets a 401 page that says so (``service.api.errors``).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
+from service.api import signin
 from service.api.context import ctx
 from service.auth import ANONYMOUS
-from service.errors import Forbidden
+from service.errors import Forbidden, Unauthorized
 
 PUBLIC_ENDPOINTS = frozenset(
     {
@@ -20,6 +21,11 @@ PUBLIC_ENDPOINTS = frozenset(
         "pages.asset",
     }
 )
+
+SESSION_BLUEPRINTS = frozenset({"console", "console_form", "console_sync", "signin"})
+"""Blueprints whose endpoints accept the console's sign-in session (a cookie) in place of a bearer
+token: the console's pages and its own form posts (each checks CSRF). Never the JSON/FHIR API: a
+cookie there would let any site make a signed-in browser call it."""
 
 DEIDENTIFIED_ENDPOINTS = frozenset(
     {
@@ -44,21 +50,34 @@ swagger-ui's icons in its CSS."""
 
 def init_app(app: Flask) -> None:
     @app.before_request
-    def _authenticate() -> None:
+    def _authenticate() -> Response | None:
         verifier = ctx().verifier
         if verifier is None:
             g.principal = ANONYMOUS
-            return
+            return None
         if request.endpoint in PUBLIC_ENDPOINTS or request.routing_exception is not None:
             # Public endpoints, and 404/405 answers (which reveal nothing), need no token.
             g.principal = None
-            return
-        g.principal = verifier.verify(request.headers.get("Authorization"))
+            return None
+        if request.endpoint in signin.PUBLIC:
+            g.principal = None
+            return None
+        authorization = request.headers.get("Authorization")
+        if authorization is None and request.blueprint in SESSION_BLUEPRINTS and ctx().settings.oidc_enabled:
+            principal = signin.session_principal()
+            if principal is None:
+                if request.method == "GET":
+                    return Response(status=302, headers={"Location": signin.sign_in_url()})
+                raise Unauthorized("sign in to use the console (your sign-in is missing or has expired)")
+            g.principal = principal
+        else:  # a bearer token wins when present
+            g.principal = verifier.verify(authorization)
         if g.principal.deidentified_only and request.endpoint not in DEIDENTIFIED_ENDPOINTS:
             raise Forbidden(
                 "this token has the role 'deidentified' without 'registry': it reaches de-identified "
                 "registry pulls only (/registry/cases.csv|.ndjson?deidentified=true, /registry/summary)"
             )
+        return None
 
     @app.after_request
     def _no_store(response: Response) -> Response:
