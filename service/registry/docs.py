@@ -278,6 +278,8 @@ brackets):
   own row, never a value and never dropped. Rounding follows the input:
   min and max at the most decimals any value has, mean and median one decimal more (at most 2), so
   months recorded as 21, 25, 26 and 30 print as median 25.5, range 21-30; survival to 4 decimals.
+  Rounding is half up, as papers print it (a page's percentages to one decimal: 1 of 16 cases
+  is 6.3%, 2 of 3 is 66.7%).
 
 The HTML form (`Accept: text/html` or `format=html`) prints the same as one page: n (%) per row
 (percent of all cases, or of operated cases for surgical rows; each group heading or row names its

@@ -564,8 +564,17 @@ _ABSENT_DISPLAY = {
 }
 
 
+def _share(share: Decimal) -> str:
+    """A share (a fraction, exact) as a percentage with one decimal rounded half up, as papers print
+    it: 1 of 16 is 6.3%, where Python's format gives 6.2% (6.25 is exact and its ties go to even)."""
+    try:
+        return f"{(100 * share).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+    except InvalidOperation:  # more digits than Decimal's 28: no tie can matter at that size
+        return f"{100 * float(share):.1f}%"
+
+
 def _pct(n: int, of: int) -> str:
-    return f"{n} ({100 * n / of:.1f}%)" if of else str(n)
+    return f"{n} ({_share(Decimal(n) / Decimal(of))})" if of else str(n)
 
 
 def _num(value: Any) -> str:
@@ -581,8 +590,11 @@ def _range(stats: Mapping[str, Any], centre: str) -> str:
 
 
 def percent(value: float | None) -> str:
-    """A survival fraction as a percentage with one decimal (pages show percentages, JSON fractions)."""
-    return "-" if value is None else f"{100 * value:.1f}%"
+    """A survival fraction as a percentage with one decimal (pages show percentages, JSON fractions),
+    from the decimal the fraction prints as (0.8125 -> 81.3%)."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return _share(Decimal(repr(float(value))))
 
 
 def events_by(rows: Sequence[Mapping[str, Any]], month: float) -> int:
@@ -690,7 +702,7 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [
         (
             f"R0 rate (of {recorded} recorded margin{'' if recorded == 1 else 's'}: R0, R1 or R2)",
-            "-" if rate is None else f"{100 * rate:.1f}% ({margin[R0]} of {recorded})",
+            "-" if rate is None else f"{percent(rate)} ({margin[R0]} of {recorded})",
         )
     ]
     rows += [f"Therapy given (percentages of the {n} cases)"]

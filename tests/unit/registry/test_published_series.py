@@ -125,3 +125,27 @@ def test_the_rows_are_cases_with_unknown_dates_not_placeholders():
     for row in report.imported:
         assert (row.case["diagnosis"]["date"], row.case["outcome"]["last_contact"]) == ("unknown", "unknown")
         assert [s["date"] for s in row.case["surgery"]] == ["unknown"]
+
+
+def test_count_cells_print_a_published_registrys_percentages():
+    """Mingoli et al., Anticancer Res 1996;16(5B):3201-5 (the international registry, 218 patients;
+    README.md): "A radical tumor resection was undertaken in 134 (61.5%) patients, 26 (11.9%) had a
+    palliative resection and 58 (26.6%) were inoperable." The paper gives counts, not rows, so only
+    the cell format is checked here: each count of 218 prints as the paper prints it."""
+    assert [summary._pct(n, 218) for n in (134, 26, 58)] == ["134 (61.5%)", "26 (11.9%)", "58 (26.6%)"]
+
+
+def test_a_share_on_a_tie_is_rounded_half_up_as_papers_print_it():
+    """Papers round half up (Ann Vasc Surg 2016 prints 2 of 3 as 66.7%); on an exact tie Python's
+    format rounds to even. 1 of 16 is 6.25% exactly, printed 6.3% by a paper; so is a survival of
+    0.8125 (13 of 16) printed 81.3%, and an R0 rate of 1 in 16 margins 6.3%. Before the fix the
+    cells read 6.2%, 81.2% and 6.2%."""
+    assert [summary._pct(n, 16) for n in (1, 3, 5)] == ["1 (6.3%)", "3 (18.8%)", "5 (31.3%)"]
+    assert summary._pct(1, 80) == "1 (1.3%)"
+    assert (summary.percent(0.8125), summary.percent(0.0625), summary.percent(None)) == ("81.3%", "6.3%", "-")
+    assert summary.percent(float("nan")) == "-"
+    empty = summary.summarise([])
+    margins = {**empty["margin"], "R0": 1, "R1": 15, "r0_rate": 0.0625}
+    page = summary.render_html({**empty, "cases": 16, "operated": 16, "margin": margins})
+    assert "<td class=n>6.3% (1 of 16)</td>" in page
+    assert "<td class=n>1 (6.3%)</td>" in page  # Margin R0: 1 of the 16 operated
