@@ -438,7 +438,7 @@ def follow_ups(draw: Draw, diagnosis: dt.date, first_surgery: dt.date | None) ->
         if first_surgery is not None:  # the derived day must not be after today (issue 15)
             room = (max(first_surgery, LATEST_DAY) - first_surgery).days / 30.4375
             months = min(months, int(room))
-        day = date_after(iso(first_surgery), months) if first_surgery else None
+        day = None  # an interval stays an interval: no day is derived from it (rules.derive)
     return {
         "date": day,
         "months_after_surgery": months,
@@ -546,6 +546,12 @@ def one_timeline(case: Case, first: dt.date | None) -> None:
     contact; a 30-day death and a Clavien-Dindo grade V only for a patient who may have died so."""
     outcome, post = case["outcome"], case["postoperative"]
     events = [s["date"] for s in case["surgery"]] + [fu["date"] for fu in case["follow_up"]]
+    if first is not None:  # the day a visit given in months may fall on, at the latest
+        events += [
+            date_after(iso(first), fu["months_after_surgery"])
+            for fu in case["follow_up"]
+            if fu["date"] is None and fu["months_after_surgery"] is not None
+        ]
     events += [t["start"] for t in case["therapies"]]
     if post is not None:
         events += [c["date"] for c in post["complications"]]

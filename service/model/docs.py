@@ -74,11 +74,13 @@ table in `mappings/codes.yaml`.
   birth date is known and the age is determinate (born `1960`, diagnosed `2019-06`: 58 or 59, left
   unknown); if both are given they must agree (with partial dates: be one of the possible ages). One
   of the two is required.
-- `follow_up[].date` / `months_after_surgery`: one of the two is required; when the first surgery
-  (earliest `surgery[].date`) is known the other is derived: months = round(days / {month}, 1),
-  date = surgery date + round(months x {month}) days. If both are given they must agree within
-  0.1 month, and the given values are kept. Without surgery, or when the surgery date or the
-  follow-up date is partial, the given one is kept alone (a month has no day to count from).
+- `follow_up[].date` / `months_after_surgery`: one of the two is required. When the first surgery
+  (earliest `surgery[].date`) and the follow-up date are full dates, the months are derived:
+  months = round(days / {month}, 1); if both are given they must agree within 0.1 month, and the
+  given values are kept. No date is derived from months: "24 months after surgery" names no day, and
+  an interval stays an interval (data set, "Incomplete records"); it must not end after the last
+  contact by more than a month of the source's rounding. When the surgery date or the follow-up date
+  is partial, the given one is kept alone (a month has no day to count from).
 
 ## Cross-field rules
 

@@ -126,11 +126,11 @@ def derive(case: dict[str, Any]) -> list[Issue]:
             continue
         surgery_date = first[1]
         if fu["date"] is None:
-            try:
-                fu["date"] = date_after(surgery_date, fu["months_after_surgery"])
-            except ValueError as error:
-                issues.append(issue(f"{path}.months_after_surgery", str(error)))
-        elif dates.exact(fu["date"]) is None:
+            # Not derived: "6 months after surgery" names no day, and a day counted from it (months x
+            # 30.4375) would be stored as if recorded and refuse true records near a month's end. The
+            # interval stays an interval; the rules bound it with the source's rounding (span_allows).
+            continue
+        if dates.exact(fu["date"]) is None:
             continue
         elif fu["months_after_surgery"] is None:
             if fu["date"] >= surgery_date:
@@ -407,6 +407,15 @@ def follow_up_within_last_contact(case: dict[str, Any]) -> Iterator[Issue]:
         path, months = f"follow_up[{i}]", fu["months_after_surgery"]
         if before(last, fu["date"]):
             yield issue(f"{path}.date", f"must not be after outcome.last_contact ({last})")
+        if fu["date"] is None and months is not None and first and surgery and last is not None:
+            latest_day = dates.parse(last).latest
+            earliest = dates.parse(surgery).earliest
+            if (latest_day - earliest).days / DAYS_PER_MONTH + INTERVAL_SLACK_MONTHS < months:
+                yield issue(
+                    f"{path}.months_after_surgery",
+                    f"{months:g} months after the first surgery (surgery[{first[0]}].date {surgery}) is "
+                    f"after outcome.last_contact ({last})",
+                )
         if months is not None and last_months is not None and months > last_months + _MONTHS_TOLERANCE:
             yield issue(
                 f"{path}.months_after_surgery",

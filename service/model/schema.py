@@ -398,7 +398,7 @@ class TherapySchema(Base):
 class FollowUpSchema(Base):
     date = f.date("Date of the assessment; date or months_after_surgery is required.")
     months_after_surgery = f.measure(
-        DURATION, "months", "Months after the first surgery; derived from date when both are known."
+        DURATION, "months", "Months after the first surgery; derived from date when both dates are full."
     )
     disease_status = f.code("disease-status", "Disease status.", required=True)
     sites = codes("metastasis-site", "Recurrence or metastasis sites.")

@@ -377,29 +377,40 @@ def test_follow_up_months_are_derived_from_date(example):
     assert validate_case(example)["follow_up"][0]["months_after_surgery"] == 6.0
 
 
-def test_follow_up_date_is_derived_from_months(example):
+def test_a_follow_up_in_months_stays_an_interval(example):
+    """Data set, "Incomplete records": intervals "stay intervals, in the unit given"; "24 months after
+    surgery" names no day, so none is derived and stored as if recorded."""
     example["follow_up"][0]["date"] = None
     example["follow_up"][0]["months_after_surgery"] = 24
     follow_up = validate_case(example)["follow_up"][0]
-    assert follow_up["date"] == "2023-04-12"  # 2021-04-12 + round(24 * 30.4375) = 731 days
-    assert follow_up["months_after_surgery"] == 24
+    assert (follow_up["date"], follow_up["months_after_surgery"]) == (None, 24)
 
 
 def test_follow_up_months_in_another_unit(example):
     example["follow_up"][0]["date"] = None
     example["follow_up"][0]["months_after_surgery"] = {"value": 1, "unit": "years"}
     follow_up = validate_case(example)["follow_up"][0]
-    assert follow_up["months_after_surgery"] == 12.0
-    assert follow_up["date"] == "2022-04-12"
+    assert (follow_up["date"], follow_up["months_after_surgery"]) == (None, 12.0)
 
 
-def test_follow_up_relative_to_the_first_surgery(example):
+def test_follow_up_months_count_from_the_first_surgery(example):
+    """The interval is bounded from the earliest operation (2021-04-12), not from the one listed first:
+    48 months after it is past the last contact (2024-04-20) by more than a month's rounding."""
     second = {**example["surgery"][0], "date": "2021-06-01", "organs_resected": [], "renal_veins": []}
     example["surgery"].insert(0, second)
     example["care_plan"]["activities"][1]["performed"] = "surgery[1]"
     example["follow_up"][0]["date"] = None
-    example["follow_up"][0]["months_after_surgery"] = 12
-    assert validate_case(example)["follow_up"][0]["date"] == "2022-04-12"
+    example["follow_up"][0]["months_after_surgery"] = 36
+    assert validate_case(example)["follow_up"][0]["date"] is None
+    example["follow_up"][0]["months_after_surgery"] = 48
+    with pytest.raises(Unprocessable) as caught:
+        validate_case(example)
+    assert any(
+        i.expression == "follow_up[0].months_after_surgery"
+        and "(surgery[1].date 2021-04-12)" in i.diagnostics
+        and "after outcome.last_contact" in i.diagnostics
+        for i in caught.value.issues
+    ), caught.value.issues
 
 
 def test_follow_up_without_surgery_keeps_what_is_given(example):
