@@ -16,7 +16,7 @@ from service.codes import table
 from service.errors import Issue
 from service.model import dates
 from service.model.fields import grades_within
-from service.model.units import DAYS_PER_MONTH
+from service.model.units import DAYS_PER_MONTH, MAX_AGE_YEARS
 
 # ``performed`` of a care plan activity: surgery[i] or therapies[i].
 _PERFORMED = re.compile(r"^(surgery|therapies)\[(\d+)\]$")
@@ -153,6 +153,10 @@ def _age(patient: dict[str, Any], diagnosis_date: str) -> list[Issue]:
     birth, d = dates.parse(patient["birth_date"]), dates.parse(diagnosis_date)
     age = dates.full_years_between(birth.text, d.text)
     given = patient["age_at_diagnosis"]
+    if age is not None and age > MAX_AGE_YEARS:
+        # derived, it would be stored beyond what the element allows when given (outside review: 171)
+        rule_text = f"gives an age at diagnosis of {age} with diagnosis.date: more than {MAX_AGE_YEARS}"
+        return [issue("patient.birth_date", rule_text)]
     if age is not None:
         if given is None:
             patient["age_at_diagnosis"] = age
@@ -263,6 +267,13 @@ INTERVAL_SLACK_MONTHS = 1.0
 the span its dates allow by more than this."""
 
 
+def months_certainly_after(start: str, months: float, limit: str) -> bool:
+    """Whether ``months`` after the (partial) date ``start`` ends after the (partial) date ``limit`` on
+    every day the dates allow, with ``INTERVAL_SLACK_MONTHS`` for the source's rounding."""
+    longest = (dates.parse(limit).latest - dates.parse(start).earliest).days / DAYS_PER_MONTH
+    return months > longest + INTERVAL_SLACK_MONTHS
+
+
 def span_allows(start: str, end: str, months: float) -> bool:
     """Whether ``months`` can lie between two (partial) dates: within every span they allow, with
     ``INTERVAL_SLACK_MONTHS`` for the source's rounding."""
@@ -329,6 +340,16 @@ def intervals_not_after_today(case: dict[str, Any], today: dt.date) -> Iterator[
     diagnosis = ("diagnosis.date", dates.known(case["diagnosis"]["date"]))
     if diagnosis[1] is None:  # unknown: not before birth + age (second outside review)
         diagnosis = ("patient.birth_date + age_at_diagnosis", _diagnosis_floor(case["patient"]))
+    if (
+        diagnosis[1] is not None
+        and diagnosis[0].startswith("patient.")
+        and dates.parse(diagnosis[1]).earliest > today
+    ):
+        yield issue(
+            "patient.age_at_diagnosis",
+            f"birth_date + age_at_diagnosis ({diagnosis[1]} at the earliest) is after today "
+            f"({today.isoformat()}): the diagnosis (date unknown) cannot be in the future",
+        )
     surgery = (f"surgery[{first[0]}].date", dates.known(first[1])) if first else ("", None)
     if first and surgery[1] is None:  # unknown: not before the diagnosis ("diagnosis <= surgery")
         surgery = (f"{diagnosis[0]} (surgery[{first[0]}].date is unknown, not before it)", diagnosis[1])
@@ -391,6 +412,21 @@ def nothing_after_death(case: dict[str, Any]) -> Iterator[Issue]:
     for path, value in dated:
         if before(death, value):
             yield issue(path, f"must not be after outcome.death_date ({death})")
+    first = first_surgery(case)
+    surgery = dates.known(first[1]) if first else None
+    for i, fu in enumerate(case["follow_up"]):
+        months = fu["months_after_surgery"]
+        if (
+            surgery is not None
+            and fu["date"] is None
+            and months is not None
+            and months_certainly_after(surgery, months, death)
+        ):
+            yield issue(
+                f"follow_up[{i}].months_after_surgery",
+                f"{months:g} months after the first surgery ({surgery}) is after outcome.death_date "
+                f"({death})",
+            )
 
 
 @rule
@@ -407,15 +443,19 @@ def follow_up_within_last_contact(case: dict[str, Any]) -> Iterator[Issue]:
         path, months = f"follow_up[{i}]", fu["months_after_surgery"]
         if before(last, fu["date"]):
             yield issue(f"{path}.date", f"must not be after outcome.last_contact ({last})")
-        if fu["date"] is None and months is not None and first and surgery and last is not None:
-            latest_day = dates.parse(last).latest
-            earliest = dates.parse(surgery).earliest
-            if (latest_day - earliest).days / DAYS_PER_MONTH + INTERVAL_SLACK_MONTHS < months:
-                yield issue(
-                    f"{path}.months_after_surgery",
-                    f"{months:g} months after the first surgery (surgery[{first[0]}].date {surgery}) is "
-                    f"after outcome.last_contact ({last})",
-                )
+        if (
+            fu["date"] is None
+            and months is not None
+            and first
+            and surgery
+            and last is not None
+            and months_certainly_after(surgery, months, last)
+        ):
+            yield issue(
+                f"{path}.months_after_surgery",
+                f"{months:g} months after the first surgery (surgery[{first[0]}].date {surgery}) is "
+                f"after outcome.last_contact ({last})",
+            )
         if months is not None and last_months is not None and months > last_months + _MONTHS_TOLERANCE:
             yield issue(
                 f"{path}.months_after_surgery",

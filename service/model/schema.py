@@ -15,7 +15,7 @@ from marshmallow import RAISE, Schema, fields, post_load, pre_load
 
 from service.model import fields as f
 from service.model.labs import normalise_lab
-from service.model.units import DOSE, DURATION, LENGTH, MASS, TIME, VOLUME, duration_max
+from service.model.units import DOSE, DURATION, LENGTH, MASS, MAX_AGE_YEARS, TIME, VOLUME, duration_max
 
 
 class Base(Schema):
@@ -173,7 +173,7 @@ class PatientSchema(Base):
         "Age at diagnosis in full years; derived from birth_date and diagnosis.date when the birth "
         "date is known (both given: they must agree); required when diagnosis.date is unknown.",
         integer=True,
-        maximum=130,
+        maximum=MAX_AGE_YEARS,
     )
     smoking = one(SmokingSchema, "Smoking status and pack-years.")
     history = many_of(HistorySchema, "Relevant history (coded condition or text, with date).")

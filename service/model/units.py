@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 # Days per month and per year: the conventions of the data set (months = days / 30.4375).
 DAYS_PER_MONTH = 30.4375
+MAX_AGE_YEARS = 130
+"""The oldest age at diagnosis the case model takes, given or derived from the birth date."""
 DAYS_PER_YEAR = 365.25
 # Converted values are rounded to this many decimals so that they are stable.
 DECIMALS = 4

@@ -339,3 +339,33 @@ def test_post_cases_answers_422_naming_the_element_and_stores_nothing(
     assert body["resourceType"] == "OperationOutcome"
     assert expression in [e for i in body["issue"] for e in i.get("expression", [])]
     assert _stored(api) == before
+
+
+def test_a_birth_date_giving_an_age_past_the_models_limit_is_refused(case: dict[str, Any]) -> None:
+    """Derived, the age would be stored beyond what a given age may be (maximum 130): second outside
+    review, born 1850 and diagnosed 2021 was stored as age 171."""
+    case["patient"].update({"birth_date": "1850-01-01", "age_at_diagnosis": None})
+    issues = _refused(case)
+    assert "more than 130" in issues["patient.birth_date"]
+
+
+def test_an_unknown_diagnosis_cannot_be_placed_in_the_future_by_birth_and_age(case: dict[str, Any]) -> None:
+    """Diagnosis date unknown: birth date + age at diagnosis is the earliest it can be (data set: "a date
+    after today is an error")."""
+    case["diagnosis"]["date"] = "unknown"
+    case["patient"].update({"birth_date": "2020-05-01", "age_at_diagnosis": 40})
+    issues = _refused(case)
+    assert "cannot be in the future" in issues["patient.age_at_diagnosis"]
+
+
+def test_a_follow_up_in_months_after_the_death_is_refused(case: dict[str, Any]) -> None:
+    """Data set: "diagnosis <= surgery <= follow-up"; nothing after the death. A visit given in months
+    is bounded with a month of the source's rounding."""
+    surgery = case["surgery"][0]["date"]
+    case["outcome"].update({"vital_status": "dead", "death_date": case["outcome"]["last_contact"]})
+    case["follow_up"][0].update({"date": None, "months_after_surgery": 600})
+    issues = _refused(case)
+    assert (
+        f"600 months after the first surgery ({surgery}) is after outcome.death_date"
+        in issues["follow_up[0].months_after_surgery"]
+    )
