@@ -120,7 +120,19 @@ def _typing_issues(parsed: form.Parsed) -> list[Issue]:
     return [Issue("invalid", message, f"form:{name}") for name, message in parsed.errors.items()]
 
 
-def _issues(issues: list[Issue], parsed: form.Parsed) -> tuple[dict[str, str], list[str]]:
+def _typed_part(name: str, flat: form.Flat) -> str:
+    """The field of ``name`` that holds what was typed: the value itself, or, when it was entered in
+    another form (a range's low and high, a bound), the first filled part of that form (outside
+    review: a range's error sat on the empty plain value)."""
+    if flat.get(name) not in (None, "", []):
+        return name
+    parts = sorted(k for k, v in flat.items() if k.startswith(name + ".") and v not in ("", []))
+    return parts[0] if parts else name
+
+
+def _issues(
+    issues: list[Issue], parsed: form.Parsed, flat: form.Flat | None = None
+) -> tuple[dict[str, str], list[str]]:
     """Intake's issues as field messages (joined when several concern one field) and loose ones; a
     field that was not of its type keeps that message only (intake saw it as missing)."""
     errors: dict[str, str] = {}
@@ -136,6 +148,7 @@ def _issues(issues: list[Issue], parsed: form.Parsed) -> tuple[dict[str, str], l
         text = issue.diagnostics
         if name:
             text = _at_field(text, expression, name)
+            name = _typed_part(name, flat or {})
             errors[name] = f"{errors[name]} {text}" if name in errors else text
         else:
             loose.append(text)
@@ -190,7 +203,7 @@ def create_case() -> Response:
             prepared, _author(), on_change=OnChange.CONFLICT, authorize=case_writes(g.principal)
         )
     except Unprocessable as error:
-        errors, loose = _issues(error.issues, parsed)
+        errors, loose = _issues(error.issues, parsed, flat)
         return _page(flat, where, status=422, errors=errors, summary=_summary(errors, loose))
     except Conflict as error:
         message = "A case with this source system and case identifier exists already: edit it instead."
@@ -229,7 +242,7 @@ def edit_case(ref: str) -> Response:
 
 def _version(flat: form.Flat) -> int:
     raw = flat.get("_version")
-    if not isinstance(raw, str) or not raw.isdigit() or len(raw) > 10:
+    if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > 10:
         message = "_version: the version the form was opened at is missing"
         raise BadRequest([Issue("invalid", message, "_version")])
     return int(raw)
@@ -238,6 +251,7 @@ def _version(flat: form.Flat) -> int:
 @bp.post("/ui/cases/<ref>/edit")
 def update_case(ref: str) -> Response:
     csrf.check()
+    g.audit_action = "U"  # an update, as PUT /cases/{id} is audited (a form can only POST)
     row, _ = _editable(ref)
     flat, where = _posted(), _edit(ref, row)
     version = _version(flat)
@@ -251,16 +265,25 @@ def update_case(ref: str) -> Response:
         require_source_write(g.principal, prepared.case["source_system"])
         intake.update(ref, prepared, _author(), version, authorize=case_writes(g.principal))
     except Unprocessable as error:
-        errors, loose = _issues(error.issues, parsed)
+        errors, loose = _issues(error.issues, parsed, flat)
         summary = _summary(errors, loose)
         return _page(flat, where, status=422, errors=errors, summary=summary, version=version)
     except PreconditionFailed:
-        now, _ = intake.get(ref)
+        now, current = intake.get(ref)
+        _, opened = intake.get(ref, version)
+        merged, both = form.rebase(
+            flat, form.flatten(orjson.loads(opened.case_json)), form.flatten(orjson.loads(current.case_json))
+        )
+        merged["_version"] = str(now.version)
         message = (
             f"Someone saved this case after you opened it (it is now at version {now.version}); nothing "
-            "was stored. Your entries are kept below: compare them with the case page, then save again."
+            "was stored. The form now shows their changes, with yours kept where you changed a field."
         )
-        return _page(flat, where, status=409, message=message, version=now.version)
+        errors = {name: "changed by someone else too: yours is kept here, check it" for name in both}
+        summary = [(name, errors[name]) for name in both]
+        return _page(
+            merged, where, status=409, message=message, version=now.version, errors=errors, summary=summary
+        )
     return _see_other(url_for("console.case_page", ref=ref))
 
 

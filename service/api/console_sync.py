@@ -27,6 +27,7 @@ from service.api import csrf, openapi
 from service.api import sync as sync_api
 from service.api.console import CONSOLE_DIR, HTML_TYPE, _html
 from service.api.context import ctx
+from service.auth import gate
 from service.clock import instant
 from service.console.sync import conflict_views
 from service.errors import BadRequest, Issue, Unprocessable
@@ -36,9 +37,9 @@ bp = Blueprint("console_sync", __name__, template_folder=str(CONSOLE_DIR / "temp
 
 
 def age(seconds: float | None) -> str:
-    """``None`` -> "nothing waits"; else a rounded age a person reads at a glance."""
+    """``None`` -> "" (nothing waits); else a rounded age a person reads at a glance."""
     if seconds is None:
-        return "nothing waits"
+        return ""
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
@@ -73,7 +74,9 @@ def _back() -> Response:
 @bp.post("/ui/sync/retry/<int:entry_id>")
 def retry(entry_id: int) -> Response:
     csrf.check()
+    g.audit_action = "U"  # re-sends a case: an update of what the FHIR server holds
     sync_api._operator(g.principal, "u")
+    gate.require_source_write(g.principal, status.entry_source(ctx().engine, entry_id))
     state = status.retry(ctx().engine, entry_id)
     flash(
         f"Outbox entry {entry_id} is {state}: "
@@ -85,7 +88,8 @@ def retry(entry_id: int) -> Response:
 @bp.post("/ui/sync/conflicts/<int:conflict_id>")
 def resolve_conflict(conflict_id: int) -> Response:
     csrf.check()
-    sync_api.resolver(g.principal)
+    g.audit_action = "U"  # settles a conflict: the case or the FHIR server is updated
+    sync_api.resolver(g.principal, conflict_id)
     keep = request.form.get("keep", "")
     if keep not in resolve.CHOICES:
         raise BadRequest([Issue("value", 'keep: "ours" or "theirs"', "keep")])

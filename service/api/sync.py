@@ -40,16 +40,20 @@ def sync_status() -> Response:
 @bp.post("/sync/retry/<int:entry_id>")
 def sync_retry(entry_id: int) -> Response:
     """404 for an unknown entry, 409 for one that is not dead (service.errors, via the error handler)."""
+    g.audit_action = "U"  # re-sends a case: an update of what the FHIR server holds
     _operator(g.principal, "u")
+    gate.require_source_write(g.principal, status.entry_source(ctx().engine, entry_id))
     state = status.retry(ctx().engine, entry_id)
     return Response(orjson.dumps({"id": entry_id, "state": state}), content_type="application/json")
 
 
-def resolver(principal: Principal) -> None:
-    """Resolving shows and writes a case: an operator's update, and the whole-case read that the
-    conflicts of ``/sync/status`` (the server's resources: patient data) need."""
+def resolver(principal: Principal, conflict_id: int) -> None:
+    """Resolving shows and writes a case: an operator's update, the whole-case read that the
+    conflicts of ``/sync/status`` (the server's resources: patient data) need, and the right to write
+    the case's source system (the registry role reads every hospital, it writes only its own)."""
     _operator(principal, "r")
     _operator(principal, "u")
+    gate.require_source_write(principal, resolve.conflict_source(ctx().engine, conflict_id))
 
 
 def keep_choice(body: Any) -> str:
@@ -69,7 +73,8 @@ def keep_choice(body: Any) -> str:
 def sync_resolve(conflict_id: int) -> Response:
     """404 unknown, 409 resolved already (or ``theirs`` of a rejected merge), 422 a merge the
     validation rejects (nothing stored, the conflict stays open)."""
-    resolver(g.principal)
+    g.audit_action = "U"  # settles a conflict: the case or the FHIR server is updated
+    resolver(g.principal, conflict_id)
     keep = keep_choice(json_body(CASE_JSON))
     done = resolve.resolve(ctx().engine, ctx().intake, conflict_id, keep)
     body = {

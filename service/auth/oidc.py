@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import requests
 from authlib.common.errors import AuthlibBaseError
@@ -65,8 +65,11 @@ def safe_next(target: str | None) -> str:
     path = parts.path
     if path != "/ui" and not path.startswith("/ui/"):
         return SAFE_NEXT_DEFAULT
-    if "/../" in path + "/" or "/./" in path + "/" or "//" in path:
+    decoded = unquote(path)  # a browser resolves /ui/%2e%2e/ as /ui/../ (outside review)
+    if any("/../" in p + "/" or "/./" in p + "/" or "//" in p or "\\" in p for p in (path, decoded)):
         return SAFE_NEXT_DEFAULT
+    if decoded != path and unquote(decoded) != decoded:
+        return SAFE_NEXT_DEFAULT  # encoded twice: nothing the console links to needs it
     if path.rstrip("/") in SIGNIN_PATHS:
         return SAFE_NEXT_DEFAULT  # back into sign-in: a loop
     return target

@@ -406,6 +406,28 @@ def _flatten(schema: dict[str, Any], value: Any, path: str, out: Flat) -> None:
         out[path] = _text(value)
 
 
+def _absent(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def rebase(posted: Flat, opened: Flat, current: Flat) -> tuple[Flat, list[str]]:
+    """The posted form moved onto the case as it is now (someone saved since it was opened): a field
+    the user left as it was opened takes the current value, so saving again does not undo the other
+    change; a field both changed keeps what the user typed and is returned, for the page to name.
+    (Outside review: the stale form, saved again, silently put back what the other person changed.)"""
+    out: Flat = {}
+    both: list[str] = []
+    for name in sorted((set(posted) | set(opened) | set(current)) - CONTROLS):
+        mine, was, now = posted.get(name), opened.get(name), current.get(name)
+        same = (_absent(mine) and _absent(was)) or mine == was
+        value = now if same else mine
+        if not same and not ((_absent(now) and _absent(was)) or now == was) and mine != now:
+            both.append(name)
+        if value is not None and not _absent(value):
+            out[name] = value
+    return out, both
+
+
 @dataclass
 class Parsed:
     case: dict[str, Any]

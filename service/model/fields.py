@@ -367,7 +367,9 @@ class Bounded(Number):
         if keys == {"low", "high"}:
             low, high = self._one(value["low"], unit), self._one(value["high"], unit)
             if not low < high:
-                raise ValidationError("a range needs low < high (one value is a plain number)")
+                raise ValidationError(
+                    "a range needs low < high (a single value is given as a plain number, not a range)"
+                )
             return {"low": low, "high": high}
         raise ValidationError(
             "must be a number, {value, unit}, a bound {comparator, value} or a range {low, high}"

@@ -690,7 +690,8 @@ class Merge:
         pulled = self.stored.pulled.get((rtype, server_id))
         if pulled is not None and (pulled.server_version or "") == version:
             return True
-        return (rtype, server_id, version) in self.stored.settled
+        # a conflict being resolved ("theirs") is claimed, so settled: the resolver still merges it
+        return (rtype, server_id) not in self.accept and (rtype, server_id, version) in self.stored.settled
 
 
 def merge_and_store(

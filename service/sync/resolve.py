@@ -33,7 +33,7 @@ from service.clock import utcnow
 from service.db import READ_ONLY
 from service.errors import Conflict, Issue, NotFound, PreconditionFailed, Unprocessable
 from service.intake import Intake
-from service.mapping.spec import MappingError
+from service.mapping.spec import MappingError, split_identifier
 from service.store import cases as store
 from service.store.cases import ACTIVE
 from service.store.pull_tables import pull_conflicts
@@ -72,6 +72,22 @@ def _open(engine: Engine, conflict_id: int) -> Any:
     return row
 
 
+def conflict_source(engine: Engine, conflict_id: int) -> str:
+    """The source system of the case a conflict belongs to (its stored case, else its business
+    identifier): resolving it writes that hospital's case. NotFound for an unknown id."""
+    with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+        row = conn.execute(select(pull_conflicts).where(pull_conflicts.c.id == conflict_id)).first()
+        case = store.find(conn, row.case_ref) if row is not None and row.case_ref else None
+    if row is None:
+        raise NotFound(f"no pull conflict {conflict_id}")
+    if case is not None:
+        return str(case.source_system)
+    try:
+        return split_identifier(row.identifier or "")[0]
+    except MappingError:
+        return ""  # no case and no identifier: only a client of every source system may act on it
+
+
 def resolve(
     engine: Engine,
     intake: Intake,
@@ -93,7 +109,16 @@ def resolve(
             "fix the resource on the FHIR server and pull again",
             "keep",
         )
-    return _take_theirs(engine, intake, row, author, clock)
+    # Claimed before the merge: a concurrent "keep ours" (or a second "theirs") then finds it resolved
+    # (409) instead of both being told their side won (outside review). Reopened when the merge fails.
+    with engine.begin() as conn:
+        _mark(conn, row.id, clock())
+    try:
+        return _take_theirs(engine, intake, row, author, clock)
+    except BaseException:
+        with engine.begin() as conn:
+            conn.execute(update(pull_conflicts).where(pull_conflicts.c.id == row.id).values(resolved_at=None))
+        raise
 
 
 def _mark(conn: Any, conflict_id: int, now: datetime) -> None:

@@ -16,6 +16,7 @@ from service.clock import utcnow
 from service.db import READ_ONLY
 from service.errors import Conflict, NotFound
 from service.store.pull_tables import pull_conflicts, pull_cursors
+from service.store.tables import cases as cases_table
 from service.store.tables import outbox as table
 from service.sync import outbox
 
@@ -167,6 +168,21 @@ def status(
         ],
         pulled_until={c.server_url: c.pulled_until for c in cursors},
     )
+
+
+def entry_source(engine: Engine, entry_id: int) -> str:
+    """The source system of the case an outbox entry sends: retrying it writes that hospital's case to
+    the FHIR server, which a client bound to other source systems may not. NotFound for an unknown id."""
+    query = (
+        select(cases_table.c.source_system)
+        .select_from(table.join(cases_table, cases_table.c.id == table.c.case_ref))
+        .where(table.c.id == entry_id)
+    )
+    with engine.connect().execution_options(**READ_ONLY) as conn, conn.begin():
+        found = conn.execute(query).scalar()
+    if found is None:
+        raise NotFound(f"no outbox entry {entry_id}")
+    return str(found)
 
 
 def retry(engine: Engine, entry_id: int, *, clock: Callable[[], datetime] = utcnow) -> str:

@@ -510,7 +510,21 @@ ELSEWHERE = {
     "sources' Groups: tests/unit/api/test_bulk_v2.py",
     "bulk.search_groups": "as bulk.read_group: tests/unit/api/test_bulk_v2.py",
     "bulk.export_cancel": "owner check: test_security_matrix.py (another owner's job is 404)",
-    "sync.sync_retry": "scope check: test_security_matrix.py; writes no patient data and returns none",
+    "sync.sync_retry": "scope check: test_security_matrix.py; the case's source system bound: "
+    "tests/unit/api/test_sync_console.py; writes no patient data and returns none",
+    "sync.sync_resolve": "operator r and u, the case's source system bound: test_security_matrix.py, "
+    "tests/unit/api/test_sync_console.py, tests/unit/sync/test_resolve.py",
+    "console_sync.sync_page": "as sync.sync_status (operator r): tests/unit/api/test_sync_console.py",
+    "console_sync.retry": "as sync.sync_retry, CSRF first: tests/unit/api/test_sync_console.py",
+    "console_sync.resolve_conflict": "as sync.sync_resolve, CSRF first: tests/unit/api/test_sync_console.py",
+    "console_form.new_case": "the gate of POST /cases (c on every case type): "
+    "tests/unit/api/test_console_form.py",
+    "console_form.create_case": "the gate of POST /cases (c, the caller's sources), CSRF first, the same "
+    "intake: tests/unit/api/test_console_form.py",
+    "console_form.edit_case": "the gate of PUT /cases/{id} (u, the case's source; 404 for another's): "
+    "tests/unit/api/test_console_form.py",
+    "console_form.update_case": "as console_form.edit_case, If-Match from the form, CSRF first: "
+    "tests/unit/api/test_console_form.py",
     "validate.validate_any": "stores nothing and returns only issues about the posted resource",
     "validate.validate_type": "stores nothing and returns only issues about the posted resource",
     "health.healthz": "public, no data",

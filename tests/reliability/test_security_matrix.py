@@ -29,6 +29,7 @@ PATH_VALUES = {
     "job_id": ID,
     "name": "Patient.ndjson",
     "entry_id": "1",
+    "conflict_id": "1",
     "group_id": ID,
     "filename": "console.css",
     "curve": "overall_survival",

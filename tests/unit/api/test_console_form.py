@@ -256,6 +256,38 @@ def test_an_edit_after_someone_else_saved_is_shown_again_and_stores_nothing(clie
     assert now["institution"] == "Saved Meanwhile" and _cases(client)[0]["version"] == 2
 
 
+def test_saving_again_after_a_conflict_keeps_the_other_persons_change(client, stored):
+    """Outside review: the stale form, saved again, put back the field the other person had changed
+    (the grade), silently. The form after a 409 now holds their change where this user left the field as
+    it was opened, and this user's entry where they changed it; a field both changed is named."""
+    ref = _ref(client)
+    values = _single(form_values(_get(client, f"/ui/cases/{ref}/edit").get_data(as_text=True)))
+    other = {
+        **stored,
+        "institution": "Saved Meanwhile",
+        "pathology": {**stored["pathology"], "fnclcc_grade": "unknown"},
+    }
+    assert stored["pathology"]["fnclcc_grade"] != "unknown"
+    assert client.put(f"/cases/{ref}", json=other, headers=bearer()).status_code == 200
+    mine = {**values, "reference": "Typed reference", "institution": "Typed Here"}
+    resp = _post(client, f"/ui/cases/{ref}/edit", mine)
+    assert resp.status_code == 409
+    page = resp.get_data(as_text=True)
+    again = _single(form_values(page))
+    assert again["pathology.fnclcc_grade"] == "unknown"  # theirs: this user did not touch it
+    assert again["reference"] == "Typed reference"  # mine: only this user changed it
+    assert again["institution"] == "Typed Here"  # both changed it: mine kept, and named
+    assert 'aria-invalid="true"' in _field(page, "institution")
+    assert "changed by someone else too" in page
+    assert _post(client, f"/ui/cases/{ref}/edit", again).status_code == 303
+    now = client.get(f"/cases/{ref}", headers=bearer()).get_json()
+    assert (now["pathology"]["fnclcc_grade"], now["reference"], now["institution"]) == (
+        "unknown",
+        "Typed reference",
+        "Typed Here",
+    )
+
+
 def test_edit_link_and_form_only_for_who_may_update(client, stored):
     ref = _ref(client)
     assert f"/ui/cases/{ref}/edit" in _get(client, f"/ui/cases/{ref}").get_data(as_text=True)
@@ -301,3 +333,17 @@ def test_without_a_token_the_form_is_401_and_nothing_is_stored(client, path):
 
 def test_editing_a_case_that_does_not_exist_is_404(client):
     assert _get(client, "/ui/cases/00000000-0000-4000-8000-000000000000/edit").status_code == 404
+
+
+def test_a_range_error_is_shown_at_the_range_typed(client, stored):
+    """Outside review: low 2000 and high 500 put the message on the empty plain value input."""
+    ref = _ref(client)
+    values = _single(form_values(_get(client, f"/ui/cases/{ref}/edit").get_data(as_text=True)))
+    values.pop("surgery.0.blood_loss_ml", None)
+    values.update({"surgery.0.blood_loss_ml.low": "2000", "surgery.0.blood_loss_ml.high": "500"})
+    resp = _post(client, f"/ui/cases/{ref}/edit", values)
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert 'aria-invalid="true"' in _field(page, "surgery.0.blood_loss_ml.high")
+    assert 'aria-invalid="true"' not in _field(page, "surgery.0.blood_loss_ml")
+    assert "a range needs low &lt; high" in page

@@ -375,6 +375,12 @@ def test_auth_disabled_means_no_sign_in(tmp_path):
         ("/ui#frag", "/ui"),
         ("/ui/sign-in?next=/ui", "/ui"),
         ("/ui/callback/", "/ui"),
+        # outside review: a browser resolves an encoded dot segment (/ui/%2e%2e/ is /ui/../)
+        ("/ui/%2e%2e/%2e%2e/docs", "/ui"),
+        ("/ui/%2E%2E/docs", "/ui"),
+        ("/ui/%252e%252e/docs", "/ui"),
+        ("/ui/%2f%2fevil.example", "/ui"),
+        ("/ui/cases/IVC%20001", "/ui/cases/IVC%20001"),
     ],
 )
 def test_safe_next(target, kept):

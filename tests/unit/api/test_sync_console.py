@@ -20,8 +20,11 @@ from tests.unit.sync.conftest import example
 OPERATOR_READ, OPERATOR = "system/*.r", "system/*.r system/*.u"
 
 
-def token(scope: str, roles: tuple[str, ...] = ("registry",)) -> dict[str, str]:
+def token(scope: str, roles: tuple[str, ...] = ("registry",), sources: object = "*") -> dict[str, str]:
+    """An operator's token: every source system unless ``sources`` binds it (``None``: no claim)."""
     claims = {"sub": "ops", "scope": scope, "exp": int(time.time()) + 300, "ivclms_roles": list(roles)}
+    if sources is not None:
+        claims["ivclms_sources"] = sources
     return {"Authorization": "Bearer " + jwt.encode(claims, TEST_SECRET, algorithm="HS256")}
 
 
@@ -62,9 +65,15 @@ def test_resolve_needs_an_operators_read_and_update(client, engine, seeded):
         ("system/*.u", ("registry",)),  # the page shows the server's resource: read too
         (OPERATOR_READ, ("registry",)),
         ("system/Patient.r system/Patient.u", ("registry",)),
-        (OPERATOR, ()),  # not an operator: a client bound to one hospital
+        (OPERATOR, ()),  # not an operator: a client bound to no hospital
+        ("bound", ()),  # nor one bound to one hospital, without the registry role
     ):
-        answer = post_keep(client, conflict, {"keep": "ours"}, headers=token(scope, roles))
+        headers = (
+            token(OPERATOR, roles, sources=["urn:ivclms:example:hospital-a"])
+            if scope == "bound"
+            else token(scope, roles, sources=None if not roles else "*")
+        )
+        answer = post_keep(client, conflict, {"keep": "ours"}, headers=headers)
         assert answer.status_code == 403, (scope, roles)
         assert answer.json["resourceType"] == "OperationOutcome"
     assert not resolved(engine, conflict)
@@ -174,7 +183,10 @@ def test_the_page_shows_the_queue_dead_letters_and_conflicts(client, seeded):
 
 
 def test_the_page_needs_an_operator(client, seeded):
-    assert client.get("/ui/sync", headers={**HTML, **token("system/*.r", roles=())}).status_code == 403
+    assert (
+        client.get("/ui/sync", headers={**HTML, **token("system/*.r", roles=(), sources=None)}).status_code
+        == 403
+    )
     assert client.get("/ui/sync", headers={**HTML, **token("system/Patient.r")}).status_code == 403
 
 
@@ -236,3 +248,33 @@ def test_a_rejected_take_theirs_is_shown_on_the_page(client, engine):
     assert 'role="alert"' in page and "Nothing was stored" in page
     assert "last_contact" in page  # the validation's issue names the element
     assert not resolved(engine, conflict)
+
+
+def bound_token(sources: list[str]) -> dict[str, str]:
+    claims = {
+        "sub": "ops-a",
+        "scope": OPERATOR,
+        "exp": int(time.time()) + 300,
+        "ivclms_roles": ["registry"],
+        "ivclms_sources": sources,
+    }
+    return {"Authorization": "Bearer " + jwt.encode(claims, TEST_SECRET, algorithm="HS256")}
+
+
+def test_an_operator_bound_to_another_hospital_may_not_write_this_ones_case(client, engine, seeded):
+    """Outside review: a registry-role token bound to hospital A resolved and retried hospital B's case
+    (PUT /cases/{id} refuses it: docs/security.md, a client writes only its bound source systems)."""
+    ref, dead, conflict = seeded
+    with engine.connect() as conn:
+        own = find(conn, ref).source_system
+    other = bound_token(["urn:ivclms:example:another-hospital"])
+    for keep in ("ours", "theirs"):
+        assert post_keep(client, conflict, {"keep": keep}, headers=other).status_code == 403
+    assert client.post(f"/sync/retry/{dead}", headers=other).status_code == 403
+    assert not resolved(engine, conflict)
+    with engine.connect() as conn:
+        state = conn.execute(select(outbox.c.state).where(outbox.c.id == dead)).scalar()
+    assert state == "dead"
+    mine = bound_token([own])
+    assert client.post(f"/sync/retry/{dead}", headers=mine).status_code == 200
+    assert post_keep(client, conflict, {"keep": "ours"}, headers=mine).status_code == 200

@@ -91,7 +91,10 @@ def test_units_convert_inside_bounds_and_ranges():
     ("value", "message"),
     [
         ({"comparator": "~", "value": 5}, "comparator must be one of: <, <=, >=, >"),
-        ({"low": 95, "high": 90}, "a range needs low < high (one value is a plain number)"),
+        (
+            {"low": 95, "high": 90},
+            "a range needs low < high (a single value is given as a plain number, not a range)",
+        ),
         ({"low": 90}, "must be a number, {value, unit}, a bound {comparator, value} or a range {low, high}"),
         ({"comparator": ">", "value": 120}, "must be at most 100"),
         (  # outside (clinician) review: the CSV's "90-95" got "must be a number", no word of 90..95

@@ -16,9 +16,12 @@ from tests.conftest import TEST_SECRET
 from tests.unit.sync.conftest import example
 
 
-def token(scope: str, roles: tuple[str, ...] = ("registry",)) -> dict[str, str]:
+def token(scope: str, roles: tuple[str, ...] = ("registry",), sources: str | None = None) -> dict[str, str]:
     """An operator's token by default (the registry role reads across every source system)."""
-    claims = {"sub": "ops", "scope": scope, "exp": int(time.time()) + 300, "ivclms_roles": list(roles)}
+    claims: dict[str, object] = {"sub": "ops", "scope": scope, "exp": int(time.time()) + 300}
+    claims["ivclms_roles"] = list(roles)
+    if sources is not None:
+        claims["ivclms_sources"] = sources
     return {"Authorization": "Bearer " + jwt.encode(claims, TEST_SECRET, algorithm="HS256")}
 
 
@@ -75,10 +78,12 @@ def test_retry_a_dead_entry(client, engine):
     entry_id = queue_one(engine, "dead")
     assert client.post(f"/sync/retry/{entry_id}", headers=token("system/*.r")).status_code == 403
     assert client.post(f"/sync/retry/{entry_id}", headers=token("system/Patient.u")).status_code == 403
-    answer = client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u"))
+    # the registry role reads every hospital's queue, but a retry re-sends a case: its source bound
+    assert client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u")).status_code == 403
+    answer = client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u", sources="*"))
     assert answer.status_code == 200
     assert answer.json == {"id": entry_id, "state": "pending"}
-    again = client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u"))
+    again = client.post(f"/sync/retry/{entry_id}", headers=token("system/*.u", sources="*"))
     assert again.status_code == 409
     assert again.json["resourceType"] == "OperationOutcome"
 

@@ -16,6 +16,7 @@ from service.intake import Intake
 from service.store.cases import history
 from service.store.pull_tables import pull_conflicts, pulled_resources
 from service.sync import outbox
+from service.sync import resolve as resolve_module
 from service.sync.resolve import OURS, THEIRS, resolve
 from service.sync.status import status
 from service.sync.worker import Worker
@@ -199,3 +200,39 @@ def test_a_withdrawn_case_is_not_merged_into(engine, intake, server, synced, clo
     assert current(engine, synced)[0] == version
     assert open_ids(engine) == [conflict_id]
     assert resolve(engine, intake, conflict_id, OURS, clock=clock).version == version
+
+
+def test_keep_ours_while_theirs_is_being_merged_is_refused(
+    engine, intake, server, synced, clock, fhir_client, monkeypatch
+):
+    """Outside review: a "theirs" and a concurrent "ours" were both answered 200, each told its side
+    won. "theirs" claims the conflict before it merges, so the second request finds it resolved."""
+    conflict_id, _ = conflict_on_last_contact(engine, intake, server, clock, fhir_client)
+    merge = resolve_module.pull.merge_and_store
+    seen: list[type[BaseException]] = []
+
+    def merge_while_ours_arrives(*args: Any, **kwargs: Any) -> Any:
+        with pytest.raises(Conflict) as raised:
+            resolve(engine, intake, conflict_id, OURS)
+        seen.append(type(raised.value))
+        return merge(*args, **kwargs)
+
+    monkeypatch.setattr(resolve_module.pull, "merge_and_store", merge_while_ours_arrives)
+    done = resolve(engine, intake, conflict_id, THEIRS)
+    assert seen == [Conflict]
+    assert (done.keep, done.changed) == (THEIRS, True)
+    assert conflict_id not in open_ids(engine)
+
+
+def test_a_failed_take_theirs_reopens_the_conflict_it_claimed(
+    engine, intake, server, synced, clock, fhir_client, monkeypatch
+):
+    conflict_id, _ = conflict_on_last_contact(engine, intake, server, clock, fhir_client)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise Unprocessable([])
+
+    monkeypatch.setattr(resolve_module.pull, "merge_and_store", broken)
+    with pytest.raises(Unprocessable):
+        resolve(engine, intake, conflict_id, THEIRS)
+    assert conflict_id in open_ids(engine)
