@@ -40,6 +40,12 @@ TOKENS = {
     "wrong signature": token(secret=OTHER_SECRET),
     "garbage": "not.a.jwt",
 }
+FORM_PAGES = {"console_form.new_case": "POST"}
+"""GET pages that show no data, only a form for a write: gated by that write's scope (an empty new-case
+form needs ``c``, not a read)."""
+CSRF = "matrix-csrf-token"
+"""The console forms check the session's CSRF token first (403): the matrix posts it, so that what it
+probes is the scope check behind it (tests/unit/api/test_csrf.py and the forms' tests cover CSRF)."""
 OTHER_TYPE = "system/Questionnaire.cruds"
 """A system scope with every action on a type that guards nothing here."""
 READ_OPERATIONS = {
@@ -102,7 +108,12 @@ def _call(client, method: str, path: str, tok: str | None):
         body, headers["Content-Type"] = '{"resourceType": "Patient"}', "application/fhir+json"
     if path.rstrip("/") == "/fhir" and method == "POST":  # a batch of reads needs read scopes: a write
         body, headers["Content-Type"] = WRITE_BUNDLE, "application/fhir+json"
-    resp = client.open(path, method=method, headers=headers, data=body)
+    form = None
+    if path.startswith("/ui/") and method == "POST":  # a console form: the session's CSRF token posted
+        with client.session_transaction() as session:
+            session["csrf"] = CSRF
+        form = {"csrf_token": CSRF}
+    resp = client.open(path, method=method, headers=headers, data=body if form is None else form)
     INPUTS[f"security matrix ({method} {path.split('/')[1]})"] += 1
     check_answer(resp, f"{method} {path}")
     return resp
@@ -126,7 +137,8 @@ def _wrong_action(method: str) -> str:
 
 @pytest.mark.parametrize(("endpoint", "method", "path"), PROTECTED)
 def test_wrong_scope_is_403(client, endpoint: str, method: str, path: str, request) -> None:
-    wrong_action = _wrong_action("GET" if endpoint in READ_OPERATIONS else method)
+    served = "GET" if endpoint in READ_OPERATIONS else FORM_PAGES.get(endpoint, method)
+    wrong_action = _wrong_action(served)
     for scope in (OTHER_TYPE, wrong_action):
         resp = _call(client, method, path, token(scope))
         if endpoint in OWNED:
