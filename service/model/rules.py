@@ -128,7 +128,8 @@ def derive(case: dict[str, Any]) -> list[Issue]:
         if fu["date"] is None:
             # Not derived: "6 months after surgery" names no day, and a day counted from it (months x
             # 30.4375) would be stored as if recorded and refuse true records near a month's end. The
-            # interval stays an interval; the rules bound it with the source's rounding (span_allows).
+            # interval stays an interval; the rules bound it with the source's rounding
+            # (months_certainly_after, span_allows).
             continue
         if dates.exact(fu["date"]) is None:
             continue
@@ -267,6 +268,19 @@ INTERVAL_SLACK_MONTHS = 1.0
 the span its dates allow by more than this."""
 
 
+def _months_only_after(case: dict[str, Any], limit: str | None) -> Iterator[tuple[int, float, str, int]]:
+    """(index, months, first surgery date, its index) of each follow-up given only in months after the
+    first surgery that certainly ends after the date ``limit`` (a death, a last contact)."""
+    first = first_surgery(case)
+    surgery = dates.known(first[1]) if first else None
+    if first is None or surgery is None or limit is None:
+        return
+    for i, fu in enumerate(case["follow_up"]):
+        months = fu["months_after_surgery"]
+        if fu["date"] is None and months is not None and months_certainly_after(surgery, months, limit):
+            yield i, months, surgery, first[0]
+
+
 def months_certainly_after(start: str, months: float, limit: str) -> bool:
     """Whether ``months`` after the (partial) date ``start`` ends after the (partial) date ``limit`` on
     every day the dates allow, with ``INTERVAL_SLACK_MONTHS`` for the source's rounding."""
@@ -339,17 +353,14 @@ def intervals_not_after_today(case: dict[str, Any], today: dt.date) -> Iterator[
     first = first_surgery(case)
     diagnosis = ("diagnosis.date", dates.known(case["diagnosis"]["date"]))
     if diagnosis[1] is None:  # unknown: not before birth + age (second outside review)
-        diagnosis = ("patient.birth_date + age_at_diagnosis", _diagnosis_floor(case["patient"]))
-    if (
-        diagnosis[1] is not None
-        and diagnosis[0].startswith("patient.")
-        and dates.parse(diagnosis[1]).earliest > today
-    ):
-        yield issue(
-            "patient.age_at_diagnosis",
-            f"birth_date + age_at_diagnosis ({diagnosis[1]} at the earliest) is after today "
-            f"({today.isoformat()}): the diagnosis (date unknown) cannot be in the future",
-        )
+        floor = _diagnosis_floor(case["patient"])
+        diagnosis = ("patient.birth_date + age_at_diagnosis", floor)
+        if floor is not None and dates.parse(floor).earliest > today:
+            yield issue(
+                "patient.age_at_diagnosis",
+                f"birth_date + age_at_diagnosis ({floor} at the earliest) is after today "
+                f"({today.isoformat()}): the diagnosis (date unknown) cannot be in the future",
+            )
     surgery = (f"surgery[{first[0]}].date", dates.known(first[1])) if first else ("", None)
     if first and surgery[1] is None:  # unknown: not before the diagnosis ("diagnosis <= surgery")
         surgery = (f"{diagnosis[0]} (surgery[{first[0]}].date is unknown, not before it)", diagnosis[1])
@@ -412,21 +423,11 @@ def nothing_after_death(case: dict[str, Any]) -> Iterator[Issue]:
     for path, value in dated:
         if before(death, value):
             yield issue(path, f"must not be after outcome.death_date ({death})")
-    first = first_surgery(case)
-    surgery = dates.known(first[1]) if first else None
-    for i, fu in enumerate(case["follow_up"]):
-        months = fu["months_after_surgery"]
-        if (
-            surgery is not None
-            and fu["date"] is None
-            and months is not None
-            and months_certainly_after(surgery, months, death)
-        ):
-            yield issue(
-                f"follow_up[{i}].months_after_surgery",
-                f"{months:g} months after the first surgery ({surgery}) is after outcome.death_date "
-                f"({death})",
-            )
+    for i, months, surgery, _first in _months_only_after(case, death):
+        yield issue(
+            f"follow_up[{i}].months_after_surgery",
+            f"{months:g} months after the first surgery ({surgery}) is after outcome.death_date ({death})",
+        )
 
 
 @rule
@@ -439,21 +440,16 @@ def follow_up_within_last_contact(case: dict[str, Any]) -> Iterator[Issue]:
     last, last_months = outcome["last_contact"], outcome["last_contact_months_after_surgery"]
     first = first_surgery(case)
     surgery = dates.known(first[1]) if first else None
+    past_last = {i: (m, s, f) for i, m, s, f in _months_only_after(case, dates.known(last))}
     for i, fu in enumerate(case["follow_up"]):
         path, months = f"follow_up[{i}]", fu["months_after_surgery"]
         if before(last, fu["date"]):
             yield issue(f"{path}.date", f"must not be after outcome.last_contact ({last})")
-        if (
-            fu["date"] is None
-            and months is not None
-            and first
-            and surgery
-            and last is not None
-            and months_certainly_after(surgery, months, last)
-        ):
+        if i in past_last:
+            given, start, index = past_last[i]
             yield issue(
                 f"{path}.months_after_surgery",
-                f"{months:g} months after the first surgery (surgery[{first[0]}].date {surgery}) is "
+                f"{given:g} months after the first surgery (surgery[{index}].date {start}) is "
                 f"after outcome.last_contact ({last})",
             )
         if months is not None and last_months is not None and months > last_months + _MONTHS_TOLERANCE:

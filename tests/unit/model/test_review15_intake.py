@@ -369,3 +369,15 @@ def test_a_follow_up_in_months_after_the_death_is_refused(case: dict[str, Any]) 
         f"600 months after the first surgery ({surgery}) is after outcome.death_date"
         in issues["follow_up[0].months_after_surgery"]
     )
+
+
+def test_a_follow_up_in_months_beside_an_unknown_last_contact_is_no_crash(case: dict[str, Any]) -> None:
+    """Found reading the change again: the months-only bound read outcome.last_contact "unknown" as a
+    date (DateError, a 500 from POST /cases). An unknown last contact bounds nothing; the interval to it
+    still does (30 months after surgery, the visit at 12)."""
+    case["follow_up"][0].update({"date": None, "months_after_surgery": 12})
+    case["outcome"].update({"last_contact": "unknown", "last_contact_months_after_surgery": 30})
+    stored = validate_case(case, now=NOW)
+    assert (stored["follow_up"][0]["date"], stored["outcome"]["last_contact"]) == (None, "unknown")
+    case["outcome"]["last_contact_months_after_surgery"] = 6
+    assert "must not be more than" in _refused(case)["follow_up[0].months_after_surgery"]
