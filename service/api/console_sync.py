@@ -27,7 +27,6 @@ from service.api import csrf, openapi
 from service.api import sync as sync_api
 from service.api.console import CONSOLE_DIR, HTML_TYPE, _html
 from service.api.context import ctx
-from service.auth import gate
 from service.clock import instant
 from service.console.sync import conflict_views
 from service.errors import BadRequest, Issue, Unprocessable
@@ -63,7 +62,7 @@ def _render(failure: tuple[int, list[Issue]] | None = None, code: int = 200) -> 
 
 @bp.get("/ui/sync")
 def sync_page() -> Response:
-    sync_api._operator(g.principal, "r")
+    sync_api.operator(g.principal, "r")
     return _render()
 
 
@@ -75,8 +74,7 @@ def _back() -> Response:
 def retry(entry_id: int) -> Response:
     csrf.check()
     g.audit_action = "U"  # re-sends a case: an update of what the FHIR server holds
-    sync_api._operator(g.principal, "u")
-    gate.require_source_write(g.principal, status.entry_source(ctx().engine, entry_id))
+    sync_api.retrier(g.principal, entry_id)
     state = status.retry(ctx().engine, entry_id)
     flash(
         f"Outbox entry {entry_id} is {state}: "

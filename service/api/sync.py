@@ -19,7 +19,7 @@ bp = Blueprint("sync", __name__)
 JSON = "application/json"
 
 
-def _operator(principal: Principal, action: str) -> None:
+def operator(principal: Principal, action: str) -> None:
     """The queue spans every hospital's cases, and dead entries carry the FHIR server's
     OperationOutcome (whose diagnostics may quote patient data): whole-case ``action`` on every type,
     and the registry role or every source system (an operator), not a client bound to one hospital."""
@@ -32,7 +32,7 @@ def _operator(principal: Principal, action: str) -> None:
 
 @bp.get("/sync/status")
 def sync_status() -> Response:
-    _operator(g.principal, "r")
+    operator(g.principal, "r")
     report = status.status(ctx().engine)
     return Response(orjson.dumps(report.as_json()), content_type="application/json")
 
@@ -41,18 +41,24 @@ def sync_status() -> Response:
 def sync_retry(entry_id: int) -> Response:
     """404 for an unknown entry, 409 for one that is not dead (service.errors, via the error handler)."""
     g.audit_action = "U"  # re-sends a case: an update of what the FHIR server holds
-    _operator(g.principal, "u")
-    gate.require_source_write(g.principal, status.entry_source(ctx().engine, entry_id))
+    retrier(g.principal, entry_id)
     state = status.retry(ctx().engine, entry_id)
     return Response(orjson.dumps({"id": entry_id, "state": state}), content_type="application/json")
+
+
+def retrier(principal: Principal, entry_id: int) -> None:
+    """A retry re-sends a case: an operator's update, and the right to write the case's source system
+    (the registry role reads every hospital's queue, it writes only its own)."""
+    operator(principal, "u")
+    gate.require_source_write(principal, status.entry_source(ctx().engine, entry_id))
 
 
 def resolver(principal: Principal, conflict_id: int) -> None:
     """Resolving shows and writes a case: an operator's update, the whole-case read that the
     conflicts of ``/sync/status`` (the server's resources: patient data) need, and the right to write
     the case's source system (the registry role reads every hospital, it writes only its own)."""
-    _operator(principal, "r")
-    _operator(principal, "u")
+    operator(principal, "r")
+    operator(principal, "u")
     gate.require_source_write(principal, resolve.conflict_source(ctx().engine, conflict_id))
 
 
