@@ -12,10 +12,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from service import create_app
+from service.db import make_engine
 from service.settings import Settings
+from service.store import migrate
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -24,32 +26,66 @@ BACKEND = os.environ.get("IVCLMS_TEST_DB", "sqlite")
 """``postgres``: the same tests on a fresh database of the server at IVCLMS_TEST_PG_URL (scripts/test)."""
 
 
-@pytest.fixture
-def db_url() -> Iterator[str]:
-    """Empty (the embedded SQLite file in tmp_path) or a PostgreSQL database made for this test."""
-    if BACKEND != "postgres":
-        yield ""
-        return
+def _pg_admin() -> tuple[URL, Engine]:
     server = make_url(os.environ["IVCLMS_TEST_PG_URL"])
+    return server, create_engine(server, isolation_level="AUTOCOMMIT")
+
+
+def _pg_database(template: str | None = None) -> Iterator[str]:
+    """A database of its own for one test, dropped after it together with every pool still open on it
+    (apps that tests build themselves are not disposed one by one)."""
+    server, admin = _pg_admin()
     name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        for obj in gc.get_objects():
+            if isinstance(obj, Engine) and obj.url.database == name:
+                obj.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _pg_schema_template() -> Iterator[str | None]:
+    """One database migrated to the newest schema, copied for each test (``CREATE DATABASE ... TEMPLATE``
+    is a file copy: about a second less per test than running the migrations on an empty one)."""
+    if BACKEND != "postgres":
+        yield None
+        return
+    server, admin = _pg_admin()
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield server.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(Settings(db_url=server.set(database=name).render_as_string(hide_password=False)))
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield name
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.dispose()
 
 
-@pytest.fixture(autouse=True)
-def _close_engines(db_url: str) -> Iterator[None]:
-    """On PostgreSQL, close every pool before the test's database is dropped (apps that tests build
-    themselves are not disposed one by one)."""
-    yield
-    if BACKEND == "postgres":
-        for obj in gc.get_objects():
-            if isinstance(obj, Engine):
-                obj.dispose()
+@pytest.fixture
+def db_url(_pg_schema_template: str | None) -> Iterator[str]:
+    """Empty (the embedded SQLite file in tmp_path) or a PostgreSQL database made for this test, already
+    at the newest schema (start-up's migration finds nothing to do, as on a server that ran before)."""
+    if _pg_schema_template is None:
+        yield ""
+        return
+    yield from _pg_database(_pg_schema_template)
+
+
+@pytest.fixture
+def empty_db_url() -> Iterator[str]:
+    """As ``db_url`` but with no schema at all: for the tests of the migrations themselves."""
+    if BACKEND != "postgres":
+        yield ""
+        return
+    yield from _pg_database()
 
 
 @pytest.fixture

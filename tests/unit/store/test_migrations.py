@@ -31,7 +31,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     engine.dispose()
 
 
-def test_revision_0006_keeps_earlier_sync_records_for_the_first_server_backfilled(tmp_path, db_url):
+def test_revision_0006_keeps_earlier_sync_records_for_the_first_server_backfilled(tmp_path, empty_db_url):
     """Rows written before sync records named their server survive the upgrade, unattributed, and the
     first backfill (the worker's start) attributes them to the configured server instead of resending."""
     from datetime import UTC, datetime
@@ -40,7 +40,9 @@ def test_revision_0006_keeps_earlier_sync_records_for_the_first_server_backfille
 
     from service.sync.backfill import backfill
 
-    engine = make_engine(Settings(data_dir=tmp_path, auth_disabled=True, db_url=db_url, db_migrate=False))
+    engine = make_engine(
+        Settings(data_dir=tmp_path, auth_disabled=True, db_url=empty_db_url, db_migrate=False)
+    )
     migrate.upgrade(engine, "0004")
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:
@@ -77,7 +79,7 @@ def test_revision_0006_keeps_earlier_sync_records_for_the_first_server_backfille
     engine.dispose()
 
 
-def test_revision_0008_fills_the_last_day_of_existing_rows_from_their_json(tmp_path, db_url):
+def test_revision_0008_fills_the_last_day_of_existing_rows_from_their_json(tmp_path, empty_db_url):
     """Rows indexed before ``date_end`` existed get it from their stored JSON, so a date search over
     them compares ranges at once: an ongoing period stays open (null), a single date ends on its day,
     a partial date on the last day it covers, a Period with an end only has no start."""
@@ -86,7 +88,9 @@ def test_revision_0008_fills_the_last_day_of_existing_rows_from_their_json(tmp_p
 
     from sqlalchemy import text
 
-    engine = make_engine(Settings(data_dir=tmp_path, auth_disabled=True, db_url=db_url, db_migrate=False))
+    engine = make_engine(
+        Settings(data_dir=tmp_path, auth_disabled=True, db_url=empty_db_url, db_migrate=False)
+    )
     migrate.upgrade(engine, "0007")
     now = datetime(2026, 1, 1, tzinfo=UTC)
     rows = {
