@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import tomllib
+from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """``[project] version`` of pyproject.toml: the one place the version is written (the service, the
+    CLI, OpenAPI and the FHIR package's resources all report it). Read from the file when the source
+    tree is there (an editable install's metadata keeps the version it was installed with until it is
+    reinstalled), else from the installed distribution."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if pyproject.is_file():
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    return metadata.version("ivclms")
+
+
+__version__ = _version()
 
 if TYPE_CHECKING:
     from flask import Flask

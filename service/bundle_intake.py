@@ -52,6 +52,7 @@ from service.mapping.recognise import (
     translate,
     what_a_case_is,
 )
+from service.mapping.reverse import DateWrite, SharedDateConflict
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, Template, full_url, split_identifier
 from service.model import validate_case
 from service.model.fields import fold_source
@@ -276,6 +277,7 @@ def _read_group(
     if denied:
         raise Unprocessable(denied)
     _check_vital_status(resources, read, patients[0])
+    positions = dict(enumerate(group.entries))  # entry unmap_bundle reads -> position in the post
     try:
         if profiled_input:
             case = unmap_bundle(sub)  # validated: source and case id normalised
@@ -292,13 +294,29 @@ def _read_group(
                     for x in profiled.issues
                 ]
                 raise Unprocessable(issues)
+            back = {url: group.entries[k] for k, url in profiled.placed.items()}
+            positions = {j: back[e["fullUrl"]] for j, e in enumerate(profiled.bundle["entry"])}
             case = unmap_bundle(profiled.bundle)
             group.urls = {group.entries[k]: url for k, url in profiled.placed.items()}
+    except SharedDateConflict as conflict:
+        raise Unprocessable(_date_conflict(conflict, positions)) from None
     except (MappingError, CaseFileError) as error:
         raise Unprocessable(
             [Issue("processing", f"{_where(patients[0])}: {error}", _where(patients[0]))]
         ) from None
     group.prepared = intake.prepare_valid(validate_case(case))
+
+
+def _date_conflict(conflict: SharedDateConflict, positions: dict[int, int]) -> list[Issue]:
+    """The conflict with its elements named where the client put them: ``positions`` maps an entry of
+    the Bundle that was read (the group's own entries, or the profiled Bundle they became) to its
+    position in the posted Bundle."""
+
+    def where(write: DateWrite) -> str:
+        return _where(positions[write.entry], ".resource." + write.element)
+
+    message = conflict.describe(where)
+    return [Issue("business-rule", message, where(w)) for w in (conflict.first, conflict.second)]
 
 
 def _template_of(resource: dict[str, Any], profiled: bool) -> tuple[Template | None, dict[str, Any]]:

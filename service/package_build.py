@@ -26,13 +26,14 @@ from typing import Any
 
 import yaml
 
-from service import codes, package_examples, package_model, package_profiles
+from service import __version__, codes, package_examples, package_model, package_profiles
 from service.codes import ABSENT_REASONS, CANONICAL, DATA_ABSENT_REASON, Table
 from service.mapping.spec import spec
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PREFIX = "ivclms"
-VERSION = "0.1.0"
+VERSION = __version__
+"""The package's and every resource's ``version``: the project's (pyproject.toml), bumped with it."""
 FHIR_VERSION = "4.0.1"
 PUBLISHER = "IVC-LMS project"
 SOURCE_FILE = "mappings/"

@@ -265,6 +265,13 @@ DECISIONS = [
     " decides (`< IIIa`: not major; `> II`, `>= IIIa`: major; `< IVa`: unknown).",
     "- **Death without a date**: `Patient.deceasedBoolean` = true when the vital status is dead and no"
     " death date is known; `deceasedDateTime` at the recorded precision otherwise (`2019`).",
+    "- **One surgery, one date**: the resection Procedure and every resource that is part of the"
+    " operation (organ resection, IVC and renal vein management, intra-operative events) carry"
+    " `surgery[].date`; when read back they must agree, else the Bundle is refused naming both elements"
+    " (POST /fhir 422, `ivclms unmap`, a pull records it as rejected). Dates agree when one contains the"
+    " other, as the data set's date rules compare at the coarser precision: `2020` agrees with"
+    " `2020-03-02` and the case keeps `2020-03-02`; `2020-03` and `2020-04-10` do not agree. `unknown`"
+    " (a data-absent reason) agrees with any date.",
     "",
 ]
 """Where the data set was silent on the FHIR form: what was decided, and why (docs/mapping.md)."""

@@ -1,8 +1,18 @@
-"""FHIR R4 Bundle -> case, reading the same ``mappings/case-fhir.yaml`` templates backwards."""
+"""FHIR R4 Bundle -> case, reading the same ``mappings/case-fhir.yaml`` templates backwards.
+
+A parent's date is written by the parent and again by every child resource that repeats it (``^.date``:
+the organ resection, IVC and renal vein management Procedures and intra-operative events of one
+surgery). The case holds one date, so children that disagree are refused (``SharedDateConflict``)
+rather than one date silently kept (issue 15, outside review). Dates agree when one contains the
+other: ``2020`` contains ``2020-03-02`` (the data set's "Date rules compare at the coarser
+precision"), and the case keeps the most precise of them; ``unknown`` (the resource does not say)
+agrees with any date. ``2020-03`` and ``2020-04-10`` do not agree.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from service.codes import absent_primitive_key
@@ -15,6 +25,7 @@ from service.mapping.spec import (
     Field,
     Group,
     MappingError,
+    case_path,
     case_set,
     case_tokens,
     quantity_range_back,
@@ -22,7 +33,7 @@ from service.mapping.spec import (
     spec,
     split_identifier,
 )
-from service.model import validate_case
+from service.model import dates, validate_case
 
 
 def _business_value(resource: dict[str, Any]) -> str | None:
@@ -110,16 +121,97 @@ def _prune(node: Any) -> Any:
     return node
 
 
+@dataclass(frozen=True)
+class DateWrite:
+    """One resource's value for a case date: the Bundle entry and the FHIR element it came from."""
+
+    entry: int
+    element: str
+    value: str
+    shared: bool
+    """Written through ``^.``: a child repeating its parent's date."""
+
+
+class SharedDateConflict(MappingError):
+    """Resources of one item (a surgery and its procedures) give dates that do not agree.
+
+    ``first``/``second`` name the entries of the Bundle that was read, so a caller that built that
+    Bundle from another (plain intake, the pull) can point at the entries it was given."""
+
+    def __init__(self, case_path: str, first: DateWrite, second: DateWrite, rule: str) -> None:
+        self.case_path, self.first, self.second, self.rule = case_path, first, second, rule
+        super().__init__(self.describe(lambda w: f"Bundle.entry[{w.entry}].resource.{w.element}"))
+
+    def describe(self, where: Callable[[DateWrite], str]) -> str:
+        """The message with each element named by ``where`` (its position in the caller's Bundle)."""
+        return (
+            f"{where(self.first)} ({self.first.value}) and {where(self.second)} ({self.second.value}) "
+            f"do not agree: {self.rule} ({self.case_path})"
+        )
+
+
+def _rule(tokens: list[str | int]) -> str:
+    parent = next((str(t) for t in reversed(tokens) if isinstance(t, str) and t != tokens[-1]), "item")
+    name = str(tokens[-1])
+    if parent == "surgery":
+        return f"procedures of one surgery must share its {name}"
+    return f"resources of one {parent} must share its {name}"
+
+
+def _date_writes(
+    node: dict[str, Any],
+    group: Group,
+    item: Tokens,
+    entry: int,
+    out: dict[tuple[str | int, ...], list[DateWrite]],
+) -> None:
+    """The date values a resource gives (as ``read_group`` will read them), by case path."""
+    for f in group.fields:
+        if f.kind != "date" or f.items is not None or paths.has_every(f.path):
+            continue
+        value, element = paths.get(node, f.path), f.path
+        if value is None and f.absent is not None:
+            value, element = absent_primitive_key(paths.get(node, f.absent)), f.absent
+        if isinstance(value, str):
+            tokens = tuple(resolve(f.field, item))
+            out.setdefault(tokens, []).append(DateWrite(entry, element, value, f.field.startswith("^.")))
+
+
+def _agree(a: str, b: str) -> bool:
+    """Two values of one date agree: equal, either unknown, or one contains the other (a year its days)."""
+    if a == b or dates.UNKNOWN in (a, b):
+        return True
+    try:
+        return not dates.certainly_before(a, b) and not dates.certainly_before(b, a)
+    except dates.DateError:  # not a partial date: validate_case names it; here only equal text agrees
+        return False
+
+
+def _settle_shared_dates(out: dict[str, Any], writes: dict[tuple[str | int, ...], list[DateWrite]]) -> None:
+    """Refuse disagreeing dates of one item written by several resources; keep the most precise."""
+    for tokens, found in writes.items():
+        if len(found) < 2 or not any(w.shared for w in found):
+            continue
+        for i, first in enumerate(found):
+            for second in found[i + 1 :]:
+                if not _agree(first.value, second.value):
+                    path = case_path(list(tokens))
+                    raise SharedDateConflict(path, first, second, _rule(list(tokens)))
+        known = [w.value for w in found if w.value != dates.UNKNOWN]
+        if known:
+            case_set(out, list(tokens), max(known, key=len))
+
+
 def bundle_to_case(
     bundle: dict[str, Any], adjust: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """The canonical case carried by a Bundle made by ``case_to_bundle`` (validated; ``adjust``, when
     given, sees the case just before validation: the pull's ``contact_at_visits``)."""
     s = spec()
-    found: list[tuple[dict[str, Any], Any, str]] = []
+    found: list[tuple[dict[str, Any], Any, str, int]] = []
     ctx = Context()
     source = case_id = None
-    for entry in bundle.get("entry", []):
+    for position, entry in enumerate(bundle.get("entry", [])):
         resource = entry.get("resource", {})
         profiles = resource.get("meta", {}).get("profile", [])
         template = next((t for p in profiles if (t := s.by_profile(p)) is not None), None)
@@ -134,12 +226,15 @@ def bundle_to_case(
         ctx.keys[entry.get("fullUrl", "")] = key
         if resource.get("id"):  # a relative reference (Type/id), as a FHIR server's search answers carry
             ctx.keys[f"{resource['resourceType']}/{resource['id']}"] = key
-        found.append((resource, template, key))
+        found.append((resource, template, key, position))
     if source is None:
         raise MappingError("the bundle holds no IVC-LMS resource")
     out: dict[str, Any] = {"case_id": case_id, "source_system": source}
-    for resource, template, key in found:
+    writes: dict[tuple[str | int, ...], list[DateWrite]] = {}
+    for resource, template, key, position in found:
         item = case_tokens(key.split("#", 1)[0])
         read_group(resource, template.group, out, item, ctx)
+        _date_writes(resource, template.group, item, position, writes)
+    _settle_shared_dates(out, writes)
     root = {k: _prune(v) for k, v in out.items()}
     return validate_case(adjust(root) if adjust is not None else root)

@@ -107,7 +107,9 @@ RULES = [
     "`renal_veins` entry with `management` `sacrificed_with_nephrectomy`; each side at most once per "
     "surgery.",
     "`diagnosis.ivc_segment_from` is not above `ivc_segment_to` (order of table `ivc-segment`: "
-    "I <= II <= III).",
+    "I <= II <= III). Either end may be `unknown` (`unknown` to I, III to `unknown`): an unknown end "
+    "bounds nothing and is never derived from the other (III to `unknown` does not become III to III); "
+    "the summary counts such a span as `unknown`.",
     "Radiotherapy: `total_dose_gy` = `fractions` x `dose_per_fraction_gy` (+ `boost_gy`) within "
     "0.01 Gy when all are present; `radiotherapy` only when `kind` is `radiotherapy`.",
     "`duration_months` is not given together with `lifelong: true` (therapies, care plan activities).",

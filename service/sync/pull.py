@@ -65,6 +65,7 @@ from service.mapping.forward import case_to_bundle
 from service.mapping.negation import denials, profiled_template
 from service.mapping.recognise import profile_bundle
 from service.mapping.retract import withdrawn
+from service.mapping.reverse import SharedDateConflict
 from service.mapping.spec import (
     IDENTIFIER_SYSTEM,
     MappingError,
@@ -934,6 +935,9 @@ class Puller:
     ) -> None:
         if isinstance(error, ServiceError):
             reason = "; ".join(f"{i.code} @ {i.expression or '-'}" for i in error.issues[:20])
+        elif isinstance(error, SharedDateConflict):  # the rule and the elements, not the dates
+            elements = f"{error.first.element} and {error.second.element}"
+            reason = f"{error.rule} ({error.case_path}: {elements} of two resources disagree)"
         else:
             reason = type(error).__name__  # mapping messages may quote values
         reason = f"the merged case was rejected: {reason}"[:2000]

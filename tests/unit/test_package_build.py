@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from service.codes import CANONICAL, systems, tables
 from service.mapping.spec import spec
 from service.package_build import PROFILES_DIR, build, check, main
 
+PROJECT_VERSION = tomllib.loads((PROFILES_DIR.parent / "pyproject.toml").read_text())["project"]["version"]
+"""The one place the version is written; the package, its resources and the service report it."""
 KEBAB_ID = re.compile(r"^ivclms-[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -194,17 +197,25 @@ def test_ids_urls_and_file_names_follow_the_naming():
         assert resource["url"] == f"{CANONICAL}/{rtype}/{rid}"
         if not package_build.is_own(name):
             continue
-        assert resource["version"] == "0.1.0"
+        assert resource["version"] == PROJECT_VERSION
         assert re.fullmatch(r"[A-Z][A-Za-z0-9]*", resource["name"]), resource["name"]
         assert resource["description"]
         if rtype == "ValueSet":
             assert rid.endswith("-vs") and resource["name"].endswith("VS")
 
 
+def test_the_version_comes_from_pyproject_and_this_release_bumped_it():
+    from service import __version__
+
+    assert __version__ == package_build.VERSION == PROJECT_VERSION
+    # the profiles changed in this release (issue 15): the next minor after the first release 0.1.0
+    assert tuple(int(n) for n in PROJECT_VERSION.split(".")) >= (0, 2, 0)
+
+
 def test_package_manifest():
     manifest = json.loads((PROFILES_DIR / "package.json").read_text())
     assert manifest["name"] == "ivclms.fhir"
-    assert manifest["version"] == "0.1.0"
+    assert manifest["version"] == PROJECT_VERSION
     assert manifest["fhirVersions"] == ["4.0.1"]
     assert manifest["type"] == "fhir.ig"
     assert manifest["canonical"] == manifest["url"] == CANONICAL

@@ -68,12 +68,16 @@ def test_item_1_every_location_in_the_answer_is_a_version_that_exists(client, po
     before = {r for _, r, _ in seen}
 
     changed = copy.deepcopy(bundle)
-    procedure = next(
+    procedures = [
         e["resource"]
         for e in changed["entry"]
         if e["resource"]["resourceType"] == "Procedure" and "performedDateTime" in e["resource"]
-    )
-    procedure["performedDateTime"] = "2019-02-03"
+    ]
+    # the surgery moved to the next day: every Procedure of it (they must share its date, or it is 422)
+    day = procedures[0]["performedDateTime"]
+    for procedure in procedures:
+        if procedure["performedDateTime"] == day:
+            procedure["performedDateTime"] = "2021-04-13"
     second = post(changed)
     assert second.status_code == 200, second.get_json()
     seen = _read_back(client, second.get_json())

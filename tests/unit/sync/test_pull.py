@@ -455,6 +455,24 @@ def test_a_surgery_marked_not_done_on_the_server_is_never_merged(engine, server,
     assert reason.startswith("status: a Procedure that was not done (status not-done)")
 
 
+def test_a_procedure_of_the_surgery_moved_to_another_day_on_the_server_is_never_merged(
+    engine, server, synced, clock, fhir_client
+):
+    """The Procedures of one surgery give its one date (issue 15 leftovers): an EHR that moves the IVC
+    reconstruction alone to another day leaves two dates for one surgery. As POST /fhir: recorded as
+    rejected with the rule, the case unchanged (neither date silently kept)."""
+    _, before = current(engine, synced)
+    day = before["surgery"][0]["date"]
+    name = server.named("Procedure", "surgery[0].ivc_management")
+    server.edit(name, lambda r: r.update(performedDateTime="2021-05-10"))
+    report = run_pull(engine, fhir_client, clock)
+    assert (report.rejected, report.changed) == (1, 0)
+    assert current(engine, synced) == (1, before)
+    (reason,) = _rejected_reasons(engine)
+    assert "procedures of one surgery must share its date (surgery[0].date: performedDateTime" in reason
+    assert day not in reason and "2021-05-10" not in reason, reason  # no values of the record
+
+
 def test_a_plain_observation_with_no_result_yet_is_not_a_visit(engine, server, synced, clock, fhir_client):
     """R4 observation-status "registered: The existence of the observation is registered, but there is no
     result yet available"."""
