@@ -76,7 +76,18 @@ def capability_statement(cs: dict[str, Any], expr: str, defs: definitions.Defini
 
 
 def search_parameter(sp: dict[str, Any], expr: str, defs: definitions.Definitions, add: Add) -> None:
-    """A SearchParameter ``derivedFrom`` another keeps its type and searches only the other's bases."""
+    """A composite SearchParameter has two or more components (the reference's rule: a composite of
+    one is that one parameter); one ``derivedFrom`` another keeps its type and searches only the
+    other's bases."""
+    components = sp.get("component")
+    if sp.get("type") == "composite" and len(components if isinstance(components, list) else []) < 2:
+        add(
+            "error",
+            "business-rule",
+            expr,
+            "When the SearchParameter has a type of 'composite', then the SearchParameter must define two"
+            " or more components",
+        )
     parent = find_search_parameter(sp.get("derivedFrom"), defs)
     if parent is None:
         return

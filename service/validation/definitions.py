@@ -19,6 +19,8 @@ import orjson
 
 from service.validation import fhirxml
 from service.validation.fetch import DEFAULT_DIR, jar_path
+from service.validation.newer import Newer
+from service.validation.newer import load as load_newer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = ROOT / "profiles"
@@ -60,6 +62,8 @@ class Definitions:
     """Measures known to the validator, for the MeasureReports that report on them."""
     base_dir: Path | None = None
     """Where base R4's jar lives (for resources read on demand, e.g. its search parameters)."""
+    newer: Newer = field(default_factory=Newer)
+    """What THO and the extensions package add to base R4 (``newer.json``); empty unless loaded."""
 
     def add(self, resource: dict[str, Any]) -> None:
         table = {
@@ -148,7 +152,7 @@ def convert(jar: Path) -> Iterable[dict[str, Any]]:
 def load(profiles_dir: Path = PROFILES_DIR, base_dir: Path = DEFAULT_DIR) -> Definitions:
     """Base R4 plus the package; a package resource replaces a base one with the same URL."""
     base, sha1 = load_base(base_dir)
-    defs = Definitions(base_version=sha1, base_dir=base_dir)
+    defs = Definitions(base_version=sha1, base_dir=base_dir, newer=load_newer())
     for resource in base:
         defs.add(resource)
     for resource in package_resources(profiles_dir):

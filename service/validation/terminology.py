@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.validation.definitions import Definitions
+from service.validation.newer import NewerCode
 
 _CHECKABLE_CONTENT = ("complete",)
 
@@ -42,7 +43,10 @@ class Terminology:
         self._codes: dict[str, dict[str, dict[str, Any]]] = {}
 
     def codes_of(self, system: str) -> dict[str, dict[str, Any]] | None:
-        """Every concept of a loaded, complete CodeSystem by code (nested concepts flattened)."""
+        """Every concept of a loaded, complete CodeSystem by code (nested concepts flattened), with the
+        codes current HL7 Terminology added to base R4's version of it (``newer.json``): the reference
+        validator accepts them, and an R4 value set that takes the whole system, or an ``is-a`` branch
+        of it, takes them too (``source`` says where such a code was found)."""
         if system in self._codes:
             return self._codes[system]
         cs = self.defs.code_system(system)
@@ -50,6 +54,17 @@ class Terminology:
             return None
         flat: dict[str, dict[str, Any]] = {}
         _flatten(cs.get("concept", []), flat, ())
+        added = self.defs.newer.codes_for(cs)
+        if added is not None:
+            for code in added.codes:
+                flat.setdefault(
+                    code,
+                    {
+                        "display": added.codes[code].display,
+                        "parents": _ancestors(code, flat, added.codes, set()),
+                        "source": added.source,
+                    },
+                )
         self._codes[system] = flat
         return flat
 
@@ -57,6 +72,11 @@ class Terminology:
         """Is ``code`` defined in ``system``? None if the system is not loaded (or only a fragment)."""
         codes = self.codes_of(system)
         return None if codes is None else code in codes
+
+    def newer_source(self, system: str, code: str) -> str | None:
+        """``package#version`` where a code that base R4's CodeSystem lacks was found, else None."""
+        found = (self.codes_of(system) or {}).get(code)
+        return found.get("source") if found is not None else None
 
     def expansion(self, url: str) -> Expansion | None:
         """The expansion of a value set, or None if the value set is not loaded."""
@@ -110,6 +130,20 @@ def _flatten(
         code = str(c["code"])
         out[code] = {"display": c.get("display"), "parents": parents}
         _flatten(c.get("concept", []), out, (*parents, code))
+
+
+def _ancestors(
+    code: str, r4: dict[str, dict[str, Any]], added: dict[str, NewerCode], seen: set[str]
+) -> tuple[str, ...]:
+    """A newer code's ancestors: its THO parents, then theirs (R4's hierarchy for an R4 parent)."""
+    out: list[str] = []
+    for parent in added[code].parents if code in added else ():
+        if parent in seen:
+            continue
+        seen.add(parent)
+        up = r4[parent]["parents"] if parent in r4 else _ancestors(parent, r4, added, seen)
+        out += [parent, *up]
+    return tuple(dict.fromkeys(out))
 
 
 def _filter(codes: dict[str, dict[str, Any]], filters: list[dict[str, Any]]) -> set[str] | None:

@@ -138,6 +138,7 @@ class Validator:
             questionnaires=dict(self.defs.questionnaires),
             measures=dict(self.defs.measures),
             base_dir=self.defs.base_dir,
+            newer=self.defs.newer,
         )
         for resource in resources:
             defs.add(resource)
@@ -723,6 +724,9 @@ class Validator:
         contexts = [c.get("expression") for c in sd.get("context", []) if c.get("type") == "element"]
         if not contexts:
             return True
+        # the contexts hl7.fhir.uv.extensions added to a base R4 extension (newer.json), as the
+        # reference validator reads core extensions from that package
+        contexts += self.defs.newer.contexts_for(sd)
         rtype = host.split(".", 1)[0]
         resource_like = {"Element", "Resource", "DomainResource"}
         if "." not in host and self._canonical_resource(rtype):
@@ -799,8 +803,18 @@ class Validator:
     def _coding(self, coding: dict[str, Any], expr: str, run: _Run) -> None:
         system, code = coding.get("system"), coding.get("code")
         checkable = isinstance(system, str) and isinstance(code, str)
-        if checkable and self.terminology.code_known(str(system), str(code)) is False:
+        if not checkable:
+            return
+        known = self.terminology.code_known(str(system), str(code))
+        if known is False:
             run.add("error", "code-invalid", expr, f"Unknown code '{code}' in the CodeSystem '{system}'")
+        elif known and (source := self.terminology.newer_source(str(system), str(code))) is not None:
+            run.add(
+                "information",
+                "informational",
+                expr,
+                f"Code '{code}' is not in R4 4.0.1's CodeSystem '{system}'; accepted from {source}",
+            )
 
     def _binding(
         self, item: Any, code: str, elem: Elem, expr: str, run: _Run, binding: tuple[str, str] | None = None

@@ -90,6 +90,32 @@ def test_derived_search_parameter_keeps_the_type(validator: Validator) -> None:
     assert "type token is different to the type string" in errors[0][1]
 
 
+def _composite(components: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "SearchParameter",
+        "url": "http://example.org/SearchParameter/code-value-quantity",
+        "name": "CodeValueQuantity",
+        "status": "active",
+        "description": "Observations by code and quantity value",
+        "code": "code-value-quantity",
+        "base": ["Observation"],
+        "type": "composite",
+        "expression": "Observation",
+        "component": components,
+    }
+
+
+def test_composite_search_parameter_has_two_or_more_components(validator: Validator) -> None:
+    # case sp-composite (a composite with one component), reference: "When the SearchParameter has a
+    # type of 'composite', then the SearchParameter must define two or more components"
+    code = {"definition": SP + "clinical-code", "expression": "code"}
+    value = {"definition": SP + "Observation-value-quantity", "expression": "value.as(Quantity)"}
+    assert _errors(validator.validate(_composite([code, value]))) == []
+    errors = _errors(validator.validate(_composite([code])))
+    assert [e for e, _ in errors] == ["SearchParameter"]
+    assert "must define two or more components" in errors[0][1]
+
+
 def test_derived_search_parameter_searches_only_its_parents_bases(validator: Validator) -> None:
     # case sp-diff-base, reference: "The resource type Patient is not listed as a base in the
     # SearchParameter this is derived from (http://hl7.org/fhir/SearchParameter/Organization-name)"
