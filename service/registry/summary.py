@@ -623,6 +623,7 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [("Age at diagnosis, years: mean (range)", _range(age, "mean"))]
     rows += [("Age at diagnosis, years: median (range)", _range(age, "median"))]
     rows += ["Tumour"]
+    rows += [("Size at diagnosis, cm: mean (range)", _range(summary["tumour_size_cm"], "mean"))]
     rows += [("Size at diagnosis, cm: median (range)", _range(summary["tumour_size_cm"], "median"))]
     for i, stats in enumerate(summary["tumour_dimensions_cm"], 1):
         rows += [(f"Size at diagnosis, dimension {i}, cm: mean (range)", _range(stats, "mean"))]
@@ -717,7 +718,13 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         (f"Recurrence (of {operated} operated)", _pct(summary["recurrences"], operated)),
         (f"Deaths (of {n} cases)", _pct(summary["deaths"], n)),
         (f"Lost to follow-up (of {n} cases)", _pct(summary["lost_to_follow_up"], n)),
+        # papers give follow-up as a mean (range) as often as a median (range): the page prints both
+        ("Follow-up, months: mean (range)", _range(summary["follow_up_months"], "mean")),
         ("Follow-up, months: median (range)", _range(summary["follow_up_months"], "median")),
+        (
+            "Follow-up after surgery, months: mean (range)",
+            _range(summary["follow_up_after_surgery_months"], "mean"),
+        ),
         (
             "Follow-up after surgery, months: median (range)",
             _range(summary["follow_up_after_surgery_months"], "median"),
