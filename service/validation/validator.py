@@ -33,13 +33,14 @@ from service.validation.fetch import DEFAULT_DIR
 from service.validation.fhirpath import Invariants
 from service.validation.model import (
     PRIMITIVE_TYPES,
+    Constraint,
     Elem,
     TypeRef,
     compile_snapshot,
     json_name,
     primitive_regex,
 )
-from service.validation.native import native_check, required_check
+from service.validation.native import ALWAYS, CHECKS, Check, RootCheck
 from service.validation.snapshot import SnapshotError, cached_snapshots, generate, generate_one
 from service.validation.terminology import Terminology
 
@@ -105,6 +106,15 @@ class Validator:
         element, type, native flag and the value's JSON: the same value there is clean again."""
         self._regex: dict[str, re.Pattern[str] | None] = {}
         self._modifiers: dict[str, bool | None] = {}
+        self._plans: dict[int, tuple[tuple[Constraint, ...], list[_Planned]]] = {}
+        """``Elem.checks`` (by identity; the tuple is kept so its id stays its own) -> what each of its
+        invariants needs, looked up once instead of per value: the Python forms and the flags."""
+        self._slice_urls: dict[Elem, str | None] = {}
+        self._plain: dict[Elem, Callable[[Any], bool] | None] = {}
+        """A child element whose values are of one primitive type with nothing to check but the type
+        (``_plain_check``) -> that type's check, so the walker tests them without a ``_value`` call."""
+        self._targets: dict[int, tuple[TypeRef, dict[str, str | None], set[str]]] = {}
+        """A Reference type (by identity, kept alive here) -> its target profiles' resource types."""
         self.own_canonical: str | None = None
         """Canonical base of this project's package: an extension under it is ours, so one that
         profiles/ does not define is a defect of the package (a warning), not an unknown extension."""
@@ -343,7 +353,8 @@ class Validator:
             # a str of n characters is at most 4n bytes of UTF-8: encode only when it could be too long
             if isinstance(eid, str) and len(eid) > _MAX_STRING // 4 and len(eid.encode()) > _MAX_STRING:
                 run.add("error", "value", f"{expr}.id", "An element id is longer than 1 MB")
-            if not any(k != "id" and k != "resourceType" for k in value):
+            # more than two properties: one is neither id nor resourceType (no generator to run)
+            if len(value) <= 2 and not any(k != "id" and k != "resourceType" for k in value):
                 # ele-1 sits on elements; a resource with only resourceType (and id) is valid
                 run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
                 return
@@ -394,8 +405,12 @@ class Validator:
                 self._cardinality(child, count, f"{expr}.{got[0][0]}", run)
             if child.sliced:
                 self._sliced(items, child, res, run, host)
-            else:
-                for item, item_expr, tref in items:
+                continue
+            plain = self._plain.get(child, _UNSET)
+            if plain is _UNSET:
+                plain = self._plain[child] = self._plain_check(child)
+            for item, item_expr, tref in items:
+                if plain is None or not plain(item):  # a valid plain value: all _value would do
                     self._value(item, child, tref, item_expr, res, run)
         for child in elem.required:
             if child not in present:
@@ -578,6 +593,20 @@ class Validator:
             self._binding(item, code, elem, expr, run, ("required", url))
         return True
 
+    def _plain_check(self, elem: Elem) -> Callable[[Any], bool] | None:
+        """The type check of a child whose valid values ``_value`` would only type-check: one primitive
+        type (not a choice, so its ``TypeRef`` is that type), no fixed/pattern, min/max, binding or
+        invariant (``ele-1`` aside). None: its values go through ``_value``."""
+        if elem.choice or len(elem.types) != 1 or elem.fixed_or_pattern or elem.limited or elem.checks:
+            return None
+        code = elem.types[0].code
+        if code not in PRIMITIVE_TYPES or (code == "code" and (elem.binding or elem.also_required)):
+            return None
+        check = self._primitive_checks.get(code)
+        if check is None:
+            check = self._primitive_checks[code] = self._primitive_check(code)
+        return check
+
     def _type_root(self, code: str) -> Elem | None:
         """``root(CORE + code)``, looked up once per type code."""
         if code not in self._type_roots:
@@ -752,7 +781,10 @@ class Validator:
                     return False
                 continue
             if path == "url":
-                if item.get("url") != _slice_url(s):
+                url = self._slice_urls.get(s, _UNSET)
+                if url is _UNSET:
+                    url = self._slice_urls[s] = _slice_url(s)
+                if item.get("url") != url:
                     return False
             elif kind in ("value", "pattern") and isinstance(path, str) and "." not in path:
                 child = s.children.get(path)
@@ -862,8 +894,11 @@ class Validator:
                 )
         if not isinstance(ref, str) or tref is None or not tref.targets:
             return
-        allowed = {t: self.type_of(t) for t in tref.targets}
-        types = {t for t in allowed.values() if t}
+        known = self._targets.get(id(tref))
+        if known is None or known[0] is not tref:
+            allowed = {t: self.type_of(t) for t in tref.targets}
+            known = self._targets[id(tref)] = (tref, allowed, {t for t in allowed.values() if t})
+        _, allowed, types = known
         if "Resource" in types:
             return
         target = self._resolve(ref, run)
@@ -910,17 +945,27 @@ class Validator:
         return run.conforms[key]
 
     def _invariants(
-        self, node: Any, constraints: Sequence[Any], type_path: str, expr: str, res: dict[str, Any], run: _Run
+        self,
+        node: Any,
+        constraints: tuple[Constraint, ...],
+        type_path: str,
+        expr: str,
+        res: dict[str, Any],
+        run: _Run,
     ) -> None:
         root = run.root if run.root is not None else res
-        for c in constraints:
-            if c.key == _STRUCTURAL or _vacuous(c.key, node):
+        planned = self._plans.get(id(constraints))
+        if planned is None or planned[0] is not constraints:
+            planned = self._plans[id(constraints)] = (constraints, _plan_checks(constraints))
+        is_dict = isinstance(node, dict)
+        for c, vacuous, always, native, reads in planned[1]:
+            if vacuous and is_dict and _vacuous(c.key, node):
                 continue
-            verdict = required_check(c.key, c.expression, node, root)
-            if verdict is not None or "%" in c.expression or "resolve(" in c.expression:
+            verdict = always(node, root) if always is not None else None
+            if verdict is not None or reads:
                 run.context += 1  # may read the root resource or the resource
-            if verdict is None and self.native:
-                verdict = native_check(c.key, c.expression, node)
+            if verdict is None and native is not None and self.native and is_dict:
+                verdict = native(node)
             if verdict is None:
                 verdict = self.invariants.holds(c.expression, node, type_path, res, root)
             if verdict is None and c.expression in self.invariants.unsupported:
@@ -939,6 +984,27 @@ class Validator:
 
 _CONTAINED_RULES = frozenset({"dom-2", "dom-3", "dom-4", "dom-5"})
 """Base R4 invariants that only constrain ``contained`` resources."""
+
+
+_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, bool]
+_UNSET: Any = object()
+
+
+def _plan_checks(constraints: Sequence[Constraint]) -> list[_Planned]:
+    """Per invariant, what ``_invariants`` would otherwise look up on every value: whether it can be
+    vacuous (``_vacuous``), its ``native.ALWAYS`` and ``native.CHECKS`` forms, and whether it reads
+    beyond the value (``%`` variables, ``resolve()``). ``ele-1`` is left out (checked structurally)."""
+    return [
+        (
+            c,
+            c.key == "ref-1" or c.key in _CONTAINED_RULES,
+            ALWAYS.get((c.key, c.expression)),
+            CHECKS.get((c.key, c.expression)),
+            "%" in c.expression or "resolve(" in c.expression,
+        )
+        for c in constraints
+        if c.key != _STRUCTURAL
+    ]
 
 
 def _vacuous(key: str, node: Any) -> bool:
