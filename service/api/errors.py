@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import traceback
 from pathlib import Path
 
@@ -113,9 +114,9 @@ def init_app(app: Flask) -> None:
         return respond([issue], 500)
 
 
-SQLITE_FULL = 13
+SQLITE_FULL = sqlite3.SQLITE_FULL
 """SQLite's result code for "database or disk is full" (https://www.sqlite.org/rescode.html#full):
-the disk, or the database's ``max_page_count``."""
+the disk, or the database's ``max_page_count``; Python 3.11's errors carry it as ``sqlite_errorcode``."""
 POSTGRES_DISK_FULL = "53100"
 """PostgreSQL's SQLSTATE ``disk_full`` (class 53, insufficient resources)."""
 

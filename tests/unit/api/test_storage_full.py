@@ -6,10 +6,12 @@ number of pages in the database file")."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg.errors
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
@@ -91,17 +93,12 @@ def test_a_full_sqlite_database_is_507_storage_full_then_ready_again_after_a_wri
     assert _storage_gauge(client) == 0
 
 
-class _DiskFull(Exception):
-    """A psycopg error as the driver raises it for SQLSTATE 53100 (no real full disk under PostgreSQL)."""
-
-    sqlstate = "53100"
-
-
 class _Locked(Exception):
-    sqlite_errorcode = 5  # SQLITE_BUSY: unavailable, not full
+    sqlite_errorcode = sqlite3.SQLITE_BUSY  # locked past the timeout: unavailable, not full
 
 
 def test_postgresqls_disk_full_sqlstate_is_storage_full_and_other_errors_are_not() -> None:
-    assert storage_full(OperationalError("INSERT", {}, _DiskFull()))
+    """psycopg's own class for SQLSTATE 53100 (a real full disk under PostgreSQL is not produced here)."""
+    assert storage_full(OperationalError("INSERT", {}, psycopg.errors.DiskFull("no space left on device")))
     assert not storage_full(OperationalError("INSERT", {}, _Locked()))
     assert not storage_full(OperationalError("SELECT 1", {}, ConnectionError()))
