@@ -67,7 +67,12 @@ class Settings:
     )
     http_host: str = _env("HTTP_HOST", "Address `ivclms serve` binds to.", "127.0.0.1")
     http_port: int = _env("HTTP_PORT", "Port `ivclms serve` listens on.", 8080)
-    http_workers: int = _env("HTTP_WORKERS", "gunicorn worker processes.", 2)
+    http_workers: int = _env(
+        "HTTP_WORKERS",
+        "gunicorn worker processes. Request and validation metrics (`/metrics`) and the storage-full flag "
+        "are per process: with several workers a scrape sees the one that answered it.",
+        2,
+    )
     http_threads: int = _env("HTTP_THREADS", "Threads per gunicorn worker.", 4)
     http_max_body_bytes: int = _env(
         "HTTP_MAX_BODY_BYTES", "Largest request body accepted; larger gets 413.", 10 * 1024 * 1024

@@ -22,6 +22,7 @@ from service.api import (
     health,
     http_edges,
     metadata,
+    metrics,
     openapi,
     registry,
     security,
@@ -67,6 +68,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     if not settings.sync_enabled:
         log.warning("no FHIR server configured (IVCLMS_FHIR_URL is empty): sync to a FHIR server is off")
     errors.init_app(app)
+    metrics.init_app(app)
     csrf.init_app(app, settings)
     signin.init_app(app, settings)
     http_edges.lower_host(app)
@@ -83,6 +85,7 @@ def build_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(bulk.bp)
     app.register_blueprint(fhir_read.bp)
     app.register_blueprint(sync.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(registry.bp)
     app.register_blueprint(validate.bp)
     app.register_blueprint(console.pages)

@@ -13,6 +13,7 @@ from service.db import make_engine
 from service.fhir.client import FhirClient
 from service.intake import Intake
 from service.limits import Limits
+from service.metrics import Metrics
 from service.settings import Settings
 from service.store import migrate
 from service.validation import Validator
@@ -29,6 +30,7 @@ class AppContext:
     fhir: FhirClient | None
     intake: Intake
     validator: Validator
+    metrics: Metrics
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -39,7 +41,8 @@ class AppContext:
             Path(settings.validation_definitions_dir) if settings.validation_definitions_dir else DEFAULT_DIR
         )
         validator = shared_validator(PROFILES_DIR, base)
-        check = bundle_check(validator) if settings.validate_intake else None
+        metrics = Metrics(engine)
+        check = metrics.timed(bundle_check(validator)) if settings.validate_intake else None
         return cls(
             settings=settings,
             engine=engine,
@@ -52,6 +55,7 @@ class AppContext:
                 limits=Limits.from_settings(settings),
             ),
             validator=validator,
+            metrics=metrics,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import traceback
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 
+from service.api.context import ctx
 from service.api.responses import fhir_response
 from service.errors import Issue, ServiceError, TooMany, Unavailable
 from service.outcome import operation_outcome
@@ -79,6 +81,19 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError) -> Response:
+        if storage_full(exc):
+            # Not "unavailable": the database answers and is intact (the failed transaction rolled
+            # back), but nothing more can be written until an operator frees space. Readiness and
+            # ``ivclms_storage_full`` report it until a write succeeds again.
+            log.error("storage full: the database refused a write for want of space")
+            ctx().metrics.storage_full = True
+            issue = Issue(
+                code="no-store",
+                diagnostics="storage full: the database has no space left for this write; it was not "
+                "applied (nothing stored was lost): retry it after an operator frees space "
+                "(with the same Idempotency-Key)",
+            )
+            return fhir_response(operation_outcome([issue]), 507, {"Retry-After": "60"})
         # The database is unreachable or locked past its timeout. The write may still have committed
         # (the connection dropped after COMMIT, or while the Idempotency-Key answer was being stored):
         # a retry with the same key, or of the same case, is safe and returns it.
@@ -97,3 +112,18 @@ def init_app(app: Flask) -> None:
         log.error("unexpected error %s at %s", type(exc).__name__, where)
         issue = Issue(code="exception", diagnostics="internal error; the request was not applied")
         return respond([issue], 500)
+
+
+SQLITE_FULL = sqlite3.SQLITE_FULL
+"""SQLite's result code for "database or disk is full" (https://www.sqlite.org/rescode.html#full):
+the disk, or the database's ``max_page_count``; Python 3.11's errors carry it as ``sqlite_errorcode``."""
+POSTGRES_DISK_FULL = "53100"
+"""PostgreSQL's SQLSTATE ``disk_full`` (class 53, insufficient resources)."""
+
+
+def storage_full(exc: OperationalError) -> bool:
+    """Whether the driver's error says the storage is full (SQLite or PostgreSQL)."""
+    original = exc.orig
+    if getattr(original, "sqlite_errorcode", None) == SQLITE_FULL:
+        return True
+    return getattr(original, "sqlstate", None) == POSTGRES_DISK_FULL

@@ -27,6 +27,10 @@ def readyz() -> tuple[Response, int]:
     checks["database"] = {"ok": db_problem is None, "backend": app.engine.url.get_backend_name()}
     if db_problem:
         checks["database"]["reason"] = db_problem
+    checks["storage"] = {"ok": not app.metrics.storage_full}
+    if app.metrics.storage_full:
+        # The database answers the ping above, yet refuses writes (507): a load balancer must see it.
+        checks["storage"]["reason"] = "storage full: the last write failed for want of space"
     checks["fhir_server"] = _fhir_check(app.fhir)
     ready = all(c["ok"] for c in checks.values())
     return jsonify(status="ready" if ready else "not ready", checks=checks), (200 if ready else 503)

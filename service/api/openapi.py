@@ -437,7 +437,7 @@ def _paths() -> dict[str, dict[str, Any]]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: database and FHIR server",
+                "summary": "Readiness: database, storage (not full) and FHIR server",
                 "security": [],
                 "responses": {
                     "200": {"description": "Ready"},

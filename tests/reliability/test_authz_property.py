@@ -515,6 +515,8 @@ ELSEWHERE = {
     "sync.sync_resolve": "operator r and u, the case's source system bound: test_security_matrix.py, "
     "tests/unit/api/test_sync_console.py, tests/unit/sync/test_resolve.py",
     "console_sync.sync_page": "as sync.sync_status (operator r): tests/unit/api/test_sync_console.py",
+    "metrics.metrics": "as sync.sync_status (operator r); counts and route templates, no patient data: "
+    "tests/unit/api/test_metrics.py, test_security_matrix.py",
     "console_sync.retry": "as sync.sync_retry, CSRF first: tests/unit/api/test_sync_console.py",
     "console_sync.resolve_conflict": "as sync.sync_resolve, CSRF first: tests/unit/api/test_sync_console.py",
     "console_form.new_case": "the gate of POST /cases (c on every case type): "
