@@ -74,7 +74,9 @@ table in `mappings/codes.yaml`.
   birth date is known and the age is determinate (born `1960`, diagnosed `2019-06`: 58 or 59, left
   unknown); if both are given they must agree (with partial dates: be one of the possible ages). One
   of the two is required.
-- `follow_up[].date` / `months_after_surgery`: one of the two is required. When the first surgery
+- `follow_up[].date` / `months_after_surgery`: one of the two is required; `date` may be `unknown`
+  (the source says there was an assessment, not when: "Recurrence occurred in all patients"), which
+  satisfies it, skips the date rules and derives nothing. When the first surgery
   (earliest `surgery[].date`) and the follow-up date are full dates, the months are derived:
   months = round(days / {month}, 1); if both are given they must agree within 0.1 month, and the
   given values are kept. No date is derived from months: "24 months after surgery" names no day, and
@@ -95,7 +97,7 @@ RULES = [
     "`outcome.last_contact` and `outcome.death_date` not before `diagnosis.date`; "
     "`patient.birth_date` not after `diagnosis.date`. Partial dates compare at the coarser "
     "precision: a rule fails only when the dates are certainly out of order (2019 <= 2019-06-12 "
-    "holds).",
+    "holds). A date given as `unknown` is in no order: the rules that need it are skipped.",
     "No date is after today: the latest calendar day anywhere on Earth (UTC + 14 h), so no time zone "
     "is wrongly refused.",
     "`outcome.last_contact` or an interval `outcome.last_contact_months_after_diagnosis` / "

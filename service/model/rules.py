@@ -119,13 +119,14 @@ def derive(case: dict[str, Any]) -> list[Issue]:
     for i, fu in enumerate(case["follow_up"]):
         path = f"follow_up[{i}]"
         if fu["date"] is None and fu["months_after_surgery"] is None:
+            # ``unknown`` satisfies it: the source says when, or says it does not know (issue 15)
             issues.append(issue(f"{path}.date", "date or months_after_surgery is required", "required"))
             continue
         # derived only between full dates: a month or year date has no day to count from
         if first is None or dates.exact(first[1]) is None:
             continue
         surgery_date = first[1]
-        if fu["date"] is None:
+        if dates.known(fu["date"]) is None:
             # Not derived: "6 months after surgery" names no day, and a day counted from it (months x
             # 30.4375) would be stored as if recorded and refuse true records near a month's end. The
             # interval stays an interval; the rules bound it with the source's rounding
@@ -211,7 +212,7 @@ def dates_consistent(case: dict[str, Any]) -> Iterator[Issue]:
             yield issue(f"surgery[{i}].date", "must not be before diagnosis.date")
     first = first_surgery(case)
     for i, fu in enumerate(case["follow_up"]):
-        if fu["date"] is None:
+        if dates.known(fu["date"]) is None:  # absent or ``unknown``: in no order (issue 15)
             continue
         if before(fu["date"], diagnosis):
             yield issue(f"follow_up[{i}].date", "must not be before diagnosis.date")
@@ -277,7 +278,8 @@ def _months_only_after(case: dict[str, Any], limit: str | None) -> Iterator[tupl
         return
     for i, fu in enumerate(case["follow_up"]):
         months = fu["months_after_surgery"]
-        if fu["date"] is None and months is not None and months_certainly_after(surgery, months, limit):
+        untimed = dates.known(fu["date"]) is None
+        if untimed and months is not None and months_certainly_after(surgery, months, limit):
             yield i, months, surgery, first[0]
 
 

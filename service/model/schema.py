@@ -396,7 +396,11 @@ class TherapySchema(Base):
 
 
 class FollowUpSchema(Base):
-    date = f.date("Date of the assessment; date or months_after_surgery is required.")
+    date = f.date(
+        "Date of the assessment; date or months_after_surgery is required; `unknown` when the source "
+        "gives no time (a recurrence then counts, its time and so disease-free survival are unknown).",
+        unknown=True,
+    )
     months_after_surgery = f.measure(
         DURATION, "months", "Months after the first surgery; derived from date when both dates are full."
     )

@@ -158,12 +158,16 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
 - **Recurrence** (yes/no), operated cases only: event (a) happened. Death without recurrence is no
   recurrence. Not operated: unknown.
 - An interval that would end before it starts (inconsistent dates) is unknown and left out.
-- **Unknown dates** (`diagnosis.date`, `surgery[].date` or `outcome.last_contact` given as `unknown`:
+- **Unknown dates** (`diagnosis.date`, `surgery[].date`, `follow_up[].date` or `outcome.last_contact`
+  given as `unknown`:
   the source gives none, as published series often do): nothing is counted from or to them. OS is then
   the recorded `last_contact_months_after_diagnosis` (as recorded), DFS the recorded
   `months_after_surgery` of the follow-up and `last_contact_months_after_surgery`; otherwise the time
   is unknown, left out of Kaplan-Meier and counted in `precision` (`os_unknown`, `dfs_unknown`). A
-  recurrence seen at a follow-up with no time after surgery is still a recurrence (DFS unknown).
+  recurrence seen at a follow-up with no time after surgery (its date `unknown` and no
+  `months_after_surgery`, or the surgery's date `unknown`) is still a recurrence, of its type and at
+  its sites, but its time is unknown, so DFS is unknown (left out of Kaplan-Meier, counted in
+  `dfs_unknown`), never disease-free until the last contact.
   With an operation on an unknown date, the first operation is the first listed.
 - **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
   only to the year or month it is taken at the midpoint of the days it may still be (after the other
@@ -257,7 +261,9 @@ brackets):
 - Neoadjuvant and adjuvant therapy [`therapy`]: patients with at least one therapy of that timing
   given (`status` absent, {given}; `planned` and `not_given` were not given and are not counted), per
   kind ({kinds}) and `any`; the same for therapies of `unknown` timing (never counted as either).
-- Recurrences [`recurrences`] (operated cases), deaths [`deaths`], lost to follow-up
+- Recurrences [`recurrences`] (operated cases), of them local and distant [`recurrence_types`:
+  `local`, `distant`; a case with both counts in each] and by site [`recurrence_sites`, table
+  metastasis-site; a case counts once per site], timed or not, deaths [`deaths`], lost to follow-up
   [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
   first surgery to the last contact [`follow_up_after_surgery_months`] (operated cases).
 - Precision [`precision`]: how many dates were recorded to the day, month or year only, last contacts

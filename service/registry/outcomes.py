@@ -275,21 +275,51 @@ def overall_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
 
 def _recurrence_times(case: Mapping[str, Any]) -> list[Elapsed | None]:
     """Each follow-up assessment after the first surgery that is not disease-free, as its time after
-    that surgery; None for one whose time cannot be known (its surgery date is ``unknown`` and it
-    gives no months_after_surgery): it is still a recurrence, only not timed."""
+    that surgery; None for one whose time cannot be known (its surgery date is ``unknown``, or its own
+    date is ``unknown``, and it gives no months_after_surgery): it is still a recurrence, only not
+    timed ("Recurrence occurred in all patients", J Korean Surg Soc 2012, with no time)."""
+    return [time for _, time in _recurrences(case)]
+
+
+def _recurrences(case: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Elapsed | None]]:
+    """(assessment, time after the first surgery or None) of each recurrence (``_recurrence_times``)."""
     if not operated(case):
         return []
     start = surgery_date(case)
-    found: list[Elapsed | None] = []
+    found: list[tuple[Mapping[str, Any], Elapsed | None]] = []
     for fu in case["follow_up"]:
         if fu["disease_status"] == DISEASE_FREE:
             continue
-        if fu["date"] is not None and start is not None and dates.certainly_before(fu["date"], start):
+        date = dates.known(fu["date"])
+        if date is not None and start is not None and dates.certainly_before(date, start):
             continue
-        time = elapsed(case, "surgery", Point(fu["date"], None, fu["months_after_surgery"]))
-        if time is not None or start is None:
-            found.append(time)
+        time = elapsed(case, "surgery", Point(date, None, fu["months_after_surgery"]))
+        untimed = date is None and fu["months_after_surgery"] is None
+        if time is not None or start is None or untimed:
+            found.append((fu, time))
     return found
+
+
+LOCAL_STATUSES = frozenset({"local_recurrence", "local_and_distant"})
+DISTANT_STATUSES = frozenset({"distant_metastasis", "local_and_distant"})
+
+
+def recurrence_types(case: Mapping[str, Any]) -> set[str]:
+    """``local`` and/or ``distant``: the kinds of recurrence any assessment after the first surgery
+    records (disease-status local_recurrence, distant_metastasis, local_and_distant), timed or not;
+    stable or progressive disease is a recurrence of neither kind."""
+    found: set[str] = set()
+    for fu, _ in _recurrences(case):
+        if fu["disease_status"] in LOCAL_STATUSES:
+            found.add("local")
+        if fu["disease_status"] in DISTANT_STATUSES:
+            found.add("distant")
+    return found
+
+
+def recurrence_sites(case: Mapping[str, Any]) -> set[str]:
+    """The sites (table metastasis-site) of every recurrence after the first surgery, timed or not."""
+    return {site for fu, _ in _recurrences(case) for site in fu["sites"]}
 
 
 def recurrence(case: Mapping[str, Any]) -> bool | None:

@@ -39,7 +39,9 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
 - Neoadjuvant / adjuvant therapy: patients with at least one therapy of that timing given, per kind;
   given = status absent, in progress, completed or stopped (``planned`` and ``not_given`` are not).
 - Recurrence, DFS and OS follow ``service.registry.outcomes``; follow-up = time from diagnosis to the
-  last contact (death for the dead), over every case.
+  last contact (death for the dead), over every case. ``recurrence_types`` (``local``, ``distant``)
+  and ``recurrence_sites`` (table metastasis-site) count operated cases with a recurrence of that
+  kind or at that site, timed or not (a follow-up dated ``unknown`` counts; its DFS is unknown).
 - Kaplan-Meier (``lifelines``): product-limit estimate, 95% confidence interval by the exponential
   Greenwood (log(-log)) formula; time in months (days / 30.4375).
 """
@@ -103,6 +105,8 @@ PRECISION_KEYS = (
     "measurements_range",
 )
 KM_DECIMALS = 4
+RECURRENCE_TYPES = ("local", "distant")
+"""Kinds of recurrence counted per operated case (a case with both counts in each)."""
 
 
 @dataclass
@@ -127,6 +131,8 @@ class _Series:
     margin: Counter[str] = field(default_factory=Counter)
     therapy: dict[str, Counter[str]] = field(default_factory=dict)
     recurrences: int = 0
+    recurrence_types: Counter[str] = field(default_factory=Counter)
+    recurrence_sites: Counter[str] = field(default_factory=Counter)
     deaths: int = 0
     lost: int = 0
     follow_up: list[float] = field(default_factory=list)
@@ -244,6 +250,8 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         counter["any"] += bool(kinds & set(ONCOLOGIC_KINDS))
     if outcomes.recurrence(case):
         series.recurrences += 1
+        series.recurrence_types.update(outcomes.recurrence_types(case))
+        series.recurrence_sites.update(outcomes.recurrence_sites(case))
     series.deaths += outcomes.died(case)
     series.lost += bool(outcome["lost_to_follow_up"])
     # times rounded as the extract rounds them (outcomes.rounded): 0.1 month when exact, whole months
@@ -526,6 +534,8 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
             for timing in (NEOADJUVANT, ADJUVANT, UNKNOWN)
         },
         "recurrences": series.recurrences,
+        "recurrence_types": _counts(series.recurrence_types, RECURRENCE_TYPES),
+        "recurrence_sites": _counts(series.recurrence_sites, table("metastasis-site").keys()),
         "deaths": series.deaths,
         "lost_to_follow_up": series.lost,
         "follow_up_months": describe(series.follow_up, series.precision["os_unknown"]),
@@ -716,6 +726,12 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
     rows += [
         "Outcome",
         (f"Recurrence (of {operated} operated)", _pct(summary["recurrences"], operated)),
+        *((f"Recurrence: {kind}", _pct(v, operated)) for kind, v in summary["recurrence_types"].items() if v),
+        *(
+            (f"Recurrence site: {_display('metastasis-site', k)}", _pct(v, operated))
+            for k, v in summary["recurrence_sites"].items()
+            if v
+        ),
         (f"Deaths (of {n} cases)", _pct(summary["deaths"], n)),
         (f"Lost to follow-up (of {n} cases)", _pct(summary["lost_to_follow_up"], n)),
         # papers give follow-up as a mean (range) as often as a median (range): the page prints both

@@ -37,6 +37,11 @@ def _undated(tag: str) -> dict[str, Any]:
         surgery["date"] = "unknown"
     case["outcome"]["last_contact"] = "unknown"
     case["patient"]["age_at_diagnosis"] = 52
+    # a recurrence whose time the source does not give ("Recurrence occurred in all patients", J Korean
+    # Surg Soc 2012): the follow-up's date is unknown too (fudate15)
+    for fu in case["follow_up"]:
+        fu.update({"date": "unknown", "months_after_surgery": None})
+        fu.update({"disease_status": "distant_metastasis", "sites": ["lung"]})
     return validate_case(case)
 
 
@@ -44,7 +49,11 @@ def test_a_case_with_unknown_dates_conforms_to_the_profiles(package_loaded, hapi
     bundle = case_to_bundle(_undated(tag), now=NOW)
     resources = [e["resource"] for e in bundle["entry"]]
     absent = [r for r in resources if any(k.startswith("_") for k in r)]
-    assert len(absent) >= 3, "the diagnosis, the operation and the vital status carry the extension"
+    assert len(absent) >= 5, (
+        "the diagnosis, the operation, the vital status, the disease status and the graft patency "
+        "carry the extension"
+    )
+    assert any(r["_effectiveDateTime"] for r in absent if "ivclms-disease-status" in r["meta"]["profile"][0])
     _assert_conform(hapi, package_loaded, report, resources)
 
 
@@ -82,5 +91,7 @@ def test_hapi_stores_the_unknown_dates_as_sent(package_loaded, hapi, tag):
                 resource[key] = stored[key]
                 checked += 1
         entries.append({**sent, "resource": resource})
-    assert checked >= 5  # diagnosis, operation, its IVC management and graft procedure(s), vital status
+    # diagnosis, operation, its IVC management and graft procedure(s), vital status, and the
+    # follow-up's disease status and graft patency
+    assert checked >= 7
     assert bundle_to_case({**bundle, "entry": entries}) == case

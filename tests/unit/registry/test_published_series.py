@@ -22,7 +22,6 @@ from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse as Response
 
@@ -215,16 +214,23 @@ def test_the_constructed_rows_give_the_korean_series_figures_in_json(client):
     assert report["kaplan_meier"]["overall_survival"]["n"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the case model cannot record a recurrence of unknown type and time: follow_up[] needs a "
-    "date or months_after_surgery and disease-status has no untyped 'recurrence' (series15 report)",
-)
 def test_the_korean_series_recurrence_in_all_patients(client):
-    """The paper: "Recurrence occurred in all patients." The rows cannot say so without inventing each
-    recurrence's type and time, so the summary counts none: a known gap, not a figure to accept."""
+    """The paper: "Recurrence occurred in all patients. Distant recurrence resulted in three patients
+    undergoing lung resection and three patients undergoing thigh muscle resection." Each row holds
+    one follow-up dated ``unknown`` (the paper gives no time) with disease status distant_metastasis at
+    the lung (three) or ``other`` (three: the metastasis-site table has no muscle or soft-tissue site).
+    The summary counts six recurrences, all distant, three in the lung; with no recurrence time,
+    disease-free survival is unknown for all six (never disease-free until the last contact)."""
     report = _summary(client, "json", KOREAN, 6).get_json()
     assert report["recurrences"] == 6
+    assert report["recurrence_types"] == {"local": 0, "distant": 6}
+    assert {k: v for k, v in report["recurrence_sites"].items() if v} == {"lung": 3, "other": 3}
+    assert report["precision"]["dfs_unknown"] == 6
+    assert report["kaplan_meier"]["disease_free_survival"]["n"] == 0
+    every = "consent=yes&consent=no&consent=unknown"
+    page = client.get(f"/registry/summary?{every}&format=html", headers=_auth()).get_data(as_text=True)
+    assert _at_the_papers_precision(page, "Recurrence (of 6 operated)") == (6, 100)
+    assert _at_the_papers_precision(page, "Recurrence site: Lung") == (3, 50)
 
 
 def test_the_constructed_korean_rows_invent_no_date_or_grade():
@@ -243,4 +249,7 @@ def test_the_constructed_korean_rows_invent_no_date_or_grade():
         assert [(s["date"], s["resection"]) for s in case["surgery"]] == [("unknown", "unknown")]
         assert case["surgery"][0]["ivc_management"]["graft_material"] in (None, "unknown")
         assert case["pathology"] is None and case["outcome"]["vital_status"] == "unknown"
-        assert case["follow_up"] == []
+        # "Recurrence occurred in all patients": one assessment each, its time unknown
+        (fu,) = case["follow_up"]
+        assert (fu["date"], fu["months_after_surgery"]) == ("unknown", None)
+        assert fu["disease_status"] == "distant_metastasis" and fu["sites"] in (["lung"], ["other"])
