@@ -92,8 +92,13 @@ def render(km: Mapping[str, Any], title: str) -> str:
 
     escaped = html.escape(title)
     median = km.get("median_months")
+    # no case in the curve: no median at all ("-"), not "not reached" (review 15, M3)
     summary = f"n = {km['n']}, events = {km['events']}, median " + (
-        "not reached" if median is None or median == math.inf else f"{median:g} months"
+        "-"
+        if not km["n"]
+        else "not reached"
+        if median is None or median == math.inf
+        else f"{median:g} months"
     )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '

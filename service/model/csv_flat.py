@@ -333,8 +333,9 @@ def read_csv(
     spreadsheet numbers it): the canonical case, or the Unprocessable with the problems, each message
     ``line N: column: rule`` naming the sheet's column (the issue's expression keeps the case path).
     Columns may be omitted (all empty); unknown columns raise (with a hint when the file looks
-    separated by semicolons or tabs), and so does text the csv module cannot read (a NUL, a field over
-    its size limit): the whole file is refused. ``on_row(n)`` is told as data row n is read (progress)."""
+    separated by semicolons or tabs), as does a column given twice, and so does text the csv module
+    cannot read (a NUL, a field over its size limit): the whole file is refused. ``on_row(n)`` is told
+    as data row n is read (progress)."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     try:
         return _read_rows(reader, on_row or (lambda _n: None))
@@ -355,6 +356,13 @@ def _read_rows(
         hint = _separator_hint(header)
         raise Unprocessable(
             [Issue("invalid", f"header: unknown column {name}{hint}", name) for name in unknown]
+        )
+    # a column given twice (patient_sex: female, then male) has no one value: refused as an unknown
+    # column is, never the last cell kept (review 15, M5)
+    repeated = sorted({name for name in header if header.count(name) > 1}, key=header.index)
+    if repeated:
+        raise Unprocessable(
+            [Issue("invalid", f"header: column {name} given more than once", name) for name in repeated]
         )
     results: list[tuple[int, dict[str, Any] | Unprocessable]] = []
     end = reader.line_num

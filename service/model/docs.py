@@ -149,7 +149,8 @@ CSV = """\
   entry before a filled one is reported (its required fields), never renumbered.
 - **Reading**: `read_csv(text)` validates each row with `validate_case` and returns
   `(row number, case or Unprocessable)`; row 1 is the first data row and every message starts with
-  `row N: `. Columns may be left out (all empty); an unknown column is an error.
+  `row N: `. Columns may be left out (all empty); an unknown column, or a column given twice, is
+  an error (the whole file is refused, naming the column).
 - Round trip: `validate_case(unflatten(flatten(case))) == case` for every canonical case.
 
 | repeating group | entries |

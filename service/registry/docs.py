@@ -155,8 +155,12 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
   after an incomplete resection counts at its first assessment), and (b) death from any cause (as OS).
   Censored otherwise at `outcome.last_contact`. A follow-up given only as `months_after_surgery` has
   its date derived by the case model.
-- **Recurrence** (yes/no), operated cases only: event (a) happened. Death without recurrence is no
-  recurrence. Not operated: unknown.
+- **Recurrence** (yes/no/unknown), operated cases only: yes when event (a) happened. No needs
+  evidence that the patient was seen after the surgery: a follow-up assessment (any status), or a
+  last contact (date or interval; for the dead without a death date, the death) known to be after the
+  first surgery; then death without recurrence is no recurrence. Without such evidence (a series
+  with no follow-up recorded) it is unknown, never no (data set, "Unknown vs none": "none" is a real
+  answer, unknown is not). Not operated: unknown.
 - An interval that would end before it starts (inconsistent dates) is unknown and left out.
 - **Unknown dates** (`diagnosis.date`, `surgery[].date`, `follow_up[].date` or `outcome.last_contact`
   given as `unknown`:
@@ -170,8 +174,14 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
   `dfs_unknown`), never disease-free until the last contact.
   With an operation on an unknown date, the first operation is the first listed.
 - **Partial dates** (`2019`, `2019-06`): a time between two full dates is exact; when one end is known
-  only to the year or month it is taken at the midpoint of the days it may still be (after the other
-  end), and the summary counts such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
+  only to the year or month it is taken at the midpoint of the days it may still be: after the other
+  end, and within what the rest of the record proves. A death is not before the last day the
+  patient is known alive (the last contact, each follow-up assessment), a last contact not before an
+  assessment, and neither an assessment nor a last contact is after a recorded death: diagnosis
+  2019-01-15, last contact 2020-11-20, death `2020` puts the death in 2020-11-20..2020-12-31
+  (midpoint 2020-12-10, OS 23 months), not at the middle of 2020 (18 months, before the last contact).
+  Bounds that leave no day (a record that contradicts itself) are not applied. The summary counts
+  such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
   Two partial dates equal at the coarser one's precision (`2014` and `2014`, `2014` and `2014-06`)
   may be the same day: the time between them is 0 (no gap is made up from two midpoints), at the
   coarser precision (a year: flagged imprecise). So diagnosis `2014`, surgery `2014`, alive 21 months
@@ -261,11 +271,16 @@ brackets):
 - Neoadjuvant and adjuvant therapy [`therapy`]: patients with at least one therapy of that timing
   given (`status` absent, {given}; `planned` and `not_given` were not given and are not counted), per
   kind ({kinds}) and `any`; the same for therapies of `unknown` timing (never counted as either).
-- Recurrences [`recurrences`] (operated cases), of them local and distant [`recurrence_types`:
-  `local`, `distant`; a case with both counts in each] and by site [`recurrence_sites`, table
-  metastasis-site; a case counts once per site], timed or not, deaths [`deaths`], lost to follow-up
-  [`lost_to_follow_up`], follow-up in months, median and range [`follow_up_months`], and from the
-  first surgery to the last contact [`follow_up_after_surgery_months`] (operated cases).
+- Recurrence, vital status and lost to follow-up, each with its unknowns in their own row
+  [`outcome.recurrence`: `yes`, `no`, `unknown` over operated cases (no needs evidence of follow-up
+  after surgery, above); `outcome.vital_status`: `alive`, `dead`, `unknown`;
+  `outcome.lost_to_follow_up`: `yes`, `no`, `unknown` (not recorded)]; the page gives each answer as a
+  percentage of the known answers and the unknowns as a percentage of all. The yes counts also stand
+  alone as before [`recurrences`, `deaths`, `lost_to_follow_up`]; of the recurrences, local and distant
+  [`recurrence_types`: `local`, `distant`; a case with both counts in each] and by site
+  [`recurrence_sites`, table metastasis-site; a case counts once per site], timed or not.
+  Follow-up in months, median and range [`follow_up_months`], and from the first surgery to the last contact
+  [`follow_up_after_surgery_months`] (operated cases).
 - Precision [`precision`]: how many dates were recorded to the day, month or year only, last contacts
   given as an interval, unknown ages, and survival times that used a partial date at its midpoint
   (`os_midpoint`, `dfs_midpoint`; of them, a year-only date: `os_year_only`, `dfs_year_only`) or
@@ -277,7 +292,8 @@ brackets):
   (`lifelines`): `table` has a row per distinct time with an event or a censoring: `time_months`,
   `at_risk` (just before that time), `events`, `censored`, `survival` and its 95% confidence interval
   (`ci_lower`, `ci_upper`; exponential Greenwood, i.e. log(-log) transformed); `median_months` (null
-  while survival has not fallen to 0.5); `at_months` gives survival at {landmarks} months (null past
+  while survival has not fallen to 0.5: the page prints "not reached", or "-" when no case is in the
+  curve, `n` = 0); `at_months` gives survival at {landmarks} months (null past
   the longest follow-up).
 - Counts by code list every value of the code table, zero included, then `unknown` (and
   `not_applicable`) where the element takes them (data set, "Incomplete records"): an unknown is its
@@ -359,7 +375,9 @@ def _parameters() -> list[tuple[str, str, str]]:
             "`segment`",
             "all",
             f"the tumour involves one of these IVC segments ({segments}): "
-            "`ivc_segment_from` <= segment <= `ivc_segment_to`; repeatable",
+            "`ivc_segment_from` <= segment <= `ivc_segment_to`; with one end `unknown`, the known end "
+            "alone (`unknown`..`I` involves `I`: a known end is certainly involved); both unknown: "
+            "no segment; repeatable",
         ),
         (
             "`diagnosed_from`, `diagnosed_to`",

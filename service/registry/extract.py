@@ -65,7 +65,9 @@ DERIVED: tuple[DerivedColumn, ...] = (
         "recurrence",
         "boolean",
         "Operated cases: `true` when a follow-up on or after the first surgery has a `disease_status` "
-        "other than `ned`, else `false`; empty when not operated.",
+        "other than `ned`; `false` when none has and the record shows the patient after the surgery "
+        "(a follow-up assessment, or a last contact after it); empty (unknown) otherwise and when not "
+        "operated.",
     ),
     DerivedColumn(
         "dfs_months",

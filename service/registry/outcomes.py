@@ -18,11 +18,14 @@ Event and censoring rules (documented in docs/registry.md):
   distant metastasis, both, stable or progressive disease: the patient is no longer disease-free;
   persistent disease after an incomplete resection counts at its first assessment) and (b) death
   from any cause (as for OS). Otherwise censored at the last contact.
-- **Recurrence**: operated cases only; yes when event (a) happened, no otherwise (death without
-  recurrence is no recurrence). Not operated: unknown (None).
+- **Recurrence**: operated cases only; yes when event (a) happened; no when it did not and the record
+  shows the patient after the surgery (a follow-up assessment, or a last contact after it: death
+  without recurrence is no recurrence then); unknown (None) otherwise, and when not operated.
 - **Partial dates** (``2019``, ``2019-06``): an interval between two full dates is exact. When one end
   is a year or a month, it is taken at the midpoint of the days it may still be (after the other end:
-  ``2019-03-10`` to ``2019`` uses the middle of 2019-03-10..2019-12-31) and the time is marked
+  ``2019-03-10`` to ``2019`` uses the middle of 2019-03-10..2019-12-31; and within what the rest of the
+  record proves: a death is not before the last contact or a follow-up assessment, a last contact not
+  before an assessment, neither an assessment nor a last contact after a death) and the time is marked
   ``exact = False``; the summary counts such times on its page. An interval recorded in months is
   exact. An interval that certainly ends before it starts (inconsistent dates) is unknown (None).
 - **Reported precision** (``TimeToEvent.precision``, ``reported_months``): a time is reported at the
@@ -137,6 +140,11 @@ class Point:
     date: str | None = None
     after_diagnosis: float | None = None
     after_surgery: float | None = None
+    not_before: dt.date | None = None
+    """The first day the record allows for a partial ``date`` (e.g. a death is not before the last
+    day the patient is known alive); None when the record proves nothing."""
+    not_after: dt.date | None = None
+    """The last day the record allows for a partial ``date`` (e.g. an assessment is not after the death)."""
 
 
 def months(days: int) -> float:
@@ -151,11 +159,19 @@ def _precision_of(date: dates.PartialDate) -> Precision:
     return "exact" if date.precision == "day" else "month" if date.precision == "month" else "year"
 
 
-def span(start: str | None, end: str | None) -> Elapsed | None:
+def span(
+    start: str | None,
+    end: str | None,
+    not_before: dt.date | None = None,
+    not_after: dt.date | None = None,
+) -> Elapsed | None:
     """(months, precision) from ``start`` to ``end``; partial ends at the midpoint of the days they may
     still be (precision: the coarser end); 0 when both are partial and one's period holds the other
     (they may be the same day); None when ``end`` is certainly before ``start`` or either is
-    absent or ``unknown``."""
+    absent or ``unknown``. A partial ``end`` is first clipped to ``not_before``..``not_after``, what
+    the rest of the record proves (issue 15, review H2: a death in ``2020`` after a last contact on
+    2020-11-20 lies in 2020-11-20..2020-12-31, not at 2020-07-01); bounds that leave no day are
+    ignored (the record contradicts itself; the date alone is used)."""
     start, end = dates.known(start), dates.known(end)
     if start is None or end is None:
         return None
@@ -165,13 +181,24 @@ def span(start: str | None, end: str | None) -> Elapsed | None:
     if a.exact is not None and b.exact is not None:
         return months((b.exact - a.exact).days), "exact"
     precision = coarser(_precision_of(a), _precision_of(b))
-    if a.exact is None and b.exact is None and _same_period(a, b):
+    low, high = _clip(b, not_before, not_after)
+    clipped = (low, high) != (b.earliest, b.latest)
+    if a.exact is None and b.exact is None and not clipped and _same_period(a, b):
         return 0.0, precision  # may be the same day: no gap invented from two midpoints
-    first = a.exact or _mid(a.earliest, min(a.latest, b.latest))
-    last = b.exact or _mid(max(b.earliest, first), b.latest)
+    first = a.exact or _mid(a.earliest, min(a.latest, high))
+    last = b.exact or _mid(max(low, first), high)
     if last < first:
         return None
     return months((last - first).days), precision
+
+
+def _clip(
+    date: dates.PartialDate, not_before: dt.date | None, not_after: dt.date | None
+) -> tuple[dt.date, dt.date]:
+    """The days ``date`` may be that the record allows: its period intersected with the bounds."""
+    low = max(date.earliest, not_before) if not_before is not None else date.earliest
+    high = min(date.latest, not_after) if not_after is not None else date.latest
+    return (low, high) if low <= high else (date.earliest, date.latest)
 
 
 def _same_period(a: dates.PartialDate, b: dates.PartialDate) -> bool:
@@ -215,21 +242,57 @@ def died(case: Mapping[str, Any]) -> bool:
     return bool(case["outcome"]["vital_status"] == DEAD)
 
 
+def _days(values: list[str | None], end: Literal["earliest", "latest"]) -> list[dt.date]:
+    parsed = [dates.parse(v) for v in (dates.known(value) for value in values) if v is not None]
+    return [getattr(p, end) for p in parsed]
+
+
+def _known_alive(case: Mapping[str, Any]) -> dt.date | None:
+    """The last day the record proves the patient alive: the earliest day of the last contact and
+    of each follow-up assessment (an assessment is made on a living patient), the latest of these."""
+    found = _days([case["outcome"]["last_contact"], *(fu["date"] for fu in case["follow_up"])], "earliest")
+    return max(found, default=None)
+
+
+def _death_latest(case: Mapping[str, Any]) -> dt.date | None:
+    """The last day the patient may have died on (a recorded death date), else None."""
+    if not died(case):
+        return None
+    return min(_days([case["outcome"]["death_date"]], "latest"), default=None)
+
+
 def last_contact(case: Mapping[str, Any]) -> Point:
+    """The last contact; a partial date is bounded by the follow-up assessments (not before them) and
+    a recorded death (not after it)."""
     outcome = case["outcome"]
     return Point(
         outcome["last_contact"],
         outcome.get("last_contact_months_after_diagnosis"),
         outcome.get("last_contact_months_after_surgery"),
+        not_before=max(_days([fu["date"] for fu in case["follow_up"]], "earliest"), default=None),
+        not_after=_death_latest(case),
     )
 
 
 def death_point(case: Mapping[str, Any]) -> Point | None:
-    """When the patient died: the death date, else the last contact; None if not dead."""
+    """When the patient died: the death date, else the last contact; None if not dead. A partial death
+    date is not before the last day the record proves the patient alive (``_known_alive``)."""
     if not died(case):
         return None
     death = case["outcome"]["death_date"]
-    return Point(death) if death is not None else last_contact(case)
+    if death is None:
+        return last_contact(case)
+    return Point(death, not_before=_known_alive(case))
+
+
+def assessment(case: Mapping[str, Any], fu: Mapping[str, Any]) -> Point:
+    """A follow-up assessment; a partial date is not after the last contact nor a recorded death."""
+    ends = _days([case["outcome"]["last_contact"]], "latest")
+    death = _death_latest(case)
+    if death is not None:
+        ends.append(death)
+    date = dates.known(fu["date"])  # an assessment dated ``unknown`` has only its interval, if any
+    return Point(date, None, fu["months_after_surgery"], not_after=min(ends, default=None))
 
 
 def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
@@ -241,7 +304,7 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
         if point.after_diagnosis is not None:
             return point.after_diagnosis, "exact"
         if point.date is not None:
-            return span(diagnosis, point.date)
+            return span(diagnosis, point.date, point.not_before, point.not_after)
         if point.after_surgery is not None:
             gap = span(diagnosis, surgery)
             return None if gap is None else (gap[0] + point.after_surgery, gap[1])
@@ -249,11 +312,11 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
     if not operated(case):
         return None
     if point.date is not None and dates.exact(point.date) and dates.exact(surgery):
-        return span(surgery, point.date)
+        return span(surgery, point.date, point.not_before, point.not_after)
     if point.after_surgery is not None:
         return point.after_surgery, "exact"
     if point.date is not None:
-        return span(surgery, point.date)
+        return span(surgery, point.date, point.not_before, point.not_after)
     if point.after_diagnosis is not None:
         gap = span(diagnosis, surgery)
         if gap is None or point.after_diagnosis < gap[0]:
@@ -293,7 +356,7 @@ def _recurrences(case: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], Elaps
         date = dates.known(fu["date"])
         if date is not None and start is not None and dates.certainly_before(date, start):
             continue
-        time = elapsed(case, "surgery", Point(date, None, fu["months_after_surgery"]))
+        time = elapsed(case, "surgery", assessment(case, fu))
         untimed = date is None and fu["months_after_surgery"] is None
         if time is not None or start is None or untimed:
             found.append((fu, time))
@@ -322,10 +385,28 @@ def recurrence_sites(case: Mapping[str, Any]) -> set[str]:
     return {site for fu, _ in _recurrences(case) for site in fu["sites"]}
 
 
+def followed_after_surgery(case: Mapping[str, Any]) -> bool:
+    """Whether the record shows the patient after the first surgery, the evidence a "no recurrence"
+    needs (review 15, M2): a follow-up assessment (any status; the case model keeps them on or after
+    the first surgery), or a last contact (date or interval; the death for the dead without a death
+    date) known to be after the surgery. A series with no follow-up proves nothing: unknown."""
+    if not operated(case):
+        return False
+    if case["follow_up"]:
+        return True
+    after = elapsed(case, "surgery", last_contact(case))
+    return after is not None and after[0] > 0
+
+
 def recurrence(case: Mapping[str, Any]) -> bool | None:
+    """True when a recurrence was recorded; False only with evidence of follow-up after surgery
+    (``followed_after_surgery``); unknown (None) otherwise and when not operated. "none" is a real
+    answer, unknown is not (data set, "Unknown vs none")."""
     if not operated(case):
         return None
-    return bool(_recurrence_times(case))
+    if _recurrence_times(case):
+        return True
+    return False if followed_after_surgery(case) else None
 
 
 def disease_free_survival(case: Mapping[str, Any]) -> TimeToEvent | None:

@@ -47,7 +47,8 @@ class Filters:
     institutions: tuple[str, ...] = ()
     """Case ``institution`` equal to one of these (case-insensitive, surrounding blanks ignored)."""
     segments: tuple[str, ...] = ()
-    """The tumour involves one of these IVC segments (``ivc_segment_from`` <= s <= ``ivc_segment_to``)."""
+    """The tumour certainly involves one of these IVC segments (``ivc_segment_from`` <= s <=
+    ``ivc_segment_to``; with one end ``unknown``, the known end alone: ``source.involves``)."""
     diagnosed_from: dt.date | None = None
     """diagnosis.date >= this date."""
     diagnosed_to: dt.date | None = None
@@ -84,6 +85,19 @@ DATE_FILTER_RULE = (
 """The partial-date rule of the diagnosis filters, as the pages and docs/registry.md state it."""
 
 
+def involves(diagnosis: Mapping[str, Any], segments: tuple[str, ...]) -> bool:
+    """Whether the tumour certainly involves one of ``segments``: a known end is involved even when the
+    other end is ``unknown`` (review 15, M4: ``unknown``..``I`` involves I, ``III``..``unknown`` III);
+    with both ends known, every segment from one to the other. An unknown end proves nothing more."""
+    order = table("ivc-segment").keys()
+    ends = [diagnosis["ivc_segment_from"], diagnosis["ivc_segment_to"]]
+    known = [order.index(end) for end in ends if end in order]
+    if not known:
+        return False
+    low, high = (min(known), max(known)) if len(known) == 2 else (known[0], known[0])
+    return any(low <= order.index(s) <= high for s in segments if s in order)
+
+
 def matches(case: Mapping[str, Any], filters: Filters) -> bool:
     """Whether a canonical case passes the content filters (institution, segment, diagnosis, consent)."""
     if filters.institutions:
@@ -94,13 +108,8 @@ def matches(case: Mapping[str, Any], filters: Filters) -> bool:
     if filters.consent and (case.get("registry_consent") or UNKNOWN_CONSENT) not in filters.consent:
         return False
     diagnosis = case["diagnosis"]
-    if filters.segments:
-        order = table("ivc-segment").keys()
-        if diagnosis["ivc_segment_from"] not in order or diagnosis["ivc_segment_to"] not in order:
-            return False  # an unknown extent matches no segment filter (it is not known to span it)
-        low, high = order.index(diagnosis["ivc_segment_from"]), order.index(diagnosis["ivc_segment_to"])
-        if not any(low <= order.index(s) <= high for s in filters.segments):
-            return False
+    if filters.segments and not involves(diagnosis, filters.segments):
+        return False
     # a partial diagnosis date passes a bound unless it is certainly outside it (as the date rules);
     # an unknown one (issue 15) is not known to be inside any bound, so it passes only when none is set
     known = dates.known(diagnosis["date"])

@@ -42,6 +42,12 @@ few numbers at once) and returns a JSON-serialisable dict; ``render_html`` print
   last contact (death for the dead), over every case. ``recurrence_types`` (``local``, ``distant``)
   and ``recurrence_sites`` (table metastasis-site) count operated cases with a recurrence of that
   kind or at that site, timed or not (a follow-up dated ``unknown`` counts; its DFS is unknown).
+  Recurrence (yes / no / unknown; no needs
+  evidence of follow-up after surgery), vital status (alive / dead / unknown) and lost to follow-up
+  (yes / no / unknown: not recorded is unknown, never no) are counted with their unknowns in their
+  own row (``outcome``); the page gives each answer over the known answers.
+- Kaplan-Meier median: "not reached" when the curve exists and stays above 0.5, "-" when no case is
+  in it.
 - Kaplan-Meier (``lifelines``): product-limit estimate, 95% confidence interval by the exponential
   Greenwood (log(-log)) formula; time in months (days / 30.4375).
 """
@@ -130,11 +136,11 @@ class _Series:
     highest: Counter[str] = field(default_factory=Counter)
     margin: Counter[str] = field(default_factory=Counter)
     therapy: dict[str, Counter[str]] = field(default_factory=dict)
-    recurrences: int = 0
+    recurrence: Counter[str] = field(default_factory=Counter)
+    vital: Counter[str] = field(default_factory=Counter)
+    lost: Counter[str] = field(default_factory=Counter)
     recurrence_types: Counter[str] = field(default_factory=Counter)
     recurrence_sites: Counter[str] = field(default_factory=Counter)
-    deaths: int = 0
-    lost: int = 0
     follow_up: list[float] = field(default_factory=list)
     follow_up_surgery: list[float] = field(default_factory=list)
     dimensions: list[list[float]] = field(default_factory=lambda: [[], [], []])
@@ -213,6 +219,15 @@ def _count_precision(series: _Series, case: Mapping[str, Any]) -> None:
         series.precision["age_unknown"] += 1
 
 
+YES, NO = "yes", "no"
+
+
+def _yes_no(value: bool | None) -> str:
+    """A yes/no answer as its count key; None (not given, not known) is ``unknown``, never ``no``
+    (data set, "Unknown vs none": "none" is a real answer, unknown is not)."""
+    return UNKNOWN if value is None else YES if value else NO
+
+
 def given(therapy: Mapping[str, Any]) -> bool:
     """Whether a therapy was given: status absent, in progress, completed or stopped; a ``planned``
     or ``not_given`` one is not counted as given."""
@@ -248,12 +263,14 @@ def _add(series: _Series, case: Mapping[str, Any], age_cap: float | None) -> Non
         for kind in ONCOLOGIC_KINDS:
             counter[kind] += kind in kinds
         counter["any"] += bool(kinds & set(ONCOLOGIC_KINDS))
-    if outcomes.recurrence(case):
-        series.recurrences += 1
-        series.recurrence_types.update(outcomes.recurrence_types(case))
-        series.recurrence_sites.update(outcomes.recurrence_sites(case))
-    series.deaths += outcomes.died(case)
-    series.lost += bool(outcome["lost_to_follow_up"])
+    if outcomes.operated(case):
+        recurred = outcomes.recurrence(case)
+        series.recurrence[_yes_no(recurred)] += 1
+        if recurred:
+            series.recurrence_types.update(outcomes.recurrence_types(case))
+            series.recurrence_sites.update(outcomes.recurrence_sites(case))
+    series.vital[outcome["vital_status"]] += 1
+    series.lost[_yes_no(outcome["lost_to_follow_up"])] += 1
     # times rounded as the extract rounds them (outcomes.rounded): 0.1 month when exact, whole months
     # from a partial date, so the summary, its Kaplan-Meier table and the extract print the same numbers
     os_ = outcomes.overall_survival(case)
@@ -533,11 +550,18 @@ def summarise(cases: Iterable[Mapping[str, Any]], *, deidentified: bool = False)
             timing: _counts(series.therapy.get(timing, Counter()), ONCOLOGIC_KINDS, "any")
             for timing in (NEOADJUVANT, ADJUVANT, UNKNOWN)
         },
-        "recurrences": series.recurrences,
+        # the yes counts (recurrences, deaths, lost) stay for existing callers; ``outcome`` gives each
+        # with its no and unknown counts, the unknowns in their own row
+        "recurrences": series.recurrence[YES],
         "recurrence_types": _counts(series.recurrence_types, RECURRENCE_TYPES),
         "recurrence_sites": _counts(series.recurrence_sites, table("metastasis-site").keys()),
-        "deaths": series.deaths,
-        "lost_to_follow_up": series.lost,
+        "deaths": series.vital[outcomes.DEAD],
+        "lost_to_follow_up": series.lost[YES],
+        "outcome": {
+            "recurrence": _counts(series.recurrence, (YES, NO), UNKNOWN),
+            "vital_status": _counts(series.vital, table("vital-status").keys()),
+            "lost_to_follow_up": _counts(series.lost, (YES, NO), UNKNOWN),
+        },
         "follow_up_months": describe(series.follow_up, series.precision["os_unknown"]),
         "follow_up_after_surgery_months": describe(
             series.follow_up_surgery, series.operated - len(series.follow_up_surgery)
@@ -725,15 +749,17 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         ]
     rows += [
         "Outcome",
-        (f"Recurrence (of {operated} operated)", _pct(summary["recurrences"], operated)),
+        *_known_rows(
+            "Recurrence", summary["outcome"]["recurrence"], f"{operated} operated", "operated with follow-up"
+        ),
         *((f"Recurrence: {kind}", _pct(v, operated)) for kind, v in summary["recurrence_types"].items() if v),
         *(
             (f"Recurrence site: {_display('metastasis-site', k)}", _pct(v, operated))
             for k, v in summary["recurrence_sites"].items()
             if v
         ),
-        (f"Deaths (of {n} cases)", _pct(summary["deaths"], n)),
-        (f"Lost to follow-up (of {n} cases)", _pct(summary["lost_to_follow_up"], n)),
+        *_known_rows("Vital status", summary["outcome"]["vital_status"], f"{n} cases", "known"),
+        *_known_rows("Lost to follow-up", summary["outcome"]["lost_to_follow_up"], f"{n} cases", "recorded"),
         # papers give follow-up as a mean (range) as often as a median (range): the page prints both
         ("Follow-up, months: mean (range)", _range(summary["follow_up_months"], "mean")),
         ("Follow-up, months: median (range)", _range(summary["follow_up_months"], "median")),
@@ -754,11 +780,33 @@ def _rows(summary: Mapping[str, Any]) -> list[tuple[str, str] | str]:
         rows += [
             (
                 f"{title}: median, months",
-                "not reached" if km["median_months"] is None else _num(km["median_months"]),
+                _median_text(km),
             )
         ]
         rows += [(f"{title} at {t} months", landmark_text(km, t)) for t in km["at_months"]]
     return rows
+
+
+def _median_text(km: Mapping[str, Any]) -> str:
+    """The Kaplan-Meier median: "-" when no case is in the curve (no data; review 15, M3), "not
+    reached" only when the curve exists and stays above 0.5."""
+    if km["median_months"] is not None:
+        return _num(km["median_months"])
+    return "not reached" if km["n"] else "-"
+
+
+def _known_rows(title: str, counts: Mapping[str, int], of_all: str, known: str) -> list[tuple[str, str]]:
+    """One row per known answer, as a percentage of the known answers, then the unknowns in their own
+    row as a percentage of all (docs/registry.md: "an unknown is its own row, never a value and never
+    dropped"): 6 cases of unknown vital status print "Vital status unknown (of 6 cases) 6 (100.0%)",
+    never "Deaths 0 (0.0%)"."""
+    answers = {k: v for k, v in counts.items() if k != UNKNOWN}
+    total = sum(answers.values())
+    unknown = counts.get(UNKNOWN, 0)
+    rows = [
+        (f"{title}: {k.replace('_', ' ')} (of {total} {known})", _pct(v, total)) for k, v in answers.items()
+    ]
+    return [*rows, (f"{title} unknown (of {of_all})", _pct(unknown, total + unknown))]
 
 
 _KM_HEAD = ("months", "at risk", "events", "censored", "survival", "95% CI")
@@ -820,10 +868,19 @@ DEFINITIONS = (
     (
         "Partial dates",
         "a date known only to the year or month is taken at the midpoint of the days it "
-        "may still be (after the other end of the interval); such times are counted under Precision. "
+        "may still be (after the other end of the interval, and within what the record proves: a death "
+        "not before the last contact or a follow-up assessment); such times are counted under Precision. "
         "A time is reported at the precision its inputs allow: one that used a month- or year-only date "
         "is given in whole months (2019 to 2021: 24, not 24.02); one that used a year-only date is also "
         "flagged imprecise (its midpoint may be six months off).",
+    ),
+    (
+        "Recurrence",
+        "operated cases; yes: a follow-up after the first surgery whose disease status is not 'no "
+        "evidence of disease'; no: none such, and the patient was seen after the surgery (a follow-up "
+        "assessment, or a last contact after it); otherwise unknown, never no. Each answer is a "
+        "percentage of the known answers; unknowns have their own row (so do vital status and lost to "
+        "follow-up, where not recorded is unknown).",
     ),
     (
         "Major complication",
@@ -835,7 +892,8 @@ DEFINITIONS = (
     (
         "Unknown",
         "a coded value the source does not give (unknown, not applicable) is counted in its own "
-        "row, never as a category and never dropped; an IVC extent with an unknown end is unknown.",
+        "row, never as a category and never dropped; an IVC extent with an unknown end is unknown "
+        "(a segment filter still selects it by its known end: that segment is certainly involved).",
     ),
     (
         "Bounds and ranges",

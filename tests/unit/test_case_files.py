@@ -135,6 +135,23 @@ def test_an_unknown_header_column_rejects_the_file():
         import_rows("case_id,colour\nC1,blue\n", NOW)
 
 
+def test_a_column_given_twice_rejects_the_file():
+    """Review 15, M5: a header with ``patient_sex`` twice (female, then male) was accepted and the last
+    cell kept. A column given twice has no one value, so the file is refused naming it, as an unknown
+    column is (docs/case-model.md: "an unknown column, or a column given twice, is an error")."""
+    [row] = series_rows()[:1]
+    assert row["patient_sex"] == "female"
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerows([[*row, "patient_sex"], [*row.values(), "male"]])
+    doubled = out.getvalue()
+    with pytest.raises(Unprocessable) as caught:
+        import_rows(doubled, NOW)
+    [issue] = caught.value.issues
+    assert issue.diagnostics == "header: column patient_sex given more than once"
+    assert issue.expression == "patient_sex"
+
+
 def test_an_empty_series_imports_nothing():
     assert import_rows("", NOW).summary() == "0 cases imported, 0 rows rejected"
 

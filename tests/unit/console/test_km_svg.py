@@ -58,6 +58,8 @@ def test_an_empty_series_still_draws_axes():
     root = ET.fromstring(km_svg.render(kaplan_meier([], []), "none"))
     assert root.find(f"{SVG}polyline") is None
     assert _texts(root, "at-risk") == ["0", "0"]
+    # review 15, M3: no case in the curve has no median, it is not "not reached"
+    assert root.find(f"{SVG}title").text == "none (Kaplan-Meier, 95% CI); n = 0, events = 0, median -"
 
 
 def test_ticks_are_bounded_whatever_the_longest_time():

@@ -229,7 +229,7 @@ def test_the_korean_series_recurrence_in_all_patients(client):
     assert report["kaplan_meier"]["disease_free_survival"]["n"] == 0
     every = "consent=yes&consent=no&consent=unknown"
     page = client.get(f"/registry/summary?{every}&format=html", headers=_auth()).get_data(as_text=True)
-    assert _at_the_papers_precision(page, "Recurrence (of 6 operated)") == (6, 100)
+    assert _at_the_papers_precision(page, "Recurrence: yes (of 6 operated with follow-up)") == (6, 100)
     assert _at_the_papers_precision(page, "Recurrence site: Lung") == (3, 50)
 
 
