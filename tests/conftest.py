@@ -104,3 +104,21 @@ def app(settings: Settings) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+DB_FIXTURES = frozenset({"db_url", "module_db_url"})
+"""A test that asks for one of these gets a database of its own: marked ``db`` (run again on PostgreSQL)."""
+
+INTEGRATION_DIRS = (Path(__file__).parent / "integration",)
+"""Folders whose every test needs the servers scripts/test starts: marked ``integration`` here, not file by
+file (a folder with a mix, tests/browser and tests/reliability, keeps its marks per file)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``integration`` from the folder; ``db`` from what a test uses (a database of its own), so that the
+    PostgreSQL pass of scripts/test selects by marker rather than by a list of directories."""
+    for item in items:
+        if any(item.path.is_relative_to(folder) for folder in INTEGRATION_DIRS):
+            item.add_marker(pytest.mark.integration)
+        if DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)

@@ -36,8 +36,6 @@ from service.store.tables import outbox
 from service.sync.worker import Worker
 from tests.integration.test_sync import EXAMPLES, assert_hapi_holds_exactly, newest_bundles, submit, tagged
 
-pytestmark = pytest.mark.integration
-
 CLIENT_ID = "ivclms-hospital-a"
 ISSUER = "ivclms"  # mock-oauth2-server: the first path segment names the issuer
 SHORT_LIVED = "short-lived"  # tests/oauth/config.json: tokens of this issuer live 30 s

@@ -23,8 +23,6 @@ from service.mapping.spec import IDENTIFIER_SYSTEM
 from service.model import validate_case
 from tests.integration.conftest import package_resources
 
-pytestmark = pytest.mark.integration
-
 EXTERNAL_UNKNOWN = (
     r"CodeSystem is unknown and can't be validated: (http://loinc\.org|http://snomed\.info/sct|"
     r"http://www\.nlm\.nih\.gov/research/umls/rxnorm|http://www\.whocc\.no/atc|"

@@ -33,8 +33,6 @@ from service.model import validate_case
 from tests.integration.test_profiles_in_hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
 from tests.unit.model.test_partial_properties import NOW, partial_cases
 
-pytestmark = pytest.mark.integration
-
 BUNDLE_NOW = "2026-12-02T00:00:00Z"
 
 

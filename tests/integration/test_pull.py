@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
 
@@ -27,8 +26,6 @@ from service.store.cases import find, find_version
 from service.store.tables import synced_resources
 from service.sync.worker import Worker
 from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
-
-pytestmark = pytest.mark.integration
 
 SCT = "http://snomed.info/sct"
 

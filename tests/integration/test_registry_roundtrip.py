@@ -23,8 +23,6 @@ from service.search import RESOURCE_TYPES
 from service.settings import Settings
 from tests.integration.test_profiles_in_hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
 
-pytestmark = pytest.mark.integration
-
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("ivclms-0*.json"))
 
 

@@ -36,8 +36,6 @@ from service.store.tables import outbox, synced_resources
 from service.sync.verify import verify
 from service.sync.worker import Worker
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("ivclms-0*.json"))
 DEADLINE_S = 180.0
