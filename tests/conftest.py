@@ -79,6 +79,15 @@ def db_url(_pg_schema_template: str | None) -> Iterator[str]:
     yield from _pg_database(_pg_schema_template)
 
 
+@pytest.fixture(scope="module")
+def module_db_url(_pg_schema_template: str | None) -> Iterator[str]:
+    """As ``db_url`` for a module whose tests share one app (they only read what it was given)."""
+    if _pg_schema_template is None:
+        yield ""
+        return
+    yield from _pg_database(_pg_schema_template)
+
+
 @pytest.fixture
 def empty_db_url() -> Iterator[str]:
     """As ``db_url`` but with no schema at all: for the tests of the migrations themselves."""
