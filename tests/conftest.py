@@ -18,12 +18,8 @@ from service import create_app
 from service.db import make_engine
 from service.settings import Settings
 from service.store import migrate
-
-TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-
-
-BACKEND = os.environ.get("IVCLMS_TEST_DB", "sqlite")
-"""``postgres``: the same tests on a fresh database of the server at IVCLMS_TEST_PG_URL (scripts/test)."""
+from tests.support.auth import TEST_SECRET
+from tests.support.backend import BACKEND
 
 
 def _pg_admin() -> tuple[URL, Engine]:

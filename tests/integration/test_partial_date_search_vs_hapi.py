@@ -13,7 +13,7 @@ import uuid
 
 import requests
 
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 from tests.unit.api.test_search_partial_dates import surgery_id  # noqa: F401  (fixture)
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}

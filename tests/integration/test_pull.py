@@ -25,7 +25,7 @@ from service.mapping.spec import IDENTIFIER_SYSTEM, spec
 from service.store.cases import find, find_version
 from service.store.tables import synced_resources
 from service.sync.worker import Worker
-from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
+from tests.support.sync import EXAMPLES, drain, submit, tagged
 
 SCT = "http://snomed.info/sct"
 

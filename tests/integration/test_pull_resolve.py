@@ -22,7 +22,7 @@ from service.sync.pull import pull
 from service.sync.resolve import OURS, THEIRS, resolve
 from service.sync.worker import Worker
 from tests.integration.test_pull import current
-from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
+from tests.support.sync import EXAMPLES, drain, submit, tagged
 
 OURS_DATE, THEIRS_DATE = "2024-12-24", "2025-02-01"
 

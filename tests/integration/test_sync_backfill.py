@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from service import create_app
 from service.settings import Settings
 from service.store.tables import outbox
-from tests.integration.test_sync import (
+from tests.support.sync import (
     EXAMPLES,
     ROOT,
     Proxy,

@@ -16,9 +16,8 @@ from service.case_files import EXAMPLE_SERIES
 from service.model import csv_flat
 from service.registry.extract import DERIVED_PREFIX
 from service.settings import Settings
-from tests.conftest import TEST_SECRET
-from tests.tokens import bearer
-from tests.unit.api.test_security import token
+from tests.support.auth import TEST_SECRET
+from tests.tokens import bearer, token
 
 N = 9
 CONSENT_YES = ["IVC-001", "IVC-003", "IVC-004", "IVC-005", "IVC-006", "IVC-007", "IVC-009"]
