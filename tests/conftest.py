@@ -111,7 +111,7 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-DB_FIXTURES = frozenset({"db_url", "module_db_url"})
+DB_FIXTURES = frozenset({"db_url", "module_db_url", "empty_db_url"})
 """A test that asks for one of these gets a database of its own: marked ``db`` (run again on PostgreSQL)."""
 
 INTEGRATION_DIRS = (Path(__file__).parent / "integration",)
