@@ -18,12 +18,8 @@ from service import create_app
 from service.db import make_engine
 from service.settings import Settings
 from service.store import migrate
-
-TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
-
-
-BACKEND = os.environ.get("IVCLMS_TEST_DB", "sqlite")
-"""``postgres``: the same tests on a fresh database of the server at IVCLMS_TEST_PG_URL (scripts/test)."""
+from tests.support.auth import TEST_SECRET
+from tests.support.backend import BACKEND
 
 
 def _pg_admin() -> tuple[URL, Engine]:
@@ -79,6 +75,15 @@ def db_url(_pg_schema_template: str | None) -> Iterator[str]:
     yield from _pg_database(_pg_schema_template)
 
 
+@pytest.fixture(scope="module")
+def module_db_url(_pg_schema_template: str | None) -> Iterator[str]:
+    """As ``db_url`` for a module whose tests share one app (they only read what it was given)."""
+    if _pg_schema_template is None:
+        yield ""
+        return
+    yield from _pg_database(_pg_schema_template)
+
+
 @pytest.fixture
 def empty_db_url() -> Iterator[str]:
     """As ``db_url`` but with no schema at all: for the tests of the migrations themselves."""
@@ -104,3 +109,21 @@ def app(settings: Settings) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+DB_FIXTURES = frozenset({"db_url", "module_db_url", "empty_db_url"})
+"""A test that asks for one of these gets a database of its own: marked ``db`` (run again on PostgreSQL)."""
+
+INTEGRATION_DIRS = (Path(__file__).parent / "integration",)
+"""Folders whose every test needs the servers scripts/test starts: marked ``integration`` here, not file by
+file (a folder with a mix, tests/browser and tests/reliability, keeps its marks per file)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``integration`` from the folder; ``db`` from what a test uses (a database of its own), so that the
+    PostgreSQL pass of scripts/test selects by marker rather than by a list of directories."""
+    for item in items:
+        if any(item.path.is_relative_to(folder) for folder in INTEGRATION_DIRS):
+            item.add_marker(pytest.mark.integration)
+        if DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)

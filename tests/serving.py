@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 import jwt
 
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 
 EVERY_ROLE = ("registry", "deidentified")
 

@@ -34,9 +34,7 @@ from service.intake import Intake
 from service.settings import Settings
 from service.store.tables import outbox
 from service.sync.worker import Worker
-from tests.integration.test_sync import EXAMPLES, assert_hapi_holds_exactly, newest_bundles, submit, tagged
-
-pytestmark = pytest.mark.integration
+from tests.support.sync import EXAMPLES, assert_hapi_holds_exactly, newest_bundles, submit, tagged
 
 CLIENT_ID = "ivclms-hospital-a"
 ISSUER = "ivclms"  # mock-oauth2-server: the first path segment names the issuer

@@ -2,8 +2,6 @@ import pytest
 
 from service.fhir.client import FhirNotFound
 
-pytestmark = pytest.mark.integration
-
 SYSTEM = "urn:ivclms:test:mrn"
 
 

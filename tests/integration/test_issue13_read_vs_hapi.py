@@ -18,13 +18,11 @@ import json
 import uuid
 from typing import Any
 
-import pytest
 import requests
 
 from tests.tokens import bearer
 from tests.unit.api.test_fhir_read import _expected, _post
 
-pytestmark = pytest.mark.integration
 ALL = "system/*.cruds"
 FHIR_JSON = "application/fhir+json"
 

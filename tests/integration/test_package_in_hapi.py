@@ -23,8 +23,6 @@ from service import package_build
 from service.codes import Table, tables
 from service.fhir.client import FhirClient
 
-pytestmark = pytest.mark.integration
-
 TERMINOLOGY_TYPES = ("CodeSystem", "ValueSet", "ConceptMap")
 UNKNOWN_CODE = "not-a-code-of-this-table"
 # Warnings of HAPI's $validate that the package accepts, each with its reason (mCODE ignoreWarnings).

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 import requests
 
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 from tests.unit.api.test_search_partial_dates import surgery_id  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.integration
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 VALUES = (
     "2021",

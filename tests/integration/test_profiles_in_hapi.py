@@ -22,8 +22,7 @@ from service.mapping.forward import case_to_bundle
 from service.mapping.spec import IDENTIFIER_SYSTEM
 from service.model import validate_case
 from tests.integration.conftest import package_resources
-
-pytestmark = pytest.mark.integration
+from tests.support.hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
 
 EXTERNAL_UNKNOWN = (
     r"CodeSystem is unknown and can't be validated: (http://loinc\.org|http://snomed\.info/sct|"
@@ -49,19 +48,6 @@ ACCEPTED_WARNINGS = {
     ),
     EXTERNAL_UNKNOWN: "external terminology is not loaded into the test server (codes.yaml names the source)",
 }
-# Errors that say only "this server does not hold that external terminology". The test server cannot
-# load LOINC, RxNorm, ATC or OHDSI (not on Maven Central); for a coding inside a bound CodeableConcept
-# HAPI 8.8 reports that as an error, not a warning, even with UnknownCodeSystemWarningValidationSupport
-# set to WARNING, with the systems registered as content "not-present" CodeSystems (then the ValueSets
-# cannot be expanded) or with fragment CodeSystems stored (HAPI ignores them for http://loinc.org); all
-# three were tried. The project coding next to it is still checked (a wrong one is an error), and every
-# standard code is checked against shared/terminology.md by tests/unit/test_package_build.py. These
-# errors are reported in the warnings file with the others, and counted in the closing note.
-UNKNOWN_EXTERNAL_SYSTEM_ERRORS = (
-    r"^error: CodeSystem is unknown and can't be validated: (http://loinc\.org|"
-    r"http://www\.nlm\.nih\.gov/research/umls/rxnorm|http://www\.whocc\.no/atc|"
-    r"http://fhir\.ohdsi\.org/CodeSystem/concepts) for "
-)
 # HAPI 8.8 cannot $validate an Extension StructureDefinition resource itself (its snapshot generator
 # looks the base up in a package "hl7.fhir.r4.core#null"); the same definitions work when validating
 # instances (tested below through the extension-bearing examples and the negative cases).
@@ -71,15 +57,6 @@ KNOWN_HAPI_DEFECTS = {r"Unable to resolve package id hl7\.fhir\.r4\.core#null": 
 def _case(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
-
-
-def _issues(outcome: dict[str, Any], *severities: str) -> list[str]:
-    out = []
-    for i in outcome.get("issue", []):
-        if i["severity"] in severities:
-            where = ",".join(i.get("expression", i.get("location", [])))
-            out.append(f"{i['severity']}: {i.get('diagnostics', '')} @ {where}")
-    return out
 
 
 def _accepted(text: str, patterns: dict[str, str]) -> bool:

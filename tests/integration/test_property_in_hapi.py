@@ -30,10 +30,8 @@ from service.mapping.forward import case_to_bundle
 from service.mapping.reverse import bundle_to_case
 from service.mapping.spec import spec
 from service.model import validate_case
-from tests.integration.test_profiles_in_hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
+from tests.support.hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
 from tests.unit.model.test_partial_properties import NOW, partial_cases
-
-pytestmark = pytest.mark.integration
 
 BUNDLE_NOW = "2026-12-02T00:00:00Z"
 

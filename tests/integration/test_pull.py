@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
 
@@ -26,9 +25,7 @@ from service.mapping.spec import IDENTIFIER_SYSTEM, spec
 from service.store.cases import find, find_version
 from service.store.tables import synced_resources
 from service.sync.worker import Worker
-from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
-
-pytestmark = pytest.mark.integration
+from tests.support.sync import EXAMPLES, drain, submit, tagged
 
 SCT = "http://snomed.info/sct"
 

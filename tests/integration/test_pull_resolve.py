@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 
 from service.fhir.client import FhirClient
@@ -23,9 +22,7 @@ from service.sync.pull import pull
 from service.sync.resolve import OURS, THEIRS, resolve
 from service.sync.worker import Worker
 from tests.integration.test_pull import current
-from tests.integration.test_sync import EXAMPLES, drain, submit, tagged
-
-pytestmark = pytest.mark.integration
+from tests.support.sync import EXAMPLES, drain, submit, tagged
 
 OURS_DATE, THEIRS_DATE = "2024-12-24", "2025-02-01"
 

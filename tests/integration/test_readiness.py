@@ -5,12 +5,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from service import create_app
 from service.settings import Settings
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 
 

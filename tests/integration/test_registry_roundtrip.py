@@ -21,9 +21,7 @@ from service.case_files import import_rows, unmap_bundle
 from service.model import validate_case
 from service.search import RESOURCE_TYPES
 from service.settings import Settings
-from tests.integration.test_profiles_in_hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
-
-pytestmark = pytest.mark.integration
+from tests.support.hapi import UNKNOWN_EXTERNAL_SYSTEM_ERRORS, _issues
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("ivclms-0*.json"))
 

@@ -15,13 +15,12 @@ import subprocess
 import sys
 from collections import Counter
 
-import pytest
 from sqlalchemy import func, select
 
 from service import create_app
 from service.settings import Settings
 from service.store.tables import outbox
-from tests.integration.test_sync import (
+from tests.support.sync import (
     EXAMPLES,
     ROOT,
     Proxy,
@@ -33,8 +32,6 @@ from tests.integration.test_sync import (
     tagged,
     wait_for,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def test_finding_7_cases_posted_with_sync_off_reach_hapi_exactly_once_after_sync_is_turned_on(

@@ -21,8 +21,6 @@ import pytest
 import requests
 import yaml
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).parents[2]
 UCUM = "http://unitsofmeasure.org"
 

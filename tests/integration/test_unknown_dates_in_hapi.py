@@ -14,14 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.mapping.forward import case_to_bundle
 from service.mapping.reverse import bundle_to_case
 from service.model import validate_case
 from tests.integration.test_profiles_in_hapi import _assert_conform, _issues, report  # noqa: F401
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ivclms-001-segment-ii-graft.json"

@@ -24,8 +24,6 @@ from service.fhir.client import FhirClient
 from service.validation import Validator
 from tests.contract.corpus import Case, corpus
 
-pytestmark = pytest.mark.integration
-
 THREADS = 4
 UNKNOWN_EXTERNAL_SYSTEM = re.compile(
     r"^CodeSystem is unknown and can't be validated: (http://loinc\.org|http://snomed\.info/sct|"

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from service import create_app
 from service.settings import Settings
 from service.store.tables import case_versions, cases, outbox, resources
-from tests.conftest import TEST_SECRET
-from tests.unit.api.test_security import token
+from tests.support.auth import TEST_SECRET
+from tests.tokens import token
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("ivclms-0*.json"))

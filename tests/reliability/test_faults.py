@@ -52,7 +52,7 @@ from service.store.tables import cases as cases_table
 from service.sync.verify import verify
 from service.sync.worker import Worker
 from tests.integration import conftest as integration
-from tests.integration.test_sync import (
+from tests.support.sync import (
     Proxy,
     _start_worker,
     _worker_env,

@@ -16,7 +16,7 @@ from service import create_app
 from service.api.security import PUBLIC_ENDPOINTS
 from service.settings import Settings, SettingsError
 from tests.reliability.conftest import INPUTS, build, check_answer
-from tests.unit.api.test_security import token
+from tests.tokens import token
 
 OTHER_SECRET = "another-secret-that-is-long-enough-for-hs256-0123456789"
 ID = "00000000-0000-4000-8000-000000000000"

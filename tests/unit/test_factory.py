@@ -2,6 +2,7 @@ import logging
 
 from service import create_app
 from service.settings import Settings
+from tests.support.auth import TEST_SECRET
 
 
 def test_factory_builds_independent_apps(tmp_path):
@@ -24,7 +25,10 @@ def test_start_up_says_when_sync_is_off_and_auth_disabled(tmp_path, caplog):
     assert "AUTHENTICATION IS DISABLED" in text
 
 
-def test_embedded_database_is_sqlite_in_wal_mode(app):
+def test_embedded_database_is_sqlite_in_wal_mode(tmp_path):
+    # Its own app with no db_url (not the app fixture): the embedded database even in the PostgreSQL pass.
+    app = create_app(Settings(data_dir=tmp_path, auth_jwt_secret=TEST_SECRET))
     engine = app.extensions["ivclms"].engine
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()

@@ -6,7 +6,7 @@ import io
 import logging
 
 from service.logs import FORMAT, EscapingFormatter, escape
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 
 
 def test_finding_8_escape_leaves_no_control_character():

@@ -25,12 +25,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 import requests
 
 from tests.integration.clients.conftest import Loaded, Server
 
-pytestmark = pytest.mark.integration
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 DEADLINE_S = 180
 HAPI_DEADLINE_S = 900

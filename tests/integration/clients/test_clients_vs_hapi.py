@@ -25,7 +25,6 @@ from tests.integration.clients.adapters import ADAPTERS, Outcome
 from tests.integration.clients.conftest import Loaded, Server
 from tests.integration.clients.operations import Op, plan
 
-pytestmark = pytest.mark.integration
 REPORT = Path(__file__).resolve().parents[3] / ".run" / "reports" / "clients.tsv"
 
 INTENDED: dict[str, str] = {

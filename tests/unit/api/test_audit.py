@@ -6,7 +6,8 @@ import json
 import logging
 
 from service.case_files import EXAMPLE_SERIES
-from tests.unit.api.test_cases import EXAMPLES, _auth
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 
 
 def _events(client, query: str = "") -> list[dict]:

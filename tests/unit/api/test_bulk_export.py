@@ -11,8 +11,9 @@ import pytest
 from service import bulk_export, create_app
 from service.case_files import EXAMPLE_SERIES
 from service.search import READ_TYPES
-from tests.unit.api.test_cases import EXAMPLES, _auth
-from tests.unit.api.test_security import token
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
+from tests.tokens import token
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
@@ -137,7 +138,7 @@ def test_another_client_cannot_see_a_job(app, client):
     other = {"Authorization": f"Bearer {token()}"}
     import jwt
 
-    from tests.conftest import TEST_SECRET
+    from tests.support.auth import TEST_SECRET
 
     stranger = jwt.encode(
         {"sub": "someone-else", "scope": "system/*.rs", "exp": int(time.time()) + 300}, TEST_SECRET

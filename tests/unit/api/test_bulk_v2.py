@@ -16,8 +16,8 @@ from werkzeug.http import parse_date
 
 from service import bulk_export, create_app
 from service.bulk_export import COHORT_GROUP, group_id
+from tests.support.read_side import FULL, HOSPITAL_A, HOSPITAL_B, TUMOUR_SIZE, load_examples
 from tests.tokens import bearer
-from tests.unit.api.test_read_gate import FULL, HOSPITAL_A, HOSPITAL_B, TUMOUR_SIZE, load_examples
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 STRICT = {"Prefer": "respond-async, handling=strict", "Accept": "application/fhir+json"}

@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from service import create_app
 from service.case_files import EXAMPLE_SERIES
 from service.store.cases import case_ref
-from tests.unit.api.test_security import token
-
-EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("ivclms-0*.json"))
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 
 
 def _example(n: int = 0) -> dict:
     return json.loads(EXAMPLES[n].read_text())
-
-
-def _auth(scope: str = "system/*.cruds") -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(scope)}"}
-
-
-@pytest.fixture
-def api(client):
-    class Api:
-        def post(self, body, path="/cases", headers=None, content_type="application/json"):
-            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-            return client.post(
-                path, data=data, headers={**_auth(), **(headers or {})}, content_type=content_type
-            )
-
-        def put(self, path, body, headers=None):
-            return client.put(
-                path,
-                data=json.dumps(body),
-                headers={**_auth(), **(headers or {})},
-                content_type="application/json",
-            )
-
-        def get(self, path, headers=None):
-            return client.get(path, headers={**_auth(), **(headers or {})})
-
-    return Api()
 
 
 def _count(api) -> int:
@@ -186,7 +157,7 @@ def test_malformed_requests_get_an_operation_outcome(api, body, content_type, st
 
 def test_oversized_body_is_413(tmp_path):
     from service.settings import Settings
-    from tests.conftest import TEST_SECRET
+    from tests.support.auth import TEST_SECRET
 
     app = create_app(Settings(data_dir=tmp_path, auth_jwt_secret=TEST_SECRET, http_max_body_bytes=1000))
     body = json.dumps(_example())

@@ -4,15 +4,32 @@ fixed, pinned here without sockets: POST search and ``_count=0`` for the Groups 
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
+import pytest
+
+from service import create_app
 from service.bulk_export import COHORT_GROUP
-from tests.unit.api.test_bulk_v2 import app, examples  # noqa: F401 (fixtures)
-from tests.unit.api.test_read_gate import FULL
+from tests.support.read_side import FULL, load_examples
+
+
+@pytest.fixture
+def app(settings):
+    """As in test_bulk_v2 and test_read_gate: no export runs in the background."""
+    application = create_app(settings.replace(export_in_process=False))
+    yield application
+    application.extensions["ivclms"].engine.dispose()
+
+
+@pytest.fixture
+def examples(client) -> list[dict[str, Any]]:
+    return load_examples(client)
+
 
 FORM = "application/x-www-form-urlencoded"
 
 
-def test_group_post_search_answers_as_get_search(client, examples):  # noqa: F811
+def test_group_post_search_answers_as_get_search(client, examples):
     """R4 http.html 3.1.0.8: "servers that support search SHALL support the POST based search";
     fhirpy, fhirclient and fhir-kit-client got 404 on POST Group/_search."""
     got = client.get(f"/fhir/Group?_id={COHORT_GROUP}", headers=FULL).get_json()
@@ -24,7 +41,7 @@ def test_group_post_search_answers_as_get_search(client, examples):  # noqa: F81
     assert every["total"] == len(every["entry"]) > 1
 
 
-def test_group_post_search_needs_the_read_grant_and_a_form_body(client, examples):  # noqa: F811
+def test_group_post_search_needs_the_read_grant_and_a_form_body(client, examples):
     from tests.tokens import bearer
 
     assert client.post("/fhir/Group/_search", headers=bearer("system/Patient.rs")).status_code == 403
@@ -32,7 +49,7 @@ def test_group_post_search_needs_the_read_grant_and_a_form_body(client, examples
     assert wrong.status_code == 415 and wrong.get_json()["resourceType"] == "OperationOutcome"
 
 
-def test_group_count_zero_is_the_total_without_entries(client, examples):  # noqa: F811
+def test_group_count_zero_is_the_total_without_entries(client, examples):
     """R4 search.html: _count=0 asks for the count alone (fhirpy's count() sends it)."""
     full = client.get("/fhir/Group", headers=FULL).get_json()
     counted = client.get("/fhir/Group?_count=0", headers=FULL)
@@ -144,7 +161,7 @@ def _r4_matches(prefix: str, day: str, target: tuple[str | None, str | None]) ->
     }[prefix]
 
 
-def test_date_search_compares_ranges_as_r4_says_open_periods_included(client, examples):  # noqa: F811
+def test_date_search_compares_ranges_as_r4_says_open_periods_included(client, examples):
     """The client suite's KNOWN "Procedure search date": an in-progress Procedure (performedPeriod with
     a start only; R4 datatypes: "If the end of the period is missing, it means that the period is
     ongoing") was not matched by date=ge<a later day>; HAPI matches it. Every prefix, on days around

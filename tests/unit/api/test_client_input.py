@@ -13,8 +13,8 @@ import warnings
 import jwt
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import TEST_SECRET
+from tests.support.auth import auth_headers as _auth
 
 
 def _cursor(text: str) -> str:
@@ -79,7 +79,7 @@ def _example_bundle() -> dict:
     import json as _json
 
     from service.case_files import map_case
-    from tests.unit.api.test_cases import EXAMPLES
+    from tests.support.examples import EXAMPLES
 
     return map_case(_json.loads(EXAMPLES[0].read_text()), now="2026-01-01T00:00:00Z")
 

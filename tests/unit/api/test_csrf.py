@@ -12,7 +12,7 @@ from service import create_app
 from service.api import csrf
 from service.errors import Forbidden
 from service.settings import Settings, SettingsError
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 
 
 def _app(tmp_path: Path, **extra: object) -> Flask:

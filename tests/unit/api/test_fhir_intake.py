@@ -9,7 +9,8 @@ import pytest
 
 from service.mapping.forward import case_to_bundle
 from service.model import validate_case
-from tests.unit.api.test_cases import EXAMPLES, _auth
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 from tests.unit.mapping.test_recognise import find, plain
 
 NOW = "2026-01-01T00:00:00Z"

@@ -26,8 +26,8 @@ from service import create_app
 from service.mapping.forward import case_to_bundle
 from service.model import validate_case
 from service.settings import Settings
-from tests.conftest import TEST_SECRET
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import TEST_SECRET
+from tests.support.auth import auth_headers as _auth
 from tests.unit.mapping.test_recognise import find, plain
 
 NOW = "2026-01-01T00:00:00Z"

@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from service.case_files import unmap_bundle
 from service.mapping.spec import MappingError
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 from tests.unit.api.test_fhir_intake_modifiers import _bundle, _case, _entry, _post, _stored, client
 from tests.unit.mapping.test_recognise import plain
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from service.mapping.spec import IDENTIFIER_SYSTEM
-from tests.unit.api.test_cases import EXAMPLES, _auth
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 
 LOINC_TUMOR_SIZE = "http://loinc.org|21889-1"
 

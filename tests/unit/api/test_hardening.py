@@ -8,7 +8,8 @@ import pytest
 
 from service import bulk_export, create_app
 from service.case_files import EXAMPLE_SERIES
-from tests.unit.api.test_cases import EXAMPLES, _auth
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 
 PUBLIC = "https://ivclms.example.org"
 EVIL = "evil.example"

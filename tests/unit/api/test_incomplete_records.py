@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.unit.api.test_cases import api  # noqa: F401  (the fixture)
-
 LITERATURE = sorted((Path(__file__).resolve().parents[3] / "examples" / "literature").glob("ivclms-*.json"))
 
 
@@ -19,7 +17,7 @@ def _case() -> dict[str, Any]:
     return data
 
 
-def test_a_literature_case_with_unknowns_and_ranges_is_stored_and_read_back(api):  # noqa: F811
+def test_a_literature_case_with_unknowns_and_ranges_is_stored_and_read_back(api):
     case = _case()
     resp = api.post(case)
     assert resp.status_code == 201
@@ -45,7 +43,7 @@ def test_a_literature_case_with_unknowns_and_ranges_is_stored_and_read_back(api)
         (("diagnosis", "basis"), "not-known", "diagnosis.basis"),
     ],
 )
-def test_bad_incomplete_values_are_422_naming_the_element(api, path, value, expression):  # noqa: F811
+def test_bad_incomplete_values_are_422_naming_the_element(api, path, value, expression):
     case = _case()
     case[path[0]][path[1]] = value
     resp = api.post(case)

@@ -273,7 +273,7 @@ def test_item_6_if_none_match_with_the_current_etag_is_304(client):
 
 
 def _cors_app(tmp_path, db_url: str, origins: str):
-    from tests.conftest import TEST_SECRET
+    from tests.support.auth import TEST_SECRET
 
     settings = Settings(
         data_dir=tmp_path, auth_jwt_secret=TEST_SECRET, db_url=db_url, http_cors_origins=origins

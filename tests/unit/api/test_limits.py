@@ -14,8 +14,9 @@ from service.errors import TooMany
 from service.limits import Limits, csv_data_rows
 from service.mapping.forward import case_to_bundle
 from service.model import validate_case
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 from tests.tokens import bearer
-from tests.unit.api.test_cases import EXAMPLES, _auth
 
 NOW = "2026-01-01T00:00:00Z"
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}

@@ -68,7 +68,7 @@ def test_oversized_body_is_413_operation_outcome(settings):
 
 
 def test_capability_statement_lists_what_the_read_side_really_answers(client):
-    from tests.unit.api.test_cases import _auth
+    from tests.support.auth import auth_headers as _auth
 
     body = client.get("/fhir/metadata").get_json()
     resources = {r["type"]: r for r in body["rest"][0]["resource"]}

@@ -15,13 +15,10 @@ import pytest
 from service import bulk_export, create_app
 from service.auth.gate import source_of
 from service.search import READ_TYPES, RESOURCE_TYPES
+from tests.support.examples import EXAMPLES
+from tests.support.read_side import FULL, HOSPITAL_A, HOSPITAL_B, TUMOUR_SIZE, load_examples
 from tests.tokens import bearer
-from tests.unit.api.test_cases import EXAMPLES
 
-FULL = bearer("system/*.cruds")
-HOSPITAL_A = "urn:ivclms:example:hospital-a"
-HOSPITAL_B = "urn:ivclms:example:hospital-b"
-TUMOUR_SIZE = "http://loinc.org|21889-1"
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
 
@@ -30,19 +27,6 @@ def app(settings):
     application = create_app(settings.replace(export_in_process=False))
     yield application
     application.extensions["ivclms"].engine.dispose()
-
-
-def load_examples(client) -> list[dict[str, Any]]:
-    """Store the nine examples; their FHIR Bundles as the read side holds them (ids from fullUrl)."""
-    bundles = []
-    for path in EXAMPLES:
-        resp = client.post("/cases", data=path.read_text(), headers=FULL, content_type="application/json")
-        assert resp.status_code == 201, resp.get_json()
-        bundle = client.get(
-            resp.headers["Location"], headers={**FULL, "Accept": "application/fhir+json"}
-        ).get_json()
-        bundles.append(bundle)
-    return bundles
 
 
 @pytest.fixture

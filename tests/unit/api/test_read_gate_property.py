@@ -26,9 +26,9 @@ from service.auth.tokens import principal_from_claims
 from service.errors import Forbidden, Unauthorized
 from service.search import READ_TYPES
 from service.settings import Settings
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
+from tests.support.read_side import load_examples
 from tests.tokens import bearer
-from tests.unit.api.test_read_gate import load_examples
 
 HOSPITALS = tuple(f"urn:ivclms:example:hospital-{x}" for x in "abcd")
 MAX_EXAMPLES = 60

@@ -10,12 +10,14 @@ import re
 
 import pytest
 
+from service import create_app
 from service.api import registry
 from service.case_files import EXAMPLE_SERIES
 from service.model import csv_flat
 from service.registry.extract import DERIVED_PREFIX
-from tests.tokens import bearer
-from tests.unit.api.test_security import token
+from service.settings import Settings
+from tests.support.auth import TEST_SECRET
+from tests.tokens import bearer, token
 
 N = 9
 CONSENT_YES = ["IVC-001", "IVC-003", "IVC-004", "IVC-005", "IVC-006", "IVC-007", "IVC-009"]
@@ -27,8 +29,8 @@ def _auth(scope: str = "system/*.cruds") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(scope)}"}
 
 
-@pytest.fixture
-def api(app):
+def _make_api(app):
+    """The example series imported into ``app``, with the calls the tests make."""
     if "registry" not in app.blueprints:  # until the application registers it itself
         app.register_blueprint(registry.bp)
     client = app.test_client()
@@ -49,6 +51,27 @@ def api(app):
     api.refs = {c["case_id"]: c["id"] for c in imported.get_json()["cases"]}
     api.client = client
     return api
+
+
+@pytest.fixture(scope="module")
+def _shared_api(tmp_path_factory, module_db_url):
+    """One import of the series for the module's tests that only read (most of them): importing it for
+    each test was most of this file's time."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("registry"), auth_jwt_secret=TEST_SECRET, db_url=module_db_url
+    )
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    yield _make_api(application)
+    application.extensions["ivclms"].engine.dispose()
+
+
+@pytest.fixture
+def api(request, _shared_api):
+    """The shared import; a test marked ``writes`` (it imports, changes or deletes) gets its own app."""
+    if request.node.get_closest_marker("writes"):
+        return _make_api(request.getfixturevalue("app"))
+    return _shared_api
 
 
 def _rows(resp) -> list[dict[str, str]]:
@@ -78,6 +101,7 @@ def test_csv_extract_streams_the_import_columns_then_the_derived_ones(api):
     assert (ivc001["derived_dfs_months"], ivc001["derived_os_months"]) == ("36.3", "37.9")
 
 
+@pytest.mark.writes
 def test_csv_without_derived_columns_imports_back_unchanged(api):
     resp = api.get(f"/registry/cases.csv?derived=false&{EVERY_CONSENT}")
     assert list(_rows(resp)[0]) == csv_flat.column_names()
@@ -130,6 +154,7 @@ def test_filters(api, fmt, query, expected):
         assert set(_case_ids(everything)) >= set(expected)
 
 
+@pytest.mark.writes
 def test_explicit_cases_and_withdrawn_cases(api):
     a, b = api.refs["IVC-002"], api.refs["IVC-007"]
     resp = api.get(f"/registry/cases.csv?case={a}&case={b.upper()}&{EVERY_CONSENT}")
@@ -431,6 +456,7 @@ def _reimport_changed(api, case_id: str) -> None:
     assert resp.status_code == 200 and resp.get_json()["updated"] == 1, resp.get_json()
 
 
+@pytest.mark.writes
 def test_finding_12_since_in_deidentified_pulls_is_a_signed_cursor_not_a_chosen_instant(keyed):
     def deid(query, **claims):
         return keyed.client.get(

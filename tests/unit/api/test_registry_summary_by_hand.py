@@ -18,7 +18,7 @@ Overall survival (Kaplan-Meier) on the times as the extract gives them (0.1 mont
 from __future__ import annotations
 
 from service.case_files import EXAMPLE_SERIES
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 
 
 def test_summary_of_a_posted_csv_series_matches_the_hand_computed_figures(client):

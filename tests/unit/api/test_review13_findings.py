@@ -128,7 +128,7 @@ def test_a_nul_in_any_path_variable_of_the_route_table_is_never_a_500(app, clien
 def test_group_search_pages_by_count_and_warns_of_what_it_ignores(client) -> None:
     """The reviewer: Group?_count=1 gave every Group with no next link, _count=abc 200, name=x no
     warning. R4 search.html on _count: the server "SHALL NOT return more resources than requested"."""
-    from tests.unit.api.test_read_gate import load_examples
+    from tests.support.read_side import load_examples
 
     load_examples(client)
     everything = client.get("/fhir/Group", headers=FULL).get_json()
@@ -208,7 +208,7 @@ def test_dates_at_any_precision_are_search_values(client, value: str) -> None:
 
 
 def test_last_updated_by_year_and_month_covers_that_range(client) -> None:
-    from tests.unit.api.test_read_gate import load_examples
+    from tests.support.read_side import load_examples
 
     load_examples(client)
     total = client.get("/fhir/Patient?_summary=count", headers=FULL).get_json()["total"]

@@ -13,7 +13,8 @@ import json
 
 import pytest
 
-from tests.unit.api.test_cases import EXAMPLES, _auth
+from tests.support.auth import auth_headers as _auth
+from tests.support.examples import EXAMPLES
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from service.auth.oidc import OidcClient, safe_next
 from service.case_files import EXAMPLE_SERIES
 from service.errors import BadRequest
 from service.settings import Settings, SettingsError
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 from tests.tokens import bearer
 
 HTML = {"Accept": "text/html"}

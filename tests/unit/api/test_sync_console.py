@@ -14,7 +14,7 @@ from service.store.cases import find
 from service.store.pull_tables import pull_conflicts
 from service.store.tables import outbox
 from tests import sync_seed
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 from tests.unit.sync.conftest import example
 
 OPERATOR_READ, OPERATOR = "system/*.r", "system/*.r system/*.u"

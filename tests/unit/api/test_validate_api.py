@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from service.cli import main
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 
 EXAMPLE = (
     Path(__file__).resolve().parents[3] / "profiles" / "example" / "Observation-ivc-001-pathology-margin.json"

@@ -29,8 +29,8 @@ from service.mapping.forward import case_to_bundle
 from service.model import validate_case
 from service.model.csv_flat import write_csv
 from service.store.cases import ENTERED_IN_ERROR, case_ref
+from tests.support.examples import EXAMPLES
 from tests.tokens import bearer
-from tests.unit.api.test_cases import EXAMPLES
 from tests.unit.mapping.test_recognise import plain
 
 NOW = "2026-01-01T00:00:00Z"

@@ -13,7 +13,6 @@ import pytest
 from service.errors import Unprocessable
 from service.model import validate_case
 from service.model.rules import date_after
-from tests.unit.api.test_cases import api  # noqa: F401  (the fixture)
 from tests.unit.model.conftest import load_example
 
 NOW = dt.datetime(2026, 12, 2, 6, 0, tzinfo=dt.UTC)
@@ -326,7 +325,7 @@ def _stored(client_api: Any) -> int:
     ],
 )
 def test_post_cases_answers_422_naming_the_element_and_stores_nothing(
-    api: Any,  # noqa: F811  (the fixture)
+    api: Any,
     change: Any,
     expression: str,
 ) -> None:

@@ -29,7 +29,6 @@ from service.mapping.recognise import profile_bundle
 from service.mapping.reverse import bundle_to_case
 from service.model import validate_case
 from service.model.csv_flat import column_names, flatten, unflatten
-from tests.unit.api.test_cases import api  # noqa: F401  (the fixture)
 from tests.unit.mapping.test_recognise import plain
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -166,7 +165,7 @@ def test_a_result_needs_a_value_or_an_interpretation_and_a_unit_only_with_a_valu
     assert rule in errors[f"diagnosis.labs[0].{where}"]
 
 
-def test_through_the_api_a_result_with_neither_is_a_422_naming_the_element(api):  # noqa: F811
+def test_through_the_api_a_result_with_neither_is_a_422_naming_the_element(api):
     case = json.loads(next((ROOT / "examples" / "literature").glob("ivclms-020-*.json")).read_text())
     case["diagnosis"]["labs"][0].update(value=None, unit=None, interpretation=None)
     resp = api.post(case)

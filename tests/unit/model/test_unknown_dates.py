@@ -33,7 +33,7 @@ from service.model.rules import first_surgery
 from service.registry import deidentify, outcomes, source, summary
 from service.registry.extract import derived_values
 from service.store.resources import date_range
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 from tests.unit.model.conftest import ROOT, load_example
 
 NOW = "2026-01-01T00:00:00Z"

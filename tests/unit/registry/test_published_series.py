@@ -27,7 +27,7 @@ from werkzeug.test import TestResponse as Response
 
 from service.case_files import import_rows
 from service.registry import summary
-from tests.unit.api.test_cases import _auth
+from tests.support.auth import auth_headers as _auth
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "published"
 DATA = PUBLISHED / "ann-vasc-surg-2016-ivc-lms.csv"

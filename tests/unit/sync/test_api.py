@@ -12,7 +12,7 @@ from service import create_app
 from service.api import sync as sync_api
 from service.intake import Intake
 from service.store.tables import outbox
-from tests.conftest import TEST_SECRET
+from tests.support.auth import TEST_SECRET
 from tests.unit.sync.conftest import example
 
 

@@ -25,7 +25,7 @@ from service.sync.backfill import backfill, queue_missing
 from service.sync.status import retry
 from service.sync.verify import verify
 from service.sync.worker import Worker
-from tests.conftest import BACKEND
+from tests.support.backend import BACKEND
 from tests.unit.sync.conftest import BASE, START, Clock, FakeFhir, entries, example, submit, synced_rows
 
 OTHER = "http://new-fhir.test/fhir"
