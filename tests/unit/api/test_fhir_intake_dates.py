@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from service.mapping.datetimes import case_date, read_date
 from tests.unit.api.test_cases import _auth
-from tests.unit.api.test_fhir_intake_modifiers import PREFIX, _bundle, _case, _post, _stored, client
+from tests.unit.api.test_fhir_intake_modifiers import PREFIX, _bundle, _case, _entry, _post, _stored, client
 from tests.unit.mapping.test_recognise import plain
 
 __all__ = ["client"]
@@ -174,3 +174,49 @@ def test_a_period_without_a_start_gives_no_date() -> None:
     assert read_date(node, "performedDateTime") == (None, "performedDateTime")
     node = {"performedPeriod": {"start": "2021-04-12T08:00:00Z"}}
     assert read_date(node, "performedDateTime") == ("2021-04-12", "performedPeriod.start")
+
+
+def _expressions_and_diagnostics(body: dict[str, Any]) -> list[tuple[list[str], str]]:
+    return [(i.get("expression", []), i["diagnostics"]) for i in body["issue"]]
+
+
+@pytest.mark.parametrize("plain_r4", [False, True], ids=["profiled", "plain"])
+def test_a_case_rule_names_the_element_the_client_sent(client: FlaskClient, plain_r4: bool) -> None:
+    """L7: a time without a zone is not an R4 dateTime ("If hours and minutes are specified, a time
+    zone SHALL be populated"); the 422 names the resection's performedDateTime where the client put
+    it (the profile validator, when on, says so first), not only the case path ``surgery[0].date``."""
+    bundle = _bundle(_case())
+    for procedure in _procedures(bundle):
+        procedure["performedDateTime"] = "2021-04-12T10:00:00"
+    sent = plain(bundle) if plain_r4 else bundle
+    resection = next(
+        n
+        for n, e in enumerate(sent["entry"])
+        if e["resource"].get("performedDateTime") == "2021-04-12T10:00:00" and not e["resource"].get("partOf")
+    )
+    resp = _post(client, sent, EHR if plain_r4 else "")
+    body = resp.get_json()
+    assert resp.status_code == 422, body
+    element = f"Bundle.entry[{resection}].resource.performedDateTime"
+    said = _expressions_and_diagnostics(body)
+    assert any(e == [element] for e, _ in said), said
+    assert all(e[0].startswith("Bundle.entry[") for e, _ in said), said
+    assert _stored(client) == []
+
+
+def test_a_last_contact_after_today_names_the_vital_status_element(client: FlaskClient) -> None:
+    """L7: the data set's rule that no date is after today fails on ``outcome.last_contact``; the 422
+    names the vital-status Observation's effectiveDateTime, with the rule's own words."""
+    bundle = _bundle(_case())
+    position, status = _entry(bundle, "vital-status")
+    status["effectiveDateTime"] = "2099-01-01"
+    resp = _post(client, bundle)
+    body = resp.get_json()
+    assert resp.status_code == 422, body
+    element = f"Bundle.entry[{position}].resource.effectiveDateTime"
+    said = _expressions_and_diagnostics(body)
+    assert any(
+        e == [element] and d.startswith(f"{element} (outcome.last_contact: must not be after today")
+        for e, d in said
+    ), said
+    assert _stored(client) == []
