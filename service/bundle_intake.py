@@ -27,6 +27,10 @@ Entries mean what they say (issue 13 item 2):
   the fact (``mappings/negations.yaml``: a ``not-done`` surgery, an ``entered-in-error`` Observation, a
   refuted primary cancer, a modifierExtension the mapping does not read), and ``Patient.deceased[x]``
   must agree with the vital status: 422 naming the element, nothing stored (outside review, fix B).
+- A case rule broken by the case the Bundle gives (``follow_up[0].date``) is named where the client
+  wrote the value, ``Bundle.entry[i].resource.<element>`` with the case path and the rule in the
+  diagnostics (``service.mapping.trace``; issue 15, outside review, L7); a rule no single element
+  writes (a derived value, the whole case) keeps its case path.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from service.mapping.recognise import (
 )
 from service.mapping.reverse import DateWrite, SharedDateConflict
 from service.mapping.spec import IDENTIFIER_SYSTEM, MappingError, Template, full_url, split_identifier
+from service.mapping.trace import traced
 from service.model import validate_case
 from service.model.fields import fold_source
 from service.references import references
@@ -278,6 +283,7 @@ def _read_group(
         raise Unprocessable(denied)
     _check_vital_status(resources, read, patients[0])
     positions = dict(enumerate(group.entries))  # entry unmap_bundle reads -> position in the post
+    read_bundle = sub
     try:
         if profiled_input:
             case = unmap_bundle(sub)  # validated: source and case id normalised
@@ -296,6 +302,7 @@ def _read_group(
                 raise Unprocessable(issues)
             back = {url: group.entries[k] for k, url in profiled.placed.items()}
             positions = {j: back[e["fullUrl"]] for j, e in enumerate(profiled.bundle["entry"])}
+            read_bundle = profiled.bundle
             case = unmap_bundle(profiled.bundle)
             group.urls = {group.entries[k]: url for k, url in profiled.placed.items()}
     except SharedDateConflict as conflict:
@@ -304,7 +311,12 @@ def _read_group(
         raise Unprocessable(
             [Issue("processing", f"{_where(patients[0])}: {error}", _where(patients[0]))]
         ) from None
-    group.prepared = intake.prepare_valid(validate_case(case))
+    except Unprocessable as error:  # a case rule: named where the client wrote the value (L7)
+        raise Unprocessable(traced(error.issues, read_bundle, positions)) from None
+    try:
+        group.prepared = intake.prepare_valid(validate_case(case))
+    except Unprocessable as error:
+        raise Unprocessable(traced(error.issues, read_bundle, positions)) from None
 
 
 def _date_conflict(conflict: SharedDateConflict, positions: dict[int, int]) -> list[Issue]:

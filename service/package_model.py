@@ -272,6 +272,21 @@ DECISIONS = [
     " other, as the data set's date rules compare at the coarser precision: `2020` agrees with"
     " `2020-03-02` and the case keeps `2020-03-02`; `2020-03` and `2020-04-10` do not agree. `unknown`"
     " (a data-absent reason) agrees with any date.",
+    "- **A dateTime with a time, a Period**: R4 `dateTime` may carry a time (`2021-04-12T23:30:00-05:00`;"
+    ' "If hours and minutes are specified, a time zone SHALL be populated") and `performed[x]` may be a'
+    " Period. The case date of a timed value is its calendar date as written, in the value's own offset"
+    " (`2021-04-12T23:30:00-05:00` is `2021-04-12`, not the 13th it is in UTC), so it agrees with"
+    " `2021-04-12` and not with `2021-04-13`; that of a Period (where the profile's `[x]` is read as a"
+    " dateTime) is its `start`, and a Period without a start gives no date. The case format has no time,"
+    " so only the date is kept: the time (and a Period's end) is not stored and is not written back.",
+    "- **Plain resources placed by date** (`POST /fhir` and the pull, imaging and laboratory results):"
+    " a result on or before the first surgery is work-up (`diagnosis.*`), a later one is placed at the"
+    " nearest follow-up visit or after surgery. The surgery's date is the one the case keeps (the most"
+    " precise its Procedures agree on: a resection dated `2021` whose parts say `2021-04-12` is"
+    ' `2021-04-12`), compared at the coarser precision (data set, "Incomplete records"). A result whose'
+    " date overlaps the surgery's (surgery `2021`, result `2021-04-19`) could be either: it is not guessed"
+    ' but refused, "cannot be placed before or after the surgery" (POST /fhir 422 naming the entry),'
+    " unless it is on or before the diagnosis date, which precedes the surgery.",
     "",
 ]
 """Where the data set was silent on the FHIR form: what was decided, and why (docs/mapping.md)."""

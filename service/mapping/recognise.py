@@ -36,7 +36,13 @@ Placement (element keys):
   or before the first surgery (without surgery: the diagnosis date), the first pattern
   (``diagnosis.*``); later, the pattern whose anchor is nearest in time, where the anchor of
   ``follow_up[*].*`` is each visit's date and that of ``postoperative.*`` the first surgery date (a
-  tie goes to the later anchor); with no anchor, the first pattern.
+  tie goes to the later anchor); with no anchor, the first pattern. A surgery's date is the one the
+  case will keep: the most precise date its resection and the Procedures part of it agree on (a
+  resection dated ``2021`` whose parts say ``2021-04-12`` is 2021-04-12; issue 15, outside review).
+  Dates compare at the coarser precision (data set, "Incomplete records"): a result whose date
+  overlaps the surgery's (surgery ``2021``, result ``2021-04-19``) may be either, so it is reported,
+  not guessed, unless it is on or before the diagnosis date (the diagnosis precedes the surgery).
+  A ``dateTime`` with a time is its date as written and a ``Period`` its start (``datetimes``).
 - Two resources for one key (two smoking statuses): the latest-dated is kept (first in the bundle
   on a tie), the others are reported.
 """
@@ -49,13 +55,12 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from service.codes import MAPPINGS_DIR, table, tables
-from service.mapping import paths
+from service.mapping import datetimes, paths
 from service.mapping.spec import (
     CONVERTERS,
     IDENTIFIER_SYSTEM,
@@ -72,6 +77,7 @@ from service.mapping.spec import (
     identifier_value,
     spec,
 )
+from service.model import dates
 
 LOCAL_DIR = MAPPINGS_DIR / "local"
 BUNDLE_TYPES = ("transaction", "batch", "collection")
@@ -372,16 +378,18 @@ def _pattern_text(f: _Found) -> str:
     return f.template.each[_patterns_of(f.template).index(f.pattern)]
 
 
-def _day(value: Any) -> int | None:
-    """A FHIR date or dateTime as a day number (partial dates at their first day), else None."""
-    if not isinstance(value, str) or not re.match(r"^\d{4}(-\d{2}(-\d{2})?)?", value):
-        return None
-    text = value[:10]
-    text += "-01-01"[len(text) - 4 :] if len(text) < 10 else ""
+def _text(value: Any) -> str | None:
+    """A FHIR date or dateTime as the case date it gives (a timed one's date as written), else None."""
+    value = datetimes.case_date(value)
     try:
-        return date.fromisoformat(text).toordinal()
-    except ValueError:
+        return value if isinstance(value, str) and dates.parse(value) else None
+    except dates.DateError:
         return None
+
+
+def _day(text: str | None) -> int | None:
+    """A case date as a day number (partial dates at their first day), else None."""
+    return None if text is None else dates.parse(text).earliest.toordinal()
 
 
 def _date_field(template: Template) -> Field | None:
@@ -395,9 +403,25 @@ def _date_field(template: Template) -> Field | None:
     )
 
 
-def _date(f: _Found) -> int | None:
+def _date_text(f: _Found) -> str | None:
+    """The case date a resource gives (``performedPeriod`` by its start), else None."""
     field = _date_field(f.template)
-    return _day(paths.get(f.resource, field.path)) if field else None
+    return _text(datetimes.read_date(f.resource, field.path)[0]) if field else None
+
+
+def _date_element(f: _Found) -> str:
+    """The element a resource's date was read from (``effectiveDateTime``, ``performedPeriod.start``)."""
+    field = _date_field(f.template)
+    return datetimes.read_date(f.resource, field.path)[1] if field else "date"
+
+
+def _shared_date_path(f: _Found) -> str:
+    """The element where a child resource repeats its parent's date (``^.date``)."""
+    return next(fl.path for fl in f.template.group.fields if fl.field == "^.date")
+
+
+def _date(f: _Found) -> int | None:
+    return _day(_date_text(f))
 
 
 def _order(f: _Found) -> tuple[Any, ...]:
@@ -425,6 +449,8 @@ class _Placer:
         self.by_position = {f.position: f for f in found}
         self.refs = refs
         self.issues: list[Issue] = []
+        self.unplaceable: list[_Found] = []
+        """Resources whose date cannot be placed before or after the surgery (reported, left out)."""
 
     def place(self) -> list[_Found]:
         for f in self.found:
@@ -433,6 +459,7 @@ class _Placer:
         for f in self.found:  # needs the patterns of surgeries, diagnosis and visits
             if len(f.template.each) > 1 and not f.template.suffix:
                 self._by_date(f)
+        self.found = [f for f in self.found if f not in self.unplaceable]
         for f in self.found:  # needs the patterns of the items they share
             if len(f.template.each) > 1 and f.template.suffix:
                 self._by_reference(f)
@@ -531,13 +558,29 @@ class _Placer:
         """Pattern (and parent) of a template with several ``each`` patterns (see the module doc)."""
         first = tuple(case_tokens(f.template.each[0]))
         f.pattern = first
-        day = _date(f)
-        surgeries = [d for s in self._candidates(_SURGERY) if (d := _date(s)) is not None]
-        diagnoses = [d for s in self._candidates(_DIAGNOSIS) if (d := _date(s)) is not None]
-        surgery = min(surgeries, default=None)
-        boundary = surgery if surgery is not None else min(diagnoses, default=None)
-        if day is None or boundary is None or day <= boundary:
+        text = _date_text(f)
+        if text is None:
             return
+        surgeries = [t for s in self._candidates(_SURGERY) if (t := self._surgery_date(s)) is not None]
+        diagnoses = [t for s in self._candidates(_DIAGNOSIS) if (t := _date_text(s)) is not None]
+        surgery = min(surgeries, key=dates.sort_key, default=None)
+        diagnosis = min(diagnoses, key=dates.sort_key, default=None)
+        boundary = surgery if surgery is not None else diagnosis
+        if boundary is None or dates.parse(text).latest <= dates.parse(boundary).earliest:
+            return  # undated anchors, or on or before the first surgery (without one: the diagnosis)
+        if not dates.certainly_before(boundary, text):
+            if diagnosis is not None and dates.parse(text).latest <= dates.parse(diagnosis).earliest:
+                return  # on or before the diagnosis, which precedes the surgery
+            what = "surgery" if surgery is not None else "diagnosis"
+            self._report(
+                f,
+                f"its {_date_element(f)} ({text}) cannot be placed before or after the {what} "
+                f"({boundary}): the two dates overlap; give the {what}'s date or this one to the day",
+            )
+            self.unplaceable.append(f)
+            return
+        day = _day(text)
+        assert day is not None
         anchors: list[tuple[int, Tokens, _Found | None]] = []
         for each in f.template.each[1:]:
             pattern = tuple(case_tokens(each))
@@ -545,9 +588,29 @@ class _Placer:
             if parent:
                 anchors += [(d, pattern, v) for v in self._candidates(parent) if (d := _date(v)) is not None]
             elif surgery is not None:
-                anchors.append((surgery, pattern, None))
+                anchors.append((dates.parse(surgery).earliest.toordinal(), pattern, None))
         if anchors:
             _, f.pattern, f.link = min(anchors, key=lambda a: (abs(day - a[0]), -a[0]))
+
+    def _surgery_date(self, surgery: _Found) -> str | None:
+        """The date the case will keep for a surgery: the most precise of the dates its resection and
+        the Procedures part of it give, when they agree (``bundle_to_case`` refuses them otherwise; here
+        the resection's own date is used). Parts name their surgery by ``partOf``, else the only one."""
+        own = _date_text(surgery)
+        only = len(self._candidates(_SURGERY)) == 1
+        given = [own] if own is not None else []
+        for g in self.found:
+            if g is surgery or g.pattern[:2] != _SURGERY or len(g.pattern) <= 2:
+                continue
+            if not any(fl.field == "^.date" for fl in g.template.group.fields):
+                continue
+            mine = self._follow(g, "partOf[0]") is surgery or (only and g.resource.get("partOf") is None)
+            text = _text(datetimes.read_date(g.resource, _shared_date_path(g))[0]) if mine else None
+            if text is not None:
+                given.append(text)
+        if any(dates.certainly_before(a, b) for a in given for b in given):
+            return own
+        return max(given, key=len, default=None)
 
     def _index(self, level: list[_Found]) -> None:
         groups: dict[tuple[Tokens, Tokens], list[_Found]] = defaultdict(list)

@@ -6,7 +6,9 @@ surgery). The case holds one date, so children that disagree are refused (``Shar
 rather than one date silently kept (issue 15, outside review). Dates agree when one contains the
 other: ``2020`` contains ``2020-03-02`` (the data set's "Date rules compare at the coarser
 precision"), and the case keeps the most precise of them; ``unknown`` (the resource does not say)
-agrees with any date. ``2020-03`` and ``2020-04-10`` do not agree.
+agrees with any date. ``2020-03`` and ``2020-04-10`` do not agree. A ``dateTime`` with a time is read
+as its date as written and a ``Period`` as its start (``datetimes``); a conflict quotes the value as
+the resource wrote it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.codes import absent_primitive_key
-from service.mapping import paths
+from service.mapping import datetimes, paths
 from service.mapping.forward import Tokens, resolve
 from service.mapping.spec import (
     CONVERTERS,
@@ -58,7 +60,7 @@ def read_group(node: dict[str, Any], group: Group, out: dict[str, Any], item: To
             if paths.has_every(f.path):
                 case_set(out, tokens, [back(v, f.arg, ctx) for v in paths.get_all(node, f.path)])
                 continue
-            value = paths.get(node, f.path)
+            value = datetimes.read_date(node, f.path)[0] if f.kind == "date" else paths.get(node, f.path)
             if f.unit_field is not None:  # quantity(@unit): the unit is read back into its own field
                 _read_with_unit(node, f, out, tokens, resolve(f.unit_field, item))
                 continue
@@ -130,6 +132,8 @@ class DateWrite:
     value: str
     shared: bool
     """Written through ``^.``: a child repeating its parent's date."""
+    written: str = ""
+    """The value as the resource wrote it, when it is not ``value`` (a dateTime with a time)."""
 
 
 class SharedDateConflict(MappingError):
@@ -145,7 +149,8 @@ class SharedDateConflict(MappingError):
     def describe(self, where: Callable[[DateWrite], str]) -> str:
         """The message with each element named by ``where`` (its position in the caller's Bundle)."""
         return (
-            f"{where(self.first)} ({self.first.value}) and {where(self.second)} ({self.second.value}) "
+            f"{where(self.first)} ({self.first.written or self.first.value}) and "
+            f"{where(self.second)} ({self.second.written or self.second.value}) "
             f"do not agree: {self.rule} ({self.case_path})"
         )
 
@@ -169,12 +174,15 @@ def _date_writes(
     for f in group.fields:
         if f.kind != "date" or f.items is not None or paths.has_every(f.path):
             continue
-        value, element = paths.get(node, f.path), f.path
+        value, element = datetimes.read_date(node, f.path)
         if value is None and f.absent is not None:
             value, element = absent_primitive_key(paths.get(node, f.absent)), f.absent
         if isinstance(value, str):
             tokens = tuple(resolve(f.field, item))
-            out.setdefault(tokens, []).append(DateWrite(entry, element, value, f.field.startswith("^.")))
+            raw = paths.get(node, element)
+            written = raw if isinstance(raw, str) and raw != value else ""
+            shared = f.field.startswith("^.")
+            out.setdefault(tokens, []).append(DateWrite(entry, element, value, shared, written))
 
 
 def _agree(a: str, b: str) -> bool:
