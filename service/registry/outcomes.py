@@ -145,6 +145,12 @@ class Point:
     day the patient is known alive); None when the record proves nothing."""
     not_after: dt.date | None = None
     """The last day the record allows for a partial ``date`` (e.g. an assessment is not after the death)."""
+    alive_after_diagnosis: float | None = None
+    """Months after diagnosis the record proves the patient alive at (a recorded interval of a contact or
+    an assessment): a moment placed from a partial ``date`` is not before it (issue 15, second review
+    HS1/HS2: bounds from dates alone let a death ``2020`` fall before "alive 10 months after surgery")."""
+    alive_after_surgery: float | None = None
+    """As ``alive_after_diagnosis``, in months after the first surgery."""
 
 
 def months(days: int) -> float:
@@ -261,9 +267,13 @@ def _death_latest(case: Mapping[str, Any]) -> dt.date | None:
     return min(_days([case["outcome"]["death_date"]], "latest"), default=None)
 
 
+def _latest(values: list[float | None]) -> float | None:
+    return max((value for value in values if value is not None), default=None)
+
+
 def last_contact(case: Mapping[str, Any]) -> Point:
-    """The last contact; a partial date is bounded by the follow-up assessments (not before them) and
-    a recorded death (not after it)."""
+    """The last contact; a partial date is bounded by the follow-up assessments (not before them, by
+    date or by ``months_after_surgery``) and a recorded death (not after it)."""
     outcome = case["outcome"]
     return Point(
         outcome["last_contact"],
@@ -271,18 +281,31 @@ def last_contact(case: Mapping[str, Any]) -> Point:
         outcome.get("last_contact_months_after_surgery"),
         not_before=max(_days([fu["date"] for fu in case["follow_up"]], "earliest"), default=None),
         not_after=_death_latest(case),
+        alive_after_surgery=_latest([fu["months_after_surgery"] for fu in case["follow_up"]]),
     )
 
 
 def death_point(case: Mapping[str, Any]) -> Point | None:
     """When the patient died: the death date, else the last contact; None if not dead. A partial death
-    date is not before the last day the record proves the patient alive (``_known_alive``)."""
+    date is not before the last day the record proves the patient alive (``_known_alive``), nor before
+    a recorded interval of the last contact or an assessment (``Point.alive_after_diagnosis``)."""
     if not died(case):
         return None
-    death = case["outcome"]["death_date"]
+    outcome = case["outcome"]
+    death = outcome["death_date"]
     if death is None:
         return last_contact(case)
-    return Point(death, not_before=_known_alive(case))
+    return Point(
+        death,
+        not_before=_known_alive(case),
+        alive_after_diagnosis=outcome.get("last_contact_months_after_diagnosis"),
+        alive_after_surgery=_latest(
+            [
+                outcome.get("last_contact_months_after_surgery"),
+                *(fu["months_after_surgery"] for fu in case["follow_up"]),
+            ]
+        ),
+    )
 
 
 def assessment(case: Mapping[str, Any], fu: Mapping[str, Any]) -> Point:
@@ -304,7 +327,8 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
         if point.after_diagnosis is not None:
             return point.after_diagnosis, "exact"
         if point.date is not None:
-            return span(diagnosis, point.date, point.not_before, point.not_after)
+            found = span(diagnosis, point.date, point.not_before, point.not_after)
+            return _not_before_alive(found, alive_after(case, "diagnosis", point), diagnosis, point)
         if point.after_surgery is not None:
             gap = span(diagnosis, surgery)
             return None if gap is None else (gap[0] + point.after_surgery, gap[1])
@@ -316,13 +340,65 @@ def elapsed(case: Mapping[str, Any], zero: str, point: Point) -> Elapsed | None:
     if point.after_surgery is not None:
         return point.after_surgery, "exact"
     if point.date is not None:
-        return span(surgery, point.date, point.not_before, point.not_after)
+        found = span(surgery, point.date, point.not_before, point.not_after)
+        return _not_before_alive(found, alive_after(case, "surgery", point), surgery, point)
     if point.after_diagnosis is not None:
         gap = span(diagnosis, surgery)
         if gap is None or point.after_diagnosis < gap[0]:
             return None
         return point.after_diagnosis - gap[0], gap[1]
     return None
+
+
+def _gap(case: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(fewest, most) months the dates allow from diagnosis to the first surgery; None when either is
+    absent or ``unknown``."""
+    diagnosis, surgery = diagnosis_date(case), surgery_date(case)
+    if diagnosis is None or surgery is None:
+        return None
+    a, b = dates.parse(diagnosis), dates.parse(surgery)
+    return months(max(0, (b.earliest - a.latest).days)), months((b.latest - a.earliest).days)
+
+
+def alive_after(case: Mapping[str, Any], zero: str, point: Point) -> float | None:
+    """The fewest months after time zero (``diagnosis`` or ``surgery``) that ``point`` may be at, from the
+    intervals the record proves the patient alive at (``Point.alive_after_diagnosis`` / ``_surgery``);
+    an interval in the other reference is moved by the diagnosis-to-surgery time at its most cautious
+    (a surgery is not before its diagnosis: with either date unknown, the gap is taken as 0 after
+    diagnosis and not used after surgery). None when the record proves nothing."""
+    gap = _gap(case)
+    if zero == "diagnosis":
+        moved = (
+            None if point.alive_after_surgery is None else point.alive_after_surgery + (gap[0] if gap else 0)
+        )
+        return _latest([point.alive_after_diagnosis, moved])
+    moved = (
+        None if point.alive_after_diagnosis is None or gap is None else point.alive_after_diagnosis - gap[1]
+    )
+    return _latest([point.alive_after_surgery, moved])
+
+
+def _not_before_alive(
+    found: Elapsed | None, floor: float | None, start: str | None, point: Point
+) -> Elapsed | None:
+    """``found`` (a time placed from a partial date) when it is not before ``floor`` (``alive_after``);
+    else the midpoint, in months, of what remains of the window: ``floor`` to the latest the dates allow
+    (the latest day of ``point.date`` within ``not_after``, from the earliest day of ``start``), as a
+    partial date elsewhere is taken at the midpoint of the days it may still be. None when no time in
+    that window remains (the record contradicts itself: unknown, as dates that end before they start).
+    Times from two full dates are as the dates say."""
+    if found is None or floor is None or found[1] == "exact" or found[0] >= floor:
+        return found
+    if start is None or point.date is None:
+        return found
+    end = dates.parse(point.date)
+    high = end.latest
+    if point.not_after is not None and end.earliest <= point.not_after < high:
+        high = point.not_after
+    most = months((high - dates.parse(start).earliest).days)
+    if most < floor:
+        return None
+    return (floor + most) / 2, found[1]
 
 
 def _time(found: Elapsed | None, event: int) -> TimeToEvent | None:
@@ -394,8 +470,25 @@ def followed_after_surgery(case: Mapping[str, Any]) -> bool:
         return False
     if case["follow_up"]:
         return True
-    after = elapsed(case, "surgery", last_contact(case))
-    return after is not None and after[0] > 0
+    return _certainly_after_surgery(case, last_contact(case))
+
+
+def _certainly_after_surgery(case: Mapping[str, Any], point: Point) -> bool:
+    """Whether ``point`` is certainly after the first surgery's day (second review 15, M6): a partial
+    date's earliest day after the surgery's latest day, not its midpoint (last contact ``2019-05`` after
+    surgery 2019-05-20 may be the surgery day); or an interval after surgery above 0; or one after
+    diagnosis above the longest diagnosis-to-surgery time the dates allow."""
+    surgery, date = surgery_date(case), dates.known(point.date)
+    gap = _gap(case)
+    return any(
+        [
+            point.after_surgery is not None and point.after_surgery > 0,
+            date is not None
+            and surgery is not None
+            and dates.parse(date).earliest > dates.parse(surgery).latest,
+            point.after_diagnosis is not None and gap is not None and point.after_diagnosis > gap[1],
+        ]
+    )
 
 
 def recurrence(case: Mapping[str, Any]) -> bool | None:
@@ -421,9 +514,13 @@ def disease_free_survival(case: Mapping[str, Any]) -> TimeToEvent | None:
     death = death_point(case)
     if death is not None:
         at_death = elapsed(case, "surgery", death)
-        if at_death is None:
+        floor = alive_after(case, "surgery", death)
+        if at_death is not None:
+            events.append(at_death)
+        elif not (events and floor is not None and floor >= min(e[0] for e in events)):
             return None  # a death is an event: with its time unknown, so is DFS (never censored)
-        events.append(at_death)
+        # (unless the record proves the patient alive at or after the first recurrence: second
+        # review 15, L3, that recurrence is the first event whenever the death was)
     if events:
         return _time(min(events, key=lambda e: e[0]), 1)
     return _time(elapsed(case, "surgery", last_contact(case)), 0)

@@ -7,7 +7,7 @@ import csv
 import io
 
 from service.case_files import EXAMPLE_SERIES
-from tests.unit.api.test_registry_api import _case_ids, api  # noqa: F401 (the fixture)
+from tests.unit.api.test_registry_api import _case_ids, _shared_api, api  # noqa: F401 (the fixtures)
 
 
 def _series_row() -> dict[str, str]:
