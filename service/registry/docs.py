@@ -158,7 +158,9 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
 - **Recurrence** (yes/no/unknown), operated cases only: yes when event (a) happened. No needs
   evidence that the patient was seen after the surgery: a follow-up assessment (any status), or a
   last contact (date or interval; for the dead without a death date, the death) known to be after the
-  first surgery; then death without recurrence is no recurrence. Without such evidence (a series
+  first surgery (a partial date's first possible day after the surgery's day: a last contact in
+  `2019-05` after surgery on 2019-05-20 may be the surgery day, so it is no evidence); then death
+  without recurrence is no recurrence. Without such evidence (a series
   with no follow-up recorded) it is unknown, never no (data set, "Unknown vs none": "none" is a real
   answer, unknown is not). Not operated: unknown.
 - An interval that would end before it starts (inconsistent dates) is unknown and left out.
@@ -180,8 +182,17 @@ rounded to 1 decimal. An interval recorded in months (`outcome.last_contact_mont
   assessment, and neither an assessment nor a last contact is after a recorded death: diagnosis
   2019-01-15, last contact 2020-11-20, death `2020` puts the death in 2020-11-20..2020-12-31
   (midpoint 2020-12-10, OS 23 months), not at the middle of 2020 (18 months, before the last contact).
-  Bounds that leave no day (a record that contradicts itself) are not applied. The summary counts
-  such times in its `precision` block (`os_midpoint`, `dfs_midpoint`).
+  Bounds that leave no day (a record that contradicts itself) are not applied. The same holds for
+  a last contact or an assessment given as an interval (`last_contact_months_after_diagnosis` /
+  `_after_surgery`, `follow_up[].months_after_surgery`): the time is not below it (an interval after
+  surgery is at least as long after diagnosis). A time the dates put below it is taken at the midpoint,
+  in months, of what is left: from the interval to the latest time the dates allow (diagnosis,
+  surgery and death all `2020`, alive 10 months after surgery: the midpoint of 10..12 months, OS =
+  DFS = 11 months, not 0); when nothing is left (alive 30 months after a surgery in `2020`, death
+  `2020`) the time is unknown, as for dates that end before they start. A recurrence timed not after
+  the earliest time a death of unknown time can be (an assessment proves the patient alive then) is
+  the first DFS event. The summary counts such times in its `precision` block (`os_midpoint`,
+  `dfs_midpoint`).
   Two partial dates equal at the coarser one's precision (`2014` and `2014`, `2014` and `2014-06`)
   may be the same day: the time between them is 0 (no gap is made up from two midpoints), at the
   coarser precision (a year: flagged imprecise). So diagnosis `2014`, surgery `2014`, alive 21 months

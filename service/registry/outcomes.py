@@ -19,13 +19,15 @@ Event and censoring rules (documented in docs/registry.md):
   persistent disease after an incomplete resection counts at its first assessment) and (b) death
   from any cause (as for OS). Otherwise censored at the last contact.
 - **Recurrence**: operated cases only; yes when event (a) happened; no when it did not and the record
-  shows the patient after the surgery (a follow-up assessment, or a last contact after it: death
+  shows the patient after the surgery (a follow-up assessment, or a last contact certainly after it: death
   without recurrence is no recurrence then); unknown (None) otherwise, and when not operated.
 - **Partial dates** (``2019``, ``2019-06``): an interval between two full dates is exact. When one end
   is a year or a month, it is taken at the midpoint of the days it may still be (after the other end:
   ``2019-03-10`` to ``2019`` uses the middle of 2019-03-10..2019-12-31; and within what the rest of the
   record proves: a death is not before the last contact or a follow-up assessment, a last contact not
-  before an assessment, neither an assessment nor a last contact after a death) and the time is marked
+  before an assessment, neither an assessment nor a last contact after a death; nor before an interval
+  in months the patient is known alive at: else the midpoint in months of the window from that
+  interval to the latest time the dates allow, unknown when none is left) and the time is marked
   ``exact = False``; the summary counts such times on its page. An interval recorded in months is
   exact. An interval that certainly ends before it starts (inconsistent dates) is unknown (None).
 - **Reported precision** (``TimeToEvent.precision``, ``reported_months``): a time is reported at the

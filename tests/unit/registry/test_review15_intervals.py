@@ -83,6 +83,8 @@ def test_a_year_only_death_is_not_before_an_interval_known_alive(proof):
     assert os_.months == pytest.approx(_window_mid(10, most))
     assert dfs.months == pytest.approx(_window_mid(10, most))
     assert os_.precision == dfs.precision == "year"
+    # docs/registry.md: "the midpoint of 10..12 months, OS = DFS = 11 months, not 0"
+    assert os_.reported_months == dfs.reported_months == 11
 
 
 def test_a_year_only_death_is_not_before_the_last_contact_months_after_diagnosis():
