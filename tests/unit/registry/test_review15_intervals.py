@@ -19,7 +19,7 @@ import pytest
 
 from service.model.units import DAYS_PER_MONTH
 from service.model.validate import validate_case
-from service.registry import outcomes
+from service.registry import outcomes, summary
 from tests.unit.registry.test_review15_summary import BASE, NOW, _undated
 
 
@@ -132,7 +132,10 @@ def test_a_year_only_last_contact_is_not_before_an_assessment_in_months():
     dfs = outcomes.disease_free_survival(case)
     assert dfs is not None and dfs.event == 0
     assert dfs.months >= 30
-    assert dfs.months == pytest.approx(_window_mid(30, _months(dt.date(2019, 2, 1), dt.date(2021, 12, 31))))
+    expected = _window_mid(30, _months(dt.date(2019, 2, 1), dt.date(2021, 12, 31)))
+    assert dfs.months == pytest.approx(expected)
+    # the summary's follow-up after surgery is the same last contact, in whole months (a year-only date)
+    assert summary.summarise([case])["follow_up_after_surgery_months"]["median"] == int(expected + 0.5)
 
 
 # ---- M6: "no recurrence" needs a last contact certainly after the surgery -------------------------
