@@ -36,7 +36,11 @@ Placement (element keys):
   or before the first surgery (without surgery: the diagnosis date), the first pattern
   (``diagnosis.*``); later, the pattern whose anchor is nearest in time, where the anchor of
   ``follow_up[*].*`` is each visit's date and that of ``postoperative.*`` the first surgery date (a
-  tie goes to the later anchor); with no anchor, the first pattern. A surgery's date is the one the
+  tie goes to the later anchor); with no anchor, the first pattern when there is no surgery (a
+  result after the diagnosis is work-up), but a result certainly after the surgery is never work-up
+  (data set: "diagnosis <= surgery <= follow-up"): with no visit of known date to attach it to
+  (imaging with every visit dated unknown) it is reported, not guessed onto the only visit, as a
+  result that overlaps the surgery is (issue 15, second outside review, HF1). A surgery's date is the one the
   case will keep: the most precise date its resection and the Procedures part of it agree on (a
   resection dated ``2021`` whose parts say ``2021-04-12`` is 2021-04-12; issue 15, outside review).
   Dates compare at the coarser precision (data set, "Incomplete records"): a result whose date
@@ -591,6 +595,13 @@ class _Placer:
                 anchors.append((dates.parse(surgery).earliest.toordinal(), pattern, None))
         if anchors:
             _, f.pattern, f.link = min(anchors, key=lambda a: (abs(day - a[0]), -a[0]))
+        elif surgery is not None:  # certainly after the surgery: never work-up (issue 15, review 2 HF1)
+            self._report(
+                f,
+                f"its {_date_element(f)} ({text}) cannot be placed: after the surgery ({surgery}) and no "
+                "follow-up visit of known date; give the date of the follow-up visit it belongs to",
+            )
+            self.unplaceable.append(f)
 
     def _surgery_date(self, surgery: _Found) -> str | None:
         """The date the case will keep for a surgery: the most precise of the dates its resection and
