@@ -115,3 +115,25 @@ def test_a_lab_after_the_surgery_with_no_visit_is_postoperative(client: FlaskCli
     assert [i["date"] for i in case["diagnosis"]["imaging"]] == ["2021-01-25", "2021-02-02"], case
     assert [lab["date"] for lab in case["postoperative"]["renal_function"]] == ["2021-04-19"], case
     assert not case.get("follow_up"), case
+
+
+def test_a_dated_graft_patency_is_not_the_visit_of_a_disease_status_dated_unknown(
+    client: FlaskClient,
+) -> None:
+    """M5: the disease status dated unknown, the graft patency 2022-04-12, linked by nothing; one visit
+    would be dated 2022-04-12 (12 months after surgery) for a disease status that gave no date. The
+    graft patency is refused naming its entry (and the CT, which has no visit of known date)."""
+    bundle = _bundle(_case())
+    _dated_unknown(_entry(bundle, "disease-status")[1])
+    sent = plain(bundle)
+    (patency,) = [n for n, e in enumerate(sent["entry"]) if "graft-patency" in str(e["resource"].get("code"))]
+    resp = _post(client, sent, EHR)
+    body = resp.get_json()
+    assert resp.status_code == 422, body
+    said = _said(body)
+    assert any(
+        e == [f"Bundle.entry[{patency}]"] and "no candidate for its item agrees with it (date 2022-04-12" in d
+        for e, d in said
+    ), said
+    assert any(e == [f"Bundle.entry[{_at(sent, LATE_CT)}]"] for e, _ in said), said
+    assert _stored(client) == []
