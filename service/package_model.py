@@ -277,8 +277,11 @@ DECISIONS = [
     " Period. The case date of a timed value is its calendar date as written, in the value's own offset"
     " (`2021-04-12T23:30:00-05:00` is `2021-04-12`, not the 13th it is in UTC), so it agrees with"
     " `2021-04-12` and not with `2021-04-13`; that of a Period (where the profile's `[x]` is read as a"
-    " dateTime) is its `start`, and a Period without a start gives no date. The case format has no time,"
-    " so only the date is kept: the time (and a Period's end) is not stored and is not written back.",
+    ' dateTime) is its `start`, and a Period without a start gives no date (R4: "the low boundary is not'
+    ' known"): a date the case requires is then refused naming `performedPeriod.start`, not written'
+    " `unknown`, which would lose the end sent (a date not known is sent with a data-absent reason). The"
+    " case format has no time, so only the date is kept: the time (and a Period's end) is not stored and"
+    " is not written back.",
     "- **Plain resources placed by date** (`POST /fhir` and the pull, imaging and laboratory results):"
     " a result on or before the first surgery is work-up (`diagnosis.*`), a later one is placed at the"
     " nearest follow-up visit or after surgery. The surgery's date is the one the case keeps (the most"
@@ -286,7 +289,11 @@ DECISIONS = [
     ' `2021-04-12`), compared at the coarser precision (data set, "Incomplete records"). A result whose'
     " date overlaps the surgery's (surgery `2021`, result `2021-04-19`) could be either: it is not guessed"
     ' but refused, "cannot be placed before or after the surgery" (POST /fhir 422 naming the entry),'
-    " unless it is on or before the diagnosis date, which precedes the surgery.",
+    " unless it is on or before the diagnosis date, which precedes the surgery. A result certainly after"
+    ' the surgery is never work-up ("diagnosis <= surgery <= follow-up"): with no follow-up visit of'
+    " known date to place it at (imaging, with every visit dated unknown or none sent) it is refused, not"
+    " guessed onto a visit. A graft patency is the visit of the disease status whose date it shares"
+    " (both unknown is shared); a dated one and one dated unknown are not one visit.",
     "",
 ]
 """Where the data set was silent on the FHIR form: what was decided, and why (docs/mapping.md)."""

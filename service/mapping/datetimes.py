@@ -8,7 +8,11 @@ refused. Reading them:
 - a ``dateTime`` with a time is its calendar date *as written*, the date in the value's own offset:
   ``2021-04-12T23:30:00-05:00`` is ``2021-04-12``, never converted to UTC (which would make it the
   13th, a day the source never wrote). The time is not kept: the case format has no place for it.
-- a ``Period`` is its ``start`` (read the same way); without a start the element gives no date.
+- a ``Period`` is its ``start`` (read the same way); without a start the element gives no date
+  (R4: "If the low element is missing, the meaning is that the low boundary is not known"), and a
+  date the case requires is refused naming ``performedPeriod.start``, not written ``unknown``: the end
+  the client did send would be lost, and a surgery of unknown date places no result. A client whose
+  date is not known says so with data-absent-reason (issue 15, second outside review, L2).
 - anything else is passed on unchanged, so the case validator names it (a time without a zone is not
   a valid R4 ``dateTime``).
 """
@@ -39,6 +43,6 @@ def read_date(node: dict[str, Any], path: str) -> tuple[Any, str]:
     value = paths.get(node, path)
     if value is None and path.endswith(_SUFFIX):
         period = paths.get(node, path[: -len(_SUFFIX)] + "Period")
-        if isinstance(period, dict) and period.get("start") is not None:
-            return case_date(period["start"]), path[: -len(_SUFFIX)] + "Period.start"
+        if isinstance(period, dict):  # without a start: no date, but the element where it is missing
+            return case_date(period.get("start")), path[: -len(_SUFFIX)] + "Period.start"
     return case_date(value), path

@@ -29,14 +29,22 @@ Placement (element keys):
   guessed.
 - A template with a ``suffix`` shares its item with the unsuffixed template of the same ``each``: the
   item comes from a reference either way (perioperative ``partOf``; the IVC management's
-  ``focalDevice`` to its graft), else from equal shared fields, else from the only candidate.
+  ``focalDevice`` to its graft), else from equal shared fields, else from the only candidate. A shared
+  date must be equal (both unknown is equal): a graft patency dated 2022-04-12 is not the visit of a
+  disease status dated unknown, which would take a date no resource stated for it; it is reported
+  (issue 15, second outside review, M5). ``unknown agrees with any date`` holds only for the
+  Procedures of one surgery (a child's ``^.date``), which ``partOf`` or the only surgery links.
 - A suffixed template with several ``each`` patterns (imaging findings) shares the item of the
   resource it references with ``{item}`` (``partOf`` its imaging study); without one it is reported.
 - Templates with several ``each`` patterns (imaging, lab results) are placed by date: undated, or on
   or before the first surgery (without surgery: the diagnosis date), the first pattern
   (``diagnosis.*``); later, the pattern whose anchor is nearest in time, where the anchor of
   ``follow_up[*].*`` is each visit's date and that of ``postoperative.*`` the first surgery date (a
-  tie goes to the later anchor); with no anchor, the first pattern. A surgery's date is the one the
+  tie goes to the later anchor); with no anchor, the first pattern when there is no surgery (a
+  result after the diagnosis is work-up), but a result certainly after the surgery is never work-up
+  (data set: "diagnosis <= surgery <= follow-up"): with no visit of known date to attach it to
+  (imaging with every visit dated unknown) it is reported, not guessed onto the only visit, as a
+  result that overlaps the surgery is (issue 15, second outside review, HF1). A surgery's date is the one the
   case will keep: the most precise date its resection and the Procedures part of it agree on (a
   resection dated ``2021`` whose parts say ``2021-04-12`` is 2021-04-12; issue 15, outside review).
   Dates compare at the coarser precision (data set, "Incomplete records"): a result whose date
@@ -535,12 +543,14 @@ class _Placer:
             mine = {fl.field: _read(fl, f.resource) for fl in fields if not fl.field.startswith(("$.", "^."))}
         else:
             mine = {fl.field[2:]: _read(fl, f.resource) for fl in fields if fl.field.startswith("^.")}
+        dated = {fl.field for fl in fields if fl.kind == "date"} if shares else set()
         fitting = []
         for c in candidates:
             theirs = {fl.field: fl for fl in c.template.group.fields}
             if all(
-                value is None or name not in theirs or _read(theirs[name], c.resource) in (None, value)
+                _agree(value, _read(theirs[name], c.resource), name in dated)
                 for name, value in mine.items()
+                if name in theirs
             ):
                 fitting.append(c)
         if len(fitting) == 1:
@@ -549,7 +559,12 @@ class _Placer:
         if fitting:
             self._report(f, f"nothing tells which of {len(fitting)} candidates is its {what}")
         elif candidates:
-            self._report(f, f"no candidate for its {what} agrees with it")
+            said = ", ".join(f"{name} {mine[name] or 'unknown'}" for name in sorted(dated) if name in mine)
+            self._report(
+                f,
+                f"no candidate for its {what} agrees with it"
+                + (f" ({said}: an item dated otherwise, or unknown, is not its own)" if said else ""),
+            )
         else:
             self._report(f, f"its {what} is not in the bundle")
         return None
@@ -591,6 +606,13 @@ class _Placer:
                 anchors.append((dates.parse(surgery).earliest.toordinal(), pattern, None))
         if anchors:
             _, f.pattern, f.link = min(anchors, key=lambda a: (abs(day - a[0]), -a[0]))
+        elif surgery is not None:  # certainly after the surgery: never work-up (issue 15, review 2 HF1)
+            self._report(
+                f,
+                f"its {_date_element(f)} ({text}) cannot be placed: after the surgery ({surgery}) and no "
+                "follow-up visit of known date; give the date of the follow-up visit it belongs to",
+            )
+            self.unplaceable.append(f)
 
     def _surgery_date(self, surgery: _Found) -> str | None:
         """The date the case will keep for a surgery: the most precise of the dates its resection and
@@ -650,6 +672,16 @@ class _Placer:
             for f in same[1:]:
                 self._report(f, f"{key} is already given by entry[{same[0].position}]")
         return kept
+
+
+def _agree(mine: Any, theirs: Any, date: bool) -> bool:
+    """Whether two resources' values of a field they share allow them to be one item. An absent value
+    agrees with any, except a date of resources sharing an item by no reference (a graft patency and
+    a disease status): dated and unknown are not one visit, or the visit would take a date no
+    resource stated for the other (issue 15, second outside review, M5). Both unknown agree."""
+    if date:
+        return bool(mine == theirs)
+    return mine is None or theirs in (None, mine)
 
 
 def _key(f: _Found) -> str:

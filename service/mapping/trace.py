@@ -51,11 +51,18 @@ def written_at(bundle: dict[str, Any]) -> dict[str, tuple[int, str]]:
             if f.items is not None or paths.has_every(f.path):
                 continue
             element = datetimes.read_date(resource, f.path)[1] if f.kind == "date" else f.path
-            if paths.get(resource, element) is None:
+            if paths.get(resource, element) is None and not _period_start(resource, element):
                 continue
             path = case_path(list(resolve(f.field, item)))
             (copies if f.field.startswith("^.") else out).setdefault(path, (position, element))
     return {**copies, **out}
+
+
+def _period_start(resource: dict[str, Any], element: str) -> bool:
+    """Whether ``element`` is the missing start of a Period the resource has (a required date the
+    client sent as ``performedPeriod {end}`` is named there; issue 15, second outside review, L2)."""
+    period = element.removesuffix(".start")
+    return period != element and period.endswith("Period") and paths.get(resource, period) is not None
 
 
 def traced(issues: list[Issue], bundle: dict[str, Any], positions: Mapping[int, int]) -> list[Issue]:

@@ -171,7 +171,8 @@ def test_case_date_of_a_datetime(value: str, expected: str) -> None:
 
 def test_a_period_without_a_start_gives_no_date() -> None:
     node = {"performedPeriod": {"end": "2021-04-12"}}
-    assert read_date(node, "performedDateTime") == (None, "performedDateTime")
+    assert read_date(node, "performedDateTime") == (None, "performedPeriod.start")
+    assert read_date({}, "performedDateTime") == (None, "performedDateTime")
     node = {"performedPeriod": {"start": "2021-04-12T08:00:00Z"}}
     assert read_date(node, "performedDateTime") == ("2021-04-12", "performedPeriod.start")
 
@@ -219,4 +220,28 @@ def test_a_last_contact_after_today_names_the_vital_status_element(client: Flask
         e == [element] and d.startswith(f"{element} (outcome.last_contact: must not be after today")
         for e, d in said
     ), said
+    assert _stored(client) == []
+
+
+def test_a_surgery_period_without_a_start_is_refused_naming_its_start(client: FlaskClient) -> None:
+    """Second review L2: ``performedPeriod {end}`` on all five surgery Procedures. R4 Period: "If the
+    low element is missing, the meaning is that the low boundary is not known"; the case is not
+    written with an ``unknown`` surgery date (the end sent would be lost): the 422 names the
+    resection's performedPeriod.start, where the date is missing, with the case rule."""
+    bundle = _bundle(_case())
+    for procedure in _procedures(bundle):
+        del procedure["performedDateTime"]
+        procedure["performedPeriod"] = {"end": "2021-04-12"}
+    sent = plain(bundle)
+    resection = next(
+        n
+        for n, e in enumerate(sent["entry"])
+        if "performedPeriod" in e["resource"] and not e["resource"].get("partOf")
+    )
+    resp = _post(client, sent, EHR)
+    body = resp.get_json()
+    assert resp.status_code == 422, body
+    element = f"Bundle.entry[{resection}].resource.performedPeriod.start"
+    said = _expressions_and_diagnostics(body)
+    assert any(e == [element] and d.startswith(f"{element} (surgery[0].date: ") for e, d in said), said
     assert _stored(client) == []
