@@ -630,7 +630,7 @@ class _Placer:
             text = _text(datetimes.read_date(g.resource, _shared_date_path(g))[0]) if mine else None
             if text is not None:
                 given.append(text)
-        if any(dates.certainly_before(a, b) for a in given for b in given):
+        if not all(dates.agree(a, b) for a in given for b in given):
             return own
         return max(given, key=len, default=None)
 

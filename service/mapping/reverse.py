@@ -190,7 +190,7 @@ def _agree(a: str, b: str) -> bool:
     if a == b or dates.UNKNOWN in (a, b):
         return True
     try:
-        return not dates.certainly_before(a, b) and not dates.certainly_before(b, a)
+        return dates.agree(a, b)
     except dates.DateError:  # not a partial date: validate_case names it; here only equal text agrees
         return False
 

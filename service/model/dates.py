@@ -100,6 +100,12 @@ def certainly_before(a: str, b: str) -> bool:
     return parse(a).latest < parse(b).earliest
 
 
+def agree(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` may be the same day: neither is certainly before the other (``2021``
+    and ``2021-04-12`` agree; ``2021-03`` and ``2021-04-12`` do not)."""
+    return not certainly_before(a, b) and not certainly_before(b, a)
+
+
 def comparable(a: str, b: str) -> bool:
     """Whether FHIRPath can order ``a`` and ``b``: dates of different precisions that agree at the
     coarser one compare as empty (FHIRPath, Date/Time comparison: "If one value is specified to a
