@@ -83,7 +83,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     from service.wsgi_server import run
 
     settings = _settings(serving=True)
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     run(
         settings,
         host=host or settings.http_host,
@@ -556,7 +556,7 @@ def worker_command(
             "nothing to do: IVCLMS_FHIR_URL is empty (sync is off) and $export jobs run in the web process "
             "(IVCLMS_EXPORT_IN_PROCESS=true); set IVCLMS_FHIR_URL to the hospital's FHIR R4 server"
         )
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     engine = _engine(settings, create=settings.db_migrate)
     client = _fhir_client(settings) if settings.sync_enabled else None
     try:
@@ -730,7 +730,7 @@ def pull_command(server: str | None, since: str | None) -> None:
     if not url:
         raise click.UsageError("give --from URL or set IVCLMS_FHIR_URL")
     moment = _instant_option(since, "--since")
-    configure(settings.log_level)
+    configure(settings.log_level, settings.log_format)
     engine = _engine(settings, create=settings.db_migrate)
     try:
         if settings.db_migrate:

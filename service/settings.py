@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from service.logs import LOG_FORMATS
+
 PREFIX = "IVCLMS_"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -227,6 +229,12 @@ class Settings:
         1024**3,
     )
     log_level: str = _env("LOG_LEVEL", "Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
+    log_format: str = _env(
+        "LOG_FORMAT",
+        "`text` (one escaped line per record) or `json` (one JSON object per line: time, level, logger, "
+        "message, exception), for the service's and gunicorn's logs alike.",
+        "text",
+    )
     session_secret: str = _env(
         "SESSION_SECRET",
         "Key signing the console's session cookie (sign-in and CSRF tokens), at least 32 bytes. Empty: a "
@@ -367,6 +375,8 @@ class Settings:
         self._check_oidc()
         if self.http_max_body_bytes <= 0:
             raise SettingsError(f"{PREFIX}HTTP_MAX_BODY_BYTES must be positive")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"{PREFIX}LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         self._check_keys()
         self._check_http()
         self._check_cors()

@@ -26,7 +26,7 @@ from gunicorn.glogging import Logger
 
 from service.api.audit import ENTITY_ENVIRON
 from service.errors import Issue
-from service.logs import EscapingFormatter
+from service.logs import formatter
 from service.outcome import operation_outcome
 from service.settings import Settings
 
@@ -67,8 +67,10 @@ class WithholdRequestText(logging.Filter):
 
 
 class EscapingLogger(Logger):  # type: ignore[misc]
-    """gunicorn's logger, whose handlers escape control characters like the application's, and whose
-    error log never quotes a malformed request."""
+    """gunicorn's logger, whose handlers escape control characters like the application's (or write
+    JSON lines, ``LOG_FORMAT``), and whose error log never quotes a malformed request."""
+
+    LOG_FORMAT = "text"
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
@@ -76,7 +78,13 @@ class EscapingLogger(Logger):  # type: ignore[misc]
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:
                 old = handler.formatter or logging.Formatter()
-                handler.setFormatter(EscapingFormatter(old._fmt, old.datefmt))
+                handler.setFormatter(formatter(self.LOG_FORMAT, old._fmt, old.datefmt))
+
+
+class JsonLinesLogger(EscapingLogger):
+    """``EscapingLogger`` writing one JSON object per line (``IVCLMS_LOG_FORMAT=json``)."""
+
+    LOG_FORMAT = "json"
 
 
 def outcome_page(status: int, reason: str) -> bytes:
@@ -124,7 +132,7 @@ def server_options(settings: Settings, *, host: str, port: int, workers: int) ->
         "worker_class": "gthread",
         "accesslog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
-        "logger_class": EscapingLogger,
+        "logger_class": JsonLinesLogger if settings.log_format == "json" else EscapingLogger,
         "limit_request_line": LIMIT_REQUEST_LINE,
         "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
         "limit_request_fields": LIMIT_REQUEST_FIELDS,

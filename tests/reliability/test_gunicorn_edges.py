@@ -37,8 +37,8 @@ def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
 class Server(Serve):
     """One worker, two threads, SQLite under ``tmp``; ready when /healthz answers 200 over a raw socket."""
 
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp, {"IVCLMS_HTTP_THREADS": "2"}, self._healthy, STARTUP_S)
+    def __init__(self, tmp: Path, settings: dict[str, str] | None = None) -> None:
+        super().__init__(tmp, {"IVCLMS_HTTP_THREADS": "2", **(settings or {})}, self._healthy, STARTUP_S)
 
     @staticmethod
     def _healthy(port: int) -> bool:
@@ -140,3 +140,23 @@ def test_outside_review_a_malformed_request_line_is_not_quoted_in_the_log(tmp_pa
     text = server.stop()
     assert "1968-03-14" not in text and "Smith" not in text and "A-0001" not in text, text[-2000:]
     assert "Invalid request from ip=127.0.0.1" in text, text[-2000:]
+
+
+def test_issue_17_json_logs_every_line_of_gunicorn_and_the_service_is_one_object(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Issue 17 goal 7: "structured (JSON) logs as an option" -- the access log, gunicorn's error log
+    (a malformed request) and the service's own lines, each one JSON object on one line."""
+    running = Server(tmp_path_factory.mktemp("gunicorn-json"), {"IVCLMS_LOG_FORMAT": "json"})
+    try:
+        _raw(running.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        _raw(running.port, b"GET /fhir/Patient?name=Smith HTTP/9.9\r\nHost: localhost\r\n\r\n")
+        crlf_path = b"GET /cases/a%0d%0aforged HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        _raw(running.port, crlf_path)
+    finally:
+        log = running.stop()
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    loggers = {r["logger"] for r in records}
+    assert {"gunicorn.access", "gunicorn.error"} <= loggers, loggers
+    assert all(set(r) >= {"time", "level", "logger", "message"} for r in records), records
+    assert not [r for r in records if "Smith" in r["message"] or "forged" in r["message"]], records

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 
-from service.logs import FORMAT, EscapingFormatter, escape
+import pytest
+
+from service.logs import FORMAT, EscapingFormatter, escape, formatter
+from service.settings import Settings, SettingsError
 from tests.support.auth import auth_headers as _auth
 
 
@@ -38,3 +42,45 @@ def test_finding_8_a_path_with_crlf_cannot_produce_a_second_log_line(client):
     assert any("GET\\r\\nFORGED None 405" in line for line in lines)  # the method, escaped on its own line
     assert "\x00" not in buffer.getvalue()
     assert any("one\\r\\nforged\\x00line" in line for line in lines)
+
+
+def _json_lines(buffer: io.StringIO) -> list[dict]:
+    lines = buffer.getvalue().splitlines()
+    assert lines, "nothing was logged: the check would be empty"
+    return [json.loads(line) for line in lines]  # every line is one whole JSON object
+
+
+def test_json_format_one_object_per_record_even_with_crlf_and_a_traceback(client):
+    """Issue 17 goal 7: "structured (JSON) logs as an option"."""
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.setFormatter(formatter("json"))
+    logger = logging.getLogger("ivclms")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        client.get("/fhir/Patient/x%0d%0a2026-01-01 00:00:00,000 INFO ivclms.access: forged", headers=_auth())
+        logging.getLogger("ivclms.test").warning("value %s", "one\r\nforged\x00line")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("ivclms.test").exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    records = _json_lines(buffer)
+    assert all(set(r) >= {"time", "level", "logger", "message"} for r in records), records
+    assert all(r["time"].endswith("+00:00") for r in records), records
+    assert any(r["logger"] == "ivclms.access" for r in records), records
+    warned = [r for r in records if r["message"] == "value one\r\nforged\x00line"]
+    assert warned and warned[0]["level"] == "WARNING" and warned[0]["logger"] == "ivclms.test"
+    failed = [r for r in records if r["message"] == "failed"]
+    assert failed and "RuntimeError: boom" in failed[0]["exception"], failed
+
+
+def test_text_format_is_the_default_and_an_unknown_format_is_refused():
+    assert isinstance(formatter("text"), EscapingFormatter)
+    assert Settings.from_env({"IVCLMS_AUTH_DISABLED": "true"}).log_format == "text"
+    with pytest.raises(SettingsError, match="IVCLMS_LOG_FORMAT must be one of text, json"):
+        Settings.from_env({"IVCLMS_AUTH_DISABLED": "true", "IVCLMS_LOG_FORMAT": "xml"})
