@@ -43,6 +43,10 @@ bp = Blueprint("audit", __name__, url_prefix="/fhir")
 
 NOT_AUDITED = PUBLIC_ENDPOINTS
 """Public endpoints touch no data; everything behind authentication is audited."""
+NOT_AUDITED_WHEN_GRANTED = frozenset({"metrics.metrics"})
+"""Gated endpoints that carry no patient data and are polled by machines: a granted Prometheus scrape
+every 15 s would add 5 760 records a day and drown the trail, so only a refused one (403) is recorded;
+each one still leaves its access-log line."""
 ACTIONS = {"GET": "R", "HEAD": "R", "POST": "C", "PUT": "U", "PATCH": "U", "DELETE": "D"}
 ACTION_CODES = "http://hl7.org/fhir/audit-event-action"
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"}
@@ -81,6 +85,8 @@ def init_app(app: Flask) -> None:
         access.info("%s %s %d %.1fms", request.method, request.endpoint, response.status_code, elapsed_ms)
         principal = getattr(g, "principal", None)
         if request.endpoint in NOT_AUDITED or request.method == "OPTIONS" or principal is None:
+            return response
+        if request.endpoint in NOT_AUDITED_WHEN_GRANTED and response.status_code < 400:
             return response
         event = store.AuditRecord(
             recorded=ctx().intake.clock(),

@@ -132,3 +132,30 @@ def _job(state: str) -> dict:
 def test_storage_full_is_zero_when_nothing_failed(client) -> None:
     assert scrape(client)["ivclms_storage_full"][()] == 0
     assert json.loads(client.get("/readyz").get_data())["checks"]["storage"] == {"ok": True}
+
+
+def _audit_rows(client) -> int:
+    from sqlalchemy import func, select
+
+    from service.store.tables import audit_events
+
+    with client.application.extensions["ivclms"].engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
+
+
+def test_a_granted_scrape_is_not_audited_a_refused_one_is(client, caplog) -> None:
+    """Decided (issue 17 goal 7): the figures carry no patient data and a scraper polls every 15 s,
+    so a granted scrape leaves only its access-log line; a refused one (a token probing for an
+    operator's view) is an audit record like any refused request."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ivclms.access")
+    before = _audit_rows(client)
+    scrape(client)
+    scrape(client)
+    assert _audit_rows(client) == before
+    assert sum("metrics.metrics 200" in r.getMessage() for r in caplog.records) == 2
+    assert client.get("/metrics", headers=bearer("system/Patient.r")).status_code == 403
+    assert _audit_rows(client) == before + 1
+    client.get("/cases", headers=bearer(**OPERATOR))
+    assert _audit_rows(client) == before + 2  # other reads by the same token still are
