@@ -80,16 +80,29 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the HTTP API with gunicorn (the production WSGI server)."""
     from service.logs import configure
-    from service.wsgi_server import run
 
     settings = _settings(serving=True)
     configure(settings.log_level, settings.log_format)
-    run(
-        settings,
-        host=host or settings.http_host,
-        port=port or settings.http_port,
-        workers=workers or settings.http_workers,
-    )
+    count = workers or settings.http_workers
+    if count > 1:
+        _share_metrics(settings.data_dir / "metrics")
+    from service.wsgi_server import run  # imports prometheus_client: after its mode is chosen
+
+    run(settings, host=host or settings.http_host, port=port or settings.http_port, workers=count)
+
+
+def _share_metrics(default: Path) -> None:
+    """prometheus_client's multiprocess mode for several gunicorn workers, so that a scrape answered
+    by any worker reports all of them. Chosen by an environment variable read when prometheus_client
+    is imported, hence here, before the application is; an operator's own PROMETHEUS_MULTIPROC_DIR is
+    kept. Files of an earlier run are removed (the library's rule: the directory is wiped between
+    runs; else a restart would add the old counts to the new)."""
+    if "prometheus_client" in sys.modules:  # its mode is already chosen: a bug here, not a setting
+        raise RuntimeError("prometheus_client was imported before its multiprocess mode was chosen")
+    folder = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(default)))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
 
 
 @main.command("config")

@@ -1,9 +1,12 @@
 """Prometheus metrics (issue 17 goal 7): what an operator scrapes from ``GET /metrics``.
 
 One ``CollectorRegistry`` per application, not prometheus_client's global one: two apps in one
-process (the tests build many) would otherwise register the same names twice. Request and validation
-figures are counted in this process; the queue and export figures are read from the database at
-scrape time (``DatabaseCollector``), so every worker reports the same, current, numbers.
+process (the tests build many) would otherwise register the same names twice. The queue and export
+figures are read from the database at scrape time (``DatabaseCollector``), so every worker reports
+the same, current, numbers. Request and validation figures are counted in this process, unless
+prometheus_client runs in its multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, which ``ivclms serve``
+sets for more than one gunicorn worker): then each worker writes its figures to a file there and a
+scrape answered by any worker sums every worker's (``MultiProcessCollector``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,39 +40,74 @@ OUTBOX_STATES = (
 EXPORT_STATES = ("queued", "running", "done", "failed", "cancelled")
 """The states of ``export_jobs.state`` (its column comment): each is reported, zero when empty, so an
 alert on ``state="failed"`` has a series to watch before the first failure."""
+STORAGE_FULL_HELP = (
+    "1 after a write failed because the database's storage is full (answered 507), until a write "
+    "succeeds again"
+)
 UNMATCHED_ROUTE = "<unmatched>"
 """The route label of a request no route matched: never its path (a path can carry identifiers)."""
 
 
+def multiprocess() -> bool:
+    """Whether prometheus_client counts in files shared by processes (decided when it was imported)."""
+    return values.ValueClass is not values.MutexValue
+
+
 @dataclass
 class Metrics:
-    """The application's registry and the figures counted in this process."""
+    """The application's registry and the figures counted in this process (or, in multiprocess
+    mode, written for every worker's scrape to sum)."""
 
     engine: Engine
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    storage_full: bool = False
-    """Set when a write failed for want of space (507), cleared when a write succeeds again."""
+    _storage_full: bool = False
 
     def __post_init__(self) -> None:
+        shared = multiprocess()
+        # Multiprocess: the figures are written to files, and the registry reads every worker's files;
+        # registering them as well would report this process's share a second time.
+        own = None if shared else self.registry
         self.requests = Counter(
             "ivclms_http_requests",
             "HTTP requests answered, by route template (never the concrete path), method and status",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.request_seconds = Histogram(
             "ivclms_http_request_duration_seconds",
             "Time to answer an HTTP request, by route template and method",
             ["route", "method"],
-            registry=self.registry,
+            registry=own,
         )
         self.validation_seconds = Histogram(
             "ivclms_validation_seconds",
             "Time the profile validation of an intake's bundle took (IVCLMS_VALIDATE_INTAKE)",
-            registry=self.registry,
+            registry=own,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf")),
         )
+        self._storage_gauge: Gauge | None = None
+        if shared:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            self._storage_gauge = Gauge(
+                "ivclms_storage_full",
+                STORAGE_FULL_HELP + " (the highest of the live workers)",
+                registry=None,
+                multiprocess_mode="livemax",
+            )
+            self._storage_gauge.set(0)
         self.registry.register(DatabaseCollector(self))
+
+    @property
+    def storage_full(self) -> bool:
+        """Set when a write failed for want of space (507), cleared when a write succeeds again; in
+        this process (``/readyz`` answers for the worker that was asked)."""
+        return self._storage_full
+
+    @storage_full.setter
+    def storage_full(self, full: bool) -> None:
+        self._storage_full = full
+        if self._storage_gauge is not None:
+            self._storage_gauge.set(1 if full else 0)
 
     def timed(self, check: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
         """``check`` (the intake's bundle validation) observed in ``ivclms_validation_seconds``; a
@@ -89,12 +128,12 @@ class DatabaseCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(
-            "ivclms_storage_full",
-            "1 after a write failed because the database's storage is full (answered 507), until a "
-            "write succeeds again; counted in this process",
-            value=1 if self.metrics.storage_full else 0,
-        )
+        if not multiprocess():  # else a multiprocess gauge of every worker's flag
+            yield GaugeMetricFamily(
+                "ivclms_storage_full",
+                STORAGE_FULL_HELP + "; counted in this process",
+                value=1 if self.metrics.storage_full else 0,
+            )
         up = GaugeMetricFamily("ivclms_database_up", "1 when the scrape could read the database")
         try:
             families = list(self._from_database())

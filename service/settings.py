@@ -71,8 +71,9 @@ class Settings:
     http_port: int = _env("HTTP_PORT", "Port `ivclms serve` listens on.", 8080)
     http_workers: int = _env(
         "HTTP_WORKERS",
-        "gunicorn worker processes. Request and validation metrics (`/metrics`) and the storage-full flag "
-        "are per process: with several workers a scrape sees the one that answered it.",
+        "gunicorn worker processes. With more than one, `/metrics` sums every worker's figures "
+        "(prometheus_client's multiprocess mode, files in `<DATA_DIR>/metrics` or PROMETHEUS_MULTIPROC_DIR, "
+        "emptied at start).",
         2,
     )
     http_threads: int = _env("HTTP_THREADS", "Threads per gunicorn worker.", 4)

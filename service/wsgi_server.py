@@ -142,6 +142,7 @@ def server_options(settings: Settings, *, host: str, port: int, workers: int) ->
         "keepalive": KEEPALIVE_S,
         "preload_app": True,
         "post_fork": _post_fork,
+        "child_exit": _child_exit,
     }
     if "control_socket_disable" in Config().settings:
         # gunicorn >= 25.1 opens a management socket in the user's home by default; nothing here uses it.
@@ -156,6 +157,16 @@ def run(settings: Settings, *, host: str, port: int, workers: int) -> None:
     app = create_app(settings)
     install_outcome_pages()  # before the workers fork: each inherits it
     _Server(app, server_options(settings, host=host, port=port, workers=workers)).run()
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    # A dead worker's live gauges (``ivclms_storage_full``) must stop counting in multiprocess mode.
+    from service.metrics import multiprocess
+
+    if multiprocess():
+        from prometheus_client import multiprocess as shared
+
+        shared.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def _post_fork(_server: Any, worker: Any) -> None:

@@ -160,3 +160,44 @@ def test_issue_17_json_logs_every_line_of_gunicorn_and_the_service_is_one_object
     assert {"gunicorn.access", "gunicorn.error"} <= loggers, loggers
     assert all(set(r) >= {"time", "level", "logger", "message"} for r in records), records
     assert not [r for r in records if "Smith" in r["message"] or "forged" in r["message"]], records
+
+
+def test_issue_17_metrics_of_two_workers_are_summed_in_every_scrape(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Issue 17 goal 7: with several gunicorn workers a scrape answered by any one of them reports
+    every worker's requests (prometheus_client's multiprocess mode: "the metrics ... are summed across
+    processes"), not the share of the worker that happened to answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    tmp = tmp_path_factory.mktemp("gunicorn-two")
+    running = Server(tmp, {"IVCLMS_HTTP_WORKERS": "2"})
+    sent = 80
+    health = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    scrape_headers = "\r\n".join(f"{k}: {v}" for k, v in auth("system/*.r").items())
+    scrape = f"GET /metrics HTTP/1.1\r\nHost: localhost\r\n{scrape_headers}\r\nConnection: close\r\n\r\n"
+
+    def healthz_count() -> float:
+        status, _headers, body = _raw(running.port, scrape.encode())
+        assert status == 200, body[:300]
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "ivclms_http_requests_total" and sample.labels.get("route") == "/healthz"
+        )
+
+    try:
+        before = healthz_count()  # the readiness probes
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: _raw(running.port, health)[0], range(sent)))
+        assert statuses == [200] * sent
+        counted = [healthz_count() for _ in range(6)]
+        pids = {p.stem.split("_")[-1] for p in (tmp / "data" / "metrics").glob("counter_*.db")}
+    finally:
+        running.stop()
+    assert before >= 1
+    assert counted == [before + sent] * 6, (before, counted)
+    assert len(pids) >= 2, pids  # both workers answered: the sum above is over processes
