@@ -9,6 +9,8 @@ so every one stores a new case (201) and every HAPI transaction creates new reso
 serialised before the clock starts; each client is a thread with its own ``requests.Session``
 (keep-alive) taking the next request from a shared counter until the fixed number of requests per
 level is spent. Throughput is requests / wall time of the level; latency is per request, client side.
+The service's own figures come from its ``GET /metrics`` (read before and after each level, every
+worker summed): the mean time a ``POST /cases`` spent inside the service, and of it in validation.
 Both sides are warmed up first with ``--warmup`` requests at 4 clients (the service: both gunicorn
 workers and the validator's memo; HAPI: its JIT, which needs ~100 transactions after a start).
 
@@ -43,6 +45,7 @@ from typing import Any
 
 import orjson
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 NOW = "2026-01-01T00:00:00Z"
 FHIR_JSON = "application/fhir+json"
@@ -56,6 +59,9 @@ class Level:
     wall_s: float
     latencies: list[float]
     errors: dict[str, int]
+    server: dict[str, float] | None = None
+    """Server-side means from the service's own ``/metrics`` over this level (ms): the request's
+    time inside the service and its profile validation; None for HAPI."""
 
     @property
     def rate(self) -> float:
@@ -118,6 +124,37 @@ def serve(data_dir: Path, db_url: str | None) -> Iterator[str]:
         log.close()
 
 
+Sums = dict[str, tuple[float, float]]
+SERVER_FIGURES = {
+    "request": ("ivclms_http_request_duration_seconds", {"route": "/cases", "method": "POST"}),
+    "validation": ("ivclms_validation_seconds", {}),
+}
+
+
+def scrape(base: str) -> Sums:
+    """(sum s, count) of each ``SERVER_FIGURES`` histogram, read from the service's ``/metrics``
+    (every gunicorn worker's, summed: multiprocess mode) with prometheus_client's own parser."""
+    text = requests.get(f"{base}/metrics", timeout=30).text
+    found = {name: [0.0, 0.0] for name in SERVER_FIGURES}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for name, (metric, labels) in SERVER_FIGURES.items():
+                wanted = sample.name in (f"{metric}_sum", f"{metric}_count")
+                if wanted and labels.items() <= sample.labels.items():
+                    found[name][sample.name.endswith("_count")] += sample.value
+    return {name: (total, count) for name, (total, count) in found.items()}
+
+
+def server_means(before: Sums, after: Sums) -> dict[str, float]:
+    """Mean ms per observation of each figure between two scrapes."""
+    means = {}
+    for name in SERVER_FIGURES:
+        total = after[name][0] - before[name][0]
+        count = after[name][1] - before[name][1]
+        means[name] = 1000 * total / count if count else float("nan")
+    return means
+
+
 def case_bodies(count: int, tag: str) -> list[bytes]:
     from bench.workload import cases
 
@@ -171,15 +208,26 @@ def drive(
 
 
 def run_side(
-    side: str, url: str, make: Any, content_type: str, expect: int, levels: list[int], count: int, warmup: int
+    side: str,
+    url: str,
+    make: Any,
+    content_type: str,
+    expect: int,
+    levels: list[int],
+    count: int,
+    warmup: int,
+    metrics: str | None = None,
 ) -> list[Level]:
+    """``metrics``: the service's base URL, whose ``/metrics`` is read before and after each level."""
     run = uuid.uuid4().hex[:6].upper()
     drive(url, make(warmup, f"W{run}"), 4, content_type, expect)  # warm-up, not counted
     out = []
     for clients in levels:
         bodies = make(count, f"L{run}C{clients}")
+        before = scrape(metrics) if metrics else None
         wall, latencies, errors = drive(url, bodies, clients, content_type, expect)
-        level = Level(side, clients, count, wall, latencies, errors)
+        server = server_means(before, scrape(metrics)) if before is not None and metrics else None
+        level = Level(side, clients, count, wall, latencies, errors, server)
         print(
             json.dumps(
                 {
@@ -192,6 +240,7 @@ def run_side(
                     "p95_ms": round(level.pct(0.95)),
                     "p99_ms": round(level.pct(0.99)),
                     "errors": errors,
+                    "server_ms": {k: round(v, 1) for k, v in server.items()} if server else None,
                 }
             ),
             flush=True,
@@ -226,6 +275,7 @@ def main() -> None:
             args.levels,
             args.requests,
             args.warmup,
+            base,
         )
     if args.db_url:
         with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp), args.db_url) as base:
@@ -238,6 +288,7 @@ def main() -> None:
                 args.levels,
                 args.requests,
                 args.warmup,
+                base,
             )
     if not args.no_hapi:
         results += run_side(
@@ -253,13 +304,17 @@ def main() -> None:
 
     hapi = {r.clients: r.rate for r in results if r.side == "HAPI transaction"}
     print()
-    print("| side | clients | requests | cases/s | p50 ms | p95 ms | p99 ms | errors | vs HAPI |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| side | clients | requests | cases/s | p50 ms | p95 ms | p99 ms | errors | vs HAPI "
+        "| server ms (mean) | validation ms (mean) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         ratio = f"{r.rate / hapi[r.clients]:.2f}x" if r.clients in hapi else "-"
+        inside = f"{r.server['request']:.0f} | {r.server['validation']:.0f}" if r.server else "- | -"
         print(
             f"| {r.side} | {r.clients} | {r.requests} | {r.rate:.1f} | {r.pct(0.5):.0f} | "
-            f"{r.pct(0.95):.0f} | {r.pct(0.99):.0f} | {sum(r.errors.values())} | {ratio} |"
+            f"{r.pct(0.95):.0f} | {r.pct(0.99):.0f} | {sum(r.errors.values())} | {ratio} | {inside} |"
         )
 
 
