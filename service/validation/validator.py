@@ -95,6 +95,9 @@ class Validator:
         self.native = True
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self.memo = True
+        self.decide = True
+        """Invariants decided by an absent name (``_absent_plan``) are not run through fhirpathpy;
+        tests turn it off to compare."""
         """Clean complex values are not walked again (``_clean``); tests turn it off to compare."""
         self._roots: dict[str, Elem | None] = {}
         self._type_roots: dict[str, Elem | None] = {}
@@ -958,9 +961,19 @@ class Validator:
         if planned is None or planned[0] is not constraints:
             planned = self._plans[id(constraints)] = (constraints, _plan_checks(constraints))
         is_dict = isinstance(node, dict)
-        for c, vacuous, always, native, reads in planned[1]:
+        for c, vacuous, always, native, reads, absent in planned[1]:
             if vacuous and is_dict and _vacuous(c.key, node):
                 continue
+            if absent is not None and is_dict and self.decide:
+                # decided by a name being absent (``_absent_plan``)
+                decided = _decided(absent, node)
+                if decided is not None and c.expression not in self.invariants.unsupported:
+                    if reads:
+                        run.context += 1
+                    if not decided:
+                        severity = "error" if c.severity == "error" else "warning"
+                        run.add(severity, "invariant", expr, f"Constraint failed: {c.key}: '{c.human}'")
+                    continue
             verdict = always(node, root) if always is not None else None
             if verdict is not None or reads:
                 run.context += 1  # may read the root resource or the resource
@@ -986,7 +999,8 @@ _CONTAINED_RULES = frozenset({"dom-2", "dom-3", "dom-4", "dom-5"})
 """Base R4 invariants that only constrain ``contained`` resources."""
 
 
-_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, bool]
+_Absent = tuple[tuple[str, bool], ...]
+_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, bool, _Absent | None]
 _UNSET: Any = object()
 
 
@@ -1001,10 +1015,102 @@ def _plan_checks(constraints: Sequence[Constraint]) -> list[_Planned]:
             ALWAYS.get((c.key, c.expression)),
             CHECKS.get((c.key, c.expression)),
             "%" in c.expression or "resolve(" in c.expression,
+            _absent_plan(c.expression),
         )
         for c in constraints
         if c.key != _STRUCTURAL
     ]
+
+
+_EMPTY_OR = re.compile(r"([a-z][A-Za-z0-9]*)\.empty\(\) or (.+)", re.S)
+_EXISTS_IMPLIES = re.compile(r"([a-z][A-Za-z0-9]*)\.exists\(\) implies (.+)", re.S)
+_STEP = r"\.(?:[A-Za-z][A-Za-z0-9]*|`[A-Za-z][A-Za-z0-9]*`)"
+_PATH_EXISTS = re.compile(rf"([a-z][A-Za-z0-9]*)(?:{_STEP})*\.exists\(\)")
+_LOOSER = re.compile(r"\b(?:implies|xor)\b")
+_LITERALS = frozenset({"true", "false"})
+_NAME_STEP = re.compile(r"[a-z][A-Za-z0-9]*")
+
+
+def _absent_plan(expression: str) -> _Absent | None:
+    """An invariant whose verdict is known when a name it starts a path with reaches nothing in the
+    value: (name, verdict) pairs, or None. A name reaches a JSON property equal to it, its ``_`` form,
+    or (a choice) one that starts with it, so a value with no property that starts with the name
+    (``_`` stripped) gives that step no input and the path is empty. FHIRPath then decides by its own
+    terms:
+
+    - ``name.empty() or X``: "true or X" is true whatever X is (R4 FHIRPath ``or``: "Returns true if
+      either operand evaluates to true"), unless X holds an operator that binds looser than ``or``
+      (``xor`` binds alike and associates left, ``implies`` looser): then none is taken;
+    - ``X or name.a.where(...).empty()`` (the last operand of ``or`` at the top level): member steps
+      and ``where`` on an empty collection are empty, so ``empty()`` is true and so is the ``or``,
+      and any looser ``implies`` around it ("true if the right operand is true");
+    - ``name.exists() implies X``: "If the left operand evaluates to false, the operator returns
+      true" (``implies`` associates left, so a second one is refused);
+    - ``name.a.b.exists()``: a path from nothing is empty, so ``exists()`` is false."""
+    found: list[tuple[str, bool]] = []
+    for pattern in (_EMPTY_OR, _EXISTS_IMPLIES):
+        match = pattern.fullmatch(expression)
+        if match is not None and not _LOOSER.search(match.group(2)) and match.group(1) not in _LITERALS:
+            found.append((match.group(1), True))
+    match = _PATH_EXISTS.fullmatch(expression)
+    if match is not None and match.group(1) not in _LITERALS:
+        found.append((match.group(1), False))
+    last = _last_or_empty(expression)
+    if last is not None and last not in _LITERALS:
+        found.append((last, True))
+    return tuple(found) or None
+
+
+def _last_or_empty(expression: str) -> str | None:
+    """``name`` when ``expression`` ends in `` or name(.member|.where(...))*.empty()`` with that ``or``
+    outside any parentheses and string; else None."""
+    suffix = ".empty()"
+    if not expression.endswith(suffix):
+        return None
+    depth, quoted, cut = 0, False, -1
+    for i, ch in enumerate(expression):
+        if quoted:
+            quoted = ch != "'"
+        elif ch == "'":
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and expression.startswith(" or ", i):
+            cut = i + 4
+    if cut < 0 or depth != 0 or quoted:
+        return None
+    tail = expression[cut : -len(suffix)]
+    name = _NAME_STEP.match(tail)
+    if name is None or "'" in tail:
+        return None
+    rest = tail[name.end() :]
+    while rest:
+        step = _NAME_STEP.match(rest[1:]) if rest[0] == "." else None
+        if step is not None and not rest[1:].startswith("where("):
+            rest = rest[1 + step.end() :]
+            continue
+        if not rest.startswith(".where("):
+            return None
+        depth, end = 0, -1
+        for i, ch in enumerate(rest):
+            depth += (ch == "(") - (ch == ")")
+            if ch == ")" and depth == 0:
+                end = i
+                break
+        if end < 0:
+            return None
+        rest = rest[end + 1 :]
+    return name.group(0)
+
+
+def _decided(absent: _Absent, node: dict[str, Any]) -> bool | None:
+    """The verdict of the first (name, verdict) of ``_absent_plan`` whose name reaches nothing."""
+    for name, verdict in absent:
+        if not any(k.lstrip("_").startswith(name) for k in node):
+            return verdict
+    return None
 
 
 def _vacuous(key: str, node: Any) -> bool:
