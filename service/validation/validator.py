@@ -113,6 +113,8 @@ class Validator:
         """``Elem.checks`` (by identity; the tuple is kept so its id stays its own) -> what each of its
         invariants needs, looked up once instead of per value: the Python forms and the flags."""
         self._slice_urls: dict[Elem, str | None] = {}
+        self._url_index: dict[Elem, dict[str | None, Elem] | None] = {}
+        """A sliced element whose slices are told apart by ``url`` only -> URL to slice."""
         self._plain: dict[Elem, Callable[[Any], bool] | None] = {}
         """A child element whose values are of one primitive type with nothing to check but the type
         (``_plain_check``) -> that type's check, so the walker tests them without a ``_value`` call."""
@@ -393,6 +395,16 @@ class Validator:
             items: list[tuple[Any, str, TypeRef | None]]
             if len(got) == 1:
                 key, tref, item = got[0]
+                if not child.sliced and not isinstance(item, list) and not child.repeats:
+                    # one single value, the common case: its expression is built only when used
+                    if child.min > 1 or (child.max is not None and child.max < 1):
+                        self._cardinality(child, 1, f"{expr}.{key}", run)
+                    plain = self._plain.get(child, _UNSET)
+                    if plain is _UNSET:
+                        plain = self._plain[child] = self._plain_check(child)
+                    if plain is None or not plain(item):
+                        self._value(item, child, tref, f"{expr}.{key}", res, run)
+                    continue
                 if isinstance(item, list) or child.repeats:
                     items = self._items(item, child, key, tref, f"{expr}.{key}", run)
                 else:
@@ -666,8 +678,15 @@ class Validator:
     ) -> None:
         slicing = elem.slicing or {}
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
+        by_url = self._url_index.get(elem, _UNSET)
+        if by_url is _UNSET:
+            by_url = self._url_index[elem] = self._slices_by_url(elem, slicing)
         for item, item_expr, tref in items:
-            target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
+            if by_url is None:
+                target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
+            else:  # what ``_matches`` finds first, looked up (a url that is not a str matches no slice)
+                url = item.get("url") if isinstance(item, dict) else _UNSET
+                target = by_url.get(url) if url is None or isinstance(url, str) else None
             if elem.name in _EXTENSIONS and isinstance(item, dict):
                 self._modifier_place(item, elem, item_expr, run)
             if target is not None:
@@ -770,6 +789,24 @@ class Validator:
         ``url``, ``version`` and ``status``."""
         root = self.root(CORE + rtype)
         return root is not None and all(k in root.children for k in ("url", "version", "status"))
+
+    def _slices_by_url(self, elem: Elem, slicing: dict[str, Any]) -> dict[str | None, Elem] | None:
+        """Slices told apart by ``url`` alone (extensions): each slice's URL -> the first slice with
+        it, which is the one ``_matches`` would find first for an item with that ``url``. None: other
+        discriminators, matched one slice at a time."""
+        discriminators = slicing.get("discriminator", [])
+        if not isinstance(discriminators, list) or len(discriminators) != 1:
+            return None
+        disc = discriminators[0]
+        if not isinstance(disc, dict) or disc.get("path") not in ("url", "$this.url"):
+            return None
+        index: dict[str | None, Elem] = {}
+        for s in elem.slices:
+            url = self._slice_urls.get(s, _UNSET)
+            if url is _UNSET:
+                url = self._slice_urls[s] = _slice_url(s)
+            index.setdefault(url, s)
+        return index
 
     def _matches(self, item: Any, s: Elem, slicing: dict[str, Any], run: _Run) -> bool:
         if not isinstance(item, dict):
@@ -1106,9 +1143,12 @@ def _last_or_empty(expression: str) -> str | None:
 
 
 def _decided(absent: _Absent, node: dict[str, Any]) -> bool | None:
-    """The verdict of the first (name, verdict) of ``_absent_plan`` whose name reaches nothing."""
+    """The verdict of the first (name, verdict) of ``_absent_plan`` whose name reaches nothing: no
+    property starts with the name or ``_`` and the name (a NUL inside a key can only make a name
+    look present, so undecided)."""
+    keys = "\0" + "\0".join(node)
     for name, verdict in absent:
-        if not any(k.lstrip("_").startswith(name) for k in node):
+        if "\0" + name not in keys and "\0_" + name not in keys:
             return verdict
     return None
 
