@@ -95,6 +95,9 @@ class Validator:
         self.native = True
         """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
         self.memo = True
+        self.decide = True
+        """Invariants decided by an absent name (``_absent_plan``) are not run through fhirpathpy;
+        tests turn it off to compare."""
         """Clean complex values are not walked again (``_clean``); tests turn it off to compare."""
         self._roots: dict[str, Elem | None] = {}
         self._type_roots: dict[str, Elem | None] = {}
@@ -110,6 +113,8 @@ class Validator:
         """``Elem.checks`` (by identity; the tuple is kept so its id stays its own) -> what each of its
         invariants needs, looked up once instead of per value: the Python forms and the flags."""
         self._slice_urls: dict[Elem, str | None] = {}
+        self._url_index: dict[Elem, dict[str | None, Elem] | None] = {}
+        """A sliced element whose slices are told apart by ``url`` only -> URL to slice."""
         self._plain: dict[Elem, Callable[[Any], bool] | None] = {}
         """A child element whose values are of one primitive type with nothing to check but the type
         (``_plain_check``) -> that type's check, so the walker tests them without a ``_value`` call."""
@@ -390,6 +395,16 @@ class Validator:
             items: list[tuple[Any, str, TypeRef | None]]
             if len(got) == 1:
                 key, tref, item = got[0]
+                if not child.sliced and not isinstance(item, list) and not child.repeats:
+                    # one single value, the common case: its expression is built only when used
+                    if child.min > 1 or (child.max is not None and child.max < 1):
+                        self._cardinality(child, 1, f"{expr}.{key}", run)
+                    plain = self._plain.get(child, _UNSET)
+                    if plain is _UNSET:
+                        plain = self._plain[child] = self._plain_check(child)
+                    if plain is None or not plain(item):
+                        self._value(item, child, tref, f"{expr}.{key}", res, run)
+                    continue
                 if isinstance(item, list) or child.repeats:
                     items = self._items(item, child, key, tref, f"{expr}.{key}", run)
                 else:
@@ -663,8 +678,15 @@ class Validator:
     ) -> None:
         slicing = elem.slicing or {}
         matched: dict[int, list[tuple[Any, str, TypeRef | None]]] = {id(s): [] for s in elem.slices}
+        by_url = self._url_index.get(elem, _UNSET)
+        if by_url is _UNSET:
+            by_url = self._url_index[elem] = self._slices_by_url(elem, slicing)
         for item, item_expr, tref in items:
-            target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
+            if by_url is None:
+                target = next((s for s in elem.slices if self._matches(item, s, slicing, run)), None)
+            else:  # what ``_matches`` finds first, looked up (a url that is not a str matches no slice)
+                url = item.get("url") if isinstance(item, dict) else _UNSET
+                target = by_url.get(url) if url is None or isinstance(url, str) else None
             if elem.name in _EXTENSIONS and isinstance(item, dict):
                 self._modifier_place(item, elem, item_expr, run)
             if target is not None:
@@ -767,6 +789,24 @@ class Validator:
         ``url``, ``version`` and ``status``."""
         root = self.root(CORE + rtype)
         return root is not None and all(k in root.children for k in ("url", "version", "status"))
+
+    def _slices_by_url(self, elem: Elem, slicing: dict[str, Any]) -> dict[str | None, Elem] | None:
+        """Slices told apart by ``url`` alone (extensions): each slice's URL -> the first slice with
+        it, which is the one ``_matches`` would find first for an item with that ``url``. None: other
+        discriminators, matched one slice at a time."""
+        discriminators = slicing.get("discriminator", [])
+        if not isinstance(discriminators, list) or len(discriminators) != 1:
+            return None
+        disc = discriminators[0]
+        if not isinstance(disc, dict) or disc.get("path") not in ("url", "$this.url"):
+            return None
+        index: dict[str | None, Elem] = {}
+        for s in elem.slices:
+            url = self._slice_urls.get(s, _UNSET)
+            if url is _UNSET:
+                url = self._slice_urls[s] = _slice_url(s)
+            index.setdefault(url, s)
+        return index
 
     def _matches(self, item: Any, s: Elem, slicing: dict[str, Any], run: _Run) -> bool:
         if not isinstance(item, dict):
@@ -958,9 +998,19 @@ class Validator:
         if planned is None or planned[0] is not constraints:
             planned = self._plans[id(constraints)] = (constraints, _plan_checks(constraints))
         is_dict = isinstance(node, dict)
-        for c, vacuous, always, native, reads in planned[1]:
+        for c, vacuous, always, native, reads, absent in planned[1]:
             if vacuous and is_dict and _vacuous(c.key, node):
                 continue
+            if absent is not None and is_dict and self.decide:
+                # decided by a name being absent (``_absent_plan``)
+                decided = _decided(absent, node)
+                if decided is not None and c.expression not in self.invariants.unsupported:
+                    if reads:
+                        run.context += 1
+                    if not decided:
+                        severity = "error" if c.severity == "error" else "warning"
+                        run.add(severity, "invariant", expr, f"Constraint failed: {c.key}: '{c.human}'")
+                    continue
             verdict = always(node, root) if always is not None else None
             if verdict is not None or reads:
                 run.context += 1  # may read the root resource or the resource
@@ -986,7 +1036,8 @@ _CONTAINED_RULES = frozenset({"dom-2", "dom-3", "dom-4", "dom-5"})
 """Base R4 invariants that only constrain ``contained`` resources."""
 
 
-_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, bool]
+_Absent = tuple[tuple[str, bool], ...]
+_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, bool, _Absent | None]
 _UNSET: Any = object()
 
 
@@ -1001,10 +1052,105 @@ def _plan_checks(constraints: Sequence[Constraint]) -> list[_Planned]:
             ALWAYS.get((c.key, c.expression)),
             CHECKS.get((c.key, c.expression)),
             "%" in c.expression or "resolve(" in c.expression,
+            _absent_plan(c.expression),
         )
         for c in constraints
         if c.key != _STRUCTURAL
     ]
+
+
+_EMPTY_OR = re.compile(r"([a-z][A-Za-z0-9]*)\.empty\(\) or (.+)", re.S)
+_EXISTS_IMPLIES = re.compile(r"([a-z][A-Za-z0-9]*)\.exists\(\) implies (.+)", re.S)
+_STEP = r"\.(?:[A-Za-z][A-Za-z0-9]*|`[A-Za-z][A-Za-z0-9]*`)"
+_PATH_EXISTS = re.compile(rf"([a-z][A-Za-z0-9]*)(?:{_STEP})*\.exists\(\)")
+_LOOSER = re.compile(r"\b(?:implies|xor)\b")
+_LITERALS = frozenset({"true", "false"})
+_NAME_STEP = re.compile(r"[a-z][A-Za-z0-9]*")
+
+
+def _absent_plan(expression: str) -> _Absent | None:
+    """An invariant whose verdict is known when a name it starts a path with reaches nothing in the
+    value: (name, verdict) pairs, or None. A name reaches a JSON property equal to it, its ``_`` form,
+    or (a choice) one that starts with it, so a value with no property that starts with the name
+    (``_`` stripped) gives that step no input and the path is empty. FHIRPath then decides by its own
+    terms:
+
+    - ``name.empty() or X``: "true or X" is true whatever X is (R4 FHIRPath ``or``: "Returns true if
+      either operand evaluates to true"), unless X holds an operator that binds looser than ``or``
+      (``xor`` binds alike and associates left, ``implies`` looser): then none is taken;
+    - ``X or name.a.where(...).empty()`` (the last operand of ``or`` at the top level): member steps
+      and ``where`` on an empty collection are empty, so ``empty()`` is true and so is the ``or``,
+      and any looser ``implies`` around it ("true if the right operand is true");
+    - ``name.exists() implies X``: "If the left operand evaluates to false, the operator returns
+      true" (``implies`` associates left, so a second one is refused);
+    - ``name.a.b.exists()``: a path from nothing is empty, so ``exists()`` is false."""
+    found: list[tuple[str, bool]] = []
+    for pattern in (_EMPTY_OR, _EXISTS_IMPLIES):
+        match = pattern.fullmatch(expression)
+        if match is not None and not _LOOSER.search(match.group(2)) and match.group(1) not in _LITERALS:
+            found.append((match.group(1), True))
+    match = _PATH_EXISTS.fullmatch(expression)
+    if match is not None and match.group(1) not in _LITERALS:
+        found.append((match.group(1), False))
+    last = _last_or_empty(expression)
+    if last is not None and last not in _LITERALS:
+        found.append((last, True))
+    return tuple(found) or None
+
+
+def _last_or_empty(expression: str) -> str | None:
+    """``name`` when ``expression`` ends in `` or name(.member|.where(...))*.empty()`` with that ``or``
+    outside any parentheses and string; else None."""
+    suffix = ".empty()"
+    if not expression.endswith(suffix):
+        return None
+    depth, quoted, cut = 0, False, -1
+    for i, ch in enumerate(expression):
+        if quoted:
+            quoted = ch != "'"
+        elif ch == "'":
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and expression.startswith(" or ", i):
+            cut = i + 4
+    if cut < 0 or depth != 0 or quoted:
+        return None
+    tail = expression[cut : -len(suffix)]
+    name = _NAME_STEP.match(tail)
+    if name is None or "'" in tail:
+        return None
+    rest = tail[name.end() :]
+    while rest:
+        step = _NAME_STEP.match(rest[1:]) if rest[0] == "." else None
+        if step is not None and not rest[1:].startswith("where("):
+            rest = rest[1 + step.end() :]
+            continue
+        if not rest.startswith(".where("):
+            return None
+        depth, end = 0, -1
+        for i, ch in enumerate(rest):
+            depth += (ch == "(") - (ch == ")")
+            if ch == ")" and depth == 0:
+                end = i
+                break
+        if end < 0:
+            return None
+        rest = rest[end + 1 :]
+    return name.group(0)
+
+
+def _decided(absent: _Absent, node: dict[str, Any]) -> bool | None:
+    """The verdict of the first (name, verdict) of ``_absent_plan`` whose name reaches nothing: no
+    property starts with the name or ``_`` and the name (a NUL inside a key can only make a name
+    look present, so undecided)."""
+    keys = "\0" + "\0".join(node)
+    for name, verdict in absent:
+        if "\0" + name not in keys and "\0_" + name not in keys:
+            return verdict
+    return None
 
 
 def _vacuous(key: str, node: Any) -> bool:
