@@ -140,43 +140,51 @@ def _pick(items: list[Any], step: Step) -> Any:
 
 def put(resource: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at ``path``, creating intermediate elements and slices."""
-    steps = parse(path)
+    head, last = _put_steps(path)
     node: dict[str, Any] = resource
-    end = len(steps) - 1
-    for i, step in enumerate(steps):
-        last = i == end
-        if not step.is_list:
-            if last:
-                node[step.name] = value
-                return
-            child = node.setdefault(step.name, {})
-            if isinstance(child, list):  # a plain step into a list means its first item
-                if not child:
-                    child.append({})
-                child = child[0]
-            node = child
+    for step in head:
+        if step.is_list:
+            node = _item(node, step)
             continue
-        items: list[Any] = node.setdefault(step.name, [])
-        target = _pick(items, step)
-        if target is None:
-            if step.is_slice:
-                while target is None:
-                    items.append(step.new_item())
-                    target = _pick(items, step)
-            elif step.index is not None:
-                while len(items) <= step.index:
-                    items.append({})
-                target = items[step.index]
-            else:
-                target = {}
-                items.append(target)
-        if last:
-            if isinstance(value, dict):
-                target.update(value)
-            else:
-                raise PathError(f"{path}: a list item can only be set to an object")
-            return
-        node = target
+        child = node.setdefault(step.name, {})
+        if isinstance(child, list):  # a plain step into a list means its first item
+            if not child:
+                child.append({})
+            child = child[0]
+        node = child
+    if not last.is_list:
+        node[last.name] = value
+        return
+    target = _item(node, last)
+    if not isinstance(value, dict):
+        raise PathError(f"{path}: a list item can only be set to an object")
+    target.update(value)
+
+
+@cache
+def _put_steps(path: str) -> tuple[tuple[Step, ...], Step]:
+    """The steps up to the last, and the last (``put`` runs for every element of every resource)."""
+    steps = parse(path)
+    return steps[:-1], steps[-1]
+
+
+def _item(node: dict[str, Any], step: Step) -> Any:
+    """The list item ``step`` selects under ``node``, created (with its slice discriminator) if missing."""
+    items: list[Any] = node.setdefault(step.name, [])
+    target = _pick(items, step)
+    if target is None:
+        if step.is_slice:
+            while target is None:
+                items.append(step.new_item())
+                target = _pick(items, step)
+        elif step.index is not None:
+            while len(items) <= step.index:
+                items.append({})
+            target = items[step.index]
+        else:
+            target = {}
+            items.append(target)
+    return target
 
 
 def _split_every(path: str) -> tuple[str, Step, str]:
