@@ -102,11 +102,6 @@ def _test(cond: Condition | None) -> Test | None:
     return test
 
 
-def holds(cond: Condition | None, case: dict[str, Any], item: Tokens) -> bool:
-    test = _test(cond)
-    return test is None or test(case, case_get(case, item), item)
-
-
 def _fresh(value: Any) -> Any:
     """A copy of a JSON value (a fixed value is made once; every resource gets its own)."""
     if isinstance(value, dict):
@@ -217,11 +212,6 @@ def _plan(s: Spec) -> Plan:
         found = (s, [(t, _test(t.when), _group_writer(t.group)) for t in s.templates])
         _PLANS[id(s)] = found
     return found[1]
-
-
-def write_group(node: dict[str, Any], group: Group, case: dict[str, Any], item: Tokens, ctx: Context) -> None:
-    """Write ``group`` for the case item at ``item`` into ``node`` (compiled anew: for one-off use)."""
-    _group_writer(group)(node, case, case_get(case, item), item, ctx)
 
 
 Instance = tuple[Template, Tokens, str, str, Any, Writer]
