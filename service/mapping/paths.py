@@ -19,7 +19,7 @@ discriminator filled in), ``get`` returns None where anything is missing. Mappin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -35,14 +35,13 @@ class Step:
     url: str | None = None
     coding: tuple[str, str] | None = None
     every: bool = False
+    is_slice: bool = field(init=False, repr=False, compare=False)
+    is_list: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_list(self) -> bool:
-        return self.index is not None or self.url is not None or self.coding is not None or self.every
-
-    @property
-    def is_slice(self) -> bool:
-        return self.url is not None or self.coding is not None
+    def __post_init__(self) -> None:
+        # read on every step of every put/get: worked out once per parsed step
+        object.__setattr__(self, "is_slice", self.url is not None or self.coding is not None)
+        object.__setattr__(self, "is_list", self.index is not None or self.is_slice or self.every)
 
     def matches(self, item: Any) -> bool:
         if not isinstance(item, dict):
@@ -128,49 +127,64 @@ def get(resource: dict[str, Any], path: str) -> Any:
 def _pick(items: list[Any], step: Step) -> Any:
     if step.every:
         raise PathError(f"{step.name}[*] needs get_all/put_all")
-    matching = [item for item in items if step.matches(item)] if step.is_slice else items
     position = step.index or 0
-    return matching[position] if position < len(matching) else None
+    if not step.is_slice:
+        return items[position] if position < len(items) else None
+    for item in items:  # the position-th item of the slice
+        if step.matches(item):
+            if not position:
+                return item
+            position -= 1
+    return None
 
 
 def put(resource: dict[str, Any], path: str, value: Any) -> None:
     """Set ``value`` at ``path``, creating intermediate elements and slices."""
-    steps = parse(path)
+    head, last = _put_steps(path)
     node: dict[str, Any] = resource
-    for i, step in enumerate(steps):
-        last = i == len(steps) - 1
-        if not step.is_list:
-            if last:
-                node[step.name] = value
-                return
-            child = node.setdefault(step.name, {})
-            if isinstance(child, list):  # a plain step into a list means its first item
-                if not child:
-                    child.append({})
-                child = child[0]
-            node = child
+    for step in head:
+        if step.is_list:
+            node = _item(node, step)
             continue
-        items: list[Any] = node.setdefault(step.name, [])
-        target = _pick(items, step)
-        if target is None:
-            if step.is_slice:
-                while target is None:
-                    items.append(step.new_item())
-                    target = _pick(items, step)
-            elif step.index is not None:
-                while len(items) <= step.index:
-                    items.append({})
-                target = items[step.index]
-            else:
-                target = {}
-                items.append(target)
-        if last:
-            if isinstance(value, dict):
-                target.update(value)
-            else:
-                raise PathError(f"{path}: a list item can only be set to an object")
-            return
-        node = target
+        child = node.setdefault(step.name, {})
+        if isinstance(child, list):  # a plain step into a list means its first item
+            if not child:
+                child.append({})
+            child = child[0]
+        node = child
+    if not last.is_list:
+        node[last.name] = value
+        return
+    target = _item(node, last)
+    if not isinstance(value, dict):
+        raise PathError(f"{path}: a list item can only be set to an object")
+    target.update(value)
+
+
+@cache
+def _put_steps(path: str) -> tuple[tuple[Step, ...], Step]:
+    """The steps up to the last, and the last (``put`` runs for every element of every resource)."""
+    steps = parse(path)
+    return steps[:-1], steps[-1]
+
+
+def _item(node: dict[str, Any], step: Step) -> Any:
+    """The list item ``step`` selects under ``node``, created (with its slice discriminator) if missing."""
+    items: list[Any] = node.setdefault(step.name, [])
+    target = _pick(items, step)
+    if target is None:
+        if step.is_slice:
+            while target is None:
+                items.append(step.new_item())
+                target = _pick(items, step)
+        elif step.index is not None:
+            while len(items) <= step.index:
+                items.append({})
+            target = items[step.index]
+        else:
+            target = {}
+            items.append(target)
+    return target
 
 
 def _split_every(path: str) -> tuple[str, Step, str]:

@@ -35,10 +35,19 @@ class Base(Schema):
     def _null_lists(self, data: Any, **_: Any) -> Any:
         if isinstance(data, dict):
             data = dict(data)
-            for name, field in self.fields.items():
-                if isinstance(field, fields.List | f.Dimensions) and name in data and data[name] is None:
+            for name in self._list_names():
+                if name in data and data[name] is None:
                     data[name] = []
         return data
+
+    def _list_names(self) -> tuple[str, ...]:
+        """The list fields, found once per schema instance (``_null_lists`` runs for every object loaded)."""
+        names: tuple[str, ...] | None = self.__dict__.get("_lists")
+        if names is None:
+            found = self.fields.items()
+            names = tuple(name for name, field in found if isinstance(field, fields.List | f.Dimensions))
+            self.__dict__["_lists"] = names
+        return names
 
     @post_load
     def _collapse(self, data: dict[str, Any], **_: Any) -> dict[str, Any] | None:
@@ -49,14 +58,14 @@ class Base(Schema):
 
 def one(schema: type[Base], description: str, *, required: bool = False) -> fields.Nested:
     if required:
-        return fields.Nested(
+        return f.Nested(
             schema,
             required=True,
             allow_none=False,
             metadata={"description": description},
             error_messages={"required": f.REQUIRED, "null": f.NULL},
         )
-    return fields.Nested(
+    return f.Nested(
         schema,
         load_default=None,
         allow_none=True,
@@ -66,7 +75,7 @@ def one(schema: type[Base], description: str, *, required: bool = False) -> fiel
 
 
 def many(inner: fields.Field[Any], description: str, *, group: str | None = None) -> fields.List[Any]:
-    return fields.List(
+    return f.List(
         inner,
         load_default=list,
         allow_none=True,
@@ -76,7 +85,7 @@ def many(inner: fields.Field[Any], description: str, *, group: str | None = None
 
 
 def many_of(schema: type[Base], description: str) -> fields.List[Any]:
-    return many(fields.Nested(schema, error_messages={"null": f.NULL}), description)
+    return many(f.Nested(schema, error_messages={"null": f.NULL}), description)
 
 
 def codes(table_name: str, description: str) -> fields.List[Any]:

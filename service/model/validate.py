@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -66,19 +67,43 @@ def _walk(messages: Any, path: str) -> Iterator[tuple[str, str]]:
 
 def dated_paths(schema: Schema, data: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
     """(path, value) of every date recorded in a loaded case, found through the schema's Date fields."""
+    return _dated(_date_plan(schema), data, prefix)
+
+
+_DATE, _ONE, _MANY = 0, 1, 2
+DatePlan = tuple[tuple[str, int, Any], ...]
+
+
+@functools.cache
+def _date_plan(schema: Schema) -> DatePlan:
+    """The fields of ``schema`` that are or hold dates, in field order: the schema is the same for every
+    case, so which of its fields to look into is worked out once per schema, not per case and field."""
+    plan: list[tuple[str, int, Any]] = []
     for name, field in schema.fields.items():
-        value, path = data.get(name), f"{prefix}{name}"
+        if isinstance(field, f.Date):
+            plan.append((name, _DATE, None))
+        elif isinstance(field, fields.Nested):
+            plan.append((name, _ONE, _date_plan(_nested(field))))
+        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
+            plan.append((name, _MANY, _date_plan(_nested(field.inner))))
+    return tuple(plan)
+
+
+def _dated(plan: DatePlan, data: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    for name, kind, inner in plan:
+        value = data.get(name)
         if value is None:
             continue
-        if isinstance(field, f.Date):
+        path = f"{prefix}{name}"
+        if kind == _DATE:
             if value != dates.UNKNOWN:  # no date, so nothing that can be after today
                 yield path, value
-        elif isinstance(field, fields.Nested) and isinstance(value, Mapping):
-            yield from dated_paths(_nested(field), value, f"{path}.")
-        elif isinstance(field, fields.List) and isinstance(field.inner, fields.Nested):
-            inner = _nested(field.inner)
+        elif kind == _ONE:
+            if isinstance(value, Mapping):
+                yield from _dated(inner, value, f"{path}.")
+        else:
             for i, entry in enumerate(value):
-                yield from dated_paths(inner, entry, f"{path}[{i}].")
+                yield from _dated(inner, entry, f"{path}[{i}].")
 
 
 def _nested(field: fields.Nested) -> Schema:

@@ -81,6 +81,16 @@ def test_every_resource_is_profiled_and_identified(bundle: dict[str, Any]):
         )
 
 
+def test_full_url_is_the_name_based_uuid_of_the_identifier():
+    """spec.full_url formats the SHA-1 digest itself; RFC 4122 4.3 as Python's uuid.uuid5 implements it
+    is the oracle, over enough names to meet all four variant nibbles and non-ASCII text."""
+    names = [f"https://src.example/{i}|C-{i}|surgery[{i % 3}].renal_veins" for i in range(200)]
+    names += ["https://hôpital.example/ü|Fall-ß|diagnosis", "", "|", "x" * 500]
+    for name in names:
+        expected = uuid.uuid5(uuid.NAMESPACE_URL, IDENTIFIER_SYSTEM + "|" + name)
+        assert spec.full_url(name) == f"urn:uuid:{expected}"
+
+
 def test_every_request_is_a_conditional_put_by_the_identifier(bundle: dict[str, Any]):
     for entry in bundle["entry"]:
         resource, request = entry["resource"], entry["request"]
