@@ -1,12 +1,14 @@
-"""The base R4 Bundle invariants in Python, with the exact meaning of their FHIRPath.
+"""The base R4 Bundle invariants and ext-1 in Python, with the exact meaning of their FHIRPath.
 
 A Bundle-level invariant reads every entry, so fhirpathpy's memo (keyed on what an expression names)
 misses on every Bundle and the evaluation costs most of the time of validating one. Each function
 here answers what the FHIRPath expression answers, including FHIRPath's three-valued logic (an
 empty result holds); ``None`` means "not a shape this function reads" and the caller falls back to
 fhirpathpy. Each is used only for the exact expression text it implements, so a changed definition
-falls back too. ``tests/unit/validation/test_native.py`` compares both on every example Bundle and
-mutations of each rule.
+falls back too. ext-1 sits on every Extension and its memo key (the extension's JSON) costs as much
+as its evaluation, as most extensions differ. ``tests/unit/validation/test_native.py`` compares both
+on every example Bundle and mutations of each rule, and ext-1 on every extension of the corpus and
+mutants of them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from fhirpathpy.models import models
 
 from service.validation.xhtml import problems as xhtml_problems
 
@@ -153,6 +157,29 @@ def _bdl8(entry: dict[str, Any]) -> bool | None:
     return "/_history/" not in url if isinstance(url, str) else None
 
 
+_VALUE_TYPES: frozenset[str] = frozenset(models["r4"]["choiceTypePaths"]["Extension.value"])
+"""The types fhirpathpy's R4 model gives ``Extension.value[x]``: it reads ``value`` on an Extension as
+the first of ``value<Type>`` (or ``_value<Type>``) present; any other ``value...`` key it does not see."""
+
+
+def _ext1(extension: dict[str, Any]) -> bool | None:
+    """ext-1 ``extension.exists() != value.exists()`` on a node of type Extension: sub-extensions or a
+    value, not both, not neither. Shapes where fhirpathpy's reading is not simply "the key holds
+    something" (a ``_`` key, an empty or non-list ``extension``, a list or null value) fall back."""
+    has_value = False
+    for key, item in extension.items():
+        if key[:1] == "_":
+            return None
+        if key[:5] == "value" and key[5:] in _VALUE_TYPES:
+            if item is None or isinstance(item, list):
+                return None
+            has_value = True
+    sub = extension.get("extension")
+    if sub is not None and (not isinstance(sub, list) or not sub or None in sub):
+        return None
+    return (sub is not None) != has_value
+
+
 CHECKS: dict[tuple[str, str], Check] = {
     ("bdl-1", "total.empty() or (type = 'searchset') or (type = 'history')"): _bdl1,
     ("bdl-2", "entry.search.empty() or (type = 'searchset')"): _bdl2,
@@ -177,14 +204,22 @@ CHECKS: dict[tuple[str, str], Check] = {
     ("bdl-12", "type = 'message' implies entry.first().resource.is(MessageHeader)"): _bdl12,
     ("bdl-5", "resource.exists() or request.exists() or response.exists()"): _bdl5,
     ("bdl-8", "fullUrl.contains('/_history/').not()"): _bdl8,
+    ("ext-1", "extension.exists() != value.exists()"): _ext1,
 }
 """(constraint key, its exact R4 expression) -> the Python check of it."""
 
+TYPE_PATHS: dict[tuple[str, str], str] = {("ext-1", "extension.exists() != value.exists()"): "Extension"}
+"""A check here holds only on a node of this FHIRPath type: on another, ``value`` is not the choice
+``value[x]`` (fhirpathpy reads the type's own elements), so the caller falls back to fhirpathpy."""
 
-def native_check(key: str, expression: str, node: Any) -> bool | None:
+
+def native_check(key: str, expression: str, node: Any, type_path: str | None = None) -> bool | None:
     """The invariant's verdict from Python, or None when it has no Python form (or not for this node)."""
     check = CHECKS.get((key, expression))
     if check is None or not isinstance(node, dict):
+        return None
+    wanted = TYPE_PATHS.get((key, expression))
+    if wanted is not None and type_path != wanted:
         return None
     return check(node)
 

@@ -40,7 +40,7 @@ from service.validation.model import (
     json_name,
     primitive_regex,
 )
-from service.validation.native import ALWAYS, CHECKS, Check, RootCheck
+from service.validation.native import ALWAYS, CHECKS, TYPE_PATHS, Check, RootCheck
 from service.validation.snapshot import SnapshotError, cached_snapshots, generate, generate_one
 from service.validation.terminology import Terminology
 
@@ -93,7 +93,7 @@ class Validator:
         self.terminology = Terminology(defs)
         self.invariants = Invariants()
         self.native = True
-        """Bundle invariants in Python (``native.py``); tests turn it off to compare with fhirpathpy."""
+        """Bundle invariants and ext-1 in Python (``native.py``); tests turn it off to compare."""
         self.memo = True
         self.decide = True
         """Invariants decided by an absent name (``_absent_plan``) are not run through fhirpathpy;
@@ -998,7 +998,7 @@ class Validator:
         if planned is None or planned[0] is not constraints:
             planned = self._plans[id(constraints)] = (constraints, _plan_checks(constraints))
         is_dict = isinstance(node, dict)
-        for c, vacuous, always, native, reads, absent in planned[1]:
+        for c, vacuous, always, native, native_type, reads, absent in planned[1]:
             if vacuous and is_dict and _vacuous(c.key, node):
                 continue
             if absent is not None and is_dict and self.decide:
@@ -1014,7 +1014,13 @@ class Validator:
             verdict = always(node, root) if always is not None else None
             if verdict is not None or reads:
                 run.context += 1  # may read the root resource or the resource
-            if verdict is None and native is not None and self.native and is_dict:
+            if (
+                verdict is None
+                and native is not None
+                and self.native
+                and is_dict
+                and (native_type is None or native_type == type_path)
+            ):
                 verdict = native(node)
             if verdict is None:
                 verdict = self.invariants.holds(c.expression, node, type_path, res, root)
@@ -1037,20 +1043,22 @@ _CONTAINED_RULES = frozenset({"dom-2", "dom-3", "dom-4", "dom-5"})
 
 
 _Absent = tuple[tuple[str, bool], ...]
-_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, bool, _Absent | None]
+_Planned = tuple[Constraint, bool, RootCheck | None, Check | None, str | None, bool, _Absent | None]
 _UNSET: Any = object()
 
 
 def _plan_checks(constraints: Sequence[Constraint]) -> list[_Planned]:
     """Per invariant, what ``_invariants`` would otherwise look up on every value: whether it can be
-    vacuous (``_vacuous``), its ``native.ALWAYS`` and ``native.CHECKS`` forms, and whether it reads
-    beyond the value (``%`` variables, ``resolve()``). ``ele-1`` is left out (checked structurally)."""
+    vacuous (``_vacuous``), its ``native.ALWAYS`` and ``native.CHECKS`` forms (with the type path the
+    latter is written for, if any), and whether it reads beyond the value (``%`` variables,
+    ``resolve()``). ``ele-1`` is left out (checked structurally)."""
     return [
         (
             c,
             c.key == "ref-1" or c.key in _CONTAINED_RULES,
             ALWAYS.get((c.key, c.expression)),
             CHECKS.get((c.key, c.expression)),
+            TYPE_PATHS.get((c.key, c.expression)),
             "%" in c.expression or "resolve(" in c.expression,
             _absent_plan(c.expression),
         )

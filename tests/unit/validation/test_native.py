@@ -14,7 +14,8 @@ from service.mapping.forward import case_to_bundle
 from service.model import validate_case
 from service.validation import Validator
 from service.validation.fhirpath import Invariants
-from service.validation.native import CHECKS, native_check
+from service.validation.native import CHECKS, TYPE_PATHS, native_check
+from tests.contract.corpus import corpus
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").glob("ivclms-*.json"))
@@ -100,6 +101,7 @@ def cases() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 CASES = list(cases())
+BUNDLE_CHECKS = {k: v for k, v in CHECKS.items() if k[0].startswith("bdl-")}
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +109,107 @@ def evaluator() -> Invariants:
     return Invariants()
 
 
+EXT1 = next(k for k in CHECKS if k[0] == "ext-1")
+EXT_KEYS = ("extension", "modifierExtension")
+
+
+def _extensions(data: Any) -> Iterator[dict[str, Any]]:
+    """Every Extension in ``data``, nested ones included (under ``extension``/``modifierExtension``)."""
+    if isinstance(data, list):
+        for item in data:
+            yield from _extensions(item)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if key in EXT_KEYS and isinstance(value, list):
+                yield from (v for v in value if isinstance(v, dict))
+            yield from _extensions(value)
+
+
+def _extension_mutants(ext: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Shapes that break ext-1 (both or neither of value and sub-extensions) and the edge shapes the
+    Python form must either answer as fhirpathpy does or refuse (None)."""
+    values = [k for k in ext if k.startswith("value")]
+    bare = {k: v for k, v in ext.items() if k not in values and k != "extension"}
+    sub = [{"url": "a", "valueString": "x"}]
+    yield {**bare}  # neither
+    yield {**bare, "extension": sub, "valueString": "x"}  # both
+    yield {**ext, "extension": sub}
+    yield {**bare, "extension": sub}
+    yield {**bare, "valueCoding": {"code": "c"}}
+    yield {**bare, "valueFoo": "x"}  # not a type of Extension.value[x]: fhirpathpy does not see it
+    yield {**bare, "value": "x"}
+    yield {**bare, "extension": sub, "valueFoo": "x"}
+    yield {**bare, "valueString": None}
+    yield {**bare, "valueString": None, "extension": sub}
+    yield {**bare, "valueString": []}
+    yield {**bare, "valueString": ["x"], "extension": sub}
+    yield {**bare, "_valueString": {"extension": sub}}
+    yield {**bare, "extension": []}
+    yield {**bare, "extension": [], "valueString": "x"}
+    yield {**bare, "extension": {"url": "a", "valueString": "x"}}
+    yield {**bare, "extension": [None]}
+    yield {**bare, "extension": sub, "_extension": [{}]}
+    yield {**bare, "valueBoolean": False}
+    yield {**bare, "valueInteger": 0, "extension": sub}
+    yield {**bare, "valueString": "", "valueCode": "x"}
+
+
+def extension_cases() -> list[dict[str, Any]]:
+    found = [e for case in corpus() for e in _extensions(case.resource)]
+    found += [e for path in EXAMPLES for e in _extensions(mapped(path))]
+    distinct = list({json.dumps(e, sort_keys=True): e for e in found}.values())
+    return distinct + [m for e in distinct[:: max(1, len(distinct) // 40)] for m in _extension_mutants(e)]
+
+
+EXTENSIONS = extension_cases()
+CORPUS_EXTENSIONS = {json.dumps(e, sort_keys=True) for c in corpus() for e in _extensions(c.resource)}
+
+
+def test_ext1_python_and_fhirpath_agree(evaluator: Invariants) -> None:
+    """ext-1 on every distinct extension of the corpus and the mapped examples, and mutants of them:
+    where the Python answers, fhirpathpy (on a node of type Extension) answers the same."""
+    key, expression = EXT1
+    disagree, answered, refused = [], {True: 0, False: 0}, 0
+    for ext in EXTENSIONS:
+        ours = native_check(key, expression, ext, "Extension")
+        theirs = evaluator.holds(expression, ext, "Extension", {"resourceType": "Basic"})
+        if ours is None:
+            refused += 1
+            # the corpus' own extensions are all plain shapes: the Python answers every one
+            assert json.dumps(ext, sort_keys=True) not in CORPUS_EXTENSIONS, ext
+            continue
+        answered[ours] += 1
+        if ours != theirs:
+            disagree.append((ext, ours, theirs))
+    assert not disagree, disagree
+    assert answered[True] > 100 and answered[False] > 20 and refused > 0, (answered, refused)
+
+
+def test_ext1_python_form_only_on_extensions() -> None:
+    """On another type ``value`` is not the choice value[x]: the Python form refuses (fhirpathpy runs)."""
+    key, expression = EXT1
+    assert TYPE_PATHS[EXT1] == "Extension"
+    assert native_check(key, expression, {"url": "u"}, "Extension") is False
+    assert native_check(key, expression, {"url": "u"}, "Element") is None
+    assert native_check(key, expression, {"url": "u"}) is None
+
+
+def test_ext1_python_form_is_of_the_loaded_definition() -> None:
+    extension = Validator.load().defs.structure("http://hl7.org/fhir/StructureDefinition/Extension")
+    assert extension is not None
+    loaded = {
+        (c["key"], c["expression"])
+        for element in extension["snapshot"]["element"]
+        for c in element.get("constraint", [])
+        if c["key"] == "ext-1"
+    }
+    assert loaded == {EXT1}
+
+
 @pytest.mark.parametrize(("name", "bundle"), CASES, ids=[c[0] for c in CASES])
 def test_python_and_fhirpath_agree(name: str, bundle: dict[str, Any], evaluator: Invariants) -> None:
     disagree = []
-    for (key, expression), _check in CHECKS.items():
+    for (key, expression), _check in BUNDLE_CHECKS.items():
         nodes = (
             [(e, "Bundle.entry") for e in bundle.get("entry", [])]
             if key in BUNDLE_KEYS
@@ -128,9 +227,9 @@ def test_python_and_fhirpath_agree(name: str, bundle: dict[str, Any], evaluator:
 
 def test_the_variants_break_every_rule() -> None:
     """The comparison above sees each rule both held and broken, so agreement is not vacuous."""
-    seen: dict[str, set[bool]] = {key: set() for key, _ in CHECKS}
+    seen: dict[str, set[bool]] = {key: set() for key, _ in BUNDLE_CHECKS}
     for _name, bundle in CASES:
-        for key, expression in CHECKS:
+        for key, expression in BUNDLE_CHECKS:
             nodes = bundle.get("entry", []) if key in BUNDLE_KEYS else [bundle]
             for node in nodes:
                 seen[key].add(bool(native_check(key, expression, node)))
@@ -147,7 +246,7 @@ def test_the_python_forms_are_of_the_loaded_definitions_expressions() -> None:
         for c in element.get("constraint", [])
         if c["key"].startswith("bdl-")
     }
-    assert set(CHECKS) == loaded
+    assert set(BUNDLE_CHECKS) == loaded
 
 
 def test_the_validator_reports_the_same_issues_either_way() -> None:
