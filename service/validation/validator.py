@@ -103,6 +103,8 @@ class Validator:
         self._type_roots: dict[str, Elem | None] = {}
         self._resource_types: dict[str, bool] = {}
         self._primitive_checks: dict[str, Callable[[Any], bool]] = {}
+        self._kinds: dict[str, tuple[Callable[[Any], bool] | None, bool]] = {}
+        """Type code -> its primitive check and whether it is a resource (``_kind``)."""
         self._clean: dict[tuple[Elem, TypeRef | None, bool, str], bool] = {}
         """Complex values (Coding, CodeableConcept, Extension, ...) that were found without any issue
         by a walk that read nothing but the value and its element (``_Run.context``), keyed by the
@@ -494,9 +496,10 @@ class Validator:
         if tref is None and len(elem.types) > 1 and isinstance(item, dict) and "resourceType" in item:
             tref = next((t for t in elem.types if t.code == item["resourceType"]), None)
         code = tref.code if tref is not None else (elem.types[0].code if elem.types else "")
-        check = self._primitive_checks.get(code)
-        if check is None and code in PRIMITIVE_TYPES:
-            check = self._primitive_checks[code] = self._primitive_check(code)
+        kind = self._kinds.get(code)
+        if kind is None:
+            kind = self._kinds[code] = self._kind(code)
+        check, is_resource = kind
         if check is not None:
             if check(item):
                 if elem.fixed_or_pattern:
@@ -514,7 +517,7 @@ class Validator:
             else:
                 run.add("error", "value", expr, f"The value {_show(item)} is not a valid {code}")
             return
-        if code == "Resource" or self._is_resource_type(code):
+        if is_resource:
             rtype = item.get("resourceType") if isinstance(item, dict) else None
             wanted = tuple(
                 p
@@ -627,6 +630,15 @@ class Validator:
         if code not in self._type_roots:
             self._type_roots[code] = self.root(CORE + code)
         return self._type_roots[code]
+
+    def _kind(self, code: str) -> tuple[Callable[[Any], bool] | None, bool]:
+        """What ``_value`` does with a value of type ``code``, the same for every value: its primitive
+        check (None: not a primitive type), and whether it is a resource (``Resource`` or a resource
+        type)."""
+        check = self._primitive_checks.get(code)
+        if check is None and code in PRIMITIVE_TYPES:
+            check = self._primitive_checks[code] = self._primitive_check(code)
+        return check, check is None and (code == "Resource" or self._is_resource_type(code))
 
     def _is_resource_type(self, code: str) -> bool:
         known = self._resource_types.get(code)
