@@ -118,6 +118,8 @@ class Validator:
         self._url_index: dict[Elem, dict[str | None, Elem] | None] = {}
         """A sliced element whose slices are told apart by ``url`` only -> URL to slice."""
         self._plain: dict[Elem, Callable[[Any], bool] | None] = {}
+        self._plain_keys: dict[Elem, dict[str, tuple[Elem, Callable[[Any], bool]]]] = {}
+        """An element -> its single plain children by JSON name (``_plain_single``)."""
         """A child element whose values are of one primitive type with nothing to check but the type
         (``_plain_check``) -> that type's check, so the walker tests them without a ``_value`` call."""
         self._targets: dict[int, tuple[TypeRef, dict[str, str | None], set[str]]] = {}
@@ -366,10 +368,19 @@ class Validator:
                 run.add("error", "invariant", expr, "ele-1: All FHIR elements must have a @value or children")
                 return
         children = elem.children
+        plain_keys = self._plain_keys.get(elem)
+        if plain_keys is None:
+            plain_keys = self._plain_keys[elem] = self._plain_single(elem)
         # child element -> its (JSON name, type, value)s, in the order the names first occur (Elem
-        # compares by identity); an empty list: only ``_name`` is there
+        # compares by identity); an empty list: only ``_name`` is there, or a plain value that passed
+        # its type check (nothing left to do for it)
         present: dict[Elem, list[tuple[str, TypeRef | None, Any]]] = {}
         for key, item in value.items():
+            plain_key = plain_keys.get(key)
+            if plain_key is not None and plain_key[1](item):
+                # a valid single plain value: no issue, so checking it here keeps the order of issues
+                present[plain_key[0]] = []
+                continue
             found = children.get(key)
             if found is not None:
                 child, tref = found
@@ -610,6 +621,22 @@ class Validator:
         for url in elem.also_required if code in ("Coding", "CodeableConcept") else ():
             self._binding(item, code, elem, expr, run, ("required", url))
         return True
+
+    def _plain_single(self, elem: Elem) -> dict[str, tuple[Elem, Callable[[Any], bool]]]:
+        """JSON name -> (child, type check) of ``elem``'s children that take one value (not sliced, not
+        repeating, one allowed) of a plain type (``_plain_check``): a value that passes the check is
+        all ``_complex`` would do for it (a list never passes a primitive check). A plain type is
+        never a choice, so no other name reaches the child."""
+        table = {}
+        for key, (child, _tref) in elem.children.items():
+            if child.sliced or child.repeats or child.min > 1 or (child.max is not None and child.max < 1):
+                continue
+            plain = self._plain.get(child, _UNSET)
+            if plain is _UNSET:
+                plain = self._plain[child] = self._plain_check(child)
+            if plain is not None:
+                table[key] = (child, plain)
+        return table
 
     def _plain_check(self, elem: Elem) -> Callable[[Any], bool] | None:
         """The type check of a child whose valid values ``_value`` would only type-check: one primitive
