@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -21,21 +23,28 @@ def test_finding_8_escape_leaves_no_control_character():
     assert escape("Tumour 6 cm, é") == "Tumour 6 cm, é"
 
 
-def test_finding_8_a_path_with_crlf_cannot_produce_a_second_log_line(client):
+@contextmanager
+def _captured(shape: logging.Formatter) -> Iterator[io.StringIO]:
+    """Every ``ivclms`` record at INFO and above, written by ``shape`` into the buffer yielded."""
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
-    handler.setFormatter(EscapingFormatter(FORMAT))
+    handler.setFormatter(shape)
     logger = logging.getLogger("ivclms")
     logger.addHandler(handler)
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        client.get("/fhir/Patient/x%0d%0a2026-01-01 00:00:00,000 INFO ivclms.access: forged", headers=_auth())
-        client.open("/cases", method="GET\r\nforged", headers=_auth())
-        logging.getLogger("ivclms.test").warning("value %s", "one\r\nforged\x00line")
+        yield buffer
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def test_finding_8_a_path_with_crlf_cannot_produce_a_second_log_line(client):
+    with _captured(EscapingFormatter(FORMAT)) as buffer:
+        client.get("/fhir/Patient/x%0d%0a2026-01-01 00:00:00,000 INFO ivclms.access: forged", headers=_auth())
+        client.open("/cases", method="GET\r\nforged", headers=_auth())
+        logging.getLogger("ivclms.test").warning("value %s", "one\r\nforged\x00line")
     lines = buffer.getvalue().splitlines()
     assert lines, "nothing was logged: the check would be empty"
     assert not [line for line in lines if not line.startswith("20")], lines  # every line is a record
@@ -52,23 +61,13 @@ def _json_lines(buffer: io.StringIO) -> list[dict]:
 
 def test_json_format_one_object_per_record_even_with_crlf_and_a_traceback(client):
     """Issue 17 goal 7: "structured (JSON) logs as an option"."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(formatter("json"))
-    logger = logging.getLogger("ivclms")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with _captured(formatter("json")) as buffer:
         client.get("/fhir/Patient/x%0d%0a2026-01-01 00:00:00,000 INFO ivclms.access: forged", headers=_auth())
         logging.getLogger("ivclms.test").warning("value %s", "one\r\nforged\x00line")
         try:
             raise RuntimeError("boom")
         except RuntimeError:
             logging.getLogger("ivclms.test").exception("failed")
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
     records = _json_lines(buffer)
     assert all(set(r) >= {"time", "level", "logger", "message"} for r in records), records
     assert all(r["time"].endswith("+00:00") for r in records), records
