@@ -6,6 +6,7 @@ import json
 import logging
 
 from service.case_files import EXAMPLE_SERIES
+from tests.support.audit import audit_rows
 from tests.support.auth import auth_headers as _auth
 from tests.support.examples import EXAMPLES
 
@@ -69,27 +70,17 @@ def test_no_patient_data_in_the_logs_of_an_end_to_end_run(client, caplog):
     assert not leaked
 
 
-def _audit_rows(client) -> int:
-    from sqlalchemy import func, select
-
-    from service.store.tables import audit_events
-
-    engine = client.application.extensions["ivclms"].engine
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
-
-
 def test_finding_11_unauthenticated_requests_write_no_audit_row(client, caplog):
     caplog.set_level(logging.INFO, logger="ivclms.access")
-    before = _audit_rows(client)
+    before = audit_rows(client)
     for path in ("/cases", "/fhir/Patient", "/registry/cases.csv", "/fhir/$export", "/no/such/route"):
         client.get(path)
         client.get(path, headers={"Authorization": "Bearer not-a-token"})
-    assert _audit_rows(client) == before
+    assert audit_rows(client) == before
     lines = [r.getMessage() for r in caplog.records if r.name == "ivclms.access"]
     assert sum(" 401 " in line for line in lines) == 8  # each one is in the access log
     client.get("/cases", headers=_auth())
-    assert _audit_rows(client) == before + 1
+    assert audit_rows(client) == before + 1
 
 
 def test_finding_11_client_chosen_path_segments_are_not_stored_verbatim(client, caplog):

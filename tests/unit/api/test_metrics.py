@@ -17,6 +17,7 @@ from sqlalchemy import insert, update
 from service.clock import utcnow
 from service.store.tables import export_jobs, outbox
 from tests import sync_seed
+from tests.support.audit import audit_rows
 from tests.tokens import bearer
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "ivclms-001-segment-ii-graft.json"
@@ -134,15 +135,6 @@ def test_storage_full_is_zero_when_nothing_failed(client) -> None:
     assert json.loads(client.get("/readyz").get_data())["checks"]["storage"] == {"ok": True}
 
 
-def _audit_rows(client) -> int:
-    from sqlalchemy import func, select
-
-    from service.store.tables import audit_events
-
-    with client.application.extensions["ivclms"].engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_events)).scalar_one())
-
-
 def test_a_granted_scrape_is_not_audited_a_refused_one_is(client, caplog) -> None:
     """Decided (issue 17 goal 7): the figures carry no patient data and a scraper polls every 15 s,
     so a granted scrape leaves only its access-log line; a refused one (a token probing for an
@@ -150,12 +142,12 @@ def test_a_granted_scrape_is_not_audited_a_refused_one_is(client, caplog) -> Non
     import logging
 
     caplog.set_level(logging.INFO, logger="ivclms.access")
-    before = _audit_rows(client)
+    before = audit_rows(client)
     scrape(client)
     scrape(client)
-    assert _audit_rows(client) == before
+    assert audit_rows(client) == before
     assert sum("metrics.metrics 200" in r.getMessage() for r in caplog.records) == 2
     assert client.get("/metrics", headers=bearer("system/Patient.r")).status_code == 403
-    assert _audit_rows(client) == before + 1
+    assert audit_rows(client) == before + 1
     client.get("/cases", headers=bearer(**OPERATOR))
-    assert _audit_rows(client) == before + 2  # other reads by the same token still are
+    assert audit_rows(client) == before + 2  # other reads by the same token still are
